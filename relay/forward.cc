@@ -1,0 +1,493 @@
+// Theory of operation
+// ===================
+// open() queues a request; the worker thread admits it when the sandbox is
+// under its stream cap (otherwise it waits, up to queue_timeout, then is
+// refused), takes a token from the sandbox's pool (minting one with
+// CreateSshSession when every token already carries max_streams_per_token
+// streams), and starts a ForwardCall.
+//
+// ForwardCall is one gRPC callback bidi reactor per connection
+// (grpc-notes.md, style.md §12): init frame first (the gateway reads it
+// before it answers, protocol §0.4), then at most one write and one read in
+// flight. It keeps two holds, one per direction, because writes and reads are
+// started from outside reactions (the stack thread):
+//   write hold: released after WritesDone completes, a write fails, the read
+//               side ended with nothing in flight, or abort();
+//   read hold:  released when a read returns !ok, or abort() with no read in
+//               flight.
+// OnDone runs once both are gone; it returns the stream's slot and token to
+// the pool and reports on_closed. Reactions may run inline inside Start*()
+// calls, so no mutex is held while calling Start*/RemoveHold, and objects
+// stay alive through shared_ptr copies taken before each call.
+//
+// Wire conventions: client bytes are coalesced into frames of ≤ max_frame
+// bytes while a write is in flight; an empty data frame from the gateway
+// means "target sent FIN" (our extension; upstream gateways never send it and
+// end the stream instead, which we also treat as FIN).
+#include "relay/forward.h"
+
+#include <grpcpp/grpcpp.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+#include "relay/gateway_client_impl.h"
+
+namespace osh::relay {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using openshell::v1::TcpForwardFrame;
+
+struct TokenEntry {
+  std::string sandbox_id;
+  std::string token;
+  size_t active = 0;
+  bool bad = false;
+};
+
+}  // namespace
+
+class ForwardCall;
+
+struct ForwardManager::Impl : std::enable_shared_from_this<ForwardManager::Impl> {
+  struct PendingOpen {
+    StreamId id;
+    ForwardTarget target;
+    Clock::time_point deadline;
+  };
+
+  GatewayClient& gw;
+  ForwardObserver& obs;
+  ForwardOptions opts;
+
+  mutable std::mutex mu;
+  std::condition_variable cv;
+  std::deque<PendingOpen> pending;
+  std::unordered_map<StreamId, std::shared_ptr<ForwardCall>> calls;
+  std::unordered_set<StreamId> starting;        // admitted, token being fetched
+  std::unordered_set<StreamId> abort_requested; // aborted while starting
+  std::unordered_map<std::string, size_t> active_per_sandbox;
+  std::unordered_map<std::string, std::vector<std::shared_ptr<TokenEntry>>> tokens;
+  ForwardStats st;
+  bool stopping = false;
+  std::thread worker;
+
+  Impl(GatewayClient& g, ForwardObserver& o, ForwardOptions op) : gw(g), obs(o), opts(op) {}
+
+  void run();
+  void start_one(PendingOpen p);
+  std::shared_ptr<TokenEntry> acquire_token(const std::string& sandbox_id, CallStatus* err);
+  void release(StreamId id, const std::string& sandbox_id, const std::shared_ptr<TokenEntry>& tok,
+               int code);
+  std::shared_ptr<ForwardCall> find(StreamId id) {
+    std::lock_guard lk(mu);
+    auto it = calls.find(id);
+    return it == calls.end() ? nullptr : it->second;
+  }
+};
+
+class ForwardCall final : public grpc::ClientBidiReactor<TcpForwardFrame, TcpForwardFrame>,
+                          public std::enable_shared_from_this<ForwardCall> {
+ public:
+  ForwardCall(std::shared_ptr<ForwardManager::Impl> mgr, StreamId id, ForwardTarget target,
+              std::shared_ptr<TokenEntry> token)
+      : mgr_(std::move(mgr)), id_(id), target_(std::move(target)), token_(std::move(token)) {}
+
+  void start() {
+    auto* init = init_.mutable_init();
+    init->set_sandbox_id(target_.sandbox_id);
+    init->set_service_id(target_.service_id);
+    init->set_authorization_token(token_->token);
+    if (target_.ssh) {
+      init->mutable_ssh();
+    } else {
+      init->mutable_tcp()->set_host(target_.host);
+      init->mutable_tcp()->set_port(target_.port);
+    }
+    mgr_->gw.impl().stub->async()->ForwardTcp(&ctx_, this);
+    AddMultipleHolds(2);
+    write_in_flight_ = true;
+    read_in_flight_ = true;
+    StartWrite(&init_);
+    StartRead(&rx_);
+    StartCall();
+  }
+
+  void send(std::string bytes) {
+    std::unique_lock lk(mu_);
+    if (w_closed_ || wd_requested_ || aborted_) return;
+    pending_.append(bytes);
+    if (write_in_flight_) return;
+    prepare_write_locked();
+    lk.unlock();
+    StartWrite(&tx_);
+  }
+
+  void read_more() {
+    std::unique_lock lk(mu_);
+    if (r_closed_ || read_in_flight_ || aborted_) return;
+    read_in_flight_ = true;
+    lk.unlock();
+    StartRead(&rx_);
+  }
+
+  void close_write() {
+    std::unique_lock lk(mu_);
+    if (w_closed_ || wd_requested_ || aborted_) return;
+    wd_requested_ = true;
+    if (write_in_flight_ || !pending_.empty()) return;
+    write_in_flight_ = true;
+    lk.unlock();
+    StartWritesDone();
+  }
+
+  void abort() {
+    std::unique_lock lk(mu_);
+    if (aborted_) return;
+    aborted_ = true;
+    int holds = 0;
+    if (!read_in_flight_) holds += release_read_locked();
+    if (!write_in_flight_) holds += release_write_locked();
+    lk.unlock();
+    ctx_.TryCancel();
+    remove_holds(holds);
+  }
+
+  void OnReadInitialMetadataDone(bool ok) override {
+    if (!ok) return;  // trailers-only: OnDone reports the status
+    established_ = true;
+    mgr_->obs.on_open_ok(id_);
+  }
+
+  void OnWriteDone(bool ok) override {
+    auto self = shared_from_this();
+    std::unique_lock lk(mu_);
+    write_in_flight_ = false;
+    const size_t done = inflight_bytes_;
+    inflight_bytes_ = 0;
+    if (!ok || aborted_) {
+      const int holds = release_write_locked();
+      lk.unlock();
+      remove_holds(holds);
+      return;
+    }
+    enum { kNone, kWrite, kWritesDone } next = kNone;
+    if (!pending_.empty()) {
+      prepare_write_locked();
+      next = kWrite;
+    } else if (wd_requested_) {
+      write_in_flight_ = true;
+      next = kWritesDone;
+    }
+    lk.unlock();
+    if (done) mgr_->obs.on_write_done(id_, done);
+    if (next == kWrite) StartWrite(&tx_);
+    else if (next == kWritesDone) StartWritesDone();
+  }
+
+  void OnWritesDoneDone(bool) override {
+    auto self = shared_from_this();
+    std::unique_lock lk(mu_);
+    write_in_flight_ = false;
+    const int holds = release_write_locked();
+    lk.unlock();
+    remove_holds(holds);
+  }
+
+  void OnReadDone(bool ok) override {
+    auto self = shared_from_this();
+    std::unique_lock lk(mu_);
+    read_in_flight_ = false;
+    if (!ok || aborted_) {
+      int holds = release_read_locked();
+      // The stream is over: nothing more can be written either.
+      if (!write_in_flight_) holds += release_write_locked();
+      lk.unlock();
+      remove_holds(holds);
+      return;
+    }
+    if (rx_.payload_case() == TcpForwardFrame::kData && !rx_.data().empty()) {
+      std::string bytes;
+      bytes.swap(*rx_.mutable_data());
+      rx_.Clear();
+      lk.unlock();
+      mgr_->obs.on_data(id_, std::move(bytes));
+      return;  // the next read waits for read_more()
+    }
+    const bool fin = rx_.payload_case() == TcpForwardFrame::kData;  // empty data frame
+    rx_.Clear();
+    read_in_flight_ = true;
+    lk.unlock();
+    if (fin) mgr_->obs.on_remote_fin(id_);
+    StartRead(&rx_);
+  }
+
+  void OnDone(const grpc::Status& s) override {
+    auto self = shared_from_this();
+    EndKind kind = aborted_ ? EndKind::kReset
+                            : map_forward_status(s.error_code(), s.error_message(), established_);
+    mgr_->release(id_, target_.sandbox_id, token_, s.error_code());
+    std::string reason = s.ok() ? "stream ended" : from_grpc(s).to_string();
+    spdlog::debug("stream {}: done: {} -> {}", id_, reason, to_string(kind));
+    mgr_->obs.on_closed(id_, kind, std::move(reason));
+  }
+
+ private:
+  void prepare_write_locked() {
+    const size_t n = std::min(pending_.size(), mgr_->opts.max_frame);
+    if (n == pending_.size()) {
+      tx_.mutable_data()->swap(pending_);
+      pending_.clear();
+    } else {
+      tx_.set_data(pending_.substr(0, n));
+      pending_.erase(0, n);
+    }
+    inflight_bytes_ = n;
+    write_in_flight_ = true;
+  }
+  int release_read_locked() {
+    r_closed_ = true;
+    if (r_released_) return 0;
+    r_released_ = true;
+    return 1;
+  }
+  int release_write_locked() {
+    w_closed_ = true;
+    if (w_released_) return 0;
+    w_released_ = true;
+    return 1;
+  }
+  void remove_holds(int n) {
+    for (int i = 0; i < n; ++i) RemoveHold();
+  }
+
+  std::shared_ptr<ForwardManager::Impl> mgr_;
+  const StreamId id_;
+  const ForwardTarget target_;
+  const std::shared_ptr<TokenEntry> token_;
+  grpc::ClientContext ctx_;
+  TcpForwardFrame init_, tx_, rx_;
+  std::atomic<bool> established_{false};
+
+  std::mutex mu_;
+  std::string pending_;       // client bytes not yet in a frame
+  size_t inflight_bytes_ = 0; // bytes of the write in flight
+  bool write_in_flight_ = false, read_in_flight_ = false;
+  bool wd_requested_ = false, w_closed_ = false, r_closed_ = false;
+  bool w_released_ = false, r_released_ = false;
+  std::atomic<bool> aborted_{false};
+};
+
+// ---- manager ----
+
+void ForwardManager::Impl::run() {
+  std::unique_lock lk(mu);
+  while (!stopping) {
+    cv.wait_for(lk, std::chrono::milliseconds(100));
+    if (stopping) break;
+    const auto now = Clock::now();
+    std::vector<PendingOpen> admit, expired;
+    for (auto it = pending.begin(); it != pending.end();) {
+      size_t& active = active_per_sandbox[it->target.sandbox_id];
+      if (active < opts.max_streams_per_sandbox) {
+        ++active;
+        starting.insert(it->id);
+        admit.push_back(std::move(*it));
+        it = pending.erase(it);
+      } else if (now >= it->deadline) {
+        expired.push_back(std::move(*it));
+        it = pending.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    st.queue_timeouts += expired.size();
+    st.queued_now = pending.size();
+    lk.unlock();
+    for (auto& p : expired) {
+      spdlog::warn("stream {}: refused: waited {} ms for one of the sandbox's {} stream slots",
+                   p.id, opts.queue_timeout.count(), opts.max_streams_per_sandbox);
+      obs.on_closed(p.id, EndKind::kRefused, "stream queue timeout");
+    }
+    for (auto& p : admit) start_one(std::move(p));
+    lk.lock();
+  }
+}
+
+std::shared_ptr<TokenEntry> ForwardManager::Impl::acquire_token(const std::string& sandbox_id,
+                                                                CallStatus* err) {
+  {
+    std::lock_guard lk(mu);
+    for (auto& t : tokens[sandbox_id]) {
+      if (!t->bad && t->active < opts.max_streams_per_token) {
+        ++t->active;
+        return t;
+      }
+    }
+  }
+  SshSession session;
+  CallStatus s = gw.create_ssh_session(sandbox_id, &session);
+  if (!s.ok()) {
+    *err = s;
+    return nullptr;
+  }
+  auto t = std::make_shared<TokenEntry>();
+  t->sandbox_id = sandbox_id;
+  t->token = session.token;
+  t->active = 1;
+  std::lock_guard lk(mu);
+  tokens[sandbox_id].push_back(t);
+  st.tokens++;
+  return t;
+}
+
+void ForwardManager::Impl::start_one(PendingOpen p) {
+  CallStatus err;
+  auto token = acquire_token(p.target.sandbox_id, &err);
+  std::unique_lock lk(mu);
+  starting.erase(p.id);
+  const bool aborted = abort_requested.erase(p.id) > 0;
+  if (!token || aborted || stopping) {
+    if (token) --token->active;
+    --active_per_sandbox[p.target.sandbox_id];
+    st.open_failed++;
+    cv.notify_all();
+    lk.unlock();
+    if (!token) {
+      EndKind kind = map_session_status(err.code, err.message);
+      spdlog::info("stream {}: CreateSshSession failed: {}", p.id, err.to_string());
+      obs.on_closed(p.id, kind, "CreateSshSession: " + err.to_string());
+    } else {
+      obs.on_closed(p.id, EndKind::kReset, aborted ? "aborted" : "shutting down");
+    }
+    return;
+  }
+  auto call = std::make_shared<ForwardCall>(shared_from_this(), p.id, std::move(p.target), token);
+  calls.emplace(p.id, call);
+  st.opened++;
+  st.active_now = calls.size();
+  lk.unlock();
+  call->start();
+}
+
+void ForwardManager::Impl::release(StreamId id, const std::string& sandbox_id,
+                                   const std::shared_ptr<TokenEntry>& tok, int code) {
+  std::lock_guard lk(mu);
+  calls.erase(id);
+  st.active_now = calls.size();
+  --active_per_sandbox[sandbox_id];
+  --tok->active;
+  if (code == grpc::StatusCode::UNAUTHENTICATED && !tok->bad) {
+    // Token expired or revoked: never hand it out again (protocol §8.1).
+    tok->bad = true;
+    auto& v = tokens[sandbox_id];
+    v.erase(std::remove(v.begin(), v.end(), tok), v.end());
+  }
+  cv.notify_all();
+}
+
+ForwardManager::ForwardManager(GatewayClient& gateway, ForwardObserver& observer,
+                               ForwardOptions opts)
+    : impl_(std::make_shared<Impl>(gateway, observer, opts)) {
+  impl_->worker = std::thread([impl = impl_.get()] { impl->run(); });
+}
+
+ForwardManager::~ForwardManager() { shutdown(); }
+
+void ForwardManager::open(StreamId id, ForwardTarget target) {
+  std::lock_guard lk(impl_->mu);
+  if (impl_->stopping) {
+    // Reported from the worker's thread of control would be nicer, but the
+    // contract is only "not synchronously from a manager call": defer.
+    std::thread([obs = &impl_->obs, id] {
+      obs->on_closed(id, EndKind::kUnreachable, "tunnel shutting down");
+    }).detach();
+    return;
+  }
+  impl_->pending.push_back({id, std::move(target), Clock::now() + impl_->opts.queue_timeout});
+  impl_->st.queued_now = impl_->pending.size();
+  impl_->cv.notify_all();
+}
+
+void ForwardManager::send(StreamId id, std::string bytes) {
+  if (auto c = impl_->find(id)) c->send(std::move(bytes));
+}
+
+void ForwardManager::read_more(StreamId id) {
+  if (auto c = impl_->find(id)) c->read_more();
+}
+
+void ForwardManager::close_write(StreamId id) {
+  if (auto c = impl_->find(id)) c->close_write();
+}
+
+void ForwardManager::abort(StreamId id) {
+  std::shared_ptr<ForwardCall> call;
+  bool was_pending = false;
+  {
+    std::lock_guard lk(impl_->mu);
+    auto it = std::find_if(impl_->pending.begin(), impl_->pending.end(),
+                           [id](const auto& p) { return p.id == id; });
+    if (it != impl_->pending.end()) {
+      impl_->pending.erase(it);
+      was_pending = true;
+    } else if (impl_->starting.contains(id)) {
+      impl_->abort_requested.insert(id);
+      return;
+    } else if (auto c = impl_->calls.find(id); c != impl_->calls.end()) {
+      call = c->second;
+    }
+  }
+  if (call) call->abort();
+  if (was_pending) {
+    std::thread([obs = &impl_->obs, id] { obs->on_closed(id, EndKind::kReset, "aborted"); })
+        .detach();
+  }
+}
+
+void ForwardManager::shutdown(std::chrono::milliseconds grace) {
+  std::vector<std::shared_ptr<ForwardCall>> live;
+  std::deque<Impl::PendingOpen> queued;
+  {
+    std::lock_guard lk(impl_->mu);
+    if (impl_->stopping) return;
+    impl_->stopping = true;
+    queued.swap(impl_->pending);
+    for (auto& [id, c] : impl_->calls) live.push_back(c);
+    impl_->cv.notify_all();
+  }
+  if (impl_->worker.joinable()) impl_->worker.join();
+  for (auto& p : queued) impl_->obs.on_closed(p.id, EndKind::kReset, "tunnel shutting down");
+  for (auto& c : live) c->abort();
+  live.clear();
+  {
+    std::unique_lock lk(impl_->mu);
+    impl_->cv.wait_for(lk, grace, [&] { return impl_->calls.empty(); });
+  }
+  std::vector<std::string> to_revoke;
+  {
+    std::lock_guard lk(impl_->mu);
+    for (auto& [sb, v] : impl_->tokens)
+      for (auto& t : v) to_revoke.push_back(t->token);
+    impl_->tokens.clear();
+  }
+  for (const auto& t : to_revoke) {
+    CallStatus s = impl_->gw.revoke_ssh_session(t);
+    if (!s.ok()) spdlog::debug("revoke token: {}", s.to_string());
+  }
+}
+
+ForwardStats ForwardManager::stats() const {
+  std::lock_guard lk(impl_->mu);
+  return impl_->st;
+}
+
+}  // namespace osh::relay

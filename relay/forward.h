@@ -1,0 +1,96 @@
+// Data plane: one ForwardTcp bidi stream per tunnelled TCP connection
+// (design.md §2-§3, protocol §2), with SSH-session tokens pooled per
+// sandbox and a per-sandbox stream cap enforced client-side by queueing.
+// No gRPC type in this header.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "relay/gateway_client.h"
+#include "relay/status_map.h"
+
+namespace osh::relay {
+
+using StreamId = uint64_t;
+
+/// Where a stream goes inside the sandbox.
+struct ForwardTarget {
+  std::string sandbox_id;  ///< the sandbox's id (UUID), not its name
+  bool ssh = false;        ///< the gateway's built-in SSH target (SshRelayTarget)
+  std::string host;        ///< TcpRelayTarget.host: "127.0.0.1" or "::1"
+  uint16_t port = 0;       ///< TcpRelayTarget.port
+  std::string service_id;  ///< audit/correlation id sent in TcpForwardInit
+};
+
+/// Stream events. Called from gRPC reaction threads or the manager's worker;
+/// implementations must be thread-safe, must not block, and must not call
+/// back into ForwardManager synchronously.
+class ForwardObserver {
+ public:
+  virtual ~ForwardObserver() = default;
+  /// Response headers arrived: with the mini-gateway the target accepted;
+  /// with the upstream gateway only that the relay was requested (§2.4).
+  virtual void on_open_ok(StreamId id) = 0;
+  /// A non-empty data frame (≤ 64 KiB normally). The next one is read only
+  /// after ForwardManager::read_more(id).
+  virtual void on_data(StreamId id, std::string bytes) = 0;
+  /// The target half-closed: an empty data frame (our extension, see
+  /// docs/ARCHITECTURE.md "Half-close on the wire").
+  virtual void on_remote_fin(StreamId id) = 0;
+  /// `bytes` of data handed to send() were written to the stream.
+  virtual void on_write_done(StreamId id, size_t bytes) = 0;
+  /// The stream is over; exactly once per open(), last event for `id`.
+  virtual void on_closed(StreamId id, EndKind kind, std::string reason) = 0;
+};
+
+struct ForwardOptions {
+  /// Concurrent streams per token (upstream: 3, protocol §2.8).
+  size_t max_streams_per_token = 3;
+  /// Concurrent streams per sandbox (upstream: 20); more are queued.
+  size_t max_streams_per_sandbox = 20;
+  /// How long an open may wait in that queue before it is refused.
+  std::chrono::milliseconds queue_timeout{10000};
+  /// Largest data frame sent, bytes (upstream CLI: 64 KiB, protocol §2.5).
+  size_t max_frame = 64 * 1024;
+};
+
+/// Counters, for status output.
+struct ForwardStats {
+  uint64_t opened = 0, open_failed = 0, queued_now = 0, active_now = 0, tokens = 0;
+  uint64_t queue_timeouts = 0;
+};
+
+/// Owns every live ForwardTcp stream. All methods are thread-safe and
+/// non-blocking (token minting runs on an internal worker thread).
+class ForwardManager {
+ public:
+  ForwardManager(GatewayClient& gateway, ForwardObserver& observer, ForwardOptions opts = {});
+  ~ForwardManager();  ///< calls shutdown()
+
+  /// Starts opening a stream; the answer is on_open_ok or on_closed.
+  void open(StreamId id, ForwardTarget target);
+  /// Queues client bytes; frames of ≤ max_frame bytes, one write in flight.
+  void send(StreamId id, std::string bytes);
+  /// Starts the next read (after on_data).
+  void read_more(StreamId id);
+  /// Half-closes the client->target direction after queued bytes (WritesDone).
+  void close_write(StreamId id);
+  /// Cancels the stream; on_closed still follows.
+  void abort(StreamId id);
+
+  /// Cancels every stream, waits up to `grace` for them to end, revokes the
+  /// pooled tokens. Idempotent.
+  void shutdown(std::chrono::milliseconds grace = std::chrono::milliseconds(2000));
+
+  ForwardStats stats() const;
+
+  struct Impl;
+
+ private:
+  std::shared_ptr<Impl> impl_;
+};
+
+}  // namespace osh::relay

@@ -1,0 +1,757 @@
+// Theory of operation
+// ===================
+// lwIP (Debian liblwip 2.1.3, NO_SYS=0, core locking) terminates the user's
+// TCP connections. It sees only packets the SYN gate lets through:
+//
+//   packet fd ──► reader thread: classify() ──► not a served address: drop, count
+//                     │                     ├─► ICMP echo: answered here
+//                     │                     ├─► SYN of a new 4-tuple: HOLD, Upstream::open()
+//                     │                     └─► other TCP: tcp_input() (I2 path, lwip-notes.md)
+//                     ▼
+//                 command queue ◄── UpstreamEvents (any thread: gRPC reactions)
+//
+// One lwIP netif answers for every address: the reader fills lwIP's ip_data
+// and calls tcp_input() itself, so lwIP never routes or forwards a packet
+// (no loops), and listeners are created on demand, one per port, when a
+// held SYN is released. Output passes a source filter: only packets from a
+// served address may leave (lwIP's own ND/MLD chatter is dropped, counted).
+//
+// Connection lifecycle (Conn::State):
+//   kOpening   SYN held, stream opening. Retransmitted SYNs are absorbed.
+//              open ok -> SYN fed to lwIP -> kHandshake;
+//              open failed -> RST (refused) or ICMP unreachable -> erased.
+//   kHandshake lwIP sent SYN-ACK; accept() -> kEstablished. If the stream
+//              fails meanwhile -> kDead (accept aborts; a sweep reaps it).
+//   kEstablished bytes flow. Half-close per direction:
+//              client FIN (tcp_recv p==NULL) -> Upstream::close_write;
+//              upstream FIN (on_remote_fin, or on_closed(kOk)) -> tcp_shutdown(tx)
+//              after every queued byte. Both FINs and nothing unacked -> tcp_close.
+//              Upstream error -> tcp_abort (RST). Client RST -> Upstream::abort.
+// A Conn is erased when its pcb is gone and the upstream reported on_closed.
+//
+// Back-pressure (design.md §3): client bytes are tcp_recved() only when the
+// upstream reports them written, so lwIP's 64 KiB window bounds what is in
+// flight upstream; upstream frames are requested one at a time (read_more)
+// and only once lwIP took the previous one, so at most one frame (≤ 64 KiB)
+// waits per connection.
+//
+// Locking: every Conn and every lwIP call is under the lwIP core lock
+// (LOCK_TCPIP_CORE): the reader thread takes it per batch; lwIP's tcpip
+// thread holds it while it runs timers, which may call our callbacks.
+#include "stack/stack.h"
+
+#include <spdlog/spdlog.h>
+#include <arpa/inet.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <deque>
+#include <future>
+#include <mutex>
+#include <stdexcept>
+#include <thread>
+#include <unordered_map>
+
+#include "lwip/init.h"
+#include "lwip/ip.h"
+#include "lwip/ip4.h"
+#include "lwip/ip6.h"
+#include "lwip/netif.h"
+#include "lwip/pbuf.h"
+#include "lwip/priv/tcp_priv.h"
+#include "lwip/tcp.h"
+#include "lwip/tcpip.h"
+
+namespace osh::stack {
+
+const char* to_string(CloseKind k) {
+  switch (k) {
+    case CloseKind::kOk: return "ok";
+    case CloseKind::kRefused: return "refused";
+    case CloseKind::kUnreachable: return "unreachable";
+    case CloseKind::kReset: return "reset";
+  }
+  return "?";
+}
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+constexpr size_t kReadBatch = 64;                       // packets per core-lock hold
+constexpr auto kHandshakeTimeout = std::chrono::seconds(20);
+constexpr int kSweepIntervalMs = 1000;
+
+// RAII for the lwIP core lock.
+struct CoreLock {
+  CoreLock() { LOCK_TCPIP_CORE(); }
+  ~CoreLock() { UNLOCK_TCPIP_CORE(); }
+  CoreLock(const CoreLock&) = delete;
+  CoreLock& operator=(const CoreLock&) = delete;
+};
+
+IpAddr from_lwip(const ip_addr_t& a) {
+  if (IP_IS_V6_VAL(a)) return IpAddr::v6(reinterpret_cast<const uint8_t*>(ip_2_ip6(&a)->addr));
+  return IpAddr::v4(reinterpret_cast<const uint8_t*>(&ip_2_ip4(&a)->addr));
+}
+
+void to_lwip(const IpAddr& a, ip_addr_t* out) {
+  if (a.family == 6) {
+    ip6_addr_t v6{};
+    std::memcpy(v6.addr, a.bytes.data(), 16);
+    ip_addr_copy_from_ip6(*out, v6);
+  } else {
+    ip4_addr_t v4{};
+    std::memcpy(&v4.addr, a.bytes.data(), 4);
+    ip_addr_copy_from_ip4(*out, v4);
+  }
+}
+
+struct Cmd {
+  enum class Type { kOpenOk, kData, kRemoteFin, kWriteDone, kClosed, kRoutes } type;
+  ConnId id = 0;
+  std::string bytes;
+  size_t n = 0;
+  CloseKind kind = CloseKind::kOk;
+  std::vector<Route> routes;
+};
+
+}  // namespace
+
+struct Stack::Impl final : UpstreamEvents {
+  struct Conn {
+    enum class State { kOpening, kHandshake, kEstablished, kDead } state = State::kOpening;
+    ConnId id = 0;
+    FlowKey flow;
+    std::vector<uint8_t> syn;      // held SYN (kOpening only)
+    Clock::time_point born = Clock::now();
+    tcp_pcb* pcb = nullptr;
+    std::deque<std::string> tx;    // upstream -> client, not yet in lwIP
+    size_t tx_off = 0;             // bytes of tx.front() already written
+    bool read_wanted = false;      // we owe the upstream a read_more()
+    size_t recv_pending = 0;       // client bytes sent upstream, not yet acked
+    bool client_fin = false, remote_fin = false, fin_sent = false;
+    bool upstream_done = false;
+  };
+
+  StackConfig cfg;
+  Upstream& upstream;
+  StackCounters counters;
+
+  // Guarded by the lwIP core lock.
+  netif nif{};
+  bool nif_added = false;
+  std::unordered_map<IpAddr, std::string, IpAddrHash> routes;
+  std::unordered_map<ConnId, std::unique_ptr<Conn>> conns;
+  std::unordered_map<FlowKey, ConnId, FlowKeyHash> by_flow;
+  std::unordered_map<uint16_t, tcp_pcb*> listeners;
+  ConnId next_id = 1;
+
+  // Command queue, guarded by qmu.
+  std::mutex qmu;
+  std::deque<Cmd> queue;
+  int event_fd = -1;
+  int epoll_fd = -1;
+  std::atomic<bool> stopping{false};
+  std::thread reader;
+  bool started = false;
+
+  Impl(const StackConfig& c, Upstream& u) : cfg(c), upstream(u) {}
+
+  // ---- UpstreamEvents (any thread) ----
+  void post(Cmd&& c) {
+    {
+      std::lock_guard lk(qmu);
+      queue.push_back(std::move(c));
+    }
+    uint64_t one = 1;
+    if (::write(event_fd, &one, sizeof one) < 0 && errno != EAGAIN) {
+      spdlog::error("stack: eventfd write: {}", std::strerror(errno));
+    }
+  }
+  void on_open_ok(ConnId id) override { post({Cmd::Type::kOpenOk, id}); }
+  void on_data(ConnId id, std::string bytes) override {
+    Cmd c{Cmd::Type::kData, id};
+    c.bytes = std::move(bytes);
+    post(std::move(c));
+  }
+  void on_remote_fin(ConnId id) override { post({Cmd::Type::kRemoteFin, id}); }
+  void on_write_done(ConnId id, size_t n) override {
+    Cmd c{Cmd::Type::kWriteDone, id};
+    c.n = n;
+    post(std::move(c));
+  }
+  void on_closed(ConnId id, CloseKind kind, std::string reason) override {
+    Cmd c{Cmd::Type::kClosed, id};
+    c.kind = kind;
+    c.bytes = std::move(reason);
+    post(std::move(c));
+  }
+
+  // ---- output (core lock held) ----
+  void write_packet(std::span<const uint8_t> pkt) {
+    if (::write(cfg.packet_fd, pkt.data(), pkt.size()) < 0) {
+      counters.drop_tx_error++;
+      spdlog::debug("stack: packet write: {}", std::strerror(errno));
+      return;
+    }
+    counters.tx_packets++;
+  }
+
+  err_t output(pbuf* p) {
+    uint8_t buf[65536];  // tot_len is a u16_t: any packet fits
+    const u16_t n = pbuf_copy_partial(p, buf, p->tot_len, 0);
+    std::span<const uint8_t> pkt(buf, n);
+    // Loop prevention and noise filter: only packets from a served address
+    // leave (lwIP's own router solicitations, MLD reports etc. do not).
+    Parsed ps = classify(pkt);
+    if (ps.kind == Parsed::Kind::kMalformed || !routes.contains(ps.src)) {
+      counters.drop_unsupported++;
+      return ERR_OK;
+    }
+    write_packet(pkt);
+    return ERR_OK;
+  }
+
+  static err_t output4(netif* n, pbuf* p, const ip4_addr_t*) {
+    return static_cast<Impl*>(n->state)->output(p);
+  }
+  static err_t output6(netif* n, pbuf* p, const ip6_addr_t*) {
+    return static_cast<Impl*>(n->state)->output(p);
+  }
+  static err_t netif_init_cb(netif* n) {
+    auto* self = static_cast<Impl*>(n->state);
+    n->name[0] = 'o';
+    n->name[1] = 's';
+    n->mtu = static_cast<u16_t>(std::min<uint32_t>(self->cfg.mtu, 65535));
+    n->output = output4;
+    n->output_ip6 = output6;
+    n->flags = 0;  // no NETIF_FLAG_BROADCAST: x.x.x.255 must stay a unicast address
+    return ERR_OK;
+  }
+
+  // ---- setup ----
+  void start() {
+    static std::once_flag lwip_once;
+    std::call_once(lwip_once, [] {
+      std::promise<void> ready;
+      tcpip_init([](void* arg) { static_cast<std::promise<void>*>(arg)->set_value(); }, &ready);
+      ready.get_future().wait();
+    });
+    event_fd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    epoll_fd = ::epoll_create1(EPOLL_CLOEXEC);
+    if (event_fd < 0 || epoll_fd < 0) throw std::runtime_error("stack: eventfd/epoll failed");
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.fd = cfg.packet_fd;
+    if (::epoll_ctl(epoll_fd, EPOLL_CTL_ADD, cfg.packet_fd, &ev) < 0)
+      throw std::runtime_error(std::string("stack: epoll_ctl packet fd: ") + std::strerror(errno));
+    ev.data.fd = event_fd;
+    ::epoll_ctl(epoll_fd, EPOLL_CTL_ADD, event_fd, &ev);
+    {
+      CoreLock lk;
+      ip4_addr_t addr{}, mask{}, gw{};
+      if (cfg.netif4.family == 4) std::memcpy(&addr.addr, cfg.netif4.bytes.data(), 4);
+      mask.addr = cfg.prefix4 == 0 ? 0 : htonl(~uint32_t{0} << (32 - cfg.prefix4));
+      if (!netif_add(&nif, &addr, &mask, &gw, this, netif_init_cb, tcpip_input))
+        throw std::runtime_error("stack: netif_add failed");
+      nif_added = true;
+      if (cfg.netif6.family == 6) {
+        ip6_addr_t a6{};
+        std::memcpy(a6.addr, cfg.netif6.bytes.data(), 16);
+        netif_ip6_addr_set(&nif, 1, &a6);
+        netif_ip6_addr_set_state(&nif, 1, IP6_ADDR_PREFERRED);
+      }
+      netif_set_default(&nif);
+      netif_set_up(&nif);
+      netif_set_link_up(&nif);
+    }
+    started = true;
+    reader = std::thread([this] { run(); });
+  }
+
+  void stop() {
+    if (!started) return;
+    started = false;
+    stopping = true;
+    uint64_t one = 1;
+    (void)!::write(event_fd, &one, sizeof one);
+    if (reader.joinable()) reader.join();
+    {
+      CoreLock lk;
+      for (auto& [id, c] : conns) {
+        if (c->pcb) detach_and_abort(*c);
+        if (!c->upstream_done) upstream.abort(id);
+      }
+      conns.clear();
+      by_flow.clear();
+      for (auto& [port, l] : listeners) tcp_close(l);
+      listeners.clear();
+      if (nif_added) {
+        netif_set_down(&nif);
+        netif_remove(&nif);
+        nif_added = false;
+      }
+    }
+    ::close(event_fd);
+    ::close(epoll_fd);
+  }
+
+  // ---- reader thread ----
+  void run() {
+    std::vector<uint8_t> buf(65536);
+    auto last_sweep = Clock::now();
+    while (!stopping) {
+      epoll_event evs[4];
+      int n = ::epoll_wait(epoll_fd, evs, 4, kSweepIntervalMs);
+      if (n < 0 && errno != EINTR) {
+        spdlog::error("stack: epoll_wait: {}", std::strerror(errno));
+        break;
+      }
+      uint64_t drain;
+      (void)!::read(event_fd, &drain, sizeof drain);
+      std::deque<Cmd> cmds;
+      {
+        std::lock_guard lk(qmu);
+        cmds.swap(queue);
+      }
+      CoreLock lk;
+      for (auto& c : cmds) handle_cmd(c);
+      for (size_t i = 0; i < kReadBatch; ++i) {
+        ssize_t r = ::read(cfg.packet_fd, buf.data(), buf.size());
+        if (r <= 0) break;
+        counters.rx_packets++;
+        handle_packet({buf.data(), static_cast<size_t>(r)});
+      }
+      if (Clock::now() - last_sweep > std::chrono::milliseconds(kSweepIntervalMs)) {
+        sweep();
+        last_sweep = Clock::now();
+      }
+    }
+  }
+
+  void handle_packet(std::span<const uint8_t> pkt) {
+    Parsed p = classify(pkt);
+    switch (p.kind) {
+      case Parsed::Kind::kMalformed: counters.drop_malformed++; return;
+      case Parsed::Kind::kFragment: counters.drop_fragment++; return;
+      default: break;
+    }
+    if (!routes.contains(p.dst)) {
+      counters.drop_not_sandbox++;
+      return;
+    }
+    if (p.kind == Parsed::Kind::kIcmpEcho) {
+      auto reply = make_echo_reply(pkt, p);
+      write_packet(reply);
+      counters.echo_replies++;
+      return;
+    }
+    if (p.kind != Parsed::Kind::kTcp) {
+      counters.drop_unsupported++;
+      return;
+    }
+    const bool syn_only = (p.tcp_flags & (kSyn | kAck)) == kSyn;
+    if (syn_only) {
+      if (p.tcp_flags & (kRst | kFin)) { counters.drop_malformed++; return; }
+      FlowKey key = p.flow();
+      if (auto it = by_flow.find(key); it != by_flow.end()) {
+        Conn& c = *conns.at(it->second);
+        if (c.state == Conn::State::kOpening || c.state == Conn::State::kDead) {
+          counters.syn_absorbed++;
+          return;
+        }
+        feed_tcp(pkt, p);  // retransmitted SYN during the handshake: lwIP re-answers
+        return;
+      }
+      auto c = std::make_unique<Conn>();
+      c->id = next_id++;
+      c->flow = key;
+      c->syn.assign(pkt.begin(), pkt.begin() + static_cast<long>(p.total_len));
+      OpenRequest req{c->id, routes.at(p.dst), p.dst, p.dport, key};
+      by_flow.emplace(key, c->id);
+      const ConnId id = c->id;
+      conns.emplace(id, std::move(c));
+      counters.syn_held++;
+      counters.active++;
+      spdlog::debug("conn {}: SYN {} held, opening stream", id, key.to_string());
+      upstream.open(req);
+      return;
+    }
+    feed_tcp(pkt, p);
+  }
+
+  // I2 input path (lwip-notes.md): fill ip_data and call tcp_input directly.
+  void feed_tcp(std::span<const uint8_t> pkt, const Parsed& p) {
+    pbuf* pb = pbuf_alloc(PBUF_RAW, static_cast<u16_t>(p.total_len), PBUF_RAM);
+    if (!pb) { counters.drop_tx_error++; return; }
+    pbuf_take(pb, pkt.data(), static_cast<u16_t>(p.total_len));
+    ip_data.current_netif = &nif;
+    ip_data.current_input_netif = &nif;
+    if (p.src.family == 4) {
+      ip_data.current_ip4_header = static_cast<const ip_hdr*>(pb->payload);
+      ip_data.current_ip6_header = nullptr;
+    } else {
+      ip_data.current_ip4_header = nullptr;
+      ip_data.current_ip6_header = static_cast<ip6_hdr*>(pb->payload);
+    }
+    to_lwip(p.src, &ip_data.current_iphdr_src);
+    to_lwip(p.dst, &ip_data.current_iphdr_dest);
+    ip_data.current_ip_header_tot_len = static_cast<u16_t>(p.ip_header_len);
+    pbuf_remove_header(pb, p.ip_header_len);
+    tcp_input(pb, &nif);  // takes ownership of pb
+    ip_data.current_netif = nullptr;
+    ip_data.current_input_netif = nullptr;
+    ip_data.current_ip4_header = nullptr;
+    ip_data.current_ip6_header = nullptr;
+    ip_data.current_ip_header_tot_len = 0;
+    ip_addr_set_zero(&ip_data.current_iphdr_src);
+    ip_addr_set_zero(&ip_data.current_iphdr_dest);
+  }
+
+  bool ensure_listener(uint16_t port) {
+    if (listeners.contains(port)) return true;
+    tcp_pcb* pcb = tcp_new_ip_type(IPADDR_TYPE_ANY);
+    if (!pcb) return false;
+    if (tcp_bind(pcb, IP_ANY_TYPE, port) != ERR_OK) {
+      tcp_abort(pcb);
+      return false;
+    }
+    tcp_pcb* l = tcp_listen_with_backlog(pcb, 255);
+    if (!l) {
+      tcp_abort(pcb);
+      return false;
+    }
+    tcp_arg(l, this);
+    tcp_accept(l, accept_cb);
+    listeners.emplace(port, l);
+    return true;
+  }
+
+  Conn* find(ConnId id) {
+    auto it = conns.find(id);
+    return it == conns.end() ? nullptr : it->second.get();
+  }
+
+  void erase(Conn& c) {
+    by_flow.erase(c.flow);
+    counters.active--;
+    counters.conns_closed++;
+    conns.erase(c.id);  // c is dangling after this
+  }
+
+  void maybe_erase(Conn& c) {
+    if (!c.pcb && c.upstream_done) erase(c);
+  }
+
+  void detach(Conn& c) {
+    tcp_pcb* pcb = c.pcb;
+    c.pcb = nullptr;
+    tcp_arg(pcb, nullptr);
+    tcp_recv(pcb, nullptr);
+    tcp_sent(pcb, nullptr);
+    tcp_err(pcb, nullptr);
+  }
+
+  void detach_and_abort(Conn& c) {
+    tcp_pcb* pcb = c.pcb;
+    detach(c);
+    tcp_abort(pcb);  // sends RST
+    counters.resets++;
+  }
+
+  void refuse(Conn& c, CloseKind kind) {
+    std::span<const uint8_t> syn(c.syn);
+    Parsed p = classify(syn);
+    if (kind == CloseKind::kUnreachable) {
+      write_packet(make_unreachable(syn, p));
+      counters.refused_unreachable++;
+    } else {
+      write_packet(make_rst_for_syn(p));
+      counters.refused_rst++;
+    }
+  }
+
+  // ---- commands from the upstream (core lock held) ----
+  void handle_cmd(Cmd& cmd) {
+    if (cmd.type == Cmd::Type::kRoutes) {
+      apply_routes(std::move(cmd.routes));
+      return;
+    }
+    Conn* c = find(cmd.id);
+    if (!c) return;  // connection already gone: late event
+    switch (cmd.type) {
+      case Cmd::Type::kOpenOk:
+        if (c->state != Conn::State::kOpening) return;
+        if (!ensure_listener(c->flow.dport)) {
+          spdlog::warn("conn {}: cannot create listener for port {}", c->id, c->flow.dport);
+          upstream.abort(c->id);
+          c->state = Conn::State::kDead;
+          return;
+        }
+        c->state = Conn::State::kHandshake;
+        {
+          std::vector<uint8_t> syn = std::move(c->syn);
+          feed_tcp(syn, classify(syn));
+        }
+        counters.conns_opened++;
+        return;
+      case Cmd::Type::kData:
+        counters.bytes_down += cmd.bytes.size();
+        if (cmd.bytes.empty()) { request_read(*c); return; }
+        c->tx.push_back(std::move(cmd.bytes));
+        c->read_wanted = true;
+        flush(*c);
+        return;
+      case Cmd::Type::kRemoteFin:
+        c->remote_fin = true;
+        flush(*c);
+        return;
+      case Cmd::Type::kWriteDone:
+        c->recv_pending -= std::min(c->recv_pending, cmd.n);
+        if (c->pcb) recved(c->pcb, cmd.n);
+        maybe_close(*c);
+        return;
+      case Cmd::Type::kClosed:
+        on_stream_closed(*c, cmd.kind, cmd.bytes);
+        return;
+      case Cmd::Type::kRoutes:
+        return;
+    }
+  }
+
+  void on_stream_closed(Conn& c, CloseKind kind, const std::string& reason) {
+    c.upstream_done = true;
+    spdlog::debug("conn {}: stream closed ({}: {})", c.id, to_string(kind), reason);
+    switch (c.state) {
+      case Conn::State::kOpening:
+        spdlog::info("conn {}: {} {} ({})", c.id, c.flow.to_string(),
+                     kind == CloseKind::kUnreachable ? "unreachable" : "refused", reason);
+        if (kind == CloseKind::kOk) kind = CloseKind::kRefused;
+        refuse(c, kind);
+        erase(c);
+        return;
+      case Conn::State::kHandshake:
+        if (kind != CloseKind::kOk) c.state = Conn::State::kDead;
+        else c.remote_fin = true;
+        return;
+      case Conn::State::kDead:
+        return;
+      case Conn::State::kEstablished:
+        if (kind == CloseKind::kOk) {
+          c.remote_fin = true;  // fallback: stream end = FIN (upstream gateways)
+          flush(c);
+          if (c.pcb) return;
+          maybe_erase(c);
+          return;
+        }
+        if (c.pcb) detach_and_abort(c);
+        erase(c);
+        return;
+    }
+  }
+
+  static void recved(tcp_pcb* pcb, size_t n) {
+    while (n > 0) {
+      const u16_t k = static_cast<u16_t>(std::min<size_t>(n, 0xffff));
+      tcp_recved(pcb, k);
+      n -= k;
+    }
+  }
+
+  void request_read(Conn& c) {
+    if (c.upstream_done) return;
+    c.read_wanted = false;
+    upstream.read_more(c.id);
+  }
+
+  // Moves queued upstream bytes into lwIP as far as its send buffer allows,
+  // then a pending FIN; asks for the next frame once the queue is empty.
+  void flush(Conn& c) {
+    if (!c.pcb) return;
+    bool wrote = false;
+    while (!c.tx.empty()) {
+      const std::string& f = c.tx.front();
+      const size_t left = f.size() - c.tx_off;
+      const size_t room = std::min<size_t>(tcp_sndbuf(c.pcb), 0xffff);
+      if (room == 0 || tcp_sndqueuelen(c.pcb) >= TCP_SND_QUEUELEN - 4) break;
+      const size_t k = std::min(left, room);
+      err_t e = tcp_write(c.pcb, f.data() + c.tx_off, static_cast<u16_t>(k), TCP_WRITE_FLAG_COPY);
+      if (e == ERR_MEM) break;
+      if (e != ERR_OK) {
+        spdlog::debug("conn {}: tcp_write: {}", c.id, static_cast<int>(e));
+        break;
+      }
+      wrote = true;
+      c.tx_off += k;
+      if (c.tx_off == f.size()) {
+        c.tx.pop_front();
+        c.tx_off = 0;
+      }
+    }
+    if (c.tx.empty() && c.remote_fin && !c.fin_sent) {
+      tcp_shutdown(c.pcb, 0, 1);
+      c.fin_sent = true;
+      wrote = false;  // tcp_shutdown already output
+    }
+    if (wrote) tcp_output(c.pcb);
+    if (c.tx.empty() && c.read_wanted) request_read(c);
+    maybe_close(c);
+  }
+
+  void maybe_close(Conn& c) {
+    if (!c.pcb || !c.fin_sent || !c.client_fin || c.recv_pending > 0) return;
+    tcp_pcb* pcb = c.pcb;
+    detach(c);
+    if (tcp_close(pcb) != ERR_OK) tcp_abort(pcb);
+    maybe_erase(c);
+  }
+
+  void sweep() {
+    const auto now = Clock::now();
+    std::vector<Conn*> dead;
+    for (auto& [id, c] : conns) {
+      if ((c->state == Conn::State::kHandshake || c->state == Conn::State::kDead) &&
+          now - c->born > kHandshakeTimeout)
+        dead.push_back(c.get());
+    }
+    for (Conn* c : dead) {
+      spdlog::debug("conn {}: handshake never completed, reaped", c->id);
+      if (!c->upstream_done) upstream.abort(c->id);
+      erase(*c);
+    }
+  }
+
+  void apply_routes(std::vector<Route> rs) {
+    std::unordered_map<IpAddr, std::string, IpAddrHash> next;
+    for (auto& r : rs) next.emplace(r.addr, std::move(r.sandbox));
+    std::vector<Conn*> gone;
+    for (auto& [id, c] : conns)
+      if (!next.contains(c->flow.dst)) gone.push_back(c.get());
+    for (Conn* c : gone) {
+      if (c->pcb) detach_and_abort(*c);
+      if (!c->upstream_done) upstream.abort(c->id);
+      erase(*c);
+    }
+    routes = std::move(next);
+  }
+
+  // ---- lwIP callbacks (core lock held) ----
+  static err_t accept_cb(void* arg, tcp_pcb* pcb, err_t err) {
+    auto* self = static_cast<Impl*>(arg);
+    if (err != ERR_OK || !pcb) return ERR_VAL;
+    FlowKey key{from_lwip(pcb->remote_ip), from_lwip(pcb->local_ip), pcb->remote_port,
+                pcb->local_port};
+    auto it = self->by_flow.find(key);
+    Conn* c = it == self->by_flow.end() ? nullptr : self->find(it->second);
+    if (!c || c->state != Conn::State::kHandshake) {
+      tcp_abort(pcb);
+      if (c && c->state == Conn::State::kDead) self->erase(*c);
+      else self->counters.resets++;
+      return ERR_ABRT;
+    }
+    c->state = Conn::State::kEstablished;
+    c->pcb = pcb;
+    tcp_arg(pcb, reinterpret_cast<void*>(static_cast<uintptr_t>(c->id)));
+    tcp_recv(pcb, recv_cb);
+    tcp_sent(pcb, sent_cb);
+    tcp_err(pcb, err_cb);
+    tcp_nagle_disable(pcb);
+    spdlog::debug("conn {}: established {}", c->id, key.to_string());
+    self->flush(*c);
+    return ERR_OK;
+  }
+
+  static Impl* self_;  // the one Stack (lwIP is process-global)
+
+  static Conn* conn_of(void* arg) {
+    if (!arg || !self_) return nullptr;
+    return self_->find(static_cast<ConnId>(reinterpret_cast<uintptr_t>(arg)));
+  }
+
+  static err_t recv_cb(void* arg, tcp_pcb* pcb, pbuf* p, err_t) {
+    Conn* c = conn_of(arg);
+    if (!c) {
+      if (p) {
+        tcp_recved(pcb, p->tot_len);
+        pbuf_free(p);
+      }
+      return ERR_OK;
+    }
+    if (!p) {  // client FIN
+      c->client_fin = true;
+      if (!c->upstream_done) self_->upstream.close_write(c->id);
+      self_->maybe_close(*c);
+      return ERR_OK;
+    }
+    const u16_t n = p->tot_len;
+    if (c->upstream_done) {
+      self_->counters.drop_after_close += n;
+      tcp_recved(pcb, n);
+      pbuf_free(p);
+      return ERR_OK;
+    }
+    std::string bytes(n, '\0');
+    pbuf_copy_partial(p, bytes.data(), n, 0);
+    pbuf_free(p);
+    c->recv_pending += n;
+    self_->counters.bytes_up += n;
+    self_->upstream.send(c->id, std::move(bytes));
+    return ERR_OK;
+  }
+
+  static err_t sent_cb(void* arg, tcp_pcb*, u16_t) {
+    if (Conn* c = conn_of(arg)) self_->flush(*c);
+    return ERR_OK;
+  }
+
+  static void err_cb(void* arg, err_t err) {
+    Conn* c = conn_of(arg);
+    if (!c) return;
+    c->pcb = nullptr;  // lwIP freed it
+    if (err == ERR_CLSD) {
+      // Both sides closed (we shut down tx, the client closed): normal end.
+      self_->maybe_erase(*c);
+      return;
+    }
+    spdlog::debug("conn {}: client side error {} (reset/abort)", c->id, static_cast<int>(err));
+    if (!c->upstream_done) self_->upstream.abort(c->id);
+    self_->maybe_erase(*c);
+  }
+};
+
+Stack::Impl* Stack::Impl::self_ = nullptr;
+
+Stack::Stack(const StackConfig& cfg, Upstream& upstream)
+    : impl_(std::make_unique<Impl>(cfg, upstream)) {
+  if (Impl::self_) throw std::logic_error("only one osh::stack::Stack may exist at a time");
+  Impl::self_ = impl_.get();
+}
+
+Stack::~Stack() {
+  stop();
+  Impl::self_ = nullptr;
+}
+
+void Stack::start() { impl_->start(); }
+void Stack::stop() { impl_->stop(); }
+
+void Stack::set_routes(std::vector<Route> routes) {
+  Cmd c{Cmd::Type::kRoutes};
+  c.routes = std::move(routes);
+  if (!impl_->started && impl_->event_fd < 0) {
+    // Not started yet: nothing else touches the table.
+    impl_->apply_routes(std::move(c.routes));
+    return;
+  }
+  impl_->post(std::move(c));
+}
+
+UpstreamEvents& Stack::events() { return *impl_; }
+const StackCounters& Stack::counters() const { return impl_->counters; }
+
+}  // namespace osh::stack

@@ -1,0 +1,84 @@
+// The userspace TCP stack: lwIP behind a TUN-like packet fd, with a SYN gate
+// in front of it. No lwIP type appears in this header (design.md §2).
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "stack/packet.h"
+#include "stack/upstream.h"
+
+namespace osh::stack {
+
+/// One address the stack serves, and the sandbox it belongs to.
+struct Route {
+  IpAddr addr;
+  std::string sandbox;  ///< opaque key handed back in OpenRequest::sandbox
+};
+
+struct StackConfig {
+  /// Packet fd: one IP packet per read()/write() (a TUN with IFF_NO_PI, or a
+  /// SOCK_SEQPACKET socketpair in tests). Not owned; must be O_NONBLOCK.
+  int packet_fd = -1;
+  /// MTU of the link, bytes.
+  uint32_t mtu = 1500;
+  /// Address of the kernel side of the link (the TUN's own address), v4 and
+  /// v6 (either may be unset). lwIP's netif gets an address next to it so
+  /// that its routing finds the one netif.
+  IpAddr peer4, peer6;
+  IpAddr netif4, netif6;
+  uint8_t prefix4 = 16, prefix6 = 64;
+};
+
+/// Drop and event counters, readable from any thread.
+struct StackCounters {
+  std::atomic<uint64_t> rx_packets{0}, tx_packets{0};
+  std::atomic<uint64_t> drop_not_sandbox{0}, drop_malformed{0}, drop_fragment{0},
+      drop_unsupported{0}, drop_tx_error{0}, drop_after_close{0};
+  std::atomic<uint64_t> syn_held{0}, syn_absorbed{0}, conns_opened{0}, conns_closed{0},
+      refused_rst{0}, refused_unreachable{0}, resets{0}, echo_replies{0};
+  std::atomic<uint64_t> bytes_up{0}, bytes_down{0};
+  std::atomic<int64_t> active{0};
+};
+
+/// Owns lwIP (one netif that answers for every sandbox address), the TUN
+/// reader thread and the connection table.
+///
+/// Threads: start() spawns the reader thread; lwIP's own tcpip thread runs
+/// its timers. All connection state is guarded by the lwIP core lock.
+/// lwIP is process-global, so at most one Stack exists at a time.
+class Stack {
+ public:
+  /// @param cfg       link parameters; cfg.packet_fd must stay open until stop()
+  /// @param upstream  where connections go; must outlive the Stack
+  Stack(const StackConfig& cfg, Upstream& upstream);
+  ~Stack();
+  Stack(const Stack&) = delete;
+  Stack& operator=(const Stack&) = delete;
+
+  /// Starts lwIP (once per process) and the reader thread.
+  /// Throws std::runtime_error if the netif cannot be set up.
+  void start();
+  /// Stops the reader thread and resets every live connection (RST to the
+  /// client, abort upstream). Idempotent. Thread: any but the reader.
+  void stop();
+
+  /// Replaces the set of served addresses. Connections to removed addresses
+  /// are reset. Thread: any.
+  void set_routes(std::vector<Route> routes);
+
+  /// Sink for the upstream's events. Thread-safe.
+  UpstreamEvents& events();
+
+  const StackCounters& counters() const;
+
+  struct Impl;
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace osh::stack

@@ -1,0 +1,75 @@
+// The narrow interface between the userspace TCP stack and whatever carries
+// a connection's bytes onward (in the product: one ForwardTcp gRPC stream per
+// connection, relay/; in tests: an in-memory fake). stack/ defines it and
+// never includes relay/; cli/ plugs the two together (design.md §2).
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "stack/packet.h"
+
+namespace osh::stack {
+
+/// Identifies one TCP connection for its whole life; never reused.
+using ConnId = uint64_t;
+
+/// Where a new connection wants to go.
+struct OpenRequest {
+  ConnId id = 0;
+  std::string sandbox;   ///< opaque sandbox key the address table maps to
+  IpAddr sandbox_addr;   ///< the address the client dialled (v4 or v6)
+  uint16_t port = 0;     ///< destination TCP port
+  FlowKey flow;          ///< for logs
+};
+
+/// How an upstream stream ended (or failed to open). The stack maps it to
+/// what the client sees (design.md §3).
+enum class CloseKind {
+  kOk,           ///< clean end: FIN to the client after every queued byte
+  kRefused,      ///< target refused: RST (client connect() -> ECONNREFUSED)
+  kUnreachable,  ///< sandbox not ready / gateway down: ICMP unreachable (EHOSTUNREACH)
+  kReset,        ///< any other failure: RST
+};
+
+const char* to_string(CloseKind k);
+
+/// Calls the stack makes into the upstream. All are made on the stack thread
+/// with the lwIP core lock held: implementations must not block, and must not
+/// call back into UpstreamEvents synchronously (post instead).
+class Upstream {
+ public:
+  virtual ~Upstream() = default;
+  /// Open a stream. Answer with UpstreamEvents::on_open_ok or on_closed.
+  virtual void open(const OpenRequest& req) = 0;
+  /// Client bytes, in order. Each is acknowledged by on_write_done(bytes)
+  /// once written upstream; the stack opens the client's TCP window only
+  /// then (back-pressure, design.md §3).
+  virtual void send(ConnId id, std::string bytes) = 0;
+  /// The stack accepted the last on_data frame: deliver the next one.
+  virtual void read_more(ConnId id) = 0;
+  /// The client sent FIN: half-close upstream after the queued bytes.
+  virtual void close_write(ConnId id) = 0;
+  /// The client reset or the stack gave up: cancel the stream. The upstream
+  /// still reports on_closed (which the stack ignores by then).
+  virtual void abort(ConnId id) = 0;
+};
+
+/// Events an upstream reports back. Thread-safe: callable from any thread;
+/// they are queued and processed on the stack thread.
+class UpstreamEvents {
+ public:
+  virtual ~UpstreamEvents() = default;
+  /// The stream is established (the target accepted): complete the handshake.
+  virtual void on_open_ok(ConnId id) = 0;
+  /// One frame of bytes for the client. The next comes only after read_more.
+  virtual void on_data(ConnId id, std::string bytes) = 0;
+  /// The target half-closed (sent FIN): FIN to the client after queued bytes.
+  virtual void on_remote_fin(ConnId id) = 0;
+  /// `bytes` of client data were written upstream.
+  virtual void on_write_done(ConnId id, size_t bytes) = 0;
+  /// The stream is over (or never opened); `reason` is for logs.
+  virtual void on_closed(ConnId id, CloseKind kind, std::string reason) = 0;
+};
+
+}  // namespace osh::stack
