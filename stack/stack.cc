@@ -57,6 +57,8 @@
 #include <thread>
 #include <unordered_map>
 
+// lwipopts.h declares the core-lock functions without extern "C": wrap all.
+extern "C" {
 #include "lwip/init.h"
 #include "lwip/ip.h"
 #include "lwip/ip4.h"
@@ -66,6 +68,7 @@
 #include "lwip/priv/tcp_priv.h"
 #include "lwip/tcp.h"
 #include "lwip/tcpip.h"
+}
 
 namespace osh::stack {
 
@@ -297,8 +300,12 @@ struct Stack::Impl final : UpstreamEvents {
         nif_added = false;
       }
     }
-    ::close(event_fd);
-    ::close(epoll_fd);
+  }
+
+  ~Impl() {
+    // Closed here, not in stop(): late UpstreamEvents may still post.
+    if (event_fd >= 0) ::close(event_fd);
+    if (epoll_fd >= 0) ::close(epoll_fd);
   }
 
   // ---- reader thread ----

@@ -1,0 +1,66 @@
+#include "cli/relay_upstream.h"
+
+namespace osh::cli {
+
+namespace {
+stack::CloseKind to_close_kind(relay::EndKind k) {
+  switch (k) {
+    case relay::EndKind::kOk: return stack::CloseKind::kOk;
+    case relay::EndKind::kRefused: return stack::CloseKind::kRefused;
+    case relay::EndKind::kUnreachable: return stack::CloseKind::kUnreachable;
+    case relay::EndKind::kReset: return stack::CloseKind::kReset;
+  }
+  return stack::CloseKind::kReset;
+}
+}  // namespace
+
+RelayUpstream::RelayUpstream(relay::GatewayClient& gw, relay::ForwardOptions opts)
+    : mgr_(gw, *this, opts) {}
+
+RelayUpstream::~RelayUpstream() {
+  set_events(nullptr);
+  mgr_.shutdown();
+}
+
+void RelayUpstream::set_events(stack::UpstreamEvents* ev) {
+  std::lock_guard lk(mu_);
+  ev_ = ev;
+}
+
+void RelayUpstream::open(const stack::OpenRequest& req) {
+  relay::ForwardTarget t;
+  t.sandbox_id = req.sandbox;
+  t.ssh = req.port == 22;
+  t.host = req.sandbox_addr.family == 6 ? "::1" : "127.0.0.1";
+  t.port = req.port;
+  t.service_id = "openshell-tunnel:" + req.sandbox + ":" + std::to_string(req.port);
+  mgr_.open(req.id, std::move(t));
+}
+
+void RelayUpstream::send(stack::ConnId id, std::string bytes) { mgr_.send(id, std::move(bytes)); }
+void RelayUpstream::read_more(stack::ConnId id) { mgr_.read_more(id); }
+void RelayUpstream::close_write(stack::ConnId id) { mgr_.close_write(id); }
+void RelayUpstream::abort(stack::ConnId id) { mgr_.abort(id); }
+
+void RelayUpstream::on_open_ok(relay::StreamId id) {
+  std::lock_guard lk(mu_);
+  if (ev_) ev_->on_open_ok(id);
+}
+void RelayUpstream::on_data(relay::StreamId id, std::string bytes) {
+  std::lock_guard lk(mu_);
+  if (ev_) ev_->on_data(id, std::move(bytes));
+}
+void RelayUpstream::on_remote_fin(relay::StreamId id) {
+  std::lock_guard lk(mu_);
+  if (ev_) ev_->on_remote_fin(id);
+}
+void RelayUpstream::on_write_done(relay::StreamId id, size_t bytes) {
+  std::lock_guard lk(mu_);
+  if (ev_) ev_->on_write_done(id, bytes);
+}
+void RelayUpstream::on_closed(relay::StreamId id, relay::EndKind kind, std::string reason) {
+  std::lock_guard lk(mu_);
+  if (ev_) ev_->on_closed(id, to_close_kind(kind), std::move(reason));
+}
+
+}  // namespace osh::cli

@@ -1,0 +1,45 @@
+// Glue between stack/ and relay/ (design.md §2 "who may know whom"): the
+// stack's Upstream interface implemented with relay's ForwardManager, and
+// relay's events handed back to the stack.
+#pragma once
+
+#include <mutex>
+
+#include "relay/forward.h"
+#include "stack/upstream.h"
+
+namespace osh::cli {
+
+/// Thread-safe. Routes' sandbox keys are sandbox ids. Port 22 goes to the
+/// gateway's SSH target; any other port to TCP 127.0.0.1:PORT (IPv4
+/// clients) or [::1]:PORT (IPv6 clients), on the sandbox's loopback.
+class RelayUpstream final : public stack::Upstream, public relay::ForwardObserver {
+ public:
+  RelayUpstream(relay::GatewayClient& gw, relay::ForwardOptions opts);
+  ~RelayUpstream() override;
+
+  /// Where events go; nullptr drops them (set before the stack stops).
+  void set_events(stack::UpstreamEvents* ev);
+  relay::ForwardManager& manager() { return mgr_; }
+
+  // stack::Upstream
+  void open(const stack::OpenRequest& req) override;
+  void send(stack::ConnId id, std::string bytes) override;
+  void read_more(stack::ConnId id) override;
+  void close_write(stack::ConnId id) override;
+  void abort(stack::ConnId id) override;
+
+  // relay::ForwardObserver
+  void on_open_ok(relay::StreamId id) override;
+  void on_data(relay::StreamId id, std::string bytes) override;
+  void on_remote_fin(relay::StreamId id) override;
+  void on_write_done(relay::StreamId id, size_t bytes) override;
+  void on_closed(relay::StreamId id, relay::EndKind kind, std::string reason) override;
+
+ private:
+  std::mutex mu_;
+  stack::UpstreamEvents* ev_ = nullptr;
+  relay::ForwardManager mgr_;
+};
+
+}  // namespace osh::cli
