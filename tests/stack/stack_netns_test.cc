@@ -1,0 +1,288 @@
+// The stack against real kernel TCP clients, without gRPC: each test forks a
+// child into a fresh network namespace, creates a TUN there, runs the Stack
+// behind it with an in-memory upstream, and connects with ordinary sockets.
+//
+// FakeUpstream: port 7 echoes (and half-closes after the client's FIN),
+// port 1 refuses, port 2 is unreachable, port 9 sends `kBigReply` bytes and
+// then FIN without reading. Its events come from its own thread, as gRPC
+// reactions would.
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <random>
+#include <thread>
+
+#include "netns_child.h"
+#include "stack/stack.h"
+#include "tun/link_config.h"
+#include "tun/tun_device.h"
+
+namespace osh::stack {
+namespace {
+
+constexpr size_t kBigReply = 8 * 1024 * 1024;
+
+class FakeUpstream final : public Upstream {
+ public:
+  FakeUpstream() : worker_([this] { run(); }) {}
+  ~FakeUpstream() override {
+    {
+      std::lock_guard lk(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    worker_.join();
+  }
+  void set_events(UpstreamEvents* ev) { ev_ = ev; }
+
+  void open(const OpenRequest& r) override {
+    post([this, r] {
+      if (r.port == 1) return ev_->on_closed(r.id, CloseKind::kRefused, "refused");
+      if (r.port == 2) return ev_->on_closed(r.id, CloseKind::kUnreachable, "unreachable");
+      conns_[r.id].port = r.port;
+      ev_->on_open_ok(r.id);
+      if (r.port == 9) {
+        Conn& c = conns_[r.id];
+        for (size_t off = 0; off < kBigReply; off += 65536) c.out.push_back(std::string(65536, 'z'));
+        c.fin_after_out = true;
+        deliver(r.id);
+      }
+    });
+  }
+  void send(ConnId id, std::string bytes) override {
+    post([this, id, b = std::move(bytes)]() mutable {
+      const size_t n = b.size();
+      Conn& c = conns_[id];
+      if (c.port == 7) {
+        c.out.push_back(std::move(b));
+        deliver(id);
+      }
+      ev_->on_write_done(id, n);
+    });
+  }
+  void read_more(ConnId id) override {
+    post([this, id] {
+      conns_[id].reading = false;
+      deliver(id);
+    });
+  }
+  void close_write(ConnId id) override {
+    post([this, id] {
+      conns_[id].fin_after_out = true;
+      deliver(id);
+    });
+  }
+  void abort(ConnId id) override {
+    post([this, id] {
+      conns_.erase(id);
+      ev_->on_closed(id, CloseKind::kReset, "aborted");
+    });
+  }
+
+ private:
+  struct Conn {
+    uint16_t port = 0;
+    std::deque<std::string> out;
+    bool reading = false, fin_after_out = false, done = false;
+  };
+  void deliver(ConnId id) {
+    auto it = conns_.find(id);
+    if (it == conns_.end()) return;
+    Conn& c = it->second;
+    if (c.reading || c.done) return;
+    if (!c.out.empty()) {
+      c.reading = true;
+      std::string b = std::move(c.out.front());
+      c.out.pop_front();
+      ev_->on_data(id, std::move(b));
+      return;
+    }
+    if (c.fin_after_out) {
+      c.done = true;
+      ev_->on_remote_fin(id);
+      ev_->on_closed(id, CloseKind::kOk, "done");
+    }
+  }
+  void post(std::function<void()> f) {
+    {
+      std::lock_guard lk(mu_);
+      q_.push_back(std::move(f));
+    }
+    cv_.notify_one();
+  }
+  void run() {
+    std::unique_lock lk(mu_);
+    while (true) {
+      cv_.wait(lk, [&] { return stop_ || !q_.empty(); });
+      if (q_.empty()) return;
+      auto f = std::move(q_.front());
+      q_.pop_front();
+      lk.unlock();
+      f();
+      lk.lock();
+    }
+  }
+  UpstreamEvents* ev_ = nullptr;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::function<void()>> q_;
+  bool stop_ = false;
+  std::map<ConnId, Conn> conns_;  // worker thread only
+  std::thread worker_;
+};
+
+IpAddr ip(const char* s) { return *IpAddr::parse(s); }
+
+// Brings up TUN + Stack in the current (fresh) namespace, runs `body`.
+std::string with_stack(const std::function<std::string()>& body) {
+  auto dev = tun::TunDevice::open("osh-st0");
+  tun::LinkConfig link(dev.ifindex());
+  link.set_mtu(1500);
+  link.add_address(*tun::IpPrefix::parse("198.18.0.1/16"));
+  link.add_address(*tun::IpPrefix::parse("fd00:6f73:6800::1/64"));
+  link.set_up();
+  FakeUpstream up;
+  StackConfig cfg;
+  cfg.packet_fd = dev.fd();
+  cfg.peer4 = ip("198.18.0.1");
+  cfg.netif4 = ip("198.18.0.3");
+  cfg.peer6 = ip("fd00:6f73:6800::1");
+  cfg.netif6 = ip("fd00:6f73:6800::3");
+  Stack stk(cfg, up);
+  up.set_events(&stk.events());
+  stk.set_routes({{ip("198.18.0.10"), "sbx"}, {ip("fd00:6f73:6800::10"), "sbx"}});
+  stk.start();
+  std::string r = body();
+  stk.stop();
+  return r;
+}
+
+int connect_to(const char* addr, uint16_t port, int* err, long timeout_s = 10) {
+  sockaddr_storage ss{};
+  socklen_t len;
+  int family;
+  if (strchr(addr, ':')) {
+    auto* s6 = reinterpret_cast<sockaddr_in6*>(&ss);
+    s6->sin6_family = AF_INET6;
+    s6->sin6_port = htons(port);
+    inet_pton(AF_INET6, addr, &s6->sin6_addr);
+    len = sizeof *s6;
+    family = AF_INET6;
+  } else {
+    auto* s4 = reinterpret_cast<sockaddr_in*>(&ss);
+    s4->sin_family = AF_INET;
+    s4->sin_port = htons(port);
+    inet_pton(AF_INET, addr, &s4->sin_addr);
+    len = sizeof *s4;
+    family = AF_INET;
+  }
+  int fd = socket(family, SOCK_STREAM, 0);
+  timeval tv{timeout_s, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&ss), len) != 0) {
+    *err = errno;
+    close(fd);
+    return -1;
+  }
+  *err = 0;
+  return fd;
+}
+
+std::string echo_roundtrip(const char* addr) {
+  int err;
+  int fd = connect_to(addr, 7, &err);
+  if (fd < 0) return std::string("connect: ") + strerror(err);
+  std::string data(1 << 20, '\0');
+  std::mt19937 rng(42);
+  for (auto& ch : data) ch = static_cast<char>(rng());
+  std::string got;
+  std::thread writer([&] {
+    size_t off = 0;
+    while (off < data.size()) {
+      ssize_t n = write(fd, data.data() + off, data.size() - off);
+      if (n <= 0) break;
+      off += static_cast<size_t>(n);
+    }
+    shutdown(fd, SHUT_WR);
+  });
+  char buf[65536];
+  while (true) {
+    ssize_t n = read(fd, buf, sizeof buf);
+    if (n <= 0) break;
+    got.append(buf, static_cast<size_t>(n));
+  }
+  writer.join();
+  close(fd);
+  if (got != data) return "echo mismatch: got " + std::to_string(got.size()) + " bytes";
+  return "";
+}
+
+class StackNetns : public ::testing::Test {
+ protected:
+  void SetUp() override { OSH_REQUIRE_PRIVILEGES(); }
+  void run(const std::function<std::string()>& body) {
+    bool skipped = false;
+    std::string r = tun::testing::run_in_new_netns(&skipped, 0, [&] { return with_stack(body); });
+    if (skipped) GTEST_SKIP() << r;
+    EXPECT_EQ(r, "");
+  }
+};
+
+TEST_F(StackNetns, EchoIntactWithHalfCloseIpv4) { run([] { return echo_roundtrip("198.18.0.10"); }); }
+
+TEST_F(StackNetns, EchoIntactWithHalfCloseIpv6) {
+  run([] { return echo_roundtrip("fd00:6f73:6800::10"); });
+}
+
+TEST_F(StackNetns, RefusedIsEconnrefusedUnreachableIsEhostunreach) {
+  run([]() -> std::string {
+    for (const char* a : {"198.18.0.10", "fd00:6f73:6800::10"}) {
+      int err;
+      if (connect_to(a, 1, &err) >= 0 || err != ECONNREFUSED)
+        return std::string(a) + " port 1: want ECONNREFUSED, got " + strerror(err);
+      if (connect_to(a, 2, &err) >= 0 || err != EHOSTUNREACH)
+        return std::string(a) + " port 2: want EHOSTUNREACH, got " + strerror(err);
+    }
+    return "";
+  });
+}
+
+TEST_F(StackNetns, ServerSendsThenFinClientReadsAllThenEof) {
+  run([]() -> std::string {
+    int err;
+    int fd = connect_to("198.18.0.10", 9, &err);
+    if (fd < 0) return std::string("connect: ") + strerror(err);
+    size_t total = 0;
+    char buf[65536];
+    ssize_t n;
+    while ((n = read(fd, buf, sizeof buf)) > 0) total += static_cast<size_t>(n);
+    close(fd);
+    if (n < 0) return std::string("read: ") + strerror(errno);  // RST would be ECONNRESET
+    if (total != kBigReply) return "got " + std::to_string(total) + " bytes";
+    return "";
+  });
+}
+
+TEST_F(StackNetns, UnassignedAddressIsNotAnswered) {
+  run([]() -> std::string {
+    int err;
+    int fd = connect_to("198.18.0.11", 80, &err, 1);  // no route entry: dropped, connect times out
+    if (fd >= 0) return "connected to an unassigned address";
+    if (err != EINPROGRESS && err != EAGAIN && err != ETIMEDOUT)
+      return std::string("unexpected error ") + strerror(err);
+    return "";
+  });
+}
+
+}  // namespace
+}  // namespace osh::stack

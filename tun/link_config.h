@@ -1,0 +1,112 @@
+// Configuration of a network interface (normally the TUN) through rtnetlink:
+// MTU, link up, addresses, routes. Every change is undone in reverse order by
+// rollback() or the destructor (after OpenVPN 3 tunnetlink's create/destroy
+// action lists). No libnl type appears here: the netlink socket is private.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "tun/ip_prefix.h"
+#include "tun/tun_error.h"
+
+namespace osh::tun {
+
+/// Options for LinkConfig::add_address().
+struct AddrFlags {
+  /// IPv6 only: skip duplicate address detection (IFA_F_NODAD), so the
+  /// address is usable at once instead of "tentative" for about a second.
+  bool nodad = true;
+  /// Do not install the on-link prefix route for the address
+  /// (IFA_F_NOPREFIXROUTE); with false the kernel adds e.g.
+  /// "198.18.0.0/16 dev osh0 proto kernel scope link".
+  bool noprefixroute = false;
+};
+
+/// Applies configuration to one interface and remembers how to undo it.
+///
+/// Every method that changes the system records the inverse step (restore the
+/// old MTU, set the link down, delete the address, delete the route, restore
+/// the IPv6 sysctl) only after the change succeeded; a step that changes
+/// nothing (MTU already right, link already up) records nothing. rollback()
+/// and the destructor run the recorded steps newest first.
+///
+/// Works in the network namespace of the thread that constructed it (the
+/// netlink socket is bound there). Not thread-safe: use one object from one
+/// thread at a time. All calls block for one netlink round trip (typically
+/// well under a millisecond).
+class LinkConfig {
+ public:
+  /// Opens a NETLINK_ROUTE socket for configuring interface `ifindex`.
+  /// @throws TunError if the socket cannot be opened or no interface has
+  ///         that index (ENODEV).
+  explicit LinkConfig(int ifindex);
+  /// Calls rollback().
+  ~LinkConfig();
+
+  LinkConfig(LinkConfig&&) noexcept;
+  /// Rolls back this object's changes, then takes over `other`'s.
+  LinkConfig& operator=(LinkConfig&&) noexcept;
+  LinkConfig(const LinkConfig&) = delete;
+  LinkConfig& operator=(const LinkConfig&) = delete;
+
+  /// The interface name as it was at construction (for messages).
+  const std::string& name() const;
+  /// The interface index given at construction.
+  int ifindex() const;
+
+  /// Sets the MTU. Undo: restore the previous MTU.
+  /// @param bytes  layer-3 MTU in bytes (68..65535 for a TUN; IPv6 needs >= 1280)
+  /// @throws TunError (e.g. EINVAL for an out-of-range MTU)
+  void set_mtu(uint32_t bytes);
+
+  /// Sets the link administratively up. Undo: set it down (only if it was
+  /// down before).
+  /// @throws TunError
+  void set_up();
+
+  /// Adds an address with its on-link prefix length, e.g. 198.18.0.1/16 or
+  /// fd00:6f73:6800::1/64. For IPv6 it first sets
+  /// /proc/sys/net/ipv6/conf/<name>/disable_ipv6 to 0 if that file exists and
+  /// says 1 (undo: set it back to 1). Undo: delete the address.
+  /// @throws TunError, e.g. "add address 198.18.0.1/16 to osh0: File exists"
+  void add_address(const IpPrefix& addr_with_prefix_len, AddrFlags flags = {});
+
+  /// Adds a unicast route to `dst` through this link (main table, scope link,
+  /// proto static, no gateway). Host bits of `dst` are ignored. IPv4 routes
+  /// need the link to be up (ENETDOWN otherwise). Fails with EEXIST if the
+  /// same route exists (also one the kernel added for an address prefix).
+  /// Undo: delete the route.
+  /// @throws TunError
+  void add_route(const IpPrefix& dst);
+
+  /// Runs the undo steps newest first and forgets them. Never throws: errors
+  /// are logged (spdlog logger "tun"); ENODEV, ESRCH, ENOENT and
+  /// EADDRNOTAVAIL are ignored silently because the interface (and with it
+  /// its addresses and routes) may already be gone, e.g. after the TUN
+  /// descriptor was closed. Safe to call more than once.
+  void rollback() noexcept;
+
+  /// Number of recorded undo steps (for tests and diagnostics).
+  std::size_t pending_undo_steps() const noexcept;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+/// Deletes the interface called `name` in the calling thread's network
+/// namespace if it exists (crash recovery: a persistent leftover).
+/// @return true if an interface was deleted, false if none had that name.
+/// @throws TunError on any other failure (e.g. EPERM, EOPNOTSUPP).
+bool remove_stale_link(std::string_view name);
+
+/// The index of interface `name` in the calling thread's network namespace,
+/// or nullopt if there is none.
+/// @throws TunError on failures other than "no such device".
+std::optional<int> link_index(std::string_view name);
+
+}  // namespace osh::tun

@@ -1,0 +1,170 @@
+# vm-tests/lib.sh: the test topology of docs/ARCHITECTURE.md "Test topology"
+# (design.md §6), built from network namespaces this script creates and
+# always deletes (call osh_cleanup from an EXIT trap).
+#
+#   ┌──────────── client ns ─────────────┐      ┌─────── gw ns ───────┐      ┌──────────── sbx ns ────────────┐
+#   │ ssh, curl                          │      │                     │      │ mini-supervisor                │
+#   │ openshell-tunnel up ── TUN osh0    │ veth │ mini-gateway :17670 │ veth │ sshd 127.0.0.1:22 (test key)   │
+#   │ 198.18.0.1/16 fd00:6f73:6800::1/64 ├──────┤                     ├──────┤ http 127.0.0.1:8080 (64 MiB)   │
+#   │ 192.0.2.1/24                       │      │ 192.0.2.2/24        │      │ 198.51.100.2/24                │
+#   └────────────────────────────────────┘      │ 198.51.100.1/24     │      └────────────────────────────────┘
+#                                               └─────────────────────┘
+# Addresses are TEST-NET-1/2 (RFC 5737) on veths between our own namespaces;
+# nothing is configured in the machine's own namespace and no traffic leaves
+# these namespaces. Names are unique per run ($$), so runs never collide.
+#
+# Inputs (environment): OSH_TUNNEL, OSH_GATEWAY, OSH_SUPERVISOR = binaries.
+# Helpers log each command they run in a namespace.
+
+OSH_TAG="${OSH_TAG:-$$}"
+NS_CLIENT="osh-c-$OSH_TAG"
+NS_GW="osh-g-$OSH_TAG"
+NS_SBX="osh-s-$OSH_TAG"
+OSH_SANDBOX_NAME="${OSH_SANDBOX_NAME:-demo}"
+OSH_SANDBOX_ID="${OSH_SANDBOX_ID:-8b1f0c8e-5a3d-4c1e-9f6a-2d7e4b9c0a11}"
+OSH_GW_ADDR=192.0.2.2
+OSH_GW_PORT=17670
+OSH_WORK="$(mktemp -d /tmp/osh-vmtest.XXXXXX)"
+OSH_PIDS=()
+OSH_VERBOSE="${OSH_VERBOSE:-1}"
+
+say() { echo "[$(date +%T)] $*"; }
+n_client() { [[ $OSH_VERBOSE == 1 ]] && echo "  client\$ $*" >&2; ip netns exec "$NS_CLIENT" "$@"; }
+n_gw() { [[ $OSH_VERBOSE == 1 ]] && echo "  gw\$ $*" >&2; ip netns exec "$NS_GW" "$@"; }
+n_sbx() { [[ $OSH_VERBOSE == 1 ]] && echo "  sbx\$ $*" >&2; ip netns exec "$NS_SBX" "$@"; }
+
+# Starts "$@" in namespace $1 in the background, logging to $OSH_WORK/$2.log,
+# and records its PID (ip netns exec execs the command: same PID).
+osh_spawn() {
+  local ns="$1" name="$2"
+  shift 2
+  ip netns exec "$ns" "$@" >"$OSH_WORK/$name.log" 2>&1 &
+  OSH_PIDS+=("$!")
+  eval "PID_${name//-/_}=$!"
+}
+
+# Polls "$@" every 0.1 s until it succeeds or $1 seconds pass.
+wait_until() {
+  local timeout="$1"
+  shift
+  local deadline=$((SECONDS + timeout))
+  until "$@" >/dev/null 2>&1; do
+    if ((SECONDS >= deadline)); then
+      echo "timed out after ${timeout}s waiting for: $*" >&2
+      return 1
+    fi
+    sleep 0.1
+  done
+}
+
+# True when TCP port $2 listens in namespace $1.
+port_listens() { ip netns exec "$1" ss -Hltn "sport = :$2" | grep -q LISTEN; }
+
+osh_cleanup() {
+  local rc=$?
+  set +e
+  local i
+  for ((i = ${#OSH_PIDS[@]} - 1; i >= 0; i--)); do
+    kill -TERM "${OSH_PIDS[i]}" 2>/dev/null
+  done
+  for ((i = ${#OSH_PIDS[@]} - 1; i >= 0; i--)); do
+    local p="${OSH_PIDS[i]}" n=0
+    while kill -0 "$p" 2>/dev/null && ((n < 50)); do sleep 0.1; n=$((n + 1)); done
+    kill -KILL "$p" 2>/dev/null
+  done
+  wait 2>/dev/null
+  if ((rc != 0)); then
+    for f in "$OSH_WORK"/*.log; do
+      [[ -f $f ]] || continue
+      echo "----- $(basename "$f") (last 40 lines) -----"
+      tail -n 40 "$f"
+    done
+  fi
+  ip netns del "$NS_CLIENT" 2>/dev/null
+  ip netns del "$NS_GW" 2>/dev/null
+  ip netns del "$NS_SBX" 2>/dev/null
+  rm -rf "/etc/netns/$NS_CLIENT" "$OSH_WORK"
+  return $rc
+}
+
+osh_topology() {
+  say "creating namespaces $NS_CLIENT, $NS_GW, $NS_SBX"
+  ip netns add "$NS_CLIENT"
+  ip netns add "$NS_GW"
+  ip netns add "$NS_SBX"
+  for ns in "$NS_CLIENT" "$NS_GW" "$NS_SBX"; do ip -n "$ns" link set lo up; done
+  ip link add "vc$OSH_TAG" netns "$NS_CLIENT" type veth peer name "vg$OSH_TAG" netns "$NS_GW"
+  ip link add "vs$OSH_TAG" netns "$NS_SBX" type veth peer name "vh$OSH_TAG" netns "$NS_GW"
+  ip -n "$NS_CLIENT" addr add 192.0.2.1/24 dev "vc$OSH_TAG"
+  ip -n "$NS_GW" addr add 192.0.2.2/24 dev "vg$OSH_TAG"
+  ip -n "$NS_GW" addr add 198.51.100.1/24 dev "vh$OSH_TAG"
+  ip -n "$NS_SBX" addr add 198.51.100.2/24 dev "vs$OSH_TAG"
+  ip -n "$NS_CLIENT" link set "vc$OSH_TAG" up
+  ip -n "$NS_GW" link set "vg$OSH_TAG" up
+  ip -n "$NS_GW" link set "vh$OSH_TAG" up
+  ip -n "$NS_SBX" link set "vs$OSH_TAG" up
+  # The client namespace's own hosts file (ip netns exec bind-mounts it on /etc/hosts).
+  mkdir -p "/etc/netns/$NS_CLIENT"
+  printf '127.0.0.1\tlocalhost\n::1\tlocalhost\n' >"/etc/netns/$NS_CLIENT/hosts"
+  OSH_HOSTS="/etc/netns/$NS_CLIENT/hosts"
+}
+
+# sshd on 127.0.0.1:22 and an HTTP server on 127.0.0.1:8080 in the sandbox,
+# with a key and a 64 MiB file generated for this run.
+osh_sandbox_services() {
+  local blob_mib="${1:-64}"
+  say "sandbox: sshd on 127.0.0.1:22 and HTTP on 127.0.0.1:8080 (${blob_mib} MiB blob)"
+  mkdir -p "$OSH_WORK/www" "$OSH_WORK/ssh"
+  ssh-keygen -q -t ed25519 -N '' -f "$OSH_WORK/ssh/host_key" -C osh-test-host
+  ssh-keygen -q -t ed25519 -N '' -f "$OSH_WORK/ssh/id_test" -C osh-test-user
+  cp "$OSH_WORK/ssh/id_test.pub" "$OSH_WORK/ssh/authorized_keys"
+  cat >"$OSH_WORK/ssh/sshd_config" <<SSHD
+Port 22
+ListenAddress 127.0.0.1
+HostKey $OSH_WORK/ssh/host_key
+AuthorizedKeysFile $OSH_WORK/ssh/authorized_keys
+PermitRootLogin prohibit-password
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+StrictModes no
+PidFile none
+Subsystem sftp internal-sftp
+SSHD
+  mkdir -p /run/sshd  # privilege-separation directory sshd insists on
+  osh_spawn "$NS_SBX" sshd /usr/sbin/sshd -D -e -f "$OSH_WORK/ssh/sshd_config"
+  head -c "$((blob_mib * 1024 * 1024))" /dev/urandom >"$OSH_WORK/www/blob"
+  OSH_BLOB_SHA="$(sha256sum "$OSH_WORK/www/blob" | cut -d' ' -f1)"
+  osh_spawn "$NS_SBX" http /usr/bin/python3 -m http.server 8080 --bind 127.0.0.1 --directory "$OSH_WORK/www"
+  wait_until 10 port_listens "$NS_SBX" 22
+  wait_until 10 port_listens "$NS_SBX" 8080
+}
+
+osh_gateway() {
+  say "gateway: mini-gateway on $OSH_GW_ADDR:$OSH_GW_PORT, sandbox $OSH_SANDBOX_NAME=$OSH_SANDBOX_ID"
+  osh_spawn "$NS_GW" gateway "$OSH_GATEWAY" --listen "0.0.0.0:$OSH_GW_PORT" \
+    --sandbox "$OSH_SANDBOX_NAME=$OSH_SANDBOX_ID" "$@"
+  wait_until 10 port_listens "$NS_GW" "$OSH_GW_PORT"
+}
+
+osh_supervisor() {
+  say "sandbox: mini-supervisor -> http://198.51.100.1:$OSH_GW_PORT"
+  osh_spawn "$NS_SBX" supervisor "$OSH_SUPERVISOR" --gateway-endpoint "http://198.51.100.1:$OSH_GW_PORT" \
+    --sandbox-id "$OSH_SANDBOX_ID" --ssh-target 127.0.0.1:22
+  wait_until 15 grep -q "session accepted" "$OSH_WORK/supervisor.log"
+}
+
+osh_tunnel() {
+  say "client: openshell-tunnel up --gateway-endpoint http://$OSH_GW_ADDR:$OSH_GW_PORT"
+  osh_spawn "$NS_CLIENT" tunnel "$OSH_TUNNEL" up --gateway-endpoint "http://$OSH_GW_ADDR:$OSH_GW_PORT" \
+    --hosts-file "$OSH_HOSTS" "$@"
+  wait_until 15 grep -q "Tunnel is up" "$OSH_WORK/tunnel.log"
+}
+
+# ssh through the tunnel with the test key and no host-key pinning (the
+# sandbox's host key changes with every supervisor start, protocol §3.3).
+osh_ssh() {
+  n_client ssh -F /dev/null -i "$OSH_WORK/ssh/id_test" -o BatchMode=yes \
+    -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR \
+    -o ConnectTimeout=10 "$@"
+}
