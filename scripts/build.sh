@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Configures and builds openshell-tunnel into ./build (ccache when present).
+# Usage: scripts/build.sh [extra cmake -D options]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BUILD_DIR="${OSH_BUILD_DIR:-build}"
+if [[ ! -f "$BUILD_DIR/build.ninja" ]]; then
+  cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo "$@"
+fi
+cmake --build "$BUILD_DIR" -j"$(nproc)"
+echo "build: binaries in $BUILD_DIR/cli and $BUILD_DIR/peers"
