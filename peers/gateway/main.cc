@@ -1,0 +1,92 @@
+// openshell-mini-gateway: command-line front end of MiniGateway.
+#include <CLI/CLI.hpp>
+
+#include <cstdio>
+#include <exception>
+#include <string>
+#include <vector>
+
+#include "peers/common/log.h"
+#include "peers/common/signals.h"
+#include "peers/gateway/mini_gateway.h"
+
+int main(int argc, char** argv) {
+  osh::peers::BlockTerminationSignals();  // before gRPC starts any thread
+
+  CLI::App app{"openshell-mini-gateway: a small OpenShell gateway for tests and demos "
+               "(Health, sandboxes, SSH-session tokens, ForwardTcp, supervisor relays)"};
+  osh::peers::GatewayConfig defaults;
+  std::string listen = defaults.listen;
+  std::vector<std::string> sandbox_flags;
+  std::string config_file;
+  int max_per_token = defaults.max_streams_per_token;
+  int max_per_sandbox = defaults.max_streams_per_sandbox;
+  int64_t supervisor_wait_ms = defaults.supervisor_wait.count();
+  int64_t relay_claim_timeout_ms = defaults.relay_claim_timeout.count();
+  int64_t token_ttl_secs = std::chrono::duration_cast<std::chrono::seconds>(defaults.token_ttl).count();
+  std::string log_level = "info";
+  std::string version = defaults.version;
+
+  auto* listen_opt = app.add_option("--listen", listen, "listen address ADDR:PORT ([V6]:PORT for IPv6; port 0 = any)")
+                         ->capture_default_str();
+  app.add_option("--sandbox", sandbox_flags, "declare a sandbox NAME=ID (repeatable)");
+  app.add_option("--config", config_file,
+                 "JSON config: {\"sandboxes\":[{\"name\":..,\"id\":..}], \"max_streams_per_token\":3, "
+                 "\"max_streams_per_sandbox\":20}; flags given explicitly override it")
+      ->check(CLI::ExistingFile);
+  auto* token_opt = app.add_option("--max-streams-per-token", max_per_token,
+                                   "concurrent ForwardTcp streams per SSH-session token")
+                        ->capture_default_str();
+  auto* sandbox_opt = app.add_option("--max-streams-per-sandbox", max_per_sandbox,
+                                     "concurrent ForwardTcp streams per sandbox")
+                          ->capture_default_str();
+  auto* wait_opt = app.add_option("--supervisor-wait-ms", supervisor_wait_ms,
+                                  "how long ForwardTcp waits for a supervisor session (ms)")
+                       ->capture_default_str();
+  auto* claim_opt = app.add_option("--relay-claim-timeout-ms", relay_claim_timeout_ms,
+                                   "how long ForwardTcp waits for the relay open result, and then "
+                                   "for the relay claim (ms)")
+                        ->capture_default_str();
+  auto* ttl_opt = app.add_option("--token-ttl-secs", token_ttl_secs,
+                                 "SSH-session token lifetime in seconds (0 = no expiry)")
+                      ->capture_default_str();
+  app.add_option("--log-level", log_level, "trace, debug, info, warn, error, critical or off")
+      ->capture_default_str();
+  auto* version_opt = app.add_option("--version-string", version, "version reported by Health")
+                          ->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+
+  if (!osh::peers::SetLogLevel(log_level)) {
+    std::fprintf(stderr, "openshell-mini-gateway: unknown --log-level '%s'\n", log_level.c_str());
+    return 2;
+  }
+  try {
+    osh::peers::GatewayConfig config;
+    if (!config_file.empty()) osh::peers::LoadGatewayConfigFile(config_file, config);
+    if (listen_opt->count() > 0) config.listen = listen;
+    if (token_opt->count() > 0) config.max_streams_per_token = max_per_token;
+    if (sandbox_opt->count() > 0) config.max_streams_per_sandbox = max_per_sandbox;
+    if (wait_opt->count() > 0) config.supervisor_wait = std::chrono::milliseconds(supervisor_wait_ms);
+    if (claim_opt->count() > 0) {
+      config.relay_claim_timeout = std::chrono::milliseconds(relay_claim_timeout_ms);
+    }
+    if (ttl_opt->count() > 0) config.token_ttl = std::chrono::seconds(token_ttl_secs);
+    if (version_opt->count() > 0) config.version = version;
+    for (const auto& flag : sandbox_flags) {
+      config.sandboxes.push_back(osh::peers::ParseSandboxFlag(flag));
+    }
+
+    osh::peers::MiniGateway gateway(config);
+    gateway.Start();
+    std::printf("mini-gateway listening on %s (%zu sandboxes)\n", gateway.bound_address().c_str(),
+                config.sandboxes.size());
+    std::fflush(stdout);
+    const int sig = osh::peers::WaitForTerminationSignal();
+    osh::peers::PeerLogger("mini-gateway")->info("signal {} received", sig);
+    gateway.Shutdown(std::chrono::milliseconds(2000));
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "openshell-mini-gateway: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}

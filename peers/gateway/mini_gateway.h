@@ -1,0 +1,60 @@
+// The mini-gateway: a small in-process implementation of the OpenShell
+// gateway's sandbox, SSH-session, ForwardTcp and supervisor-relay RPCs
+// (protocol §1-§3), for tests, benchmarks and local demos.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "peers/gateway/gateway_config.h"
+
+namespace osh::peers {
+
+/// A running (or startable) mini-gateway gRPC server (plaintext h2c, sync API,
+/// one thread per stream). See mini_gateway.cc for the theory of operation
+/// and peers/README.md for the two deliberate differences from upstream.
+///
+/// Lifecycle: construct, Start(), ... , Shutdown() (the destructor shuts down
+/// too). Not copyable or movable. All public methods are thread-safe.
+class MiniGateway {
+ public:
+  /// Validates @config (ValidateGatewayConfig()); does not listen yet.
+  /// @throws std::invalid_argument on an invalid config.
+  explicit MiniGateway(GatewayConfig config);
+  /// Shuts the server down (zero grace) if it is still running.
+  ~MiniGateway();
+  MiniGateway(const MiniGateway&) = delete;
+  MiniGateway& operator=(const MiniGateway&) = delete;
+
+  /// Start() - binds config.listen and starts serving. With port 0 the
+  /// kernel picks a free port; read it with port().
+  /// @throws std::runtime_error if the address cannot be bound, or Start()
+  /// was already called. Thread: any; returns once the server accepts calls.
+  void Start();
+
+  /// port() - the bound TCP port (valid after Start(), else 0).
+  uint16_t port() const;
+
+  /// bound_address() - "HOST:PORT" with the listen host and the bound port,
+  /// e.g. "127.0.0.1:40123" or "[::]:17670" (empty before Start()).
+  std::string bound_address() const;
+
+  /// IsSupervisorConnected() - whether a supervisor session for the sandbox
+  /// with id @sandbox_id is registered, i.e. whether ListSandboxes would say
+  /// SANDBOX_PHASE_READY for it (protocol §1.3 "What Ready means").
+  bool IsSupervisorConnected(const std::string& sandbox_id) const;
+
+  /// Shutdown() - stops accepting calls, cancels the supervisor control
+  /// sessions, lets running ForwardTcp streams drain for up to @grace, then
+  /// cancels whatever is left and waits for every handler to return.
+  /// Idempotent. Thread: any except a gRPC handler thread of this server.
+  void Shutdown(std::chrono::milliseconds grace = std::chrono::milliseconds(2000));
+
+ private:
+  class Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace osh::peers

@@ -1,0 +1,46 @@
+// openshell-mini-supervisor: command-line front end of MiniSupervisor.
+#include <CLI/CLI.hpp>
+
+#include <cstdio>
+#include <exception>
+#include <string>
+
+#include "peers/common/log.h"
+#include "peers/common/signals.h"
+#include "peers/supervisor/mini_supervisor.h"
+
+int main(int argc, char** argv) {
+  osh::peers::BlockTerminationSignals();  // before gRPC starts any thread
+
+  CLI::App app{"openshell-mini-supervisor: the sandbox side of the OpenShell relay protocol; "
+               "run it inside the sandbox's network namespace"};
+  osh::peers::SupervisorConfig config;
+  std::string log_level = "info";
+  app.add_option("--gateway-endpoint", config.gateway_endpoint, "gateway URL http://HOST:PORT")
+      ->envname("OPENSHELL_GATEWAY_ENDPOINT")
+      ->required();
+  app.add_option("--sandbox-id", config.sandbox_id, "sandbox id sent in the hello")->required();
+  app.add_option("--ssh-target", config.ssh_target,
+                 "HOST:PORT dialled for SSH-target relays (a real sshd)")
+      ->capture_default_str();
+  app.add_option("--instance-id", config.instance_id, "instance id sent in the hello (default: random UUID)");
+  app.add_option("--log-level", log_level, "trace, debug, info, warn, error, critical or off")
+      ->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+
+  if (!osh::peers::SetLogLevel(log_level)) {
+    std::fprintf(stderr, "openshell-mini-supervisor: unknown --log-level '%s'\n", log_level.c_str());
+    return 2;
+  }
+  try {
+    osh::peers::MiniSupervisor supervisor(config);
+    supervisor.Start();
+    const int sig = osh::peers::WaitForTerminationSignal();
+    osh::peers::PeerLogger("mini-supervisor")->info("signal {} received, stopping", sig);
+    supervisor.Stop();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "openshell-mini-supervisor: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}
