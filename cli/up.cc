@@ -41,6 +41,22 @@ const char* phase_name(int phase) {
   return phase >= 0 && phase <= 8 ? kNames[phase] : "UNKNOWN";
 }
 
+// One line of every counter, at exit (and for the vm-tests, which grep it).
+void log_counters(const stack::StackCounters& c, const relay::ForwardStats& f) {
+  spdlog::info(
+      "counters: conns_opened={} refused_rst={} refused_unreachable={} resets={} "
+      "syn_held={} syn_absorbed={} bytes_up={} bytes_down={} rx_packets={} tx_packets={} "
+      "drop_not_sandbox={} drop_malformed={} drop_fragment={} drop_unsupported={} "
+      "drop_tx_error={} drop_after_close={} echo_replies={} streams_opened={} "
+      "stream_open_failed={} queue_timeouts={} tokens_minted={}",
+      c.conns_opened.load(), c.refused_rst.load(), c.refused_unreachable.load(), c.resets.load(),
+      c.syn_held.load(), c.syn_absorbed.load(), c.bytes_up.load(), c.bytes_down.load(),
+      c.rx_packets.load(), c.tx_packets.load(), c.drop_not_sandbox.load(), c.drop_malformed.load(),
+      c.drop_fragment.load(), c.drop_unsupported.load(), c.drop_tx_error.load(),
+      c.drop_after_close.load(), c.echo_replies.load(), f.opened, f.open_failed, f.queue_timeouts,
+      f.tokens);
+}
+
 int wait_for_signal() {
   sigset_t set;
   sigemptyset(&set);
@@ -166,11 +182,7 @@ int run_up(const UpOptions& o) {
     upstream.set_events(nullptr);
     stk.stop();
     upstream.manager().shutdown();
-    const auto& c = stk.counters();
-    spdlog::info("connections: {} opened, {} refused (RST), {} unreachable (ICMP); "
-                 "{} bytes up, {} bytes down",
-                 c.conns_opened.load(), c.refused_rst.load(), c.refused_unreachable.load(),
-                 c.bytes_up.load(), c.bytes_down.load());
+    log_counters(stk.counters(), upstream.manager().stats());
     link.rollback();
   } catch (const std::exception& e) {
     fmt::print(stderr, "error: {}\n", e.what());

@@ -168,3 +168,45 @@ osh_ssh() {
     -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR \
     -o ConnectTimeout=10 "$@"
 }
+
+# ---- helpers for semantics tests ----
+OSH_TCPTOOL="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/tcptool.py"
+
+# jfield JSON KEY: one field of a JSON object ("" when absent).
+jfield() { /usr/bin/python3 -c 'import json,sys; v=json.loads(sys.argv[1]).get(sys.argv[2], ""); print(str(v).lower() if isinstance(v, bool) else v)' "$1" "$2"; }
+
+# The sha256 of the first N bytes of tcptool's test stream.
+expect_sha() { /usr/bin/python3 "$OSH_TCPTOOL" expect --bytes "$1"; }
+
+# tcptool in the sandbox (server) or the client namespace.
+sbx_tcp_server() {  # NAME PORT MODE [args...]
+  local name="$1" port="$2" mode="$3"
+  shift 3
+  osh_spawn "$NS_SBX" "$name" /usr/bin/python3 "$OSH_TCPTOOL" serve --port "$port" --mode "$mode" \
+    --report "$OSH_WORK/$name.report" "$@"
+  wait_until 10 port_listens "$NS_SBX" "$port"
+}
+client_tcp() { ip netns exec "$NS_CLIENT" /usr/bin/python3 "$OSH_TCPTOOL" "$@"; }
+
+# Resident set size of a process, KiB.
+rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+
+# Stops the tunnel with SIGTERM and waits for it (its log then holds the counters line).
+stop_tunnel() {
+  kill -TERM "$PID_tunnel"
+  wait "$PID_tunnel"
+}
+
+# tunnel_counter NAME: a counter from the tunnel's final "counters:" log line.
+tunnel_counter() { grep -o "[ ]$1=[0-9]*" "$OSH_WORK/tunnel.log" | tail -n1 | cut -d= -f2; }
+
+# The tunnel's addresses for the demo sandbox, from the hosts block.
+sandbox_v4() { awk -v n="$OSH_SANDBOX_NAME.local" '$2 == n && $1 ~ /\./ {print $1; exit}' "$OSH_HOSTS"; }
+sandbox_v6() { awk -v n="$OSH_SANDBOX_NAME.local" '$2 == n && $1 ~ /:/ {print $1; exit}' "$OSH_HOSTS"; }
+
+fail() { echo "FAIL: $*" >&2; exit 1; }
+check() {  # check DESCRIPTION COMMAND...
+  local what="$1"
+  shift
+  if "$@"; then echo "  ok: $what"; else fail "$what"; fi
+}

@@ -1,0 +1,210 @@
+#!/usr/bin/python3
+"""tcptool: the TCP peers of the vm-tests (Debian python3, standard library only).
+
+Servers run inside the sandbox namespace, clients in the client namespace.
+Data is a deterministic stream: 1 MiB blocks, each a fixed random block with
+its index in the first 8 bytes, so loss, duplication and reordering of blocks
+change the sha256. Every client prints one JSON line: bytes, sha256, the
+expected sha256 where it knows it, errors (errno names), elapsed seconds.
+
+Servers:
+  serve --port P --mode MODE [--bytes N] [--rate B/s --slow-secs S] [--host H (default ::, dual-stack)] [--report FILE]
+    sink-reply    read until EOF, then send N bytes, close
+    reply-close   send N bytes at once, close (never reads)
+    reply-shut    send N bytes, shutdown(SHUT_WR), read until EOF, close
+    slow-sink     read at --rate B/s for --slow-secs, then at full speed, until EOF
+    source        send N bytes (never reads), close
+  Each finished connection appends a JSON line (bytes read, sha256) to --report.
+Clients:
+  connect  --host H --port P                    connect only; prints errno name and ms
+  hold     --host H --port P --secs S           connect, keep the connection S seconds, close
+  send-shut-read --host H --port P --bytes N    send N, shutdown(SHUT_WR), read to EOF
+  read     --host H --port P [--rate --slow-secs] read to EOF (slowly at first if asked)
+  read-then-send --host H --port P --bytes N    read to EOF, then send N, close
+  send     --host H --port P --bytes N          send N (no shutdown), close
+  expect   --bytes N                            print the sha256 of N stream bytes
+"""
+import argparse
+import errno
+import hashlib
+import json
+import os
+import socket
+import sys
+import threading
+import time
+
+BLOCK = 1 << 20
+_base = bytearray(hashlib.sha256(b"osh-vm-tests").digest() * (BLOCK // 32))
+
+
+def block(i):
+    b = bytearray(_base)
+    b[0:8] = i.to_bytes(8, "big")
+    return b
+
+
+def stream(n):
+    """Yields the first n bytes of the test stream in chunks."""
+    i = 0
+    while n > 0:
+        b = block(i)
+        k = min(n, BLOCK)
+        yield memoryview(b)[:k]
+        n -= k
+        i += 1
+
+
+def expect_sha(n):
+    h = hashlib.sha256()
+    for c in stream(n):
+        h.update(c)
+    return h.hexdigest()
+
+
+def send_stream(sock, n, rate=0, slow_secs=0):
+    start = time.monotonic()
+    sent = 0
+    for c in stream(n):
+        if rate and time.monotonic() - start < slow_secs:
+            for off in range(0, len(c), 65536):
+                sock.sendall(c[off:off + 65536])
+                sent += len(c[off:off + 65536])
+                time.sleep(65536 / rate)
+        else:
+            sock.sendall(c)
+            sent += len(c)
+    return sent
+
+
+def recv_all(sock, rate=0, slow_secs=0):
+    h = hashlib.sha256()
+    total = 0
+    start = time.monotonic()
+    while True:
+        slow = rate and time.monotonic() - start < slow_secs
+        want = 65536 if slow else 1 << 20
+        d = sock.recv(want)
+        if not d:
+            break
+        h.update(d)
+        total += len(d)
+        if slow:
+            time.sleep(len(d) / rate)
+    return total, h.hexdigest()
+
+
+def errname(e):
+    return errno.errorcode.get(e.errno, str(e.errno)) if isinstance(e, OSError) and e.errno else type(e).__name__
+
+
+def report(path, obj):
+    line = json.dumps(obj)
+    if path:
+        with open(path, "a") as f:
+            f.write(line + "\n")
+    else:
+        print(line, flush=True)
+
+
+def serve(a):
+    fam = socket.AF_INET6 if ":" in a.host else socket.AF_INET
+    ls = socket.socket(fam, socket.SOCK_STREAM)
+    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if fam == socket.AF_INET6 and a.host == "::":
+        ls.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)  # v4 and v6 loopback alike
+    ls.bind((a.host, a.port))
+    ls.listen(256)
+
+    def handle(c):
+        out = {"mode": a.mode}
+        try:
+            if a.mode == "sink-reply":
+                out["bytes"], out["sha256"] = recv_all(c)
+                send_stream(c, a.bytes)
+            elif a.mode == "reply-close":
+                send_stream(c, a.bytes)
+            elif a.mode == "reply-shut":
+                send_stream(c, a.bytes)
+                c.shutdown(socket.SHUT_WR)
+                out["bytes"], out["sha256"] = recv_all(c)
+            elif a.mode == "slow-sink":
+                out["bytes"], out["sha256"] = recv_all(c, a.rate, a.slow_secs)
+            elif a.mode == "source":
+                send_stream(c, a.bytes, a.rate, a.slow_secs)
+        except OSError as e:
+            out["error"] = errname(e)
+        finally:
+            c.close()
+            report(a.report, out)
+
+    while True:
+        c, _ = ls.accept()
+        threading.Thread(target=handle, args=(c,), daemon=True).start()
+
+
+def client(a):
+    out = {"cmd": a.cmd}
+    t0 = time.monotonic()
+    fam = socket.AF_INET6 if ":" in a.host else socket.AF_INET
+    s = socket.socket(fam, socket.SOCK_STREAM)
+    s.settimeout(a.timeout)
+    try:
+        s.connect((a.host, a.port))
+        out["connect_ms"] = round((time.monotonic() - t0) * 1000, 2)
+        out["connected"] = True
+        if a.cmd == "connect":
+            pass
+        elif a.cmd == "hold":
+            time.sleep(a.secs)
+        elif a.cmd == "send-shut-read":
+            s.settimeout(None)
+            out["sent"] = send_stream(s, a.bytes)
+            s.shutdown(socket.SHUT_WR)
+            out["bytes"], out["sha256"] = recv_all(s)
+        elif a.cmd == "read":
+            s.settimeout(None)
+            out["bytes"], out["sha256"] = recv_all(s, a.rate, a.slow_secs)
+        elif a.cmd == "read-then-send":
+            s.settimeout(None)
+            out["bytes"], out["sha256"] = recv_all(s)
+            out["sent"] = send_stream(s, a.bytes)
+        elif a.cmd == "send":
+            s.settimeout(None)
+            out["sent"] = send_stream(s, a.bytes, a.rate, a.slow_secs)
+            s.shutdown(socket.SHUT_WR)
+            out["eof"] = s.recv(1) == b""
+    except OSError as e:
+        out["error"] = errname(e)
+        out["error_ms"] = round((time.monotonic() - t0) * 1000, 2)
+    finally:
+        s.close()
+    out["elapsed_s"] = round(time.monotonic() - t0, 3)
+    print(json.dumps(out), flush=True)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("cmd")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=0)
+    p.add_argument("--mode", default="sink-reply")
+    p.add_argument("--bytes", type=int, default=0)
+    p.add_argument("--rate", type=float, default=0)
+    p.add_argument("--slow-secs", type=float, default=0)
+    p.add_argument("--timeout", type=float, default=15)
+    p.add_argument("--report", default="")
+    p.add_argument("--secs", type=float, default=0)
+    a = p.parse_args()
+    if a.cmd == "serve":
+        if a.host == "127.0.0.1" and "--host" not in sys.argv:
+            a.host = "::"  # servers default to dual-stack
+        serve(a)
+    elif a.cmd == "expect":
+        print(expect_sha(a.bytes))
+    else:
+        client(a)
+
+
+if __name__ == "__main__":
+    main()
