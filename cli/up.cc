@@ -71,12 +71,7 @@ int wait_for_signal() {
 }  // namespace
 
 int run_up(const UpOptions& o) {
-  std::string err;
-  auto ep = relay::parse_endpoint(o.gateway_endpoint, &err);
-  if (!ep) {
-    fmt::print(stderr, "error: {}\n", err);
-    return kExitUsage;
-  }
+  const relay::Endpoint* ep = &o.gateway.endpoint;
   auto p4 = tun::IpPrefix::parse(o.prefix4);
   auto p6 = tun::IpPrefix::parse(o.prefix6);
   if (!p4 || !p4->addr.is_v4() || !p6 || !p6->addr.is_v6()) {
@@ -92,7 +87,7 @@ int run_up(const UpOptions& o) {
   }
 
   // 1. Gateway.
-  relay::GatewayClient gw({*ep});
+  relay::GatewayClient gw(o.gateway);
   std::string version;
   if (auto s = gw.health(&version); !s.ok()) {
     fmt::print(stderr, "error: gateway {} is not reachable: {}\n", ep->to_string(), s.to_string());

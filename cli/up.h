@@ -5,10 +5,12 @@
 #include <cstdint>
 #include <string>
 
+#include "relay/gateway_client.h"
+
 namespace osh::cli {
 
 struct UpOptions {
-  std::string gateway_endpoint;            ///< http://host:port or https://...
+  relay::GatewayOptions gateway;           ///< resolved by cli/gateway_config
   std::string tun_name = "osh0";
   std::string prefix4 = "198.18.0.0/16";   ///< RFC 2544 benchmark range (design.md §4)
   std::string prefix6 = "fd00:6f73:6800::/64";
