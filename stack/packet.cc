@@ -168,12 +168,17 @@ Parsed classify(std::span<const uint8_t> pkt) {
       p.kind = Parsed::Kind::kTcp;
       return p;
     }
-    case kProtoUdp:
+    case kProtoUdp: {
       if (l4_len < 8) return p;
+      const size_t ulen = rd16(l4 + 4);
+      if (ulen < 8 || ulen > l4_len) return p;
       p.sport = rd16(l4);
       p.dport = rd16(l4 + 2);
+      p.udp_payload_off = l4_off + 8;
+      p.udp_payload_len = ulen - 8;
       p.kind = Parsed::Kind::kUdp;
       return p;
+    }
     case kProtoIcmp:
       if (version != 4 || l4_len < 8) return p;
       p.kind = (l4[0] == 8 && l4[1] == 0) ? Parsed::Kind::kIcmpEcho : Parsed::Kind::kOther;
@@ -221,6 +226,21 @@ std::vector<uint8_t> make_unreachable(std::span<const uint8_t> pkt, const Parsed
   std::memcpy(m + 8, pkt.data(), quote);
   uint32_t sum = v4 ? 0 : pseudo_sum(p.dst, p.src, kProtoIcmp6, 8 + quote);
   wr16(m + 2, checksum_fold(checksum_add(sum, {m, 8 + quote})));
+  return out;
+}
+
+std::vector<uint8_t> make_udp_reply(const Parsed& req, std::span<const uint8_t> payload) {
+  const size_t iphl = req.src.family == 4 ? 20 : 40;
+  const size_t ulen = 8 + payload.size();
+  std::vector<uint8_t> out(iphl + ulen, 0);
+  write_ip_header(out, req.dst, req.src, kProtoUdp, ulen);
+  uint8_t* u = out.data() + iphl;
+  wr16(u, req.dport);
+  wr16(u + 2, req.sport);
+  wr16(u + 4, static_cast<uint16_t>(ulen));
+  std::memcpy(u + 8, payload.data(), payload.size());
+  uint16_t sum = checksum_fold(checksum_add(pseudo_sum(req.dst, req.src, kProtoUdp, ulen), {u, ulen}));
+  wr16(u + 6, sum == 0 ? 0xffff : sum);  // 0 means "no checksum" in UDP
   return out;
 }
 

@@ -71,6 +71,9 @@ struct Parsed {
   uint32_t seq = 0, ack = 0;
   uint8_t tcp_flags = 0;
   size_t tcp_payload_len = 0;
+  // UDP only:
+  size_t udp_payload_off = 0;  ///< bytes from the packet start
+  size_t udp_payload_len = 0;
 
   FlowKey flow() const { return FlowKey{src, dst, sport, dport}; }
 };
@@ -94,6 +97,11 @@ std::vector<uint8_t> make_rst_for_syn(const Parsed& syn);
 /// packet's destination to its source. A SYN_SENT socket fails with
 /// EHOSTUNREACH (Linux tcp_v4_err / tcp_v6_err treat these as hard errors).
 std::vector<uint8_t> make_unreachable(std::span<const uint8_t> pkt, const Parsed& p);
+
+/// Builds a UDP datagram answering `req` (addresses and ports swapped)
+/// carrying `payload`, with a valid checksum (RFC 768; mandatory for IPv6,
+/// RFC 8200 §8.1).
+std::vector<uint8_t> make_udp_reply(const Parsed& req, std::span<const uint8_t> payload);
 
 /// Builds the echo reply for an ICMP/ICMPv6 echo request (RFC 792, RFC 4443
 /// §4.2): same id, sequence and data, addresses swapped.

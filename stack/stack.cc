@@ -47,6 +47,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -130,6 +131,7 @@ struct Stack::Impl final : UpstreamEvents {
     enum class State { kOpening, kHandshake, kEstablished, kDead } state = State::kOpening;
     ConnId id = 0;
     FlowKey flow;
+    std::string sandbox;           // route key (sandbox id)
     std::vector<uint8_t> syn;      // held SYN (kOpening only)
     Clock::time_point born = Clock::now();
     tcp_pcb* pcb = nullptr;
@@ -152,6 +154,12 @@ struct Stack::Impl final : UpstreamEvents {
   std::unordered_map<ConnId, std::unique_ptr<Conn>> conns;
   std::unordered_map<FlowKey, ConnId, FlowKeyHash> by_flow;
   std::unordered_map<uint16_t, tcp_pcb*> listeners;
+  std::unordered_map<std::string, SandboxStats> sb_stats;
+  SandboxStats& stats_of(const Conn& c) {
+    SandboxStats& st = sb_stats[c.sandbox];
+    st.sandbox = c.sandbox;
+    return st;
+  }
   ConnId next_id = 1;
 
   // Command queue, guarded by qmu.
@@ -348,6 +356,13 @@ struct Stack::Impl final : UpstreamEvents {
       case Parsed::Kind::kFragment: counters.drop_fragment++; return;
       default: break;
     }
+    if (p.kind == Parsed::Kind::kUdp && p.dport == 53 && cfg.dns_handler &&
+        std::find(cfg.dns_addrs.begin(), cfg.dns_addrs.end(), p.dst) != cfg.dns_addrs.end()) {
+      counters.dns_queries++;
+      std::vector<uint8_t> reply = cfg.dns_handler(pkt.subspan(p.udp_payload_off, p.udp_payload_len));
+      if (!reply.empty()) write_packet(make_udp_reply(p, reply));
+      return;
+    }
     if (!routes.contains(p.dst)) {
       counters.drop_not_sandbox++;
       return;
@@ -378,6 +393,8 @@ struct Stack::Impl final : UpstreamEvents {
       auto c = std::make_unique<Conn>();
       c->id = next_id++;
       c->flow = key;
+      c->sandbox = routes.at(p.dst);
+      stats_of(*c).active++;
       c->syn.assign(pkt.begin(), pkt.begin() + static_cast<long>(p.total_len));
       OpenRequest req{c->id, routes.at(p.dst), p.dst, p.dport, key};
       by_flow.emplace(key, c->id);
@@ -445,6 +462,7 @@ struct Stack::Impl final : UpstreamEvents {
   }
 
   void erase(Conn& c) {
+    stats_of(c).active--;
     by_flow.erase(c.flow);
     counters.active--;
     counters.conns_closed++;
@@ -469,6 +487,7 @@ struct Stack::Impl final : UpstreamEvents {
     detach(c);
     tcp_abort(pcb);  // sends RST
     counters.resets++;
+    stats_of(c).resets++;
   }
 
   void refuse(Conn& c, CloseKind kind) {
@@ -477,9 +496,11 @@ struct Stack::Impl final : UpstreamEvents {
     if (kind == CloseKind::kUnreachable) {
       write_packet(make_unreachable(syn, p));
       counters.refused_unreachable++;
+      stats_of(c).unreachable++;
     } else {
       write_packet(make_rst_for_syn(p));
       counters.refused_rst++;
+      stats_of(c).refused++;
     }
   }
 
@@ -506,9 +527,11 @@ struct Stack::Impl final : UpstreamEvents {
           feed_tcp(syn, classify(syn));
         }
         counters.conns_opened++;
+        stats_of(*c).opened++;
         return;
       case Cmd::Type::kData:
         counters.bytes_down += cmd.bytes.size();
+        stats_of(*c).bytes_down += cmd.bytes.size();
         if (cmd.bytes.empty()) { request_read(*c); return; }
         c->tx.push_back(std::move(cmd.bytes));
         c->read_wanted = true;
@@ -707,6 +730,7 @@ struct Stack::Impl final : UpstreamEvents {
     pbuf_free(p);
     c->recv_pending += n;
     self_->counters.bytes_up += n;
+    self_->stats_of(*c).bytes_up += n;
     self_->upstream.send(c->id, std::move(bytes));
     return ERR_OK;
   }
@@ -760,5 +784,12 @@ void Stack::set_routes(std::vector<Route> routes) {
 
 UpstreamEvents& Stack::events() { return *impl_; }
 const StackCounters& Stack::counters() const { return impl_->counters; }
+
+std::vector<SandboxStats> Stack::sandbox_stats() const {
+  std::vector<SandboxStats> out;
+  CoreLock lk;
+  for (const auto& [key, st] : impl_->sb_stats) out.push_back(st);
+  return out;
+}
 
 }  // namespace osh::stack

@@ -4,7 +4,9 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -31,13 +33,25 @@ struct StackConfig {
   IpAddr peer4, peer6;
   IpAddr netif4, netif6;
   uint8_t prefix4 = 16, prefix6 = 64;
+  /// Addresses answering UDP port 53 (the DNS responder), and the handler:
+  /// query payload in, reply payload out (empty: no reply). Called on the
+  /// stack thread; must be fast and must not call into the Stack.
+  std::vector<IpAddr> dns_addrs;
+  std::function<std::vector<uint8_t>(std::span<const uint8_t>)> dns_handler;
+};
+
+/// Per-sandbox connection accounting (for `status`).
+struct SandboxStats {
+  std::string sandbox;
+  uint64_t active = 0, opened = 0, bytes_up = 0, bytes_down = 0;
+  uint64_t refused = 0, unreachable = 0, resets = 0;
 };
 
 /// Drop and event counters, readable from any thread.
 struct StackCounters {
   std::atomic<uint64_t> rx_packets{0}, tx_packets{0};
   std::atomic<uint64_t> drop_not_sandbox{0}, drop_malformed{0}, drop_fragment{0},
-      drop_unsupported{0}, drop_tx_error{0}, drop_after_close{0};
+      drop_unsupported{0}, drop_tx_error{0}, drop_after_close{0}, dns_queries{0};
   std::atomic<uint64_t> syn_held{0}, syn_absorbed{0}, conns_opened{0}, conns_closed{0},
       refused_rst{0}, refused_unreachable{0}, resets{0}, echo_replies{0};
   std::atomic<uint64_t> bytes_up{0}, bytes_down{0};
@@ -74,6 +88,10 @@ class Stack {
   UpstreamEvents& events();
 
   const StackCounters& counters() const;
+
+  /// A snapshot of the per-sandbox accounting (takes the lwIP core lock
+  /// briefly). Thread: any but the stack's.
+  std::vector<SandboxStats> sandbox_stats() const;
 
   struct Impl;
 

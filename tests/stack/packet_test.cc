@@ -127,6 +127,29 @@ TEST(Craft, UnreachableQuotesThePacket) {
   }
 }
 
+TEST(Craft, UdpReplySwapsPortsWithValidChecksum) {
+  std::vector<uint8_t> q(28 + 3, 0);
+  q[0] = 0x45; q[3] = 31; q[8] = 64; q[9] = 17;
+  q[12] = 198; q[13] = 18; q[15] = 1;
+  q[16] = 198; q[17] = 18; q[19] = 2;
+  q[20] = 0xc0; q[21] = 0x01; q[23] = 53; q[25] = 11;  // ports 49153 -> 53, length 11
+  Parsed p = classify(q);
+  ASSERT_EQ(p.kind, Parsed::Kind::kUdp);
+  EXPECT_EQ(p.udp_payload_len, 3u);
+  EXPECT_EQ(p.udp_payload_off, 28u);
+  const uint8_t payload[] = {1, 2, 3, 4, 5};
+  auto r = make_udp_reply(p, payload);
+  Parsed rp = classify(r);
+  ASSERT_EQ(rp.kind, Parsed::Kind::kUdp);
+  EXPECT_EQ(rp.sport, 53);
+  EXPECT_EQ(rp.dport, 49153);
+  EXPECT_EQ(rp.src, p.dst);
+  EXPECT_EQ(rp.udp_payload_len, 5u);
+  EXPECT_TRUE(transport_checksum_ok(r));
+  q[25] = 200;  // UDP length past the packet
+  EXPECT_EQ(classify(q).kind, Parsed::Kind::kMalformed);
+}
+
 TEST(Craft, EchoReplySwapsAndKeepsPayload) {
   std::vector<uint8_t> ping(28 + 4, 0);
   ping[0] = 0x45; ping[3] = 32; ping[8] = 64; ping[9] = 1;

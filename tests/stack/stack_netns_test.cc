@@ -157,6 +157,11 @@ std::string with_stack(const std::function<std::string()>& body) {
   cfg.netif4 = ip("198.18.0.3");
   cfg.peer6 = ip("fd00:6f73:6800::1");
   cfg.netif6 = ip("fd00:6f73:6800::3");
+  cfg.dns_addrs = {ip("198.18.0.2"), ip("fd00:6f73:6800::2")};
+  cfg.dns_handler = [](std::span<const uint8_t> q) {  // answers "re:" + query
+    const std::string r = "re:" + std::string(q.begin(), q.end());
+    return std::vector<uint8_t>(r.begin(), r.end());
+  };
   Stack stk(cfg, up);
   up.set_events(&stk.events());
   stk.set_routes({{ip("198.18.0.10"), "sbx"}, {ip("fd00:6f73:6800::10"), "sbx"}});
@@ -269,6 +274,43 @@ TEST_F(StackNetns, ServerSendsThenFinClientReadsAllThenEof) {
     close(fd);
     if (n < 0) return std::string("read: ") + strerror(errno);  // RST would be ECONNRESET
     if (total != kBigReply) return "got " + std::to_string(total) + " bytes";
+    return "";
+  });
+}
+
+TEST_F(StackNetns, UdpToTheDnsAddressReachesTheHandler) {
+  run([]() -> std::string {
+    for (const char* a : {"198.18.0.2", "fd00:6f73:6800::2"}) {
+      const bool v6 = strchr(a, ':') != nullptr;
+      int fd = socket(v6 ? AF_INET6 : AF_INET, SOCK_DGRAM, 0);
+      timeval tv{1, 0};
+      setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+      sockaddr_storage ss{};
+      socklen_t len;
+      if (v6) {
+        auto* s6 = reinterpret_cast<sockaddr_in6*>(&ss);
+        s6->sin6_family = AF_INET6;
+        s6->sin6_port = htons(53);
+        inet_pton(AF_INET6, a, &s6->sin6_addr);
+        len = sizeof *s6;
+      } else {
+        auto* s4 = reinterpret_cast<sockaddr_in*>(&ss);
+        s4->sin_family = AF_INET;
+        s4->sin_port = htons(53);
+        inet_pton(AF_INET, a, &s4->sin_addr);
+        len = sizeof *s4;
+      }
+      // UDP: like any DNS client, retry (the first IPv6 datagram on a link
+      // that just came up is occasionally lost before it reaches the TUN).
+      char buf[64] = {};
+      ssize_t n = -1;
+      for (int attempt = 0; attempt < 5 && n < 0; ++attempt) {
+        sendto(fd, "hello", 5, 0, reinterpret_cast<sockaddr*>(&ss), len);
+        n = recv(fd, buf, sizeof buf, 0);
+      }
+      close(fd);
+      if (n != 8 || std::string(buf, 8) != "re:hello") return std::string(a) + ": bad or no UDP reply";
+    }
     return "";
   });
 }
