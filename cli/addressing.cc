@@ -16,7 +16,28 @@ uint64_t host_count(const tun::IpPrefix& p) {
   const unsigned host_bits = p.addr.bits() - p.len;
   return host_bits >= 63 ? (uint64_t{1} << 62) : (uint64_t{1} << host_bits);
 }
+// Offset of `a` from the network address of `p` (low 62 bits at most).
+uint64_t host_index(const tun::IpPrefix& p, const tun::IpAddress& a) {
+  uint64_t v = 0;
+  const size_t n = a.size();
+  for (size_t i = n >= 8 ? n - 8 : 0; i < n; ++i) v = (v << 8) | a.bytes[i];
+  uint64_t base = 0;
+  for (size_t i = n >= 8 ? n - 8 : 0; i < n; ++i) base = (base << 8) | p.addr.bytes[i];
+  return v - base;
+}
 }  // namespace
+
+bool AddressPlan::restore(const std::string& id, const tun::IpAddress& v4, const tun::IpAddress& v6) {
+  if (by_id_.contains(id) || !p4_.contains(v4) || !p6_.contains(v6)) return false;
+  const uint64_t i4 = host_index(p4_, v4), i6 = host_index(p6_, v6);
+  if (i4 < kFirstSandboxIndex || i4 >= hosts4_ - 1 || i6 < kFirstSandboxIndex || i6 >= hosts6_) return false;
+  if (p4_.nth(i4) != v4 || p6_.nth(i6) != v6) return false;  // v6 beyond the low 62 bits
+  if (used4_.contains(i4) || used6_.contains(i6)) return false;
+  used4_.emplace(i4, id);
+  used6_.emplace(i6, id);
+  by_id_.emplace(id, SandboxAddresses{v4, v6});
+  return true;
+}
 
 AddressPlan::AddressPlan(const tun::IpPrefix& p4, const tun::IpPrefix& p6)
     : p4_(p4.network()), p6_(p6.network()), hosts4_(host_count(p4_)), hosts6_(host_count(p6_)) {

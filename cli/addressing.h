@@ -36,6 +36,10 @@ class AddressPlan {
   /// from one plan; a hash collision moves the later id to the next free
   /// address (linear probing).
   SandboxAddresses assign(const std::string& id);
+  /// Gives `id` the addresses it had before (from the state file), if both
+  /// are inside the prefixes, in the sandbox range, and still free.
+  /// @return false (and nothing reserved) otherwise.
+  bool restore(const std::string& id, const tun::IpAddress& v4, const tun::IpAddress& v6);
   /// Forgets `id`, freeing its addresses.
   void release(const std::string& id);
 

@@ -1,24 +1,106 @@
-// `openshell-tunnel up`: flags and help; the work is in up.cc.
+// `openshell-tunnel up`: flags, help, and `-d` (run in the background); the
+// tunnel itself is in up.cc.
 #include <CLI/CLI.hpp>
+#include <fcntl.h>
 #include <fmt/format.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+#include <vector>
 
 #include "cli/commands.h"
+#include "cli/control.h"
 #include "cli/gateway_config.h"
 #include "cli/up.h"
 
 namespace osh::cli {
+namespace {
+
+std::vector<std::string> g_args;
+
+// `up -d`: re-executes this binary without -d as a session leader with its
+// output in <state-dir>/tunnel.log, and waits until its control socket
+// answers (up) or it exits (failed: show the end of its log).
+int detach(const UpOptions& o) {
+  namespace fs = std::filesystem;
+  fs::create_directories(o.state_dir);
+  const std::string log = (fs::path(o.state_dir) / "tunnel.log").string();
+  std::vector<std::string> args;
+  for (const auto& a : g_args)
+    if (a != "-d" && a != "--detach") args.push_back(a);
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  const pid_t pid = ::fork();
+  if (pid < 0) {
+    fmt::print(stderr, "error: fork: {}\n", std::strerror(errno));
+    return kExitSystem;
+  }
+  if (pid == 0) {
+    ::setsid();
+    int null = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+    int out = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    if (null >= 0) ::dup2(null, 0);
+    if (out >= 0) {
+      ::dup2(out, 1);
+      ::dup2(out, 2);
+    }
+    ::execv("/proc/self/exe", argv.data());
+    _exit(127);
+  }
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  const std::string sock = control_socket_path(o.state_dir);
+  while (std::chrono::steady_clock::now() < deadline) {
+    int status = 0;
+    if (::waitpid(pid, &status, WNOHANG) == pid) {
+      fmt::print(stderr, "error: the tunnel exited during start-up (status {}); end of {}:\n",
+                 WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status), log);
+      std::ifstream in(log);
+      std::vector<std::string> lines;
+      for (std::string l; std::getline(in, l);) lines.push_back(l);
+      for (size_t i = lines.size() > 15 ? lines.size() - 15 : 0; i < lines.size(); ++i)
+        fmt::print(stderr, "  {}\n", lines[i]);
+      return WIFEXITED(status) && WEXITSTATUS(status) != 0 ? WEXITSTATUS(status) : kExitSystem;
+    }
+    std::string err;
+    if (control_request(sock, R"({"cmd":"status"})", std::chrono::milliseconds(500), &err)) {
+      fmt::print("✓ tunnel is up in the background (pid {}); log: {}\n"
+                 "  `openshell-tunnel status` shows it, `openshell-tunnel down` stops it.\n", pid, log);
+      return kExitOk;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));  // polling the child's start-up
+  }
+  fmt::print(stderr, "error: the tunnel (pid {}) did not come up within 30 s; see {}\n", pid, log);
+  return kExitSystem;
+}
+
+}  // namespace
+
+void set_program_args(int argc, char** argv) { g_args.assign(argv, argv + argc); }
 
 void add_up_command(CLI::App& app, int* exit_code) {
-  auto* cmd = app.add_subcommand("up", "Bring the tunnel up (foreground; Ctrl-C or SIGTERM stops it)");
+  auto* cmd = app.add_subcommand("up", "Bring the tunnel up (foreground, or -d for the background)");
   auto opts = std::make_shared<UpOptions>();
   auto gw = std::make_shared<GatewayFlags>();
+  auto background = std::make_shared<bool>(false);
   add_gateway_flags(cmd, *gw);
+  cmd->add_flag("-d,--detach", *background, "run in the background (log: <state-dir>/tunnel.log)");
   cmd->add_option("--tun-name", opts->tun_name, "TUN interface name")->capture_default_str();
   cmd->add_option("--prefix4", opts->prefix4, "IPv4 prefix for sandbox addresses")->capture_default_str();
   cmd->add_option("--prefix6", opts->prefix6, "IPv6 prefix for sandbox addresses")->capture_default_str();
   cmd->add_option("--domain", opts->domain, "DNS suffix: <sandbox>.<domain>")->capture_default_str();
   cmd->add_option("--hosts-file", opts->hosts_file,
                   "hosts file for the managed names block (\"\" to disable)")->capture_default_str();
+  cmd->add_option("--state-dir", opts->state_dir,
+                  "state (stable addresses, pid), control socket, ssh include")->capture_default_str();
+  cmd->add_option("--ssh-config", opts->ssh_config,
+                  "ssh config that gets an Include for Host *.<domain> (default ~/.ssh/config of "
+                  "$SUDO_USER, else of root)");
+  cmd->add_flag("--no-ssh-config", opts->no_ssh_config, "do not touch any ssh config");
   cmd->add_option("--mtu", opts->mtu, "TUN MTU in bytes")
       ->capture_default_str()->check(CLI::Range(1280, 65535));
   cmd->add_option("--max-streams-per-sandbox", opts->max_streams_per_sandbox,
@@ -29,7 +111,9 @@ void add_up_command(CLI::App& app, int* exit_code) {
   cmd->add_option("--queue-timeout-ms", opts->queue_timeout_ms,
                   "how long a connection may wait for a stream slot before it is refused")
       ->capture_default_str();
-  cmd->callback([opts, gw, exit_code] {
+  cmd->add_option("--refresh-ms", opts->refresh_ms, "how often the sandbox list is re-read")
+      ->capture_default_str()->check(CLI::Range(100, 600000));
+  cmd->callback([opts, gw, background, exit_code] {
     try {
       opts->gateway = resolve_gateway(*gw);
     } catch (const ConfigError& e) {
@@ -37,7 +121,7 @@ void add_up_command(CLI::App& app, int* exit_code) {
       *exit_code = kExitUsage;
       return;
     }
-    *exit_code = run_up(*opts);
+    *exit_code = *background ? detach(*opts) : run_up(*opts);
   });
 }
 

@@ -8,6 +8,11 @@ class App;
 
 namespace osh::cli {
 
+/// The process's own argv (for `up -d`, which re-executes itself).
+void set_program_args(int argc, char** argv);
+
 void add_up_command(CLI::App& app, int* exit_code);
+void add_status_command(CLI::App& app, int* exit_code);
+void add_down_command(CLI::App& app, int* exit_code);
 
 }  // namespace osh::cli

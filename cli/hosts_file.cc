@@ -229,6 +229,14 @@ fs::path resolve(const fs::path& p) {
 
 }  // namespace
 
+std::optional<std::string> read_text_file(const std::filesystem::path& path) {
+  return read_file(resolve(path));
+}
+
+void replace_text_file(const std::filesystem::path& path, std::string_view data) {
+  replace_file(resolve(path), data);
+}
+
 HostsFile::HostsFile(std::filesystem::path path) : path_(std::move(path)) {}
 
 std::string HostsFile::render(std::string_view original, const std::vector<HostEntry>& entries) {

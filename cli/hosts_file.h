@@ -4,11 +4,21 @@
 #pragma once
 
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
 namespace osh::cli {
+
+/// The whole file at `path` (symlinks followed), or nullopt if it does not
+/// exist. @throws std::system_error (message names the path) on I/O errors.
+std::optional<std::string> read_text_file(const std::filesystem::path& path);
+
+/// Replaces the file's content the way HostsFile::write_block does (temp file
+/// + fsync + rename; in place when the file is a mount point), keeping its
+/// mode, 0644 for a new file. @throws std::system_error on I/O errors.
+void replace_text_file(const std::filesystem::path& path, std::string_view data);
 
 /// One hosts-file line: an address and the names that resolve to it.
 struct HostEntry {

@@ -44,7 +44,10 @@ int main(int argc, char** argv) {
   });
 
   int exit_code = osh::cli::kExitOk;
+  osh::cli::set_program_args(argc, argv);
   osh::cli::add_up_command(app, &exit_code);
+  osh::cli::add_status_command(app, &exit_code);
+  osh::cli::add_down_command(app, &exit_code);
 
   try {
     app.parse(argc, argv);

@@ -1,24 +1,45 @@
-// Theory of operation: `up` composes the folders (design.md §2):
-//   1. gateway: Health, then ListSandboxes (relay/GatewayClient);
-//   2. addresses: one IPv4 and one IPv6 address per sandbox (AddressPlan);
-//   3. TUN: create, MTU, addresses, link up (tun/), each change undone on exit;
-//   4. stack: lwIP behind the TUN fd, routes = sandbox addresses (stack/);
-//   5. relay: one ForwardTcp stream per connection (RelayUpstream);
-//   6. names: `<sandbox>.<domain>` in a managed hosts-file block.
-// Then it waits for SIGINT/SIGTERM/SIGHUP and tears down in reverse order:
-// names, stack (resets live connections), streams and tokens, TUN.
+// Theory of operation
+// ===================
+// `up` composes the folders (design.md §2) and then supervises them:
+//   1. state: <state-dir>/state.json says whether another tunnel runs (then
+//      refuse) or a previous one died without cleaning up (then clean up);
+//   2. gateway: Health, then ListSandboxes (relay/GatewayClient);
+//   3. addresses: the ones in the state file first (stable across restarts),
+//      new sandboxes from the address plan (AddressPlan);
+//   4. TUN: create, MTU, addresses, link up (tun/), each change undone on exit;
+//   5. stack (lwIP behind the TUN fd) and relay (one ForwardTcp per connection);
+//   6. names: hosts-file block, ssh Include block; state saved; control socket.
+// Then the main thread loops: sigtimedwait(refresh interval) for SIGINT,
+// SIGTERM or SIGHUP (`down` on the control socket raises SIGTERM), and on
+// each timeout re-reads the sandbox list: new sandboxes get addresses and
+// names within one interval, deleted ones lose them (their connections are
+// reset by the stack), phases are tracked for `status`. If the gateway
+// cannot be reached, the tunnel stays up and says since when; new
+// connections fail fast (EHOSTUNREACH) until it is back.
+// Teardown, reverse order: control socket, names, stack (resets live
+// connections), streams and tokens, TUN; the state file keeps the addresses
+// and forgets the pid.
 #include "cli/up.h"
 
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
+#include <pwd.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
+#include <unistd.h>
 
+#include <chrono>
 #include <cstdio>
+#include <ctime>
+#include <mutex>
 #include <optional>
 
 #include "cli/addressing.h"
+#include "cli/control.h"
 #include "cli/hosts_file.h"
 #include "cli/relay_upstream.h"
+#include "cli/ssh_config.h"
+#include "cli/state.h"
 #include "relay/gateway_client.h"
 #include "stack/stack.h"
 #include "tun/link_config.h"
@@ -26,6 +47,9 @@
 
 namespace osh::cli {
 namespace {
+
+using json = nlohmann::json;
+using Clock = std::chrono::system_clock;
 
 stack::IpAddr to_stack(const tun::IpAddress& a) {
   stack::IpAddr s;
@@ -41,150 +65,451 @@ const char* phase_name(int phase) {
   return phase >= 0 && phase <= 8 ? kNames[phase] : "UNKNOWN";
 }
 
-// One line of every counter, at exit (and for the vm-tests, which grep it).
+std::string iso_time(Clock::time_point t) {
+  const std::time_t tt = Clock::to_time_t(t);
+  std::tm tm{};
+  gmtime_r(&tt, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+std::string default_ssh_config() {
+  const char* sudo_user = std::getenv("SUDO_USER");
+  if (sudo_user && *sudo_user) {
+    if (passwd* pw = ::getpwnam(sudo_user)) return std::string(pw->pw_dir) + "/.ssh/config";
+  }
+  const char* home = std::getenv("HOME");
+  return std::string(home && *home ? home : "/root") + "/.ssh/config";
+}
+
+// One line of every counter, at exit (the vm-tests grep it).
 void log_counters(const stack::StackCounters& c, const relay::ForwardStats& f) {
   spdlog::info(
       "counters: conns_opened={} refused_rst={} refused_unreachable={} resets={} "
       "syn_held={} syn_absorbed={} bytes_up={} bytes_down={} rx_packets={} tx_packets={} "
       "drop_not_sandbox={} drop_malformed={} drop_fragment={} drop_unsupported={} "
-      "drop_tx_error={} drop_after_close={} echo_replies={} streams_opened={} "
-      "stream_open_failed={} queue_timeouts={} tokens_minted={}",
+      "drop_tx_error={} drop_after_close={} echo_replies={} dns_queries={} streams_opened={} "
+      "stream_open_failed={} queue_timeouts={} open_retries={} tokens_minted={}",
       c.conns_opened.load(), c.refused_rst.load(), c.refused_unreachable.load(), c.resets.load(),
       c.syn_held.load(), c.syn_absorbed.load(), c.bytes_up.load(), c.bytes_down.load(),
       c.rx_packets.load(), c.tx_packets.load(), c.drop_not_sandbox.load(), c.drop_malformed.load(),
       c.drop_fragment.load(), c.drop_unsupported.load(), c.drop_tx_error.load(),
-      c.drop_after_close.load(), c.echo_replies.load(), f.opened, f.open_failed, f.queue_timeouts,
-      f.tokens);
+      c.drop_after_close.load(), c.echo_replies.load(), c.dns_queries.load(), f.opened,
+      f.open_failed, f.queue_timeouts, f.retries, f.tokens);
 }
 
-int wait_for_signal() {
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGINT);
-  sigaddset(&set, SIGTERM);
-  sigaddset(&set, SIGHUP);
-  int sig = 0;
-  sigwait(&set, &sig);
-  return sig;
+json counters_json(const stack::StackCounters& c, const relay::ForwardStats& f) {
+  return {{"rx_packets", c.rx_packets.load()},
+          {"tx_packets", c.tx_packets.load()},
+          {"connections_active", c.active.load()},
+          {"connections_opened", c.conns_opened.load()},
+          {"refused_rst", c.refused_rst.load()},
+          {"refused_unreachable", c.refused_unreachable.load()},
+          {"resets", c.resets.load()},
+          {"syn_absorbed", c.syn_absorbed.load()},
+          {"bytes_up", c.bytes_up.load()},
+          {"bytes_down", c.bytes_down.load()},
+          {"echo_replies", c.echo_replies.load()},
+          {"dns_queries", c.dns_queries.load()},
+          {"drops",
+           {{"not_sandbox", c.drop_not_sandbox.load()},
+            {"malformed", c.drop_malformed.load()},
+            {"fragment", c.drop_fragment.load()},
+            {"unsupported", c.drop_unsupported.load()},
+            {"tx_error", c.drop_tx_error.load()},
+            {"after_close_bytes", c.drop_after_close.load()}}},
+          {"streams",
+           {{"opened", f.opened},
+            {"open_failed", f.open_failed},
+            {"active", f.active_now},
+            {"queued", f.queued_now},
+            {"queue_timeouts", f.queue_timeouts},
+            {"open_retries", f.retries},
+            {"tokens_minted", f.tokens}}}};
 }
 
-}  // namespace
+// The running tunnel: everything `up` built, and the state `status` reports.
+class Tunnel {
+ public:
+  explicit Tunnel(const UpOptions& o) : o_(o), gw_(o.gateway) {}
 
-int run_up(const UpOptions& o) {
-  const relay::Endpoint* ep = &o.gateway.endpoint;
-  auto p4 = tun::IpPrefix::parse(o.prefix4);
-  auto p6 = tun::IpPrefix::parse(o.prefix6);
-  if (!p4 || !p4->addr.is_v4() || !p6 || !p6->addr.is_v6()) {
+  int run();
+
+ private:
+  struct Sandbox {
+    relay::SandboxInfo info;
+    SandboxAddresses addr;
+  };
+
+  bool check_previous_run();
+  void apply_sandboxes(const std::vector<relay::SandboxInfo>& list, bool initial);
+  void refresh();
+  void write_names();
+  void save_state();
+  std::string handle_control(const std::string& request);
+  json status_json();
+  void print_table();
+
+  const UpOptions o_;
+  const std::filesystem::path state_dir_{o_.state_dir};
+  relay::GatewayClient gw_;
+  std::optional<AddressPlan> plan_;
+  std::optional<tun::IpPrefix> p4_, p6_;
+  RunState state_;
+  std::optional<stack::Stack>* stack_ = nullptr;
+  RelayUpstream* upstream_ = nullptr;
+  std::optional<HostsFile> hosts_;
+  std::optional<SshConfigInclude> ssh_;
+  std::string tun_name_;
+  const Clock::time_point started_ = Clock::now();
+
+  std::mutex mu_;  // guards the members below (refresh vs. control thread)
+  std::map<std::string, Sandbox> sandboxes_;  // by id
+  bool gateway_ok_ = true;
+  Clock::time_point gateway_since_ = Clock::now();
+  std::string gateway_version_, gateway_error_;
+};
+
+bool Tunnel::check_previous_run() {
+  state_ = RunState::load(state_dir_);
+  if (state_.pid != 0 && state_.pid != ::getpid() && tunnel_process_alive(state_.pid)) {
+    fmt::print(stderr, "error: a tunnel is already running (pid {}, state {}); stop it with "
+               "`openshell-tunnel down`\n", state_.pid, state_dir_.string());
+    return false;
+  }
+  if (state_.pid != 0) {
+    fmt::print("! a previous tunnel (pid {}) did not stop cleanly: cleaning up after it\n", state_.pid);
+    cleanup_stale(state_);
+    state_.pid = 0;
+  }
+  return true;
+}
+
+void Tunnel::apply_sandboxes(const std::vector<relay::SandboxInfo>& list, bool initial) {
+  std::vector<std::string> added, removed;
+  bool changed = false;
+  {
+    std::lock_guard lk(mu_);
+    std::map<std::string, Sandbox> next;
+    for (const auto& sb : list) {
+      if (sb.id.empty() || sb.name.empty()) continue;
+      Sandbox s{sb, {}};
+      auto old = sandboxes_.find(sb.id);
+      if (old != sandboxes_.end()) {
+        s.addr = old->second.addr;
+        if (old->second.info.name != sb.name) changed = true;
+      } else {
+        // Stable addresses: the ones this sandbox had in the state file.
+        auto rec = state_.sandboxes.find(sb.id);
+        bool restored = false;
+        if (rec != state_.sandboxes.end()) {
+          auto v4 = tun::IpAddress::parse(rec->second.v4);
+          auto v6 = tun::IpAddress::parse(rec->second.v6);
+          restored = v4 && v6 && plan_->restore(sb.id, *v4, *v6);
+          if (restored) s.addr = SandboxAddresses{*v4, *v6};
+        }
+        if (!restored) s.addr = plan_->assign(sb.id);
+        added.push_back(sb.name);
+        changed = true;
+      }
+      next.emplace(sb.id, std::move(s));
+    }
+    for (const auto& [id, s] : sandboxes_) {
+      if (!next.contains(id)) {
+        plan_->release(id);
+        state_.sandboxes.erase(id);
+        removed.push_back(s.info.name);
+        changed = true;
+      }
+    }
+    sandboxes_ = std::move(next);
+    for (const auto& [id, s] : sandboxes_)
+      state_.sandboxes[id] = SandboxRecord{id, s.info.name, s.addr.v4.to_string(), s.addr.v6.to_string()};
+  }
+  if (!changed) return;
+  if (!initial) {
+    for (const auto& n : added) spdlog::info("sandbox {}.{} added", n, o_.domain);
+    for (const auto& n : removed) spdlog::info("sandbox {}.{} removed: its connections are reset", n, o_.domain);
+  }
+  std::vector<stack::Route> routes;
+  {
+    std::lock_guard lk(mu_);
+    for (const auto& [id, s] : sandboxes_) {
+      routes.push_back({to_stack(s.addr.v4), id});
+      routes.push_back({to_stack(s.addr.v6), id});
+    }
+  }
+  if (stack_ && *stack_) (*stack_)->set_routes(std::move(routes));
+  write_names();
+  save_state();
+}
+
+void Tunnel::write_names() {
+  if (!hosts_) return;
+  std::vector<HostEntry> entries;
+  {
+    std::lock_guard lk(mu_);
+    for (const auto& [id, s] : sandboxes_) {
+      const std::string fqdn = s.info.name + "." + o_.domain;
+      entries.push_back({s.addr.v4.to_string(), {fqdn}});
+      entries.push_back({s.addr.v6.to_string(), {fqdn}});
+    }
+  }
+  try {
+    hosts_->write_block(entries);
+  } catch (const std::exception& e) {
+    spdlog::error("writing names to {}: {}", hosts_->path().string(), e.what());
+  }
+}
+
+void Tunnel::save_state() {
+  try {
+    std::lock_guard lk(mu_);
+    state_.save(state_dir_);
+  } catch (const std::exception& e) {
+    spdlog::error("saving state in {}: {}", state_dir_.string(), e.what());
+  }
+}
+
+void Tunnel::refresh() {
+  std::vector<relay::SandboxInfo> list;
+  relay::CallStatus s = gw_.list_sandboxes(&list);
+  {
+    std::lock_guard lk(mu_);
+    if (s.ok() != gateway_ok_) {
+      gateway_ok_ = s.ok();
+      gateway_since_ = Clock::now();
+      if (s.ok()) spdlog::info("gateway {} is reachable again", o_.gateway.endpoint.to_string());
+      else spdlog::warn("gateway {} is unreachable: {}", o_.gateway.endpoint.to_string(), s.to_string());
+    }
+    gateway_error_ = s.ok() ? "" : s.to_string();
+  }
+  if (s.ok()) apply_sandboxes(list, false);
+}
+
+json Tunnel::status_json() {
+  std::map<std::string, stack::SandboxStats> per;
+  if (stack_ && *stack_)
+    for (auto& st : (*stack_)->sandbox_stats()) per[st.sandbox] = st;
+  std::lock_guard lk(mu_);
+  json sbs = json::array();
+  for (const auto& [id, s] : sandboxes_) {
+    const stack::SandboxStats st = per.contains(id) ? per[id] : stack::SandboxStats{};
+    sbs.push_back({{"name", s.info.name},
+                   {"fqdn", s.info.name + "." + o_.domain},
+                   {"id", id},
+                   {"phase", phase_name(s.info.phase)},
+                   {"ipv4", s.addr.v4.to_string()},
+                   {"ipv6", s.addr.v6.to_string()},
+                   {"connections_active", st.active},
+                   {"connections_opened", st.opened},
+                   {"bytes_up", st.bytes_up},
+                   {"bytes_down", st.bytes_down},
+                   {"refused", {{"rst", st.refused}, {"unreachable", st.unreachable}}},
+                   {"resets", st.resets}});
+  }
+  json j = {{"pid", ::getpid()},
+            {"tun", tun_name_},
+            {"started", iso_time(started_)},
+            {"uptime_s", std::chrono::duration_cast<std::chrono::seconds>(Clock::now() - started_).count()},
+            {"domain", o_.domain},
+            {"gateway",
+             {{"endpoint", o_.gateway.endpoint.to_string()},
+              {"reachable", gateway_ok_},
+              {"since", iso_time(gateway_since_)},
+              {"version", gateway_version_},
+              {"error", gateway_error_}}},
+            {"sandboxes", sbs}};
+  if (stack_ && *stack_ && upstream_)
+    j["counters"] = counters_json((*stack_)->counters(), upstream_->manager().stats());
+  return j;
+}
+
+std::string Tunnel::handle_control(const std::string& request) {
+  std::string cmd;
+  try {
+    cmd = json::parse(request).value("cmd", "");
+  } catch (const std::exception&) {
+    return json{{"ok", false}, {"error", "request is not JSON"}}.dump();
+  }
+  if (cmd == "status") {
+    json j = status_json();
+    j["ok"] = true;
+    return j.dump();
+  }
+  if (cmd == "down") {
+    spdlog::info("down requested on the control socket");
+    ::kill(::getpid(), SIGTERM);  // wakes the main thread's sigtimedwait
+    return json{{"ok", true}, {"pid", ::getpid()}}.dump();
+  }
+  return json{{"ok", false}, {"error", "unknown command '" + cmd + "'"}}.dump();
+}
+
+void Tunnel::print_table() {
+  std::lock_guard lk(mu_);
+  fmt::print("\n  {:<28} {:<16} {:<38} {}\n", "NAME", "IPv4", "IPv6", "PHASE");
+  for (const auto& [id, s] : sandboxes_)
+    fmt::print("  {:<28} {:<16} {:<38} {}\n", s.info.name + "." + o_.domain, s.addr.v4.to_string(),
+               s.addr.v6.to_string(), phase_name(s.info.phase));
+  if (sandboxes_.empty()) fmt::print("  (the gateway lists no sandboxes yet; new ones appear within {} s)\n",
+                                     (o_.refresh_ms + 999) / 1000);
+}
+
+int Tunnel::run() {
+  p4_ = tun::IpPrefix::parse(o_.prefix4);
+  p6_ = tun::IpPrefix::parse(o_.prefix6);
+  if (!p4_ || !p4_->addr.is_v4() || !p6_ || !p6_->addr.is_v6()) {
     fmt::print(stderr, "error: --prefix4 must be an IPv4 prefix and --prefix6 an IPv6 prefix\n");
     return kExitUsage;
   }
-  std::optional<AddressPlan> plan;
   try {
-    plan.emplace(*p4, *p6);
+    plan_.emplace(*p4_, *p6_);
   } catch (const std::exception& e) {
     fmt::print(stderr, "error: {}\n", e.what());
     return kExitUsage;
   }
+  if (!check_previous_run()) return kExitSystem;
 
-  // 1. Gateway.
-  relay::GatewayClient gw(o.gateway);
-  std::string version;
-  if (auto s = gw.health(&version); !s.ok()) {
-    fmt::print(stderr, "error: gateway {} is not reachable: {}\n", ep->to_string(), s.to_string());
+  // Gateway.
+  const std::string ep = o_.gateway.endpoint.to_string();
+  if (auto s = gw_.health(&gateway_version_); !s.ok()) {
+    fmt::print(stderr, "error: gateway {} is not reachable: {}\n", ep, s.to_string());
     return kExitGateway;
   }
-  fmt::print("✓ gateway {} is healthy ({})\n", ep->to_string(), version);
-  std::vector<relay::SandboxInfo> sandboxes;
-  if (auto s = gw.list_sandboxes(&sandboxes); !s.ok()) {
-    fmt::print(stderr, "error: listing sandboxes on {}: {}\n", ep->to_string(), s.to_string());
+  fmt::print("✓ gateway {} is healthy ({})\n", ep, gateway_version_);
+  std::vector<relay::SandboxInfo> list;
+  if (auto s = gw_.list_sandboxes(&list); !s.ok()) {
+    fmt::print(stderr, "error: listing sandboxes on {}: {}\n", ep, s.to_string());
     return kExitGateway;
-  }
-
-  // 2. Addresses.
-  std::vector<stack::Route> routes;
-  std::vector<HostEntry> hosts;
-  struct Row { std::string name, v4, v6, phase; };
-  std::vector<Row> rows;
-  for (const auto& sb : sandboxes) {
-    if (sb.id.empty() || sb.name.empty()) continue;
-    SandboxAddresses a = plan->assign(sb.id);
-    routes.push_back({to_stack(a.v4), sb.id});
-    routes.push_back({to_stack(a.v6), sb.id});
-    const std::string fqdn = sb.name + "." + o.domain;
-    hosts.push_back({a.v4.to_string(), {fqdn}});
-    hosts.push_back({a.v6.to_string(), {fqdn}});
-    rows.push_back({fqdn, a.v4.to_string(), a.v6.to_string(), phase_name(sb.phase)});
   }
 
   try {
-    // 3. TUN.
-    tun::TunDevice dev = tun::TunDevice::open(o.tun_name);
+    tun::TunDevice dev = tun::TunDevice::open(o_.tun_name);
+    tun_name_ = dev.name();
+    state_.tun_name = tun_name_;
     tun::LinkConfig link(dev.ifindex());
-    link.set_mtu(o.mtu);
-    link.add_address({plan->tunnel4(), p4->len});
-    link.add_address({plan->tunnel6(), p6->len});
+    link.set_mtu(o_.mtu);
+    link.add_address({plan_->tunnel4(), p4_->len});
+    link.add_address({plan_->tunnel6(), p6_->len});
     link.set_up();
-    fmt::print("✓ TUN {} up: {}/{} {}/{} mtu {}\n", dev.name(), plan->tunnel4().to_string(), p4->len,
-               plan->tunnel6().to_string(), p6->len, o.mtu);
+    fmt::print("✓ TUN {} up: {}/{} {}/{} mtu {}\n", tun_name_, plan_->tunnel4().to_string(), p4_->len,
+               plan_->tunnel6().to_string(), p6_->len, o_.mtu);
 
-    // 4 + 5. Relay and stack.
     relay::ForwardOptions fo;
-    fo.max_streams_per_sandbox = o.max_streams_per_sandbox;
-    fo.max_streams_per_token = o.max_streams_per_token;
-    fo.queue_timeout = std::chrono::milliseconds(o.queue_timeout_ms);
-    RelayUpstream upstream(gw, fo);
+    fo.max_streams_per_sandbox = o_.max_streams_per_sandbox;
+    fo.max_streams_per_token = o_.max_streams_per_token;
+    fo.queue_timeout = std::chrono::milliseconds(o_.queue_timeout_ms);
+    RelayUpstream upstream(gw_, fo);
+    upstream_ = &upstream;
     stack::StackConfig sc;
     sc.packet_fd = dev.fd();
-    sc.mtu = o.mtu;
-    sc.peer4 = to_stack(plan->tunnel4());
-    sc.peer6 = to_stack(plan->tunnel6());
-    sc.netif4 = to_stack(plan->netif4());
-    sc.netif6 = to_stack(plan->netif6());
-    sc.prefix4 = p4->len;
-    sc.prefix6 = p6->len;
-    stack::Stack stk(sc, upstream);
-    stk.set_routes(routes);
-    upstream.set_events(&stk.events());
-    stk.start();
+    sc.mtu = o_.mtu;
+    sc.peer4 = to_stack(plan_->tunnel4());
+    sc.peer6 = to_stack(plan_->tunnel6());
+    sc.netif4 = to_stack(plan_->netif4());
+    sc.netif6 = to_stack(plan_->netif6());
+    sc.prefix4 = p4_->len;
+    sc.prefix6 = p6_->len;
+    std::optional<stack::Stack> stk;
+    stk.emplace(sc, upstream);
+    stack_ = &stk;
+    upstream.set_events(&stk->events());
+    stk->start();
 
-    // 6. Names.
-    std::optional<HostsFile> hf;
-    if (!o.hosts_file.empty()) {
-      hf.emplace(o.hosts_file);
-      hf->write_block(hosts);
-      fmt::print("✓ names written to {}\n", o.hosts_file);
+    if (!o_.hosts_file.empty()) {
+      hosts_.emplace(o_.hosts_file);
+      state_.hosts_file = o_.hosts_file;
     }
+    apply_sandboxes(list, true);
+    if (hosts_) fmt::print("✓ names written to {}\n", o_.hosts_file);
+    if (!o_.no_ssh_config) {
+      const std::string cfg = o_.ssh_config.empty() ? default_ssh_config() : o_.ssh_config;
+      const std::filesystem::path inc = state_dir_ / "ssh_config";
+      try {
+        SshConfigInclude ssh(cfg, inc, o_.domain);
+        ssh.install();
+        ssh_.emplace(std::move(ssh));
+        state_.ssh_config = cfg;
+        state_.ssh_include = inc.string();
+        fmt::print("✓ ssh: `ssh <sandbox>.{}` works without flags (Include in {})\n", o_.domain, cfg);
+      } catch (const std::exception& e) {
+        spdlog::warn("could not add the ssh Include to {}: {}", cfg, e.what());
+      }
+    }
+    state_.pid = ::getpid();
+    save_state();
+    ControlServer control(control_socket_path(o_.state_dir),
+                          [this](const std::string& req) { return handle_control(req); });
 
-    fmt::print("\n  {:<28} {:<16} {:<28} {}\n", "NAME", "IPv4", "IPv6", "PHASE");
-    for (const auto& r : rows) fmt::print("  {:<28} {:<16} {:<28} {}\n", r.name, r.v4, r.v6, r.phase);
-    if (rows.empty()) fmt::print("  (the gateway lists no sandboxes)\n");
+    print_table();
     fmt::print("\nTunnel is up. Try: ssh <sandbox>.{} / curl http://<sandbox>.{}:PORT/\n"
-               "Press Ctrl-C to stop.\n", o.domain, o.domain);
+               "`openshell-tunnel status` shows it; Ctrl-C or `openshell-tunnel down` stops it.\n",
+               o_.domain, o_.domain);
     std::fflush(stdout);
 
-    const int sig = wait_for_signal();
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGHUP);
+    int sig;
+    for (;;) {
+      const timespec ts{static_cast<time_t>(o_.refresh_ms / 1000),
+                        static_cast<long>(o_.refresh_ms % 1000) * 1000000L};
+      sig = ::sigtimedwait(&set, nullptr, &ts);
+      if (sig > 0) break;
+      refresh();
+    }
     fmt::print("\nStopping ({})...\n", strsignal(sig));
     std::fflush(stdout);
 
     // Teardown, reverse order.
-    if (hf) {
+    if (hosts_) {
       try {
-        hf->remove_block();
+        hosts_->remove_block();
       } catch (const std::exception& e) {
-        spdlog::error("removing the hosts block: {}", e.what());
+        spdlog::error("removing the names block: {}", e.what());
       }
     }
+    if (ssh_) ssh_->remove();
     upstream.set_events(nullptr);
-    stk.stop();
+    stk->stop();
     upstream.manager().shutdown();
-    log_counters(stk.counters(), upstream.manager().stats());
+    log_counters(stk->counters(), upstream.manager().stats());
+    stack_ = nullptr;
+    upstream_ = nullptr;
     link.rollback();
   } catch (const std::exception& e) {
     fmt::print(stderr, "error: {}\n", e.what());
+    if (hosts_) {
+      try {
+        hosts_->remove_block();
+      } catch (...) {
+      }
+    }
+    if (ssh_) ssh_->remove();
+    state_.pid = 0;
+    save_state();
     return kExitSystem;
   }
+  state_.pid = 0;
+  state_.hosts_file.clear();
+  state_.ssh_config.clear();
+  save_state();
   fmt::print("✓ tunnel down, TUN and names removed\n");
   return kExitOk;
+}
+
+}  // namespace
+
+std::string control_socket_path(const std::string& state_dir) {
+  return (std::filesystem::path(state_dir) / "control.sock").string();
+}
+
+int run_up(const UpOptions& opts) {
+  Tunnel t(opts);
+  return t.run();
 }
 
 }  // namespace osh::cli

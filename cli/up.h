@@ -1,5 +1,5 @@
-// `openshell-tunnel up`: brings the tunnel up in the foreground and runs it
-// until SIGINT/SIGTERM.
+// `openshell-tunnel up`: brings the tunnel up and runs it until SIGINT,
+// SIGTERM, SIGHUP or `openshell-tunnel down`.
 #pragma once
 
 #include <cstdint>
@@ -16,10 +16,15 @@ struct UpOptions {
   std::string prefix6 = "fd00:6f73:6800::/64";
   std::string domain = "local";
   std::string hosts_file = "/etc/hosts";   ///< "" disables the hosts block
+  std::string state_dir = "/var/lib/openshell-tunnel";  ///< state.json, control.sock, ssh_config
+  std::string ssh_config;                  ///< user's ssh config; "" = ~/.ssh/config of $SUDO_USER or root
+  bool no_ssh_config = false;              ///< opt out of the ssh Include
+  std::string dns = "both";                ///< hosts | resolver | both
   uint32_t mtu = 1500;                     ///< TUN MTU, bytes
   size_t max_streams_per_sandbox = 20;     ///< upstream cap (protocol §2.8)
   size_t max_streams_per_token = 3;
   uint32_t queue_timeout_ms = 10000;
+  uint32_t refresh_ms = 2000;              ///< how often the sandbox list is re-read
 };
 
 /// Process exit codes (README "Exit codes").
@@ -27,11 +32,16 @@ enum ExitCode : int {
   kExitOk = 0,
   kExitUsage = 1,        ///< bad flags or configuration
   kExitGateway = 2,      ///< the gateway could not be reached or refused us
-  kExitSystem = 3,       ///< TUN, netlink, hosts file or other local failure
+  kExitSystem = 3,       ///< TUN, netlink, hosts file, state or other local failure
+  kExitNotRunning = 4,   ///< status/down: no tunnel is running
 };
 
-/// Runs `up`. Blocks until a termination signal; returns an ExitCode.
-/// Expects SIGINT/SIGTERM/SIGHUP to be blocked in every thread (main does it).
+/// Runs `up` in the foreground. Blocks until a termination signal or a
+/// `down` request; returns an ExitCode. Expects SIGINT/SIGTERM/SIGHUP to be
+/// blocked in every thread (main does it).
 int run_up(const UpOptions& opts);
+
+/// The control socket and state of a tunnel using `state_dir`.
+std::string control_socket_path(const std::string& state_dir);
 
 }  // namespace osh::cli

@@ -33,6 +33,7 @@
 #include <condition_variable>
 #include <deque>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <unordered_map>
 #include <unordered_set>
@@ -61,7 +62,9 @@ struct ForwardManager::Impl : std::enable_shared_from_this<ForwardManager::Impl>
   struct PendingOpen {
     StreamId id;
     ForwardTarget target;
-    Clock::time_point deadline;
+    Clock::time_point deadline;           // refused (queue timeout) after this
+    int attempt = 0;                       // retries so far
+    Clock::time_point not_before{};        // retry back-off
   };
 
   GatewayClient& gw;
@@ -85,8 +88,11 @@ struct ForwardManager::Impl : std::enable_shared_from_this<ForwardManager::Impl>
   void run();
   void start_one(PendingOpen p);
   std::shared_ptr<TokenEntry> acquire_token(const std::string& sandbox_id, CallStatus* err);
-  void release(StreamId id, const std::string& sandbox_id, const std::shared_ptr<TokenEntry>& tok,
-               int code);
+  /// Returns the stream's slot and token; if `retry` is set and the manager
+  /// is running, puts the open back in the queue (same id: the stack still
+  /// holds the SYN) in the same critical section, and returns true.
+  bool release(StreamId id, const std::string& sandbox_id, const std::shared_ptr<TokenEntry>& tok,
+               int code, const PendingOpen* retry);
   std::shared_ptr<ForwardCall> find(StreamId id) {
     std::lock_guard lk(mu);
     auto it = calls.find(id);
@@ -97,9 +103,10 @@ struct ForwardManager::Impl : std::enable_shared_from_this<ForwardManager::Impl>
 class ForwardCall final : public grpc::ClientBidiReactor<TcpForwardFrame, TcpForwardFrame>,
                           public std::enable_shared_from_this<ForwardCall> {
  public:
-  ForwardCall(std::shared_ptr<ForwardManager::Impl> mgr, StreamId id, ForwardTarget target,
+  ForwardCall(std::shared_ptr<ForwardManager::Impl> mgr, ForwardManager::Impl::PendingOpen open,
               std::shared_ptr<TokenEntry> token)
-      : mgr_(std::move(mgr)), id_(id), target_(std::move(target)), token_(std::move(token)) {}
+      : mgr_(std::move(mgr)), id_(open.id), target_(std::move(open.target)), token_(std::move(token)),
+        deadline_(open.deadline), attempt_(open.attempt) {}
 
   void start() {
     auto* init = init_.mutable_init();
@@ -234,7 +241,23 @@ class ForwardCall final : public grpc::ClientBidiReactor<TcpForwardFrame, TcpFor
     auto self = shared_from_this();
     EndKind kind = aborted_ ? EndKind::kReset
                             : map_forward_status(s.error_code(), s.error_message(), established_);
-    mgr_->release(id_, target_.sandbox_id, token_, s.error_code());
+    // Before the headers, two failures are worth another try rather than a
+    // refusal (protocol §8.1-8.2): a token the gateway no longer knows
+    // (expired, revoked, or the gateway restarted) -> fresh token; the
+    // gateway's stream caps -> wait for a slot, until the queue deadline.
+    std::optional<ForwardManager::Impl::PendingOpen> retry;
+    if (!aborted_ && !established_) {
+      const auto now = Clock::now();
+      if (s.error_code() == grpc::StatusCode::UNAUTHENTICATED && attempt_ < 2)
+        retry = ForwardManager::Impl::PendingOpen{id_, target_, deadline_, attempt_ + 1, now};
+      else if (s.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED && now < deadline_)
+        retry = ForwardManager::Impl::PendingOpen{id_, target_, deadline_, attempt_ + 1,
+                                                  now + std::chrono::milliseconds(100)};
+    }
+    if (mgr_->release(id_, target_.sandbox_id, token_, s.error_code(), retry ? &*retry : nullptr)) {
+      spdlog::debug("stream {}: {} before headers: retrying", id_, from_grpc(s).to_string());
+      return;
+    }
     std::string reason = s.ok() ? "stream ended" : from_grpc(s).to_string();
     spdlog::debug("stream {}: done: {} -> {}", id_, reason, to_string(kind));
     mgr_->obs.on_closed(id_, kind, std::move(reason));
@@ -273,6 +296,8 @@ class ForwardCall final : public grpc::ClientBidiReactor<TcpForwardFrame, TcpFor
   const StreamId id_;
   const ForwardTarget target_;
   const std::shared_ptr<TokenEntry> token_;
+  const Clock::time_point deadline_;
+  const int attempt_;
   grpc::ClientContext ctx_;
   TcpForwardFrame init_, tx_, rx_;
   std::atomic<bool> established_{false};
@@ -297,7 +322,9 @@ void ForwardManager::Impl::run() {
     std::vector<PendingOpen> admit, expired;
     for (auto it = pending.begin(); it != pending.end();) {
       size_t& active = active_per_sandbox[it->target.sandbox_id];
-      if (active < opts.max_streams_per_sandbox) {
+      if (now < it->not_before) {
+        ++it;
+      } else if (active < opts.max_streams_per_sandbox) {
         ++active;
         starting.insert(it->id);
         admit.push_back(std::move(*it));
@@ -370,16 +397,18 @@ void ForwardManager::Impl::start_one(PendingOpen p) {
     }
     return;
   }
-  auto call = std::make_shared<ForwardCall>(shared_from_this(), p.id, std::move(p.target), token);
-  calls.emplace(p.id, call);
+  const StreamId id = p.id;
+  auto call = std::make_shared<ForwardCall>(shared_from_this(), std::move(p), token);
+  calls.emplace(id, call);
   st.opened++;
   st.active_now = calls.size();
   lk.unlock();
   call->start();
 }
 
-void ForwardManager::Impl::release(StreamId id, const std::string& sandbox_id,
-                                   const std::shared_ptr<TokenEntry>& tok, int code) {
+bool ForwardManager::Impl::release(StreamId id, const std::string& sandbox_id,
+                                   const std::shared_ptr<TokenEntry>& tok, int code,
+                                   const PendingOpen* retry) {
   std::lock_guard lk(mu);
   calls.erase(id);
   st.active_now = calls.size();
@@ -392,6 +421,11 @@ void ForwardManager::Impl::release(StreamId id, const std::string& sandbox_id,
     v.erase(std::remove(v.begin(), v.end(), tok), v.end());
   }
   cv.notify_all();
+  if (!retry || stopping) return false;
+  pending.push_back(*retry);
+  st.retries++;
+  st.queued_now = pending.size();
+  return true;
 }
 
 ForwardManager::ForwardManager(GatewayClient& gateway, ForwardObserver& observer,
@@ -412,7 +446,7 @@ void ForwardManager::open(StreamId id, ForwardTarget target) {
     }).detach();
     return;
   }
-  impl_->pending.push_back({id, std::move(target), Clock::now() + impl_->opts.queue_timeout});
+  impl_->pending.push_back({id, std::move(target), Clock::now() + impl_->opts.queue_timeout, 0, {}});
   impl_->st.queued_now = impl_->pending.size();
   impl_->cv.notify_all();
 }

@@ -61,6 +61,7 @@ struct ForwardOptions {
 struct ForwardStats {
   uint64_t opened = 0, open_failed = 0, queued_now = 0, active_now = 0, tokens = 0;
   uint64_t queue_timeouts = 0;
+  uint64_t retries = 0;  ///< opens retried after UNAUTHENTICATED / RESOURCE_EXHAUSTED
 };
 
 /// Owns every live ForwardTcp stream. All methods are thread-safe and

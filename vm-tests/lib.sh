@@ -156,8 +156,12 @@ osh_supervisor() {
 
 osh_tunnel() {
   say "client: openshell-tunnel up --gateway-endpoint http://$OSH_GW_ADDR:$OSH_GW_PORT"
+  # Every file the tunnel writes is in this run's work dir: state, control
+  # socket, and the ssh config that gets the Include (never ~/.ssh/config).
+  OSH_STATE="$OSH_WORK/state"
+  OSH_SSH_CONFIG="$OSH_WORK/ssh/user_config"
   osh_spawn "$NS_CLIENT" tunnel "$OSH_TUNNEL" up --gateway-endpoint "http://$OSH_GW_ADDR:$OSH_GW_PORT" \
-    --hosts-file "$OSH_HOSTS" "$@"
+    --hosts-file "$OSH_HOSTS" --state-dir "$OSH_STATE" --ssh-config "$OSH_SSH_CONFIG" "$@"
   wait_until 15 grep -q "Tunnel is up" "$OSH_WORK/tunnel.log"
 }
 

@@ -1,0 +1,148 @@
+// `openshell-tunnel status` and `openshell-tunnel down`: clients of the
+// daemon's control socket (control.h).
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+#include <signal.h>
+
+#include <chrono>
+#include <thread>
+
+#include "cli/commands.h"
+#include "cli/control.h"
+#include "cli/state.h"
+#include "cli/up.h"
+
+namespace osh::cli {
+namespace {
+
+using json = nlohmann::json;
+
+std::string human_bytes(uint64_t b) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  double v = static_cast<double>(b);
+  int u = 0;
+  while (v >= 1024 && u < 4) {
+    v /= 1024;
+    ++u;
+  }
+  return u == 0 ? fmt::format("{} B", b) : fmt::format("{:.1f} {}", v, units[u]);
+}
+
+void print_status(const json& j) {
+  fmt::print("openshell-tunnel: up (pid {}, since {}), TUN {}\n", j.value("pid", 0),
+             j.value("started", ""), j.value("tun", ""));
+  const json& g = j["gateway"];
+  if (g.value("reachable", false))
+    fmt::print("gateway {}: reachable ({}) since {}\n", g.value("endpoint", ""), g.value("version", ""),
+               g.value("since", ""));
+  else
+    fmt::print("gateway {}: UNREACHABLE since {}: {}\n", g.value("endpoint", ""), g.value("since", ""),
+               g.value("error", ""));
+  fmt::print("\n  {:<24} {:<15} {:<38} {:<13} {:>6} {:>7} {:>10} {:>10} {:>7} {:>7} {:>6}\n", "NAME", "IPv4",
+             "IPv6", "PHASE", "ACTIVE", "OPENED", "UP", "DOWN", "REFUSED", "UNREACH", "RESETS");
+  for (const auto& s : j["sandboxes"]) {
+    fmt::print("  {:<24} {:<15} {:<38} {:<13} {:>6} {:>7} {:>10} {:>10} {:>7} {:>7} {:>6}\n",
+               s.value("fqdn", ""), s.value("ipv4", ""), s.value("ipv6", ""), s.value("phase", ""),
+               s.value("connections_active", 0), s.value("connections_opened", 0),
+               human_bytes(s.value("bytes_up", uint64_t{0})), human_bytes(s.value("bytes_down", uint64_t{0})),
+               s["refused"].value("rst", 0), s["refused"].value("unreachable", 0), s.value("resets", 0));
+  }
+  if (j["sandboxes"].empty()) fmt::print("  (no sandboxes)\n");
+  if (j.contains("counters")) {
+    const json& c = j["counters"];
+    const json& d = c["drops"];
+    const json& st = c["streams"];
+    fmt::print("\nstreams: {} active, {} queued, {} opened, {} failed to open, {} queue timeouts, {} retried\n",
+               st.value("active", 0), st.value("queued", 0), st.value("opened", 0),
+               st.value("open_failed", 0), st.value("queue_timeouts", 0), st.value("open_retries", 0));
+    fmt::print("drops: not a sandbox {}, malformed {}, fragments {}, unsupported {}, tx errors {}\n",
+               d.value("not_sandbox", 0), d.value("malformed", 0), d.value("fragment", 0),
+               d.value("unsupported", 0), d.value("tx_error", 0));
+  }
+}
+
+}  // namespace
+
+void add_status_command(CLI::App& app, int* exit_code) {
+  auto* cmd = app.add_subcommand("status", "Show the running tunnel: gateway, sandboxes, connections");
+  auto state_dir = std::make_shared<std::string>("/var/lib/openshell-tunnel");
+  auto as_json = std::make_shared<bool>(false);
+  cmd->add_option("--state-dir", *state_dir, "the tunnel's state directory")->capture_default_str();
+  cmd->add_flag("--json", *as_json, "print JSON (the same fields)");
+  cmd->callback([state_dir, as_json, exit_code] {
+    std::string err;
+    auto resp = control_request(control_socket_path(*state_dir), R"({"cmd":"status"})",
+                                std::chrono::milliseconds(3000), &err);
+    if (!resp) {
+      const RunState st = RunState::load(*state_dir);
+      if (st.pid != 0 && !tunnel_process_alive(st.pid))
+        fmt::print(stderr, "openshell-tunnel is not running (pid {} died without cleaning up; "
+                   "`openshell-tunnel down` cleans up)\n", st.pid);
+      else
+        fmt::print(stderr, "openshell-tunnel is not running ({})\n", err);
+      *exit_code = kExitNotRunning;
+      return;
+    }
+    json j = json::parse(*resp, nullptr, false);
+    if (j.is_discarded() || !j.value("ok", false)) {
+      fmt::print(stderr, "error: bad answer from the tunnel: {}\n", *resp);
+      *exit_code = kExitSystem;
+      return;
+    }
+    j.erase("ok");
+    if (*as_json) fmt::print("{}\n", j.dump(2));
+    else print_status(j);
+    *exit_code = kExitOk;
+  });
+}
+
+void add_down_command(CLI::App& app, int* exit_code) {
+  auto* cmd = app.add_subcommand("down", "Stop the running tunnel, or clean up after one that crashed");
+  auto state_dir = std::make_shared<std::string>("/var/lib/openshell-tunnel");
+  auto timeout_s = std::make_shared<unsigned>(15);
+  cmd->add_option("--state-dir", *state_dir, "the tunnel's state directory")->capture_default_str();
+  cmd->add_option("--timeout", *timeout_s, "seconds to wait for the tunnel to stop")->capture_default_str();
+  cmd->callback([state_dir, timeout_s, exit_code] {
+    std::string err;
+    auto resp = control_request(control_socket_path(*state_dir), R"({"cmd":"down"})",
+                                std::chrono::milliseconds(3000), &err);
+    if (resp) {
+      const int pid = json::parse(*resp, nullptr, false).value("pid", 0);
+      const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(*timeout_s);
+      while (pid > 0 && ::kill(pid, 0) == 0 && std::chrono::steady_clock::now() < deadline)
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));  // waiting for another process
+      if (pid > 0 && ::kill(pid, 0) == 0) {
+        fmt::print(stderr, "error: the tunnel (pid {}) did not stop within {} s\n", pid, *timeout_s);
+        *exit_code = kExitSystem;
+        return;
+      }
+      fmt::print("✓ tunnel stopped (pid {})\n", pid);
+      *exit_code = kExitOk;
+      return;
+    }
+    RunState st = RunState::load(*state_dir);
+    if (st.pid != 0 && tunnel_process_alive(st.pid)) {
+      fmt::print(stderr, "error: the tunnel (pid {}) runs but does not answer: {}\n", st.pid, err);
+      *exit_code = kExitSystem;
+      return;
+    }
+    if (st.pid != 0 || !st.hosts_file.empty() || !st.ssh_config.empty()) {
+      cleanup_stale(st);
+      st.pid = 0;
+      st.hosts_file.clear();
+      st.ssh_config.clear();
+      try {
+        st.save(*state_dir);
+      } catch (const std::exception& e) {
+        fmt::print(stderr, "warning: saving {}: {}\n", *state_dir, e.what());
+      }
+      fmt::print("✓ cleaned up after a tunnel that did not stop cleanly\n");
+    } else {
+      fmt::print("openshell-tunnel is not running; nothing to do\n");
+    }
+    *exit_code = kExitOk;
+  });
+}
+
+}  // namespace osh::cli

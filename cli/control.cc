@@ -1,0 +1,149 @@
+// Theory of operation: one thread polls the listening socket and an eventfd
+// (stop). Each accepted client gets a 2 s receive timeout, one request line
+// (≤ 4 KiB), one response line; clients are served one at a time (status
+// requests are rare and answered in microseconds). Only root can connect:
+// the socket is created under umask 077 and chmod 0600, in a directory the
+// daemon creates 0700.
+#include "cli/control.h"
+
+#include <poll.h>
+#include <spdlog/spdlog.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <system_error>
+
+namespace osh::cli {
+namespace {
+
+sockaddr_un make_addr(const std::filesystem::path& path) {
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  const std::string p = path.string();
+  if (p.size() >= sizeof a.sun_path)
+    throw std::system_error(ENAMETOOLONG, std::generic_category(), "control socket path " + p);
+  std::memcpy(a.sun_path, p.c_str(), p.size() + 1);
+  return a;
+}
+
+bool write_all(int fd, const std::string& s) {
+  size_t off = 0;
+  while (off < s.size()) {
+    ssize_t n = ::send(fd, s.data() + off, s.size() - off, MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    off += static_cast<size_t>(n);
+  }
+  return true;
+}
+
+// Reads up to '\n' (not included) or EOF; false on error/timeout/oversize.
+bool read_line(int fd, std::string* out) {
+  char buf[1024];
+  while (out->size() < 4096) {
+    ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return false;
+    if (n == 0) return !out->empty();
+    out->append(buf, static_cast<size_t>(n));
+    if (auto nl = out->find('\n'); nl != std::string::npos) {
+      out->resize(nl);
+      return true;
+    }
+  }
+  return false;
+}
+
+void set_timeouts(int fd, std::chrono::milliseconds t) {
+  timeval tv{static_cast<time_t>(t.count() / 1000), static_cast<suseconds_t>((t.count() % 1000) * 1000)};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+}
+
+}  // namespace
+
+ControlServer::ControlServer(std::filesystem::path path, Handler handler)
+    : path_(std::move(path)), handler_(std::move(handler)) {
+  std::error_code ec;
+  std::filesystem::create_directories(path_.parent_path(), ec);
+  ::chmod(path_.parent_path().c_str(), 0700);
+  ::unlink(path_.c_str());
+  sockaddr_un a = make_addr(path_);
+  listen_fd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (listen_fd_ < 0) throw std::system_error(errno, std::generic_category(), "control socket");
+  const mode_t old = ::umask(077);
+  const int rc = ::bind(listen_fd_, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  const int err = errno;
+  ::umask(old);
+  if (rc < 0 || ::listen(listen_fd_, 8) < 0) {
+    ::close(listen_fd_);
+    throw std::system_error(rc < 0 ? err : errno, std::generic_category(), "bind " + path_.string());
+  }
+  ::chmod(path_.c_str(), 0600);
+  stop_fd_ = ::eventfd(0, EFD_CLOEXEC);
+  thread_ = std::thread([this] { run(); });
+}
+
+ControlServer::~ControlServer() {
+  uint64_t one = 1;
+  (void)!::write(stop_fd_, &one, sizeof one);
+  if (thread_.joinable()) thread_.join();
+  ::close(listen_fd_);
+  ::close(stop_fd_);
+  ::unlink(path_.c_str());
+}
+
+void ControlServer::run() {
+  for (;;) {
+    pollfd fds[2] = {{listen_fd_, POLLIN, 0}, {stop_fd_, POLLIN, 0}};
+    if (::poll(fds, 2, -1) < 0) {
+      if (errno == EINTR) continue;
+      spdlog::error("control socket: poll: {}", std::strerror(errno));
+      return;
+    }
+    if (fds[1].revents) return;
+    int c = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+    if (c < 0) continue;
+    set_timeouts(c, std::chrono::milliseconds(2000));
+    std::string req;
+    if (read_line(c, &req)) {
+      std::string resp = handler_(req);
+      resp.push_back('\n');
+      write_all(c, resp);
+    }
+    ::close(c);
+  }
+}
+
+std::optional<std::string> control_request(const std::filesystem::path& path, const std::string& request,
+                                           std::chrono::milliseconds timeout, std::string* error) {
+  sockaddr_un a = make_addr(path);
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    *error = std::strerror(errno);
+    return std::nullopt;
+  }
+  set_timeouts(fd, timeout);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) < 0) {
+    *error = "connect " + path.string() + ": " + std::strerror(errno);
+    ::close(fd);
+    return std::nullopt;
+  }
+  std::string line = request + "\n";
+  std::string resp;
+  const bool ok = write_all(fd, line) && read_line(fd, &resp);
+  const int err = errno;
+  ::close(fd);
+  if (!ok) {
+    *error = "no answer on " + path.string() + ": " + std::strerror(err);
+    return std::nullopt;
+  }
+  return resp;
+}
+
+}  // namespace osh::cli

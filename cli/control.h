@@ -1,0 +1,45 @@
+// The daemon's control socket (issue 4.4): a Unix stream socket that only
+// root can open (mode 0600, in a 0700 directory). Protocol: the client sends
+// one line, a JSON object {"cmd": "status"} or {"cmd": "down"}; the daemon
+// answers one JSON line and closes.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <filesystem>
+#include <functional>
+#include <optional>
+#include <string>
+#include <thread>
+
+namespace osh::cli {
+
+class ControlServer {
+ public:
+  /// Handler: request line in, response line out. Runs on the server thread.
+  using Handler = std::function<std::string(const std::string& request)>;
+
+  /// Binds `path` (removing a stale socket file first), mode 0600, and starts
+  /// the accept thread. @throws std::system_error if it cannot bind.
+  ControlServer(std::filesystem::path path, Handler handler);
+  /// Stops the thread and removes the socket file.
+  ~ControlServer();
+  ControlServer(const ControlServer&) = delete;
+  ControlServer& operator=(const ControlServer&) = delete;
+
+ private:
+  void run();
+  std::filesystem::path path_;
+  Handler handler_;
+  int listen_fd_ = -1;
+  int stop_fd_ = -1;  // eventfd
+  std::thread thread_;
+};
+
+/// Sends one request line to the daemon at `path` and returns its answer;
+/// nullopt with `*error` set if nobody answers (no daemon, stale socket,
+/// permission denied, timeout).
+std::optional<std::string> control_request(const std::filesystem::path& path, const std::string& request,
+                                           std::chrono::milliseconds timeout, std::string* error);
+
+}  // namespace osh::cli

@@ -1,0 +1,86 @@
+#include "cli/state.h"
+
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <fstream>
+
+#include "cli/hosts_file.h"
+#include "cli/ssh_config.h"
+#include "tun/link_config.h"
+
+namespace osh::cli {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+RunState RunState::load(const fs::path& dir) {
+  RunState st;
+  const fs::path file = dir / "state.json";
+  try {
+    auto text = read_text_file(file);
+    if (!text) return st;
+    json j = json::parse(*text);
+    st.pid = j.value("pid", 0);
+    st.tun_name = j.value("tun_name", "");
+    st.hosts_file = j.value("hosts_file", "");
+    st.ssh_config = j.value("ssh_config", "");
+    st.ssh_include = j.value("ssh_include", "");
+    if (j.contains("sandboxes") && j["sandboxes"].is_object()) {
+      for (auto& [id, v] : j["sandboxes"].items()) {
+        st.sandboxes[id] = SandboxRecord{id, v.value("name", ""), v.value("v4", ""), v.value("v6", "")};
+      }
+    }
+  } catch (const std::exception& e) {
+    spdlog::warn("ignoring unreadable state file {}: {}", file.string(), e.what());
+    return RunState{};
+  }
+  return st;
+}
+
+void RunState::save(const fs::path& dir) const {
+  json j;
+  j["pid"] = pid;
+  j["tun_name"] = tun_name;
+  j["hosts_file"] = hosts_file;
+  j["ssh_config"] = ssh_config;
+  j["ssh_include"] = ssh_include;
+  j["sandboxes"] = json::object();
+  for (const auto& [id, r] : sandboxes) j["sandboxes"][id] = {{"name", r.name}, {"v4", r.v4}, {"v6", r.v6}};
+  fs::create_directories(dir);
+  ::chmod(dir.c_str(), 0700);
+  const fs::path file = dir / "state.json";
+  replace_text_file(file, j.dump(2) + "\n");
+  ::chmod(file.c_str(), 0600);
+}
+
+bool tunnel_process_alive(int pid) {
+  if (pid <= 0 || ::kill(pid, 0) != 0) return false;
+  std::ifstream comm("/proc/" + std::to_string(pid) + "/comm");
+  std::string name;
+  std::getline(comm, name);
+  return name.rfind("openshell-tunn", 0) == 0;  // comm is cut at 15 bytes
+}
+
+void cleanup_stale(const RunState& st) {
+  if (!st.tun_name.empty()) {
+    try {
+      if (tun::remove_stale_link(st.tun_name)) spdlog::info("removed stale interface {}", st.tun_name);
+    } catch (const std::exception& e) {
+      spdlog::warn("removing stale interface {}: {}", st.tun_name, e.what());
+    }
+  }
+  if (!st.hosts_file.empty()) {
+    try {
+      HostsFile(st.hosts_file).remove_block();
+    } catch (const std::exception& e) {
+      spdlog::warn("removing the names block from {}: {}", st.hosts_file, e.what());
+    }
+  }
+  if (!st.ssh_config.empty()) SshConfigInclude(st.ssh_config, st.ssh_include, "").remove();
+}
+
+}  // namespace osh::cli
