@@ -49,7 +49,9 @@ int detach(const UpOptions& o) {
       ::dup2(out, 1);
       ::dup2(out, 2);
     }
-    ::execv("/proc/self/exe", argv.data());
+    std::error_code ec;
+    const auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
+    ::execv(ec ? "/proc/self/exe" : self.c_str(), argv.data());
     _exit(127);
   }
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
@@ -101,6 +103,9 @@ void add_up_command(CLI::App& app, int* exit_code) {
                   "ssh config that gets an Include for Host *.<domain> (default ~/.ssh/config of "
                   "$SUDO_USER, else of root)");
   cmd->add_flag("--no-ssh-config", opts->no_ssh_config, "do not touch any ssh config");
+  cmd->add_option("--dns", opts->dns,
+                  "names via the hosts file, systemd-resolved (~<domain> to the tunnel's DNS), or both")
+      ->capture_default_str()->check(CLI::IsMember({"hosts", "resolver", "both"}));
   cmd->add_option("--mtu", opts->mtu, "TUN MTU in bytes")
       ->capture_default_str()->check(CLI::Range(1280, 65535));
   cmd->add_option("--max-streams-per-sandbox", opts->max_streams_per_sandbox,

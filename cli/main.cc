@@ -5,6 +5,7 @@
 #include <spdlog/spdlog.h>
 
 #include <CLI/CLI.hpp>
+#include <cstdio>
 
 #include "cli/commands.h"
 #include "cli/up.h"
@@ -27,8 +28,10 @@ void block_signals() {
 
 int main(int argc, char** argv) {
   block_signals();
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);  // progress lines interleave with stderr in order
   CLI::App app{"openshell-tunnel: every OpenShell sandbox reachable as a host on your network"};
   app.require_subcommand(1);
+  app.fallthrough();  // `up -v` works as well as `-v up`
   std::string log_level = "info";
   bool verbose = false;
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error")

@@ -59,10 +59,12 @@ void RunState::save(const fs::path& dir) const {
 
 bool tunnel_process_alive(int pid) {
   if (pid <= 0 || ::kill(pid, 0) != 0) return false;
-  std::ifstream comm("/proc/" + std::to_string(pid) + "/comm");
-  std::string name;
-  std::getline(comm, name);
-  return name.rfind("openshell-tunn", 0) == 0;  // comm is cut at 15 bytes
+  // The executable's name, not comm: comm is cut at 15 bytes and is "exe"
+  // for a process started through /proc/self/exe.
+  std::error_code ec;
+  const fs::path exe = fs::read_symlink("/proc/" + std::to_string(pid) + "/exe", ec);
+  if (ec) return true;  // cannot tell (another user's process): assume it is ours, be safe
+  return exe.filename().string().rfind("openshell-tunnel", 0) == 0;
 }
 
 void cleanup_stale(const RunState& st) {

@@ -28,6 +28,8 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <cctype>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <ctime>
@@ -36,6 +38,8 @@
 
 #include "cli/addressing.h"
 #include "cli/control.h"
+#include "cli/dns_responder.h"
+#include "cli/resolver_registration.h"
 #include "cli/hosts_file.h"
 #include "cli/relay_upstream.h"
 #include "cli/ssh_config.h"
@@ -160,6 +164,7 @@ class Tunnel {
   std::optional<stack::Stack>* stack_ = nullptr;
   RelayUpstream* upstream_ = nullptr;
   std::optional<HostsFile> hosts_;
+  std::optional<DnsResponder> dns_;
   std::optional<SshConfigInclude> ssh_;
   std::string tun_name_;
   const Clock::time_point started_ = Clock::now();
@@ -241,6 +246,24 @@ void Tunnel::apply_sandboxes(const std::vector<relay::SandboxInfo>& list, bool i
     }
   }
   if (stack_ && *stack_) (*stack_)->set_routes(std::move(routes));
+  if (dns_) {
+    DnsResponder::NameTable table;
+    {
+      std::lock_guard lk(mu_);
+      for (const auto& [id, s] : sandboxes_) {
+        std::string label = s.info.name;
+        for (auto& ch : label) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+        auto& e = table[label];
+        e.first.push_back(s.addr.v4.to_string());
+        e.second.push_back(s.addr.v6.to_string());
+      }
+    }
+    try {
+      dns_->set_names(std::move(table));
+    } catch (const std::exception& e) {
+      spdlog::error("DNS names: {}", e.what());
+    }
+  }
   write_names();
   save_state();
 }
@@ -356,7 +379,26 @@ void Tunnel::print_table() {
                                      (o_.refresh_ms + 999) / 1000);
 }
 
+// Everything the user could have got wrong, checked before anything is
+// touched (exit code 1, one line each).
+std::string validate(const UpOptions& o) {
+  if (o.tun_name.empty() || o.tun_name.size() > 15)
+    return "--tun-name must be 1 to 15 characters (a Linux interface name)";
+  if (o.domain.empty() || o.domain.size() > 200 || o.domain.front() == '.' || o.domain.back() == '.')
+    return "--domain must be a DNS suffix like 'local' or 'sandboxes.internal'";
+  for (char c : o.domain)
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '.'))
+      return "--domain may contain only letters, digits, '-' and '.'";
+  if (o.max_streams_per_sandbox == 0 || o.max_streams_per_token == 0)
+    return "--max-streams-per-sandbox and --max-streams-per-token must be at least 1";
+  return "";
+}
+
 int Tunnel::run() {
+  if (std::string why = validate(o_); !why.empty()) {
+    fmt::print(stderr, "error: {}\n", why);
+    return kExitUsage;
+  }
   p4_ = tun::IpPrefix::parse(o_.prefix4);
   p6_ = tun::IpPrefix::parse(o_.prefix6);
   if (!p4_ || !p4_->addr.is_v4() || !p6_ || !p6_->addr.is_v6()) {
@@ -370,17 +412,23 @@ int Tunnel::run() {
     return kExitUsage;
   }
   if (!check_previous_run()) return kExitSystem;
+  try {
+    dns_.emplace(o_.domain);
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "error: --domain: {}\n", e.what());
+    return kExitUsage;
+  }
 
   // Gateway.
   const std::string ep = o_.gateway.endpoint.to_string();
   if (auto s = gw_.health(&gateway_version_); !s.ok()) {
-    fmt::print(stderr, "error: gateway {} is not reachable: {}\n", ep, s.to_string());
+    fmt::print(stderr, "error: {}\n", relay::describe_failure(s, o_.gateway));
     return kExitGateway;
   }
   fmt::print("✓ gateway {} is healthy ({})\n", ep, gateway_version_);
   std::vector<relay::SandboxInfo> list;
   if (auto s = gw_.list_sandboxes(&list); !s.ok()) {
-    fmt::print(stderr, "error: listing sandboxes on {}: {}\n", ep, s.to_string());
+    fmt::print(stderr, "error: listing sandboxes: {}\n", relay::describe_failure(s, o_.gateway));
     return kExitGateway;
   }
 
@@ -411,18 +459,36 @@ int Tunnel::run() {
     sc.netif6 = to_stack(plan_->netif6());
     sc.prefix4 = p4_->len;
     sc.prefix6 = p6_->len;
+    // The DNS responder answers on the second address of each prefix.
+    sc.dns_addrs = {to_stack(plan_->dns4()), to_stack(plan_->dns6())};
+    sc.dns_handler = [this](std::span<const uint8_t> q) { return dns_->respond(q); };
     std::optional<stack::Stack> stk;
     stk.emplace(sc, upstream);
     stack_ = &stk;
     upstream.set_events(&stk->events());
     stk->start();
 
-    if (!o_.hosts_file.empty()) {
+    if (!o_.hosts_file.empty() && o_.dns != "resolver") {
       hosts_.emplace(o_.hosts_file);
       state_.hosts_file = o_.hosts_file;
     }
     apply_sandboxes(list, true);
     if (hosts_) fmt::print("✓ names written to {}\n", o_.hosts_file);
+    fmt::print("✓ DNS for *.{} answers on {} and {} (port 53)\n", o_.domain, plan_->dns4().to_string(),
+               plan_->dns6().to_string());
+    std::optional<ResolverRegistration> resolver;
+    if (o_.dns != "hosts" && ResolverRegistration::available()) {
+      try {
+        resolver.emplace(tun_name_, std::vector<std::string>{plan_->dns4().to_string(), plan_->dns6().to_string()},
+                         o_.domain);
+        if (resolver->active()) fmt::print("✓ systemd-resolved sends *.{} to the tunnel\n", o_.domain);
+      } catch (const std::exception& e) {
+        spdlog::warn("systemd-resolved registration failed (names still work through {}): {}",
+                     o_.hosts_file.empty() ? "the DNS address" : o_.hosts_file, e.what());
+      }
+    } else if (o_.dns == "resolver") {
+      spdlog::warn("--dns resolver: systemd-resolved is not running; use the DNS address directly");
+    }
     if (!o_.no_ssh_config) {
       const std::string cfg = o_.ssh_config.empty() ? default_ssh_config() : o_.ssh_config;
       const std::filesystem::path inc = state_dir_ / "ssh_config";
@@ -480,6 +546,13 @@ int Tunnel::run() {
     stack_ = nullptr;
     upstream_ = nullptr;
     link.rollback();
+  } catch (const tun::TunError& e) {
+    const bool perm = e.error_code() == EPERM || e.error_code() == EACCES;
+    fmt::print(stderr, "error: {}{}\n", e.what(),
+               perm ? " (creating a TUN needs root or CAP_NET_ADMIN)" : "");
+    state_.pid = 0;
+    save_state();
+    return kExitSystem;
   } catch (const std::exception& e) {
     fmt::print(stderr, "error: {}\n", e.what());
     if (hosts_) {

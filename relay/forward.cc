@@ -119,6 +119,7 @@ class ForwardCall final : public grpc::ClientBidiReactor<TcpForwardFrame, TcpFor
       init->mutable_tcp()->set_host(target_.host);
       init->mutable_tcp()->set_port(target_.port);
     }
+    mgr_->gw.impl().prepare(ctx_);
     mgr_->gw.impl().stub->async()->ForwardTcp(&ctx_, this);
     AddMultipleHolds(2);
     write_in_flight_ = true;

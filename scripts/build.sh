@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD_DIR="${OSH_BUILD_DIR:-build}"
-if [[ ! -f "$BUILD_DIR/build.ninja" ]]; then
+# Configure on the first run, and whenever options are given.
+if [[ ! -f "$BUILD_DIR/build.ninja" || $# -gt 0 ]]; then
   cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo "$@"
 fi
 cmake --build "$BUILD_DIR" -j"$(nproc)"

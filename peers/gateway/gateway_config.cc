@@ -1,5 +1,7 @@
 #include "peers/gateway/gateway_config.h"
 
+#include <cerrno>
+#include <cstring>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -51,6 +53,16 @@ void ApplyGatewayConfigJson(std::string_view json_text, GatewayConfig& config) {
         config.token_ttl = std::chrono::seconds(value.get<int64_t>());
       } else if (key == "version") {
         config.version = value.get<std::string>();
+      } else if (key == "tls_cert") {
+        config.tls_cert_file = value.get<std::string>();
+      } else if (key == "tls_key") {
+        config.tls_key_file = value.get<std::string>();
+      } else if (key == "client_ca") {
+        config.client_ca_file = value.get<std::string>();
+      } else if (key == "bearer_token") {
+        config.bearer_token = value.get<std::string>();
+      } else if (key == "supervisor_listen") {
+        config.supervisor_listen = value.get<std::string>();
       } else {
         throw std::invalid_argument("unknown config key \"" + key + "\"");
       }
@@ -99,6 +111,37 @@ void ValidateGatewayConfig(const GatewayConfig& config) {
   if (config.heartbeat_interval.count() < 1) {
     throw std::invalid_argument("heartbeat interval must be at least 1 s");
   }
+  if (config.tls_cert_file.empty() != config.tls_key_file.empty()) {
+    throw std::invalid_argument("--tls-cert and --tls-key must be given together");
+  }
+  if (!config.client_ca_file.empty() && config.tls_cert_file.empty()) {
+    throw std::invalid_argument("--client-ca needs TLS: give --tls-cert and --tls-key too");
+  }
+  for (const char c : config.bearer_token) {
+    if (c < 0x21 || c > 0x7e) {
+      throw std::invalid_argument("--bearer-token must be visible ASCII (no spaces or control characters)");
+    }
+  }
+  if (!config.supervisor_listen.empty() && !ParseHostPort(config.supervisor_listen)) {
+    throw std::invalid_argument("supervisor listen address '" + config.supervisor_listen +
+                                "' must be HOST:PORT");
+  }
+}
+
+std::string ReadPemFile(const std::string& path, const char* what) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    throw std::invalid_argument(std::string(what) + " '" + path + "': cannot read: " +
+                                std::strerror(errno));
+  }
+  std::stringstream text;
+  text << in.rdbuf();
+  std::string pem = text.str();
+  if (pem.find("-----BEGIN ") == std::string::npos) {
+    throw std::invalid_argument(std::string(what) + " '" + path +
+                                "': no PEM block (-----BEGIN ...) found");
+  }
+  return pem;
 }
 
 }  // namespace osh::peers

@@ -54,6 +54,16 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   auto* version_opt = app.add_option("--version-string", version, "version reported by Health")
                           ->capture_default_str();
+  std::string tls_cert, tls_key, client_ca, bearer_token, supervisor_listen;
+  app.add_option("--tls-cert", tls_cert, "PEM server certificate (chain): serve TLS on --listen");
+  app.add_option("--tls-key", tls_key, "PEM private key of --tls-cert");
+  app.add_option("--client-ca", client_ca,
+                 "PEM CA bundle: require and verify client certificates (mTLS; needs --tls-cert)");
+  app.add_option("--bearer-token", bearer_token,
+                 "require 'authorization: Bearer TOKEN' on every client method except Health");
+  app.add_option("--supervisor-listen", supervisor_listen,
+                 "extra plaintext ADDR:PORT for mini-supervisors when --listen serves TLS "
+                 "(client methods are refused there)");
   CLI11_PARSE(app, argc, argv);
 
   if (!osh::peers::SetLogLevel(log_level)) {
@@ -72,14 +82,25 @@ int main(int argc, char** argv) {
     }
     if (ttl_opt->count() > 0) config.token_ttl = std::chrono::seconds(token_ttl_secs);
     if (version_opt->count() > 0) config.version = version;
+    if (!tls_cert.empty()) config.tls_cert_file = tls_cert;
+    if (!tls_key.empty()) config.tls_key_file = tls_key;
+    if (!client_ca.empty()) config.client_ca_file = client_ca;
+    if (!bearer_token.empty()) config.bearer_token = bearer_token;
+    if (!supervisor_listen.empty()) config.supervisor_listen = supervisor_listen;
     for (const auto& flag : sandbox_flags) {
       config.sandboxes.push_back(osh::peers::ParseSandboxFlag(flag));
     }
 
     osh::peers::MiniGateway gateway(config);
     gateway.Start();
-    std::printf("mini-gateway listening on %s (%zu sandboxes)\n", gateway.bound_address().c_str(),
-                config.sandboxes.size());
+    std::string security = config.tls_cert_file.empty() ? "h2c" : "TLS";
+    if (!config.client_ca_file.empty()) security += ", client certificates required";
+    if (!config.bearer_token.empty()) security += ", bearer token required";
+    std::printf("mini-gateway listening on %s (%s; %zu sandboxes)\n", gateway.bound_address().c_str(),
+                security.c_str(), config.sandboxes.size());
+    if (gateway.supervisor_port() != 0) {
+      std::printf("mini-gateway supervisor listener on port %u (h2c)\n", gateway.supervisor_port());
+    }
     std::fflush(stdout);
     const int sig = osh::peers::WaitForTerminationSignal();
     osh::peers::PeerLogger("mini-gateway")->info("signal {} received", sig);

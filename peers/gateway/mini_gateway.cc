@@ -70,6 +70,21 @@
 //   uses its stream: the bridge joins its thread first, and a RelayStream
 //   handler blocks until its bridge is done.
 //
+// Transport security and client authentication (protocol §4.2, §4.3, §2.3):
+// with --tls-cert/--tls-key the `listen` address serves TLS (gRPC's
+// SslServerCredentials, ALPN h2); with --client-ca it also requires and
+// verifies a client certificate during the handshake, as upstream does with
+// require_client_auth, so a client without one never gets to call anything.
+// With --bearer-token every client method except Health checks the
+// "authorization: Bearer <token>" metadata first, before reading any request
+// (upstream's router authenticates before the handler runs, §2.1 step 1):
+// missing or not Bearer -> UNAUTHENTICATED "missing authorization header",
+// wrong -> UNAUTHENTICATED "invalid token". Supervisor methods are exempt
+// (the sandbox principal is out of scope). The mini-supervisor speaks h2c
+// only, so a TLS gateway may open a second, plaintext listener
+// (--supervisor-listen); client methods that arrive on a plaintext connection
+// of a TLS gateway fail UNAUTHENTICATED, so that listener cannot bypass TLS.
+//
 // Limits and timeouts: frames are forwarded as they come (<= 64 KiB from our
 // peers, up to 1 MiB + 1 KiB accepted); per-token and per-sandbox stream caps
 // (default 3 and 20, protocol §2.8); supervisor wait 15 s; relay open and
@@ -81,7 +96,11 @@
 #include <grpc/grpc.h>
 #include <grpcpp/grpcpp.h>
 
+#include <grpc/grpc_security_constants.h>
+
+#include <algorithm>
 #include <atomic>
+#include <cctype>
 #include <condition_variable>
 #include <map>
 #include <mutex>
@@ -253,10 +272,35 @@ Status ValidateForwardInit(const v1::TcpForwardInit& init, ForwardTarget* out) {
   return Status(StatusCode::INVALID_ARGUMENT, "tcp forward target is required");
 }
 
+/// Whether the call arrived over TLS (gRPC's auth context says "ssl").
+bool IsTlsCall(const ServerContext* ctx) {
+  const auto auth = ctx->auth_context();
+  if (!auth) return false;
+  for (const auto& v : auth->FindPropertyValues(GRPC_TRANSPORT_SECURITY_TYPE_PROPERTY_NAME)) {
+    if (std::string_view(v.data(), v.size()) == GRPC_SSL_TRANSPORT_SECURITY_TYPE) return true;
+  }
+  return false;
+}
+
+/// Length-independent-time comparison, so the bearer check does not leak
+/// how many leading characters of a guess were right.
+bool ConstantTimeEquals(std::string_view a, std::string_view b) {
+  unsigned char diff = a.size() == b.size() ? 0 : 1;
+  const size_t n = std::max(a.size(), b.size());
+  for (size_t i = 0; i < n; ++i) {
+    const unsigned char x = i < a.size() ? static_cast<unsigned char>(a[i]) : 0;
+    const unsigned char y = i < b.size() ? static_cast<unsigned char>(b[i]) : 0;
+    diff |= static_cast<unsigned char>(x ^ y);
+  }
+  return diff == 0;
+}
+
 class GatewayService final : public v1::OpenShell::Service {
  public:
   GatewayService(const GatewayConfig& config, std::string advertised_host)
-      : config_(config), advertised_host_(std::move(advertised_host)) {
+      : config_(config),
+        advertised_host_(std::move(advertised_host)),
+        tls_(!config.tls_cert_file.empty()) {
     for (const auto& sb : config_.sandboxes) {
       by_id_.emplace(sb.id, sb);
       id_by_name_.emplace(sb.name, sb.id);
@@ -283,6 +327,34 @@ class GatewayService final : public v1::OpenShell::Service {
     for (auto& s : sessions) s->Cancel();
   }
 
+  /// Authorize() - the client-method check of the theory of operation:
+  /// TLS connection when the gateway serves TLS, then the bearer token.
+  /// Return: OK, or the UNAUTHENTICATED status to end the call with.
+  /// Thread: any handler thread.
+  Status Authorize(const ServerContext* ctx) const {
+    if (tls_ && !IsTlsCall(ctx)) {
+      return Status(StatusCode::UNAUTHENTICATED,
+                    "client calls must use the gateway's TLS listener");
+    }
+    if (config_.bearer_token.empty()) return Status::OK;
+    const auto& md = ctx->client_metadata();
+    const auto it = md.find("authorization");
+    if (it == md.end()) return Status(StatusCode::UNAUTHENTICATED, "missing authorization header");
+    std::string_view value(it->second.data(), it->second.size());
+    constexpr std::string_view kScheme = "bearer ";
+    if (value.size() < kScheme.size() ||
+        !std::equal(kScheme.begin(), kScheme.end(), value.begin(),
+                    [](char a, char b) { return a == std::tolower(static_cast<unsigned char>(b)); })) {
+      return Status(StatusCode::UNAUTHENTICATED, "missing authorization header");
+    }
+    value.remove_prefix(kScheme.size());
+    if (!ConstantTimeEquals(TrimAscii(value), config_.bearer_token)) {
+      Log()->info("rejected a call with an invalid bearer token from {}", ctx->peer());
+      return Status(StatusCode::UNAUTHENTICATED, "invalid token");
+    }
+    return Status::OK;
+  }
+
   // ---- unary RPCs ----
 
   Status Health(ServerContext*, const v1::HealthRequest*, v1::HealthResponse* resp) override {
@@ -291,15 +363,17 @@ class GatewayService final : public v1::OpenShell::Service {
     return Status::OK;
   }
 
-  Status ListSandboxes(ServerContext*, const v1::ListSandboxesRequest*,
+  Status ListSandboxes(ServerContext* ctx, const v1::ListSandboxesRequest*,
                        v1::ListSandboxesResponse* resp) override {
+    if (Status st = Authorize(ctx); !st.ok()) return st;
     std::lock_guard lock(mu_);
     for (const auto& sb : config_.sandboxes) FillSandboxLocked(sb, resp->add_sandboxes());
     return Status::OK;
   }
 
-  Status GetSandbox(ServerContext*, const v1::GetSandboxRequest* req,
+  Status GetSandbox(ServerContext* ctx, const v1::GetSandboxRequest* req,
                     v1::SandboxResponse* resp) override {
+    if (Status st = Authorize(ctx); !st.ok()) return st;
     std::lock_guard lock(mu_);
     const auto it = id_by_name_.find(req->name());
     if (it == id_by_name_.end()) return Status(StatusCode::NOT_FOUND, "sandbox not found");
@@ -307,8 +381,9 @@ class GatewayService final : public v1::OpenShell::Service {
     return Status::OK;
   }
 
-  Status CreateSshSession(ServerContext*, const v1::CreateSshSessionRequest* req,
+  Status CreateSshSession(ServerContext* ctx, const v1::CreateSshSessionRequest* req,
                           v1::CreateSshSessionResponse* resp) override {
+    if (Status st = Authorize(ctx); !st.ok()) return st;
     if (req->sandbox_id().empty()) {
       return Status(StatusCode::INVALID_ARGUMENT, "sandbox_id is required");
     }
@@ -330,14 +405,15 @@ class GatewayService final : public v1::OpenShell::Service {
     resp->set_token(token);
     resp->set_gateway_host(advertised_host_);
     resp->set_gateway_port(port_);
-    resp->set_gateway_scheme("http");
+    resp->set_gateway_scheme(tls_ ? "https" : "http");
     resp->set_expires_at_ms(record.expires_at_ms);
     Log()->debug("ssh session token minted for sandbox {}", req->sandbox_id());
     return Status::OK;
   }
 
-  Status RevokeSshSession(ServerContext*, const v1::RevokeSshSessionRequest* req,
+  Status RevokeSshSession(ServerContext* ctx, const v1::RevokeSshSessionRequest* req,
                           v1::RevokeSshSessionResponse* resp) override {
+    if (Status st = Authorize(ctx); !st.ok()) return st;
     std::lock_guard lock(mu_);
     const auto it = tokens_.find(req->token());
     const bool revoked = it != tokens_.end() && !it->second.revoked;
@@ -349,6 +425,7 @@ class GatewayService final : public v1::OpenShell::Service {
   // ---- ForwardTcp (protocol §2) ----
 
   Status ForwardTcp(ServerContext* ctx, ForwardStream* stream) override {
+    if (Status st = Authorize(ctx); !st.ok()) return st;
     v1::TcpForwardFrame first;
     if (!stream->Read(&first)) {
       return Status(StatusCode::INVALID_ARGUMENT, "empty ForwardTcp stream");
@@ -798,6 +875,7 @@ class GatewayService final : public v1::OpenShell::Service {
 
   const GatewayConfig config_;
   const std::string advertised_host_;
+  const bool tls_;  // `listen` serves TLS
   std::atomic<uint16_t> port_{0};
   std::map<std::string, SandboxDecl> by_id_;        // immutable after construction
   std::map<std::string, std::string> id_by_name_;   // immutable after construction
@@ -822,10 +900,16 @@ class MiniGateway::Impl {
     std::lock_guard lock(mu_);
     if (server_ || stopped_) throw std::runtime_error("mini-gateway already started");
     const HostPort listen = ParseHostPort(config_.listen).value();
+    auto listen_creds = MakeListenCredentials();  // reads the PEM files; may throw
     service_ = std::make_unique<GatewayService>(config_, listen.host);
     int selected_port = 0;
+    int supervisor_port = 0;
     grpc::ServerBuilder builder;
-    builder.AddListeningPort(config_.listen, grpc::InsecureServerCredentials(), &selected_port);
+    builder.AddListeningPort(config_.listen, listen_creds, &selected_port);
+    if (!config_.supervisor_listen.empty()) {
+      builder.AddListeningPort(config_.supervisor_listen, grpc::InsecureServerCredentials(),
+                               &supervisor_port);
+    }
     builder.RegisterService(service_.get());
     builder.SetMaxReceiveMessageSize(kMaxReceiveMessageBytes);
     builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
@@ -836,12 +920,16 @@ class MiniGateway::Impl {
     builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 20000);
     builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
     server_ = builder.BuildAndStart();
-    if (!server_ || selected_port == 0) {
+    if (!server_ || selected_port == 0 || (!config_.supervisor_listen.empty() && supervisor_port == 0)) {
       server_.reset();
       service_.reset();
-      throw std::runtime_error("mini-gateway cannot listen on " + config_.listen);
+      throw std::runtime_error("mini-gateway cannot listen on " + config_.listen +
+                               (config_.supervisor_listen.empty()
+                                    ? std::string()
+                                    : " and " + config_.supervisor_listen));
     }
     port_ = static_cast<uint16_t>(selected_port);
+    supervisor_port_ = static_cast<uint16_t>(supervisor_port);
     service_->set_port(port_);
     bound_ = FormatHostPort(listen.host, port_);
   }
@@ -856,9 +944,28 @@ class MiniGateway::Impl {
     return bound_;
   }
 
+  uint16_t supervisor_port() const {
+    std::lock_guard lock(mu_);
+    return supervisor_port_;
+  }
+
   bool IsSupervisorConnected(const std::string& sandbox_id) const {
     std::lock_guard lock(mu_);
     return service_ && service_->IsSupervisorConnected(sandbox_id);
+  }
+
+  /// Credentials of the `listen` address: TLS (and mTLS) or plaintext.
+  /// @throws std::invalid_argument if a PEM file cannot be read.
+  std::shared_ptr<grpc::ServerCredentials> MakeListenCredentials() const {
+    if (config_.tls_cert_file.empty()) return grpc::InsecureServerCredentials();
+    grpc::SslServerCredentialsOptions opts(GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
+    opts.pem_key_cert_pairs.push_back({ReadPemFile(config_.tls_key_file, "--tls-key"),
+                                       ReadPemFile(config_.tls_cert_file, "--tls-cert")});
+    if (!config_.client_ca_file.empty()) {
+      opts.pem_root_certs = ReadPemFile(config_.client_ca_file, "--client-ca");
+      opts.client_certificate_request = GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
+    }
+    return grpc::SslServerCredentials(opts);
   }
 
   void Shutdown(std::chrono::milliseconds grace) {
@@ -879,6 +986,7 @@ class MiniGateway::Impl {
   std::unique_ptr<grpc::Server> server_;
   bool stopped_ = false;
   uint16_t port_ = 0;
+  uint16_t supervisor_port_ = 0;
   std::string bound_;
 };
 
@@ -891,6 +999,7 @@ MiniGateway::~MiniGateway() { Shutdown(std::chrono::milliseconds(0)); }
 
 void MiniGateway::Start() { impl_->Start(); }
 uint16_t MiniGateway::port() const { return impl_->port(); }
+uint16_t MiniGateway::supervisor_port() const { return impl_->supervisor_port(); }
 std::string MiniGateway::bound_address() const { return impl_->bound_address(); }
 bool MiniGateway::IsSupervisorConnected(const std::string& sandbox_id) const {
   return impl_->IsSupervisorConnected(sandbox_id);

@@ -12,8 +12,8 @@
 
 namespace osh::peers {
 
-/// A running (or startable) mini-gateway gRPC server (plaintext h2c, sync API,
-/// one thread per stream). See mini_gateway.cc for the theory of operation
+/// A running (or startable) mini-gateway gRPC server (h2c, or TLS with
+/// optional mTLS and a bearer token; sync API, one thread per stream). See mini_gateway.cc for the theory of operation
 /// and peers/README.md for the two deliberate differences from upstream.
 ///
 /// Lifecycle: construct, Start(), ... , Shutdown() (the destructor shuts down
@@ -28,14 +28,18 @@ class MiniGateway {
   MiniGateway(const MiniGateway&) = delete;
   MiniGateway& operator=(const MiniGateway&) = delete;
 
-  /// Start() - binds config.listen and starts serving. With port 0 the
-  /// kernel picks a free port; read it with port().
-  /// @throws std::runtime_error if the address cannot be bound, or Start()
-  /// was already called. Thread: any; returns once the server accepts calls.
+  /// Start() - binds config.listen (and config.supervisor_listen) and starts
+  /// serving. With port 0 the kernel picks a free port; read it with port().
+  /// @throws std::runtime_error if an address cannot be bound, or Start()
+  /// was already called; std::invalid_argument if a TLS file cannot be read. Thread: any; returns once the server accepts calls.
   void Start();
 
   /// port() - the bound TCP port (valid after Start(), else 0).
   uint16_t port() const;
+
+  /// supervisor_port() - the bound port of config.supervisor_listen (valid
+  /// after Start(); 0 when there is no supervisor listener).
+  uint16_t supervisor_port() const;
 
   /// bound_address() - "HOST:PORT" with the listen host and the bound port,
   /// e.g. "127.0.0.1:40123" or "[::]:17670" (empty before Start()).

@@ -1,0 +1,897 @@
+// Gateway configuration and authentication (issue 4.1, protocol §4.1-§4.3):
+//  - cli/gateway_config: resolution order, the metadata / token / bundle
+//    rules and one clear ConfigError line per malformed file, against config
+//    trees in a temp dir (never the real user's or system's config);
+//  - relay/GatewayClient against an in-process mini-gateway on 127.0.0.1:0
+//    with TLS, mTLS and a bearer token, certificates made by the openssl CLI
+//    (make_test_pki.sh): what works, and describe_failure()'s line for what
+//    does not; a ForwardTcp stream carries the bearer too.
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <sstream>
+#include <thread>
+
+#include "cli/gateway_config.h"
+#include "peers/gateway/gateway_config.h"
+#include "peers/gateway/mini_gateway.h"
+#include "peers/supervisor/mini_supervisor.h"
+#include "relay/forward.h"
+#include "relay/gateway_client.h"
+
+namespace osh {
+namespace {
+
+namespace fs = std::filesystem;
+using cli::ConfigError;
+using cli::GatewayFlags;
+using cli::resolve_gateway_config;
+using namespace std::chrono_literals;
+
+constexpr int kUnauthenticated = 16;
+
+/// A temp directory removed with everything in it.
+class TempDir {
+ public:
+  TempDir() {
+    char tmpl[] = "/tmp/osh-auth-test.XXXXXX";
+    const char* p = ::mkdtemp(tmpl);
+    if (!p) throw std::runtime_error("mkdtemp failed");
+    path_ = p;
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path_, ec);
+  }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+void write_file(const fs::path& path, const std::string& text) {
+  fs::create_directories(path.parent_path());
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out << text;
+  ASSERT_TRUE(out.good()) << path;
+}
+
+std::string read_file(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+/// "what() of the ConfigError that fn throws", or "" if it throws none.
+template <typename Fn>
+std::string config_error(Fn&& fn) {
+  try {
+    fn();
+  } catch (const ConfigError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+bool contains(const std::string& text, const std::string& what) {
+  return text.find(what) != std::string::npos;
+}
+
+const char kCert[] = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+const char kKey[] = "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n";
+
+// ------------------------------------------------------------------------
+// Resolution (files only)
+// ------------------------------------------------------------------------
+
+class GatewayConfigTest : public ::testing::Test {
+ protected:
+  std::string user() const { return tmp_.path() + "/user/openshell"; }
+  std::string sys() const { return tmp_.path() + "/etc/openshell"; }
+
+  GatewayFlags flags() const {
+    GatewayFlags f;
+    f.config_dir = user();
+    f.system_dir = sys();
+    return f;
+  }
+  void metadata(const std::string& root, const std::string& name, const std::string& json) {
+    write_file(fs::path(root) / "gateways" / name / "metadata.json", json);
+  }
+  void simple(const std::string& root, const std::string& name, const std::string& endpoint,
+              const std::string& extra = "") {
+    metadata(root, name,
+             R"({"name":")" + name + R"(","gateway_endpoint":")" + endpoint +
+                 R"(","is_remote":false,"gateway_port":17670)" + extra + "}");
+  }
+  void active(const std::string& root, const std::string& name) {
+    write_file(fs::path(root) / "active_gateway", name + "\n");
+  }
+  void bundle(const std::string& name, bool ca, bool cert, bool key) {
+    const fs::path d = fs::path(user()) / "gateways" / name / "mtls";
+    fs::create_directories(d);
+    if (ca) write_file(d / "ca.crt", kCert);
+    if (cert) write_file(d / "tls.crt", kCert);
+    if (key) write_file(d / "tls.key", kKey);
+  }
+  void token(const std::string& name, const std::string& json) {
+    write_file(fs::path(user()) / "gateways" / name / "oidc_token.json", json);
+  }
+  std::string file(const std::string& root, const std::string& name, const std::string& leaf) {
+    return (fs::path(root) / "gateways" / name / leaf).string();
+  }
+
+  TempDir tmp_;
+};
+
+TEST_F(GatewayConfigTest, EndpointFlagWinsOverEverything) {
+  simple(user(), "alpha", "https://alpha.example:443");
+  active(user(), "alpha");
+  GatewayFlags f = flags();
+  f.endpoint = "http://127.0.0.1:9999";
+  auto r = resolve_gateway_config(f);
+  EXPECT_EQ(r.options.endpoint.to_string(), "http://127.0.0.1:9999");
+  EXPECT_EQ(r.source, "--gateway-endpoint/OPENSHELL_GATEWAY_ENDPOINT");
+  EXPECT_EQ(r.name, "");  // no stored gateway has this endpoint
+  EXPECT_EQ(r.options.workspace, "default");
+}
+
+TEST_F(GatewayConfigTest, EndpointFindsItsGatewayByMetadata) {
+  simple(user(), "beta", "https://gw.example:8443/");
+  simple(user(), "alpha", "https://other.example:8443");
+  bundle("beta", true, true, true);
+  GatewayFlags f = flags();
+  f.endpoint = "https://GW.example:8443";
+  auto r = resolve_gateway_config(f);
+  EXPECT_EQ(r.name, "beta");
+  EXPECT_EQ(r.metadata_file, file(user(), "beta", "metadata.json"));
+  EXPECT_EQ(r.options.client_cert_source, file(user(), "beta", "mtls/tls.crt"));
+  EXPECT_EQ(r.options.ca_pem, kCert);
+  EXPECT_EQ(r.options.client_key_pem, kKey);
+}
+
+TEST_F(GatewayConfigTest, EndpointWithNameUsesThatNamesCredentials) {
+  simple(user(), "beta", "https://gw.example:8443");
+  bundle("gamma", true, false, false);
+  GatewayFlags f = flags();
+  f.endpoint = "https://gw.example:8443";
+  f.name = "gamma";  // no metadata needed (upstream trusts the name)
+  auto r = resolve_gateway_config(f);
+  EXPECT_EQ(r.name, "gamma");
+  EXPECT_EQ(r.metadata_file, "");
+  EXPECT_EQ(r.options.ca_source, file(user(), "gamma", "mtls/ca.crt"));
+  EXPECT_TRUE(r.options.client_cert_pem.empty());
+}
+
+TEST_F(GatewayConfigTest, NameFlagBeatsActiveGateway) {
+  simple(user(), "alpha", "http://192.0.2.1:1");
+  simple(user(), "beta", "http://192.0.2.2:2");
+  active(user(), "alpha");
+  GatewayFlags f = flags();
+  f.name = "beta";
+  auto r = resolve_gateway_config(f);
+  EXPECT_EQ(r.name, "beta");
+  EXPECT_EQ(r.options.endpoint.to_string(), "http://192.0.2.2:2");
+  EXPECT_EQ(r.source, "-g/OPENSHELL_GATEWAY");
+}
+
+TEST_F(GatewayConfigTest, UserActiveGatewayBeatsSystemOne) {
+  simple(user(), "alpha", "http://192.0.2.1:1");
+  simple(sys(), "sysgw", "http://192.0.2.9:9");
+  active(user(), "alpha");
+  active(sys(), "sysgw");
+  auto r = resolve_gateway_config(flags());
+  EXPECT_EQ(r.name, "alpha");
+  EXPECT_EQ(r.source, user() + "/active_gateway");
+}
+
+TEST_F(GatewayConfigTest, SystemActiveGatewayAndMetadataAreTheFallback) {
+  simple(sys(), "sysgw", "http://192.0.2.9:9");
+  active(sys(), "sysgw");
+  auto r = resolve_gateway_config(flags());
+  EXPECT_EQ(r.name, "sysgw");
+  EXPECT_EQ(r.source, sys() + "/active_gateway");
+  EXPECT_EQ(r.metadata_file, file(sys(), "sysgw", "metadata.json"));
+}
+
+TEST_F(GatewayConfigTest, UserMetadataShadowsSystemMetadata) {
+  simple(sys(), "g", "http://192.0.2.9:9");
+  simple(user(), "g", "http://192.0.2.1:1");
+  active(sys(), "g");
+  auto r = resolve_gateway_config(flags());
+  EXPECT_EQ(r.options.endpoint.to_string(), "http://192.0.2.1:1");
+}
+
+TEST_F(GatewayConfigTest, BlankActiveGatewayFileIsIgnored) {
+  write_file(fs::path(user()) / "active_gateway", "  \n");
+  simple(sys(), "sysgw", "http://192.0.2.9:9");
+  active(sys(), "sysgw");
+  EXPECT_EQ(resolve_gateway_config(flags()).name, "sysgw");
+}
+
+TEST_F(GatewayConfigTest, NothingConfiguredIsOneClearLine) {
+  const std::string e = config_error([&] { resolve_gateway_config(flags()); });
+  EXPECT_EQ(e,
+            "no gateway configured: pass --gateway-endpoint URL or -g NAME (or set "
+            "OPENSHELL_GATEWAY_ENDPOINT / OPENSHELL_GATEWAY), or select one with `openshell "
+            "gateway select` (no " +
+                user() + "/active_gateway or " + sys() + "/active_gateway)");
+}
+
+TEST_F(GatewayConfigTest, UnknownGatewayNamesBothPlaces) {
+  GatewayFlags f = flags();
+  f.name = "nope";
+  EXPECT_EQ(config_error([&] { resolve_gateway_config(f); }),
+            "unknown gateway 'nope' (from -g/OPENSHELL_GATEWAY): no " +
+                file(user(), "nope", "metadata.json") + " or " + file(sys(), "nope", "metadata.json") +
+                " (register it with `openshell gateway add`)");
+}
+
+TEST_F(GatewayConfigTest, MalformedFilesAreOneLineEach) {
+  const std::string meta = file(user(), "g", "metadata.json");
+  struct Case {
+    std::string metadata;
+    std::string want;
+  } cases[] = {
+      {"{not json", meta + ": invalid JSON: parse error at line 1, column 3: syntax error"},
+      {"[1,2]", meta + ": expected a JSON object"},
+      {R"({"name":"g"})", meta + ": \"gateway_endpoint\" is missing"},
+      {R"({"gateway_endpoint":17670})", meta + ": \"gateway_endpoint\" must be a string"},
+      {R"({"gateway_endpoint":"ftp://x:1"})",
+       meta + ": \"gateway_endpoint\": invalid gateway endpoint 'ftp://x:1': must start with "
+              "http:// or https://"},
+      {R"({"gateway_endpoint":"http://x:1","auth_mode":5})", meta + ": \"auth_mode\" must be a string"},
+      {R"({"gateway_endpoint":"http://x:1","auth_mode":"kerberos"})",
+       meta + ": unknown auth_mode \"kerberos\" (expected mtls, plaintext, oidc or cloudflare_jwt)"},
+      {R"({"gateway_endpoint":"http://x:1","auth_mode":"cloudflare_jwt"})",
+       "gateway 'g' uses edge authentication (auth_mode \"cloudflare_jwt\" in " + meta +
+           "), which openshell-tunnel does not support"},
+      {R"({"gateway_endpoint":"http://x:1","name":"../up"})", meta + ": invalid gateway name '../up'"},
+  };
+  active(user(), "g");
+  for (const auto& c : cases) {
+    metadata(user(), "g", c.metadata);
+    const std::string e = config_error([&] { resolve_gateway_config(flags()); });
+    EXPECT_TRUE(e.starts_with(c.want)) << "metadata: " << c.metadata << "\n got: " << e;
+    EXPECT_EQ(e.find('\n'), std::string::npos) << e;
+  }
+}
+
+TEST_F(GatewayConfigTest, BadActiveGatewayName) {
+  write_file(fs::path(user()) / "active_gateway", "../../etc\n");
+  EXPECT_EQ(config_error([&] { resolve_gateway_config(flags()); }),
+            user() + "/active_gateway: invalid gateway name '../../etc'");
+}
+
+TEST_F(GatewayConfigTest, UnreadableMetadataIsAnError) {
+  fs::create_directories(fs::path(file(user(), "g", "metadata.json")));  // a directory
+  active(user(), "g");
+  EXPECT_EQ(config_error([&] { resolve_gateway_config(flags()); }),
+            "cannot read " + file(user(), "g", "metadata.json") + ": Is a directory");
+}
+
+TEST_F(GatewayConfigTest, OidcTokenIsTheBearer) {
+  simple(user(), "o", "https://gw.example:443", R"(,"auth_mode":"oidc")");
+  token("o", R"({"access_token":"eyJ.abc.def","refresh_token":"r","expires_at":4102444800,)"
+             R"("issuer":"https://idp","client_id":"cli"})");
+  GatewayFlags f = flags();
+  f.name = "o";
+  auto r = resolve_gateway_config(f);
+  EXPECT_EQ(r.options.bearer_token, "eyJ.abc.def");
+  EXPECT_EQ(r.options.token_source, file(user(), "o", "oidc_token.json"));
+  EXPECT_TRUE(r.warnings.empty());
+  EXPECT_EQ(r.auth_mode, "oidc");
+}
+
+TEST_F(GatewayConfigTest, ExpiredOidcTokenIsUsedWithAWarning) {
+  simple(user(), "o", "http://gw.example:80", R"(,"auth_mode":"oidc")");
+  token("o", R"({"access_token":"old","expires_at":1000,"issuer":"i","client_id":"c"})");
+  GatewayFlags f = flags();
+  f.name = "o";
+  auto r = resolve_gateway_config(f);
+  EXPECT_EQ(r.options.bearer_token, "old");
+  ASSERT_EQ(r.warnings.size(), 1u);
+  EXPECT_EQ(r.warnings[0], "the OIDC access token in " + file(user(), "o", "oidc_token.json") +
+                               " expired at 1970-01-01T00:16:40Z; using it anyway (openshell-tunnel "
+                               "does not refresh tokens: run `openshell gateway login o`)");
+  // Within upstream's 30 s refresh window: "expires at".
+  const auto now = std::chrono::system_clock::time_point(std::chrono::seconds(990));
+  auto soon = resolve_gateway_config(f, now);
+  ASSERT_EQ(soon.warnings.size(), 1u);
+  EXPECT_TRUE(contains(soon.warnings[0], " expires at 1970-01-01T00:16:40Z")) << soon.warnings[0];
+}
+
+TEST_F(GatewayConfigTest, MalformedOidcTokenFiles) {
+  simple(user(), "o", "http://gw.example:80", R"(,"auth_mode":"oidc")");
+  GatewayFlags f = flags();
+  f.name = "o";
+  const std::string tok = file(user(), "o", "oidc_token.json");
+  EXPECT_EQ(config_error([&] { resolve_gateway_config(f); }),
+            "gateway 'o' uses OIDC (auth_mode \"oidc\" in " + file(user(), "o", "metadata.json") +
+                ") but " + tok + " does not exist: run `openshell gateway login o`");
+  struct Case {
+    std::string json, want;
+  } cases[] = {
+      {"{", tok + ": invalid JSON: "},
+      {"\"t\"", tok + ": expected a JSON object"},
+      {R"({"issuer":"i"})", tok + ": \"access_token\" is missing or empty"},
+      {R"({"access_token":""})", tok + ": \"access_token\" is missing or empty"},
+      {R"({"access_token":42})", tok + ": \"access_token\" must be a string"},
+      {R"({"access_token":"a b"})", tok + ": \"access_token\" contains spaces or control characters"},
+      {R"({"access_token":"t","expires_at":"tomorrow"})",
+       tok + ": \"expires_at\" must be a Unix time in seconds (an integer)"},
+      {R"({"access_token":"t","expires_at":-5})",
+       tok + ": \"expires_at\" must be a Unix time in seconds (an integer)"},
+  };
+  for (const auto& c : cases) {
+    token("o", c.json);
+    const std::string e = config_error([&] { resolve_gateway_config(f); });
+    EXPECT_TRUE(e.starts_with(c.want)) << "token: " << c.json << "\n got: " << e;
+  }
+}
+
+TEST_F(GatewayConfigTest, BundleDirectoryFallbackNames) {
+  // No gateway name: OPENSHELL_GATEWAY (= the name flag), else the URL host,
+  // 127.0.0.1 and localhost meaning "openshell" (protocol §4.2).
+  GatewayFlags f = flags();
+  f.endpoint = "https://127.0.0.1:17670";
+  EXPECT_EQ(resolve_gateway_config(f).mtls_dir, user() + "/gateways/openshell/mtls");
+  f.endpoint = "https://LocalHost:17670";
+  EXPECT_EQ(resolve_gateway_config(f).mtls_dir, user() + "/gateways/openshell/mtls");
+  f.endpoint = "https://gw.example:17670";
+  EXPECT_EQ(resolve_gateway_config(f).mtls_dir, user() + "/gateways/gw.example/mtls");
+  f.endpoint = "https://[fd00::1]:17670";
+  EXPECT_EQ(resolve_gateway_config(f).mtls_dir, user() + "/gateways/fd00__1/mtls");
+  f.name = "my gw";
+  EXPECT_EQ(resolve_gateway_config(f).mtls_dir, user() + "/gateways/my_gw/mtls");
+  EXPECT_EQ(cli::sanitize_gateway_name("a/b:c d.e-f_g"), "a_b_c_d.e-f_g");
+}
+
+TEST_F(GatewayConfigTest, BundleRules) {
+  simple(user(), "m", "https://gw.example:443", R"(,"auth_mode":"mtls")");
+  GatewayFlags f = flags();
+  f.name = "m";
+  // No bundle: system roots, no client certificate.
+  auto none = resolve_gateway_config(f);
+  EXPECT_TRUE(none.options.ca_pem.empty());
+  EXPECT_TRUE(none.options.client_cert_pem.empty());
+  // CA only.
+  bundle("m", true, false, false);
+  auto ca_only = resolve_gateway_config(f);
+  EXPECT_EQ(ca_only.options.ca_pem, kCert);
+  EXPECT_TRUE(ca_only.options.client_cert_pem.empty());
+  // Certificate without key.
+  bundle("m", true, true, false);
+  const std::string dir = file(user(), "m", "mtls");
+  EXPECT_EQ(config_error([&] { resolve_gateway_config(f); }),
+            dir + ": tls.crt is there but tls.key is missing (a client certificate needs both)");
+  // Not PEM.
+  write_file(fs::path(dir) / "tls.key", "hello");
+  EXPECT_EQ(config_error([&] { resolve_gateway_config(f); }),
+            dir + "/tls.key: not a PEM private key (no -----BEGIN ... PRIVATE KEY----- line)");
+  write_file(fs::path(dir) / "ca.crt", "{}");
+  EXPECT_EQ(config_error([&] { resolve_gateway_config(f); }),
+            dir + "/ca.crt: not a PEM certificate (no -----BEGIN CERTIFICATE----- line)");
+  // Complete.
+  bundle("m", true, true, true);
+  auto full = resolve_gateway_config(f);
+  EXPECT_EQ(full.options.client_cert_pem, kCert);
+  EXPECT_EQ(full.options.client_key_pem, kKey);
+  EXPECT_EQ(full.summary(), "gateway m https://gw.example:443 (from -g/OPENSHELL_GATEWAY): mTLS (" +
+                                dir + "/tls.crt) with CA " + dir + "/ca.crt");
+  // http endpoints never read the bundle.
+  simple(user(), "m", "http://gw.example:80");
+  write_file(fs::path(dir) / "ca.crt", "{}");
+  EXPECT_EQ(resolve_gateway_config(f).mtls_dir, "");
+}
+
+TEST_F(GatewayConfigTest, OidcIgnoresAnIncompleteBundlesClientPair) {
+  simple(user(), "o", "https://gw.example:443", R"(,"auth_mode":"oidc")");
+  token("o", R"({"access_token":"t"})");
+  bundle("o", true, true, false);
+  GatewayFlags f = flags();
+  f.name = "o";
+  auto r = resolve_gateway_config(f);
+  EXPECT_EQ(r.options.ca_pem, kCert);
+  EXPECT_TRUE(r.options.client_cert_pem.empty());
+  EXPECT_EQ(r.options.bearer_token, "t");
+}
+
+TEST_F(GatewayConfigTest, InsecureSkipsTheBundleAndWarns) {
+  bundle("openshell", true, true, true);
+  GatewayFlags f = flags();
+  f.endpoint = "https://127.0.0.1:17670";
+  f.insecure = true;
+  auto r = resolve_gateway_config(f);
+  EXPECT_TRUE(r.options.insecure_tls);
+  EXPECT_TRUE(r.options.client_cert_pem.empty());
+  ASSERT_EQ(r.warnings.size(), 1u);
+  EXPECT_TRUE(contains(r.warnings[0], "TLS certificate verification is disabled"));
+}
+
+TEST_F(GatewayConfigTest, WorkspacePassesThrough) {
+  GatewayFlags f = flags();
+  f.endpoint = "http://127.0.0.1:1";
+  f.workspace = "team-a";
+  EXPECT_EQ(resolve_gateway_config(f).options.workspace, "team-a");
+}
+
+TEST(GatewayEnv, ReadsTheUpstreamVariables) {
+  std::map<std::string, std::string> env = {
+      {"OPENSHELL_GATEWAY_ENDPOINT", "https://gw:1"}, {"OPENSHELL_GATEWAY", " prod "},
+      {"OPENSHELL_WORKSPACE", "ws"},                  {"OPENSHELL_GATEWAY_INSECURE", "TRUE"},
+      {"XDG_CONFIG_HOME", "/x/cfg"},                  {"HOME", "/home/u"},
+      {"OPENSHELL_SYSTEM_GATEWAY_DIR", "/opt/osh"}};
+  auto lookup = [&](const std::string& k) -> std::optional<std::string> {
+    auto it = env.find(k);
+    if (it == env.end()) return std::nullopt;
+    return it->second;
+  };
+  GatewayFlags f;
+  cli::load_gateway_env(f, lookup);
+  EXPECT_EQ(f.endpoint, "https://gw:1");
+  EXPECT_EQ(f.name, "prod");
+  EXPECT_EQ(f.workspace, "ws");
+  EXPECT_TRUE(f.insecure);
+  EXPECT_EQ(f.config_dir, "/x/cfg/openshell");
+  EXPECT_EQ(f.system_dir, "/opt/osh");
+  EXPECT_TRUE(f.env_warnings.empty());
+
+  env.erase("XDG_CONFIG_HOME");
+  env["OPENSHELL_GATEWAY"] = "   ";  // blank: ignored, as upstream
+  env["OPENSHELL_SYSTEM_GATEWAY_DIR"] = "rel/dir";
+  env["OPENSHELL_GATEWAY_INSECURE"] = "off";
+  GatewayFlags g;
+  cli::load_gateway_env(g, lookup);
+  EXPECT_EQ(g.name, "");
+  EXPECT_EQ(g.config_dir, "/home/u/.config/openshell");
+  EXPECT_EQ(g.system_dir, "/etc/openshell");
+  EXPECT_FALSE(g.insecure);
+  ASSERT_EQ(g.env_warnings.size(), 1u);
+  EXPECT_EQ(g.env_warnings[0], "ignoring relative OPENSHELL_SYSTEM_GATEWAY_DIR 'rel/dir'");
+
+  env["OPENSHELL_GATEWAY_INSECURE"] = "maybe";
+  GatewayFlags h;
+  cli::load_gateway_env(h, lookup);
+  h.endpoint = "http://127.0.0.1:1";
+  EXPECT_EQ(config_error([&] { resolve_gateway_config(h); }),
+            "OPENSHELL_GATEWAY_INSECURE='maybe' is not a boolean (use true or false)");
+}
+
+// ------------------------------------------------------------------------
+// The mini-gateway's TLS / auth configuration
+// ------------------------------------------------------------------------
+
+TEST(MiniGatewayAuthConfig, JsonKeysAndValidation) {
+  peers::GatewayConfig c;
+  peers::ApplyGatewayConfigJson(
+      R"({"tls_cert":"/c.pem","tls_key":"/k.pem","client_ca":"/ca.pem","bearer_token":"t0k",)"
+      R"("supervisor_listen":"198.51.100.1:17670"})",
+      c);
+  EXPECT_EQ(c.tls_cert_file, "/c.pem");
+  EXPECT_EQ(c.tls_key_file, "/k.pem");
+  EXPECT_EQ(c.client_ca_file, "/ca.pem");
+  EXPECT_EQ(c.bearer_token, "t0k");
+  EXPECT_EQ(c.supervisor_listen, "198.51.100.1:17670");
+  EXPECT_NO_THROW(peers::ValidateGatewayConfig(c));
+
+  auto invalid = [](const std::function<void(peers::GatewayConfig&)>& tweak) -> std::string {
+    peers::GatewayConfig bad;
+    tweak(bad);
+    try {
+      peers::ValidateGatewayConfig(bad);
+    } catch (const std::invalid_argument& e) {
+      return e.what();
+    }
+    return "";
+  };
+  EXPECT_EQ(invalid([](auto& b) { b.tls_cert_file = "/c.pem"; }),
+            "--tls-cert and --tls-key must be given together");
+  EXPECT_EQ(invalid([](auto& b) { b.client_ca_file = "/ca.pem"; }),
+            "--client-ca needs TLS: give --tls-cert and --tls-key too");
+  EXPECT_EQ(invalid([](auto& b) { b.bearer_token = "a b"; }),
+            "--bearer-token must be visible ASCII (no spaces or control characters)");
+  EXPECT_EQ(invalid([](auto& b) { b.supervisor_listen = "nope"; }),
+            "supervisor listen address 'nope' must be HOST:PORT");
+}
+
+TEST(MiniGatewayAuthConfig, UnreadableCertificateFailsStart) {
+  TempDir tmp;
+  write_file(fs::path(tmp.path()) / "key.pem", "not pem");
+  peers::GatewayConfig c;
+  c.listen = "127.0.0.1:0";
+  c.tls_cert_file = tmp.path() + "/missing.pem";
+  c.tls_key_file = tmp.path() + "/key.pem";
+  peers::MiniGateway gw(c);
+  try {
+    gw.Start();
+    FAIL() << "Start() accepted a missing certificate";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_EQ(std::string(e.what()),
+              "--tls-key '" + tmp.path() + "/key.pem': no PEM block (-----BEGIN ...) found");
+  }
+}
+
+// ------------------------------------------------------------------------
+// Live: GatewayClient <-> mini-gateway with TLS / mTLS / bearer
+// ------------------------------------------------------------------------
+
+const char kDemoId[] = "8b1f0c8e-5a3d-4c1e-9f6a-2d7e4b9c0a11";
+const char kBearer[] = "s3cret-Token.42";
+
+class AuthLiveTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    pki_ = new TempDir();
+    const std::string cmd =
+        std::string("bash '") + OSH_TEST_PKI_SCRIPT + "' '" + pki_->path() + "' >/dev/null";
+    ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  }
+  static void TearDownTestSuite() {
+    delete pki_;
+    pki_ = nullptr;
+  }
+  static std::string pki(const std::string& leaf) { return pki_->path() + "/" + leaf; }
+  static std::string pem(const std::string& leaf) { return read_file(pki(leaf)); }
+
+  /// Starts the mini-gateway; TLS when @tls, client CA when @mtls, and the
+  /// bearer token when @bearer. Supervisors use the plaintext listener.
+  void StartGateway(bool tls, bool mtls, bool bearer) {
+    peers::GatewayConfig c;
+    c.listen = "127.0.0.1:0";
+    c.supervisor_listen = "127.0.0.1:0";
+    c.sandboxes = {{"demo", kDemoId}};
+    c.supervisor_wait = 2s;
+    if (tls) {
+      c.tls_cert_file = pki("server.crt");
+      c.tls_key_file = pki("server.key");
+    }
+    if (mtls) c.client_ca_file = pki("ca.crt");
+    if (bearer) c.bearer_token = kBearer;
+    gateway_ = std::make_unique<peers::MiniGateway>(c);
+    gateway_->Start();
+    tls_ = tls;
+  }
+
+  relay::GatewayOptions Options() const {
+    relay::GatewayOptions o;
+    std::string err;
+    o.endpoint = *relay::parse_endpoint(
+        std::string(tls_ ? "https" : "http") + "://127.0.0.1:" + std::to_string(gateway_->port()), &err);
+    o.rpc_timeout = 5s;
+    return o;
+  }
+
+  static relay::GatewayOptions WithCa(relay::GatewayOptions o, const std::string& ca = "ca.crt") {
+    o.ca_pem = pem(ca);
+    o.ca_source = pki(ca);
+    return o;
+  }
+  static relay::GatewayOptions WithClient(relay::GatewayOptions o,
+                                          const std::string& who = "client") {
+    o.client_cert_pem = pem(who + ".crt");
+    o.client_key_pem = pem(who + ".key");
+    o.client_cert_source = pki(who + ".crt");
+    return o;
+  }
+
+  /// Health and ListSandboxes; "" when both work, else describe_failure().
+  static std::string Check(const relay::GatewayOptions& o) {
+    relay::GatewayClient gw(o);
+    std::string version;
+    relay::CallStatus s = gw.health(&version);
+    if (s.ok()) {
+      std::vector<relay::SandboxInfo> list;
+      s = gw.list_sandboxes(&list);
+      if (s.ok() && (list.size() != 1 || list[0].id != kDemoId)) return "wrong sandbox list";
+    }
+    return s.ok() ? "" : relay::describe_failure(s, o);
+  }
+
+  static TempDir* pki_;
+  std::unique_ptr<peers::MiniGateway> gateway_;
+  bool tls_ = false;
+};
+
+TempDir* AuthLiveTest::pki_ = nullptr;
+
+TEST_F(AuthLiveTest, TlsWithTheRightCa) {
+  StartGateway(true, false, false);
+  EXPECT_EQ(Check(WithCa(Options())), "");
+  // The DNS SAN works through the server-name override too.
+  auto o = WithCa(Options());
+  o.tls_server_name = "gateway.osh.test";
+  EXPECT_EQ(Check(o), "");
+}
+
+TEST_F(AuthLiveTest, TlsOverIpv6LoopbackChecksTheIpSan) {
+  peers::GatewayConfig c;
+  c.listen = "[::1]:0";
+  c.sandboxes = {{"demo", kDemoId}};
+  c.tls_cert_file = pki("server.crt");
+  c.tls_key_file = pki("server.key");
+  gateway_ = std::make_unique<peers::MiniGateway>(c);
+  gateway_->Start();
+  std::string err;
+  auto o = WithCa(relay::GatewayOptions{});
+  o.endpoint = *relay::parse_endpoint("https://[::1]:" + std::to_string(gateway_->port()), &err);
+  EXPECT_EQ(Check(o), "");
+}
+
+TEST_F(AuthLiveTest, TlsWithTheWrongCaSaysCertificateVerifyFailed) {
+  StartGateway(true, false, false);
+  auto o = WithCa(Options(), "other-ca.crt");
+  EXPECT_EQ(Check(o), "TLS handshake with " + o.endpoint.to_string() +
+                          " failed: certificate verify failed (is the CA in " + pki("other-ca.crt") +
+                          " right?)");
+}
+
+TEST_F(AuthLiveTest, TlsWithTheSystemRootsSaysSo) {
+  StartGateway(true, false, false);
+  auto o = Options();
+  EXPECT_EQ(Check(o), "TLS handshake with " + o.endpoint.to_string() +
+                          " failed: certificate verify failed (no CA configured and the system "
+                          "roots do not trust the gateway's certificate: put its CA in "
+                          "mtls/ca.crt of the gateway's config directory)");
+}
+
+TEST_F(AuthLiveTest, ServerNameMismatch) {
+  StartGateway(true, false, false);
+  auto o = WithCa(Options());
+  o.tls_server_name = "elsewhere.osh.test";
+  EXPECT_EQ(Check(o), "TLS handshake with " + o.endpoint.to_string() +
+                          " failed: the server certificate is not valid for 'elsewhere.osh.test' "
+                          "(the certificate's subject alternative names must include it)");
+}
+
+TEST_F(AuthLiveTest, InsecureAcceptsAnyServerCertificate) {
+  StartGateway(true, false, false);
+  auto o = Options();
+  o.insecure_tls = true;
+  EXPECT_EQ(Check(o), "");
+}
+
+TEST_F(AuthLiveTest, MtlsWithTheClientCertificate) {
+  StartGateway(true, true, false);
+  EXPECT_EQ(Check(WithClient(WithCa(Options()))), "");
+}
+
+TEST_F(AuthLiveTest, MtlsWithoutAClientCertificate) {
+  StartGateway(true, true, false);
+  auto o = WithCa(Options());
+  // TLS 1.3: the client only sees the connection close after its Finished.
+  EXPECT_EQ(Check(o), "TLS handshake with " + o.endpoint.to_string() +
+                          " failed: the gateway closed the connection; it probably requires a "
+                          "client certificate and none is configured (mtls/tls.crt and "
+                          "mtls/tls.key in the gateway's config directory)");
+}
+
+TEST_F(AuthLiveTest, MtlsWithAForeignClientCertificate) {
+  StartGateway(true, true, false);
+  auto o = WithClient(WithCa(Options()), "other-client");
+  EXPECT_EQ(Check(o), "TLS handshake with " + o.endpoint.to_string() +
+                          " failed: the gateway closed the connection; it probably rejected the "
+                          "client certificate from " +
+                          pki("other-client.crt") + " (is it signed by the CA the gateway trusts?)");
+}
+
+TEST_F(AuthLiveTest, PlaintextClientToTlsGateway) {
+  StartGateway(true, false, false);
+  auto o = Options();
+  o.endpoint.tls = false;
+  const std::string got = Check(o);
+  EXPECT_TRUE(got.starts_with("gateway " + o.endpoint.to_string() + " is not reachable: UNAVAILABLE"))
+      << got;
+  EXPECT_TRUE(got.ends_with(" (does the gateway serve TLS? then use https://)")) << got;
+}
+
+TEST_F(AuthLiveTest, TlsClientToPlaintextGateway) {
+  StartGateway(false, false, false);
+  auto o = WithCa(Options());
+  o.endpoint.tls = true;
+  EXPECT_EQ(Check(o), "TLS handshake with " + o.endpoint.to_string() +
+                          " failed: the gateway does not speak TLS there (use http:// for an h2c "
+                          "gateway)");
+}
+
+TEST_F(AuthLiveTest, BearerTokenOverH2c) {
+  StartGateway(false, false, true);
+  auto o = Options();
+  o.bearer_token = kBearer;
+  EXPECT_EQ(Check(o), "");
+}
+
+TEST_F(AuthLiveTest, BearerTokenMissingOrWrong) {
+  StartGateway(true, false, true);
+  auto o = WithCa(Options());
+  relay::GatewayClient anon(o);
+  std::string version;
+  EXPECT_TRUE(anon.health(&version).ok()) << "Health needs no token (protocol §1.5)";
+  std::vector<relay::SandboxInfo> list;
+  relay::CallStatus s = anon.list_sandboxes(&list);
+  EXPECT_EQ(s.code, kUnauthenticated);
+  EXPECT_EQ(s.message, "missing authorization header");
+  EXPECT_EQ(relay::describe_failure(s, o),
+            "gateway " + o.endpoint.to_string() +
+                " refused the call: missing authorization header (it needs a bearer token: "
+                "auth_mode \"oidc\" and oidc_token.json in the gateway's config directory)");
+
+  o.bearer_token = "wrong";
+  o.token_source = "/cfg/gateways/g/oidc_token.json";
+  relay::GatewayClient bad(o);
+  s = bad.list_sandboxes(&list);
+  EXPECT_EQ(s.code, kUnauthenticated);
+  EXPECT_EQ(s.message, "invalid token");
+  EXPECT_EQ(relay::describe_failure(s, o),
+            "gateway " + o.endpoint.to_string() +
+                " refused the credentials: invalid token (the bearer token from "
+                "/cfg/gateways/g/oidc_token.json is wrong or expired: run `openshell gateway "
+                "login`)");
+  relay::SshSession session;
+  EXPECT_EQ(bad.create_ssh_session(kDemoId, &session).code, kUnauthenticated);
+  EXPECT_EQ(bad.revoke_ssh_session("x").code, kUnauthenticated);
+}
+
+TEST(DescribeFailure, OtherCases) {
+  std::string err;
+  const relay::Endpoint ep = *relay::parse_endpoint("https://gw.example:443", &err);
+  EXPECT_EQ(relay::describe_failure({16, "missing client certificate"}, ep),
+            "gateway https://gw.example:443 refused the call: missing client certificate (put "
+            "tls.crt and tls.key in mtls/ of the gateway's config directory)");
+  EXPECT_EQ(relay::describe_failure({7, "scope 'sandbox:read' required"}, ep),
+            "gateway https://gw.example:443 denied the call: scope 'sandbox:read' required");
+  EXPECT_EQ(relay::describe_failure({4, "Deadline Exceeded"}, ep),
+            "gateway https://gw.example:443 did not answer in time: DEADLINE_EXCEEDED: Deadline "
+            "Exceeded");
+  EXPECT_EQ(relay::describe_failure({13, "boom"}, ep), "gateway https://gw.example:443: INTERNAL: boom");
+}
+
+TEST_F(AuthLiveTest, UnreachableGateway) {
+  StartGateway(false, false, false);
+  auto o = Options();
+  gateway_->Shutdown(0ms);
+  const std::string got = Check(o);
+  EXPECT_TRUE(got.starts_with("gateway " + o.endpoint.to_string() + " is not reachable: UNAVAILABLE"))
+      << got;
+}
+
+/// Records stream events for the ForwardTcp test.
+class Recorder : public relay::ForwardObserver {
+ public:
+  void on_open_ok(relay::StreamId) override { opened_ = true; }
+  void on_data(relay::StreamId, std::string) override {}
+  void on_remote_fin(relay::StreamId) override {}
+  void on_write_done(relay::StreamId, size_t) override {}
+  void on_closed(relay::StreamId, relay::EndKind kind, std::string reason) override {
+    std::lock_guard lock(mu_);
+    kind_ = kind;
+    reason_ = std::move(reason);
+    closed_ = true;
+  }
+  bool opened() const { return opened_; }
+  bool closed() const { return closed_; }
+  std::string reason() {
+    std::lock_guard lock(mu_);
+    return reason_;
+  }
+
+ private:
+  std::atomic<bool> opened_{false}, closed_{false};
+  std::mutex mu_;
+  relay::EndKind kind_ = relay::EndKind::kOk;
+  std::string reason_;
+};
+
+template <typename Pred>
+bool Eventually(Pred pred, std::chrono::milliseconds limit = 10s) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (pred()) return true;
+    std::this_thread::sleep_for(10ms);
+  }
+  return pred();
+}
+
+TEST_F(AuthLiveTest, ForwardTcpStreamsCarryTheBearerOverMtls) {
+  StartGateway(true, true, true);
+  // A target that accepts (the kernel completes the handshake from the backlog).
+  const int lfd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(lfd, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(lfd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  ASSERT_EQ(::listen(lfd, 8), 0);
+  socklen_t len = sizeof a;
+  ASSERT_EQ(::getsockname(lfd, reinterpret_cast<sockaddr*>(&a), &len), 0);
+  const uint16_t target_port = ntohs(a.sin_port);
+
+  peers::SupervisorConfig sc;
+  sc.gateway_endpoint = "http://127.0.0.1:" + std::to_string(gateway_->supervisor_port());
+  sc.sandbox_id = kDemoId;
+  sc.initial_backoff = 50ms;
+  peers::MiniSupervisor sup(sc);
+  sup.Start();
+  ASSERT_TRUE(Eventually([&] { return gateway_->IsSupervisorConnected(kDemoId); }));
+
+  auto o = WithClient(WithCa(Options()));
+  o.bearer_token = kBearer;
+  relay::GatewayClient gw(o);
+  Recorder rec;
+  {
+    relay::ForwardManager mgr(gw, rec);
+    relay::ForwardTarget t;
+    t.sandbox_id = kDemoId;
+    t.host = "127.0.0.1";
+    t.port = target_port;
+    t.service_id = "auth-test";
+    mgr.open(1, t);
+    EXPECT_TRUE(Eventually([&] { return rec.opened() || rec.closed(); }));
+    EXPECT_TRUE(rec.opened()) << "stream closed: " << rec.reason();
+    mgr.abort(1);
+    EXPECT_TRUE(Eventually([&] { return rec.closed(); }));
+    mgr.shutdown(2000ms);
+  }
+  ::close(lfd);
+  sup.Stop();
+}
+
+TEST_F(AuthLiveTest, SupervisorListenerRefusesClientCalls) {
+  StartGateway(true, false, false);
+  relay::GatewayOptions o;
+  std::string err;
+  o.endpoint = *relay::parse_endpoint(
+      "http://127.0.0.1:" + std::to_string(gateway_->supervisor_port()), &err);
+  relay::GatewayClient gw(o);
+  std::vector<relay::SandboxInfo> list;
+  relay::CallStatus s = gw.list_sandboxes(&list);
+  EXPECT_EQ(s.code, kUnauthenticated);
+  EXPECT_EQ(s.message, "client calls must use the gateway's TLS listener");
+}
+
+TEST_F(AuthLiveTest, ConfigDirEndToEnd) {
+  // active_gateway + metadata.json (oidc) + mtls bundle + oidc_token.json,
+  // resolved through --config-dir, against an mTLS + bearer gateway.
+  StartGateway(true, true, true);
+  TempDir cfg;
+  const fs::path root = fs::path(cfg.path()) / "openshell";
+  write_file(root / "active_gateway", "lab\n");
+  write_file(root / "gateways/lab/metadata.json",
+             R"({"name":"lab","gateway_endpoint":"https://127.0.0.1:)" +
+                 std::to_string(gateway_->port()) +
+                 R"(","is_remote":true,"gateway_port":0,"auth_mode":"oidc"})");
+  write_file(root / "gateways/lab/oidc_token.json",
+             std::string(R"({"access_token":")") + kBearer + R"(","issuer":"i","client_id":"c"})");
+  for (const char* f : {"ca.crt", "tls.crt", "tls.key"}) {
+    const std::string src = std::string(f) == "ca.crt" ? "ca.crt"
+                            : std::string(f) == "tls.crt" ? "client.crt"
+                                                          : "client.key";
+    write_file(root / "gateways/lab/mtls" / f, pem(src));
+  }
+  GatewayFlags f;
+  f.config_dir = root.string();
+  f.system_dir = cfg.path() + "/no-system";
+  auto r = resolve_gateway_config(f);
+  EXPECT_EQ(r.name, "lab");
+  EXPECT_EQ(Check(r.options), "");
+  // The same tree with a wrong token: one clear line.
+  write_file(root / "gateways/lab/oidc_token.json", R"({"access_token":"nope"})");
+  const std::string got = Check(resolve_gateway_config(f).options);
+  EXPECT_TRUE(contains(got, "refused the credentials: invalid token (the bearer token from " +
+                                (root / "gateways/lab/oidc_token.json").string()))
+      << got;
+}
+
+}  // namespace
+}  // namespace osh
