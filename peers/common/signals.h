@@ -14,4 +14,8 @@ void BlockTerminationSignals();
 /// BlockTerminationSignals() (usually main).
 int WaitForTerminationSignal();
 
+/// WaitForTerminationOrReload() - like WaitForTerminationSignal(), but also
+/// returns on SIGHUP (blocked by BlockTerminationSignals() too).
+int WaitForTerminationOrReload();
+
 }  // namespace osh::peers

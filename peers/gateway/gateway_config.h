@@ -38,6 +38,9 @@ struct GatewayConfig {
   std::chrono::seconds heartbeat_interval{15};
   /// HealthResponse.version (§1.5).
   std::string version = "mini-gateway 0.1.0";
+  /// Test hook: append every minted SSH-session token to this file, so a
+  /// test can check that no log anywhere contains one. "" = off.
+  std::string record_tokens_file;
 
   // ---- transport security and client authentication (protocol §4.2, §4.3) ----
 

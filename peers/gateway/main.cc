@@ -8,6 +8,8 @@
 
 #include "peers/common/log.h"
 #include "peers/common/signals.h"
+
+#include <signal.h>
 #include "peers/gateway/mini_gateway.h"
 
 int main(int argc, char** argv) {
@@ -32,8 +34,12 @@ int main(int argc, char** argv) {
   app.add_option("--sandbox", sandbox_flags, "declare a sandbox NAME=ID (repeatable)");
   app.add_option("--config", config_file,
                  "JSON config: {\"sandboxes\":[{\"name\":..,\"id\":..}], \"max_streams_per_token\":3, "
-                 "\"max_streams_per_sandbox\":20}; flags given explicitly override it")
+                 "\"max_streams_per_sandbox\":20}; flags given explicitly override it; "
+                 "SIGHUP re-reads its sandboxes")
       ->check(CLI::ExistingFile);
+  std::string record_tokens;
+  app.add_option("--record-tokens", record_tokens,
+                 "TEST ONLY: append every minted SSH-session token to this file");
   auto* token_opt = app.add_option("--max-streams-per-token", max_per_token,
                                    "concurrent ForwardTcp streams per SSH-session token")
                         ->capture_default_str();
@@ -90,6 +96,7 @@ int main(int argc, char** argv) {
     for (const auto& flag : sandbox_flags) {
       config.sandboxes.push_back(osh::peers::ParseSandboxFlag(flag));
     }
+    config.record_tokens_file = record_tokens;
 
     osh::peers::MiniGateway gateway(config);
     gateway.Start();
@@ -102,7 +109,20 @@ int main(int argc, char** argv) {
       std::printf("mini-gateway supervisor listener on port %u (h2c)\n", gateway.supervisor_port());
     }
     std::fflush(stdout);
-    const int sig = osh::peers::WaitForTerminationSignal();
+    int sig;
+    while ((sig = osh::peers::WaitForTerminationOrReload()) == SIGHUP) {
+      // Reload the declared sandboxes: --config (if any) plus --sandbox flags.
+      try {
+        osh::peers::GatewayConfig fresh;
+        if (!config_file.empty()) osh::peers::LoadGatewayConfigFile(config_file, fresh);
+        for (const auto& flag : sandbox_flags) fresh.sandboxes.push_back(osh::peers::ParseSandboxFlag(flag));
+        osh::peers::ValidateGatewayConfig(fresh);
+        gateway.SetSandboxes(fresh.sandboxes);
+        osh::peers::PeerLogger("mini-gateway")->info("SIGHUP: reloaded, {} sandboxes", fresh.sandboxes.size());
+      } catch (const std::exception& e) {
+        osh::peers::PeerLogger("mini-gateway")->error("SIGHUP: reload failed, keeping the old sandboxes: {}", e.what());
+      }
+    }
     osh::peers::PeerLogger("mini-gateway")->info("signal {} received", sig);
     gateway.Shutdown(std::chrono::milliseconds(2000));
   } catch (const std::exception& e) {

@@ -102,6 +102,7 @@
 #include <atomic>
 #include <cctype>
 #include <condition_variable>
+#include <fstream>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -305,6 +306,27 @@ class GatewayService final : public v1::OpenShell::Service {
       by_id_.emplace(sb.id, sb);
       id_by_name_.emplace(sb.name, sb.id);
     }
+    sandboxes_ = config_.sandboxes;
+  }
+
+  /// Replaces the declared sandboxes (SIGHUP reload). A sandbox that is no
+  /// longer declared loses its supervisor session (cancelled) and is
+  /// NOT_FOUND from now on; streams already running are left alone.
+  void SetSandboxes(const std::vector<SandboxDecl>& sandboxes) {
+    std::vector<std::shared_ptr<ControlSession>> dropped;
+    {
+      std::lock_guard lock(mu_);
+      by_id_.clear();
+      id_by_name_.clear();
+      for (const auto& sb : sandboxes) {
+        by_id_.emplace(sb.id, sb);
+        id_by_name_.emplace(sb.name, sb.id);
+      }
+      sandboxes_ = sandboxes;
+      for (auto& [id, sess] : sessions_)
+        if (!by_id_.count(id)) dropped.push_back(sess);
+    }
+    for (auto& sess : dropped) sess->Cancel();
   }
 
   void set_port(uint16_t port) { port_ = port; }
@@ -367,7 +389,7 @@ class GatewayService final : public v1::OpenShell::Service {
                        v1::ListSandboxesResponse* resp) override {
     if (Status st = Authorize(ctx); !st.ok()) return st;
     std::lock_guard lock(mu_);
-    for (const auto& sb : config_.sandboxes) FillSandboxLocked(sb, resp->add_sandboxes());
+    for (const auto& sb : sandboxes_) FillSandboxLocked(sb, resp->add_sandboxes());
     return Status::OK;
   }
 
@@ -401,6 +423,10 @@ class GatewayService final : public v1::OpenShell::Service {
     }
     const std::string token = NewUuidV4();
     tokens_.emplace(token, record);
+    if (!config_.record_tokens_file.empty()) {
+      // Test hook (--record-tokens): lets a test grep every log for tokens.
+      std::ofstream(config_.record_tokens_file, std::ios::app) << token << "\n";
+    }
     resp->set_sandbox_id(req->sandbox_id());
     resp->set_token(token);
     resp->set_gateway_host(advertised_host_);
@@ -877,8 +903,9 @@ class GatewayService final : public v1::OpenShell::Service {
   const std::string advertised_host_;
   const bool tls_;  // `listen` serves TLS
   std::atomic<uint16_t> port_{0};
-  std::map<std::string, SandboxDecl> by_id_;        // immutable after construction
-  std::map<std::string, std::string> id_by_name_;   // immutable after construction
+  std::map<std::string, SandboxDecl> by_id_;        // guarded by mu_ (SetSandboxes)
+  std::map<std::string, std::string> id_by_name_;   // guarded by mu_
+  std::vector<SandboxDecl> sandboxes_;              // guarded by mu_; ListSandboxes order
 
   mutable std::mutex mu_;
   bool shutting_down_ = false;                                          // guarded by mu_
@@ -954,6 +981,12 @@ class MiniGateway::Impl {
     return service_ && service_->IsSupervisorConnected(sandbox_id);
   }
 
+  void SetSandboxes(const std::vector<SandboxDecl>& sandboxes) {
+    std::lock_guard lock(mu_);
+    if (!service_) throw std::logic_error("SetSandboxes() before Start()");
+    service_->SetSandboxes(sandboxes);
+  }
+
   /// Credentials of the `listen` address: TLS (and mTLS) or plaintext.
   /// @throws std::invalid_argument if a PEM file cannot be read.
   std::shared_ptr<grpc::ServerCredentials> MakeListenCredentials() const {
@@ -1003,6 +1036,9 @@ uint16_t MiniGateway::supervisor_port() const { return impl_->supervisor_port();
 std::string MiniGateway::bound_address() const { return impl_->bound_address(); }
 bool MiniGateway::IsSupervisorConnected(const std::string& sandbox_id) const {
   return impl_->IsSupervisorConnected(sandbox_id);
+}
+void MiniGateway::SetSandboxes(const std::vector<SandboxDecl>& sandboxes) {
+  impl_->SetSandboxes(sandboxes);
 }
 void MiniGateway::Shutdown(std::chrono::milliseconds grace) { impl_->Shutdown(grace); }
 

@@ -50,6 +50,12 @@ class MiniGateway {
   /// SANDBOX_PHASE_READY for it (protocol §1.3 "What Ready means").
   bool IsSupervisorConnected(const std::string& sandbox_id) const;
 
+  /// SetSandboxes() - replaces the declared sandboxes (the binary does it on
+  /// SIGHUP from --config). Removed sandboxes lose their supervisor session
+  /// and become NOT_FOUND; new ones are PROVISIONING until a supervisor
+  /// connects. @throws std::logic_error before Start(). Thread: any.
+  void SetSandboxes(const std::vector<SandboxDecl>& sandboxes);
+
   /// Shutdown() - stops accepting calls, cancels the supervisor control
   /// sessions, lets running ForwardTcp streams drain for up to @grace, then
   /// cancels whatever is left and waits for every handler to return.
