@@ -118,6 +118,12 @@ void add_up_command(CLI::App& app, int* exit_code) {
       ->capture_default_str();
   cmd->add_option("--refresh-ms", opts->refresh_ms, "how often the sandbox list is re-read")
       ->capture_default_str()->check(CLI::Range(100, 600000));
+  cmd->add_option("--keepalive-s", opts->keepalive_s,
+                  "TCP keepalive towards clients: first probe after this many idle seconds (0 = off); "
+                  "connections of a vanished client are released after 4 unanswered probes")
+      ->capture_default_str();
+  cmd->add_option("--token-idle-s", opts->token_idle_s, "revoke pooled SSH-session tokens unused this long")
+      ->capture_default_str()->check(CLI::Range(1, 86400));
   cmd->callback([opts, gw, background, exit_code] {
     try {
       opts->gateway = resolve_gateway(*gw);

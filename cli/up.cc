@@ -28,6 +28,7 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cctype>
 #include <cerrno>
 #include <chrono>
@@ -130,7 +131,9 @@ json counters_json(const stack::StackCounters& c, const relay::ForwardStats& f) 
             {"queued", f.queued_now},
             {"queue_timeouts", f.queue_timeouts},
             {"open_retries", f.retries},
-            {"tokens_minted", f.tokens}}}};
+            {"tokens_minted", f.tokens},
+            {"tokens_pooled", f.tokens_pooled},
+            {"tokens_revoked", f.tokens_revoked}}}};
 }
 
 // The running tunnel: everything `up` built, and the state `status` reports.
@@ -448,6 +451,7 @@ int Tunnel::run() {
     fo.max_streams_per_sandbox = o_.max_streams_per_sandbox;
     fo.max_streams_per_token = o_.max_streams_per_token;
     fo.queue_timeout = std::chrono::milliseconds(o_.queue_timeout_ms);
+    fo.token_idle_timeout = std::chrono::seconds(o_.token_idle_s);
     RelayUpstream upstream(gw_, fo);
     upstream_ = &upstream;
     stack::StackConfig sc;
@@ -459,6 +463,9 @@ int Tunnel::run() {
     sc.netif6 = to_stack(plan_->netif6());
     sc.prefix4 = p4_->len;
     sc.prefix6 = p6_->len;
+    sc.keepalive_idle_ms = o_.keepalive_s * 1000;
+    sc.keepalive_intvl_ms = std::max<uint32_t>(1000, std::min<uint32_t>(15000, o_.keepalive_s * 250));
+    sc.keepalive_count = 4;
     // The DNS responder answers on the second address of each prefix.
     sc.dns_addrs = {to_stack(plan_->dns4()), to_stack(plan_->dns6())};
     sc.dns_handler = [this](std::span<const uint8_t> q) { return dns_->respond(q); };

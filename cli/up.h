@@ -25,6 +25,8 @@ struct UpOptions {
   size_t max_streams_per_token = 3;
   uint32_t queue_timeout_ms = 10000;
   uint32_t refresh_ms = 2000;              ///< how often the sandbox list is re-read
+  uint32_t keepalive_s = 120;              ///< TCP keepalive idle time towards clients; 0 = off
+  uint32_t token_idle_s = 60;              ///< revoke pooled tokens unused this long
 };
 
 /// Process exit codes (README "Exit codes").

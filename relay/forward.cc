@@ -52,6 +52,7 @@ struct TokenEntry {
   std::string token;
   size_t active = 0;
   bool bad = false;
+  Clock::time_point idle_since = Clock::now();  // valid while active == 0
 };
 
 }  // namespace
@@ -339,7 +340,24 @@ void ForwardManager::Impl::run() {
     }
     st.queue_timeouts += expired.size();
     st.queued_now = pending.size();
+    // Idle tokens: revoked after token_idle_timeout without a stream.
+    std::vector<std::string> idle;
+    for (auto& [sb, v] : tokens) {
+      for (auto it = v.begin(); it != v.end();) {
+        if ((*it)->active == 0 && now - (*it)->idle_since >= opts.token_idle_timeout) {
+          idle.push_back((*it)->token);
+          it = v.erase(it);
+        } else {
+          ++it;
+        }
+      }
+    }
+    st.tokens_revoked += idle.size();
     lk.unlock();
+    for (const auto& t : idle) {
+      CallStatus s = gw.revoke_ssh_session(t);
+      if (!s.ok()) spdlog::debug("revoking an idle token: {}", s.to_string());
+    }
     for (auto& p : expired) {
       spdlog::warn("stream {}: refused: waited {} ms for one of the sandbox's {} stream slots",
                    p.id, opts.queue_timeout.count(), opts.max_streams_per_sandbox);
@@ -414,7 +432,7 @@ bool ForwardManager::Impl::release(StreamId id, const std::string& sandbox_id,
   calls.erase(id);
   st.active_now = calls.size();
   --active_per_sandbox[sandbox_id];
-  --tok->active;
+  if (--tok->active == 0) tok->idle_since = Clock::now();
   if (code == grpc::StatusCode::UNAUTHENTICATED && !tok->bad) {
     // Token expired or revoked: never hand it out again (protocol §8.1).
     tok->bad = true;
@@ -522,7 +540,10 @@ void ForwardManager::shutdown(std::chrono::milliseconds grace) {
 
 ForwardStats ForwardManager::stats() const {
   std::lock_guard lk(impl_->mu);
-  return impl_->st;
+  ForwardStats s = impl_->st;
+  s.tokens_pooled = 0;
+  for (const auto& [sb, v] : impl_->tokens) s.tokens_pooled += v.size();
+  return s;
 }
 
 }  // namespace osh::relay

@@ -53,6 +53,9 @@ struct ForwardOptions {
   size_t max_streams_per_sandbox = 20;
   /// How long an open may wait in that queue before it is refused.
   std::chrono::milliseconds queue_timeout{10000};
+  /// A pooled token that carried no stream for this long is revoked and
+  /// dropped (tokens are valid for 24 h upstream; do not keep them around).
+  std::chrono::milliseconds token_idle_timeout{60000};
   /// Largest data frame sent, bytes (upstream CLI: 64 KiB, protocol §2.5).
   size_t max_frame = 64 * 1024;
 };
@@ -62,6 +65,8 @@ struct ForwardStats {
   uint64_t opened = 0, open_failed = 0, queued_now = 0, active_now = 0, tokens = 0;
   uint64_t queue_timeouts = 0;
   uint64_t retries = 0;  ///< opens retried after UNAUTHENTICATED / RESOURCE_EXHAUSTED
+  uint64_t tokens_pooled = 0;   ///< tokens held now
+  uint64_t tokens_revoked = 0;  ///< idle tokens revoked
 };
 
 /// Owns every live ForwardTcp stream. All methods are thread-safe and

@@ -691,6 +691,12 @@ struct Stack::Impl final : UpstreamEvents {
     tcp_sent(pcb, sent_cb);
     tcp_err(pcb, err_cb);
     tcp_nagle_disable(pcb);
+    if (self->cfg.keepalive_idle_ms > 0) {
+      ip_set_option(pcb, SOF_KEEPALIVE);
+      pcb->keep_idle = self->cfg.keepalive_idle_ms;
+      pcb->keep_intvl = self->cfg.keepalive_intvl_ms;
+      pcb->keep_cnt = self->cfg.keepalive_count;
+    }
     spdlog::debug("conn {}: established {}", c->id, key.to_string());
     self->flush(*c);
     return ERR_OK;

@@ -37,6 +37,12 @@ struct StackConfig {
   /// query payload in, reply payload out (empty: no reply). Called on the
   /// stack thread; must be fast and must not call into the Stack.
   std::vector<IpAddr> dns_addrs;
+  /// TCP keepalive towards the client (RFC 1122 §4.2.3.6), so that the
+  /// connections of a client that vanished without FIN or RST are found and
+  /// released: first probe after `keepalive_idle_ms` of silence, then every
+  /// `keepalive_intvl_ms`, given up (RST, stream cancelled) after
+  /// `keepalive_count` unanswered probes. 0 idle disables it.
+  uint32_t keepalive_idle_ms = 120000, keepalive_intvl_ms = 15000, keepalive_count = 4;
   std::function<std::vector<uint8_t>(std::span<const uint8_t>)> dns_handler;
 };
 

@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Faults, each with a bound on how long the user waits (issue 6.4):
+#   kill -9 the mini-supervisor during a 1 GiB download: the client gets a
+#     reset within 5 s (not a hang, not a silent short file); after the
+#     supervisor restarts, new connections work;
+#   kill -9 the mini-gateway during a download: the same; the tunnel stays up
+#     and recovers when the gateway is back;
+#   SIGSTOP the mini-gateway for 30 s during an idle ssh session and a
+#     download: nothing hangs forever (HTTP/2 keepalive ends both), and after
+#     SIGCONT the tunnel serves new connections.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+trap osh_cleanup EXIT
+
+GIB=$((1 << 30))
+osh_topology
+osh_sandbox_services 1
+osh_gateway
+osh_supervisor
+sbx_tcp_server source 9008 source --bytes "$GIB"
+sbx_tcp_server slowsource 9009 source --bytes "$GIB" --rate 2000000 --slow-secs 600
+osh_tunnel
+V4="$(sandbox_v4)"
+bytes_down() { ip netns exec "$NS_CLIENT" "$OSH_TUNNEL" status --state-dir "$OSH_STATE" --json |
+  /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["counters"]["bytes_down"])'; }
+works_again() { ip netns exec "$NS_CLIENT" curl -4 -sS --max-time 3 -o /dev/null "http://demo.local:8080/blob"; }
+
+# start_download PORT OUT: a background tcptool read; sets $reader.
+start_download() {
+  local before
+  before="$(bytes_down)"
+  client_tcp read --host "$V4" --port "$1" >"$2" &
+  reader=$!
+  wait_until 10 bash -c "[ \$(ip netns exec $NS_CLIENT $OSH_TUNNEL status --state-dir $OSH_STATE --json | /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)[\"counters\"][\"bytes_down\"])') -gt $((before + 4 * 1048576)) ]"
+}
+
+for victim in supervisor gateway; do
+  say "kill -9 the mini-$victim during a 1 GiB download"
+  start_download 9008 "$OSH_WORK/dl-$victim.json"
+  pid_var="PID_$victim"
+  kill -KILL "${!pid_var}"
+  t0=$SECONDS
+  wait "$reader" || true
+  waited=$((SECONDS - t0))
+  out="$(cat "$OSH_WORK/dl-$victim.json")"
+  echo "  $out"
+  check "client saw a reset, not a clean short end ($(jfield "$out" error))" [ "$(jfield "$out" error)" = ECONNRESET ]
+  check "within 5 s of the kill (${waited} s)" [ "$waited" -le 5 ]
+  check "tunnel still running" kill -0 "$PID_tunnel"
+  if [[ $victim == gateway ]]; then osh_gateway; else osh_supervisor; fi
+  t0=$SECONDS
+  wait_until 20 works_again
+  say "  new connections work $((SECONDS - t0)) s after the $victim restarted"
+done
+
+say "SIGSTOP the gateway for 30 s during an idle ssh session and a download"
+osh_ssh root@demo.local 'echo started; sleep 120' >"$OSH_WORK/ssh.out" 2>"$OSH_WORK/ssh.err" &
+sshpid=$!
+wait_until 10 grep -q started "$OSH_WORK/ssh.out"
+start_download 9009 "$OSH_WORK/dl-stop.json"
+kill -STOP "$PID_gateway"
+t0=$SECONDS
+wait "$reader" || true
+t_dl=$((SECONDS - t0))
+rc=0
+wait "$sshpid" || rc=$?
+t_ssh=$((SECONDS - t0))
+out="$(cat "$OSH_WORK/dl-stop.json")"
+echo "  download: $out"
+echo "  ssh exited $rc after ${t_ssh} s: $(tr '\n' ' ' <"$OSH_WORK/ssh.err")"
+check "the download ended with a reset after ${t_dl} s (< 30 s)" [ "$(jfield "$out" error)" = ECONNRESET -a "$t_dl" -lt 30 ]
+check "the idle ssh session ended after ${t_ssh} s (< 30 s)" [ "$rc" -ne 0 -a "$t_ssh" -lt 30 ]
+while ((SECONDS - t0 < 30)); do sleep 1; done  # keep the gateway stopped for the full 30 s
+kill -CONT "$PID_gateway"
+t0=$SECONDS
+wait_until 20 works_again
+say "  new connections work $((SECONDS - t0)) s after SIGCONT"
+check "tunnel still running" kill -0 "$PID_tunnel"
+say "PASS: faults"

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# A client that opens many connections and then vanishes (its namespace
+# deleted, no FIN, no RST) leaves nothing behind (issue 6.4): TCP keepalive
+# finds the dead connections, their streams are cancelled, the sandbox-side
+# sockets close, idle tokens are revoked; `status` shows zero.
+#
+#   vanish ns (203.0.113.2) ──veth── client ns (203.0.113.1, forwarding) ── osh0 ── tunnel
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+NS_V="osh-v-$OSH_TAG"
+cleanup_all() {
+  local rc=$?
+  ip netns del "$NS_V" 2>/dev/null || true
+  (exit $rc)
+  osh_cleanup
+}
+trap cleanup_all EXIT
+
+N="${OSH_VANISH_CONNS:-500}"
+osh_topology
+osh_sandbox_services 1
+osh_gateway --max-streams-per-sandbox $((N + 50)) --max-streams-per-token 100
+osh_supervisor
+sbx_tcp_server sink 9006 slow-sink
+osh_tunnel --max-streams-per-sandbox $((N + 50)) --max-streams-per-token 100 --keepalive-s 2 --token-idle-s 3
+V4="$(sandbox_v4)"
+status_field() {
+  ip netns exec "$NS_CLIENT" "$OSH_TUNNEL" status --state-dir "$OSH_STATE" --json |
+    /usr/bin/python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"
+}
+
+say "a second client host, routed through the client namespace"
+ip netns add "$NS_V"
+ip -n "$NS_V" link set lo up
+ip link add "vv$OSH_TAG" netns "$NS_V" type veth peer name "vw$OSH_TAG" netns "$NS_CLIENT"
+ip -n "$NS_V" addr add 203.0.113.2/24 dev "vv$OSH_TAG"
+ip -n "$NS_CLIENT" addr add 203.0.113.1/24 dev "vw$OSH_TAG"
+ip -n "$NS_V" link set "vv$OSH_TAG" up
+ip -n "$NS_CLIENT" link set "vw$OSH_TAG" up
+ip -n "$NS_V" route add 198.18.0.0/16 via 203.0.113.1
+ip netns exec "$NS_CLIENT" sysctl -qw net.ipv4.ip_forward=1
+
+say "it opens $N connections to the sandbox and holds them"
+ip netns exec "$NS_V" /usr/bin/python3 -c "
+import socket, sys, time
+socks = []
+for i in range($N):
+    s = socket.create_connection(('$V4', 9006), timeout=20)
+    s.sendall(b'x' * 100)
+    socks.append(s)
+print('holding', len(socks), flush=True)
+time.sleep(600)
+" >"$OSH_WORK/holder.out" 2>&1 &
+holder=$!
+wait_until 120 grep -q "holding $N" "$OSH_WORK/holder.out"
+check "$N connections active in status" [ "$(status_field 'd["counters"]["connections_active"]')" -ge "$N" ]
+check "$N streams active" [ "$(status_field 'd["counters"]["streams"]["active"]')" -ge "$N" ]
+
+say "the client vanishes: link gone first (no FIN or RST can get out), then its processes and namespace"
+ip -n "$NS_V" link del "vv$OSH_TAG"
+kill -KILL "$holder"
+wait "$holder" 2>/dev/null || true
+ip netns del "$NS_V"
+t0=$SECONDS
+wait_until 60 bash -c "[ \"\$(ip netns exec $NS_CLIENT $OSH_TUNNEL status --state-dir $OSH_STATE --json | /usr/bin/python3 -c 'import json,sys; d=json.load(sys.stdin); c=d[\"counters\"]; print(c[\"connections_active\"], c[\"streams\"][\"active\"], c[\"streams\"][\"tokens_pooled\"])')\" = '0 0 0' ]"
+say "  connections, streams and tokens at zero $((SECONDS - t0)) s later"
+wait_until 30 bash -c "[ \$(ip netns exec $NS_SBX ss -Htn state established '( sport = :9006 )' | wc -l) -eq 0 ]"
+check "no sandbox-side connection left" [ "$(ip netns exec "$NS_SBX" ss -Htn state established '( sport = :9006 )' | wc -l)" -eq 0 ]
+check "tokens revoked" [ "$(status_field 'd["counters"]["streams"]["tokens_revoked"]')" -ge 1 ]
+check "the tunnel still serves" bash -c "ip netns exec $NS_CLIENT curl -4 -sS --max-time 5 -o /dev/null http://demo.local:8080/blob"
+say "PASS: vanished client"
