@@ -3,6 +3,7 @@
 #include <CLI/CLI.hpp>
 #include <fcntl.h>
 #include <fmt/format.h>
+#include <spdlog/spdlog.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -15,6 +16,7 @@
 #include "cli/commands.h"
 #include "cli/control.h"
 #include "cli/gateway_config.h"
+#include "cli/privileges.h"
 #include "cli/up.h"
 
 namespace osh::cli {
@@ -132,7 +134,14 @@ void add_up_command(CLI::App& app, int* exit_code) {
       *exit_code = kExitUsage;
       return;
     }
-    *exit_code = *background ? detach(*opts) : run_up(*opts);
+    if (*background) {
+      *exit_code = detach(*opts);
+      return;
+    }
+    // Before any thread exists (docs/THREAT_MODEL.md "Privileges").
+    if (std::string why = drop_privileges(); !why.empty())
+      spdlog::warn("could not drop privileges ({}); running with the ones it was started with", why);
+    *exit_code = run_up(*opts);
   });
 }
 

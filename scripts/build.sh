@@ -4,6 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD_DIR="${OSH_BUILD_DIR:-build}"
+# ccache: hash paths relative to the checkout, so that clones in other
+# folders (CI) hit the same cache entries.
+export CCACHE_BASEDIR="$PWD" CCACHE_NOHASHDIR=1
 # Configure on the first run, and whenever options are given.
 if [[ ! -f "$BUILD_DIR/build.ninja" || $# -gt 0 ]]; then
   cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo "$@"

@@ -10,7 +10,7 @@ trap osh_cleanup EXIT
 
 osh_topology
 osh_sandbox_services 1
-osh_gateway
+osh_gateway --record-tokens "$OSH_WORK/tokens.txt"
 osh_supervisor
 OSH_STATE="$OSH_WORK/state"
 OSH_SSH_CONFIG="$OSH_WORK/ssh/user_config"
@@ -29,6 +29,18 @@ OSH_PIDS+=("$pid")
 tunnel status --state-dir "$OSH_STATE" | tee "$OSH_WORK/status.txt"
 check "status lists demo.local READY" grep -Eq "demo.local .* READY" "$OSH_WORK/status.txt"
 check "status says the gateway is reachable" grep -q "reachable" "$OSH_WORK/status.txt"
+say "least privilege: only CAP_NET_ADMIN, CAP_DAC_OVERRIDE, CAP_FOWNER, CAP_CHOWN; no new privileges"
+grep -E "^(CapEff|CapPrm|CapBnd|NoNewPrivs)" "/proc/$pid/status"
+check "effective capabilities 0x100b" [ "$(awk '/^CapEff/ {print $2}' "/proc/$pid/status")" = 000000000000100b ]
+check "bounding set 0x100b" [ "$(awk '/^CapBnd/ {print $2}' "/proc/$pid/status")" = 000000000000100b ]
+check "NoNewPrivs" [ "$(awk '/^NoNewPrivs/ {print $2}' "/proc/$pid/status")" = 1 ]
+check "every thread has the same" bash -c "! grep -h '^CapEff' /proc/$pid/task/*/status | grep -v 000000000000100b"
+check "control socket is root-only (0600)" [ "$(stat -c %a "$OSH_STATE/control.sock")" = 600 ]
+check "state dir is 0700" [ "$(stat -c %a "$OSH_STATE")" = 700 ]
+osh_ssh root@demo.local true  # mints a token
+tunnel status --state-dir "$OSH_STATE" --json >"$OSH_WORK/status.json"
+check "a token was minted" test -s "$OSH_WORK/tokens.txt"
+check "status exposes no token" bash -c "! grep -qFf '$OSH_WORK/tokens.txt' '$OSH_WORK/status.json'"
 V4="$(status_json | jq_py 'd["sandboxes"][0]["ipv4"]')"
 V6="$(status_json | jq_py 'd["sandboxes"][0]["ipv6"]')"
 check "status --json has both addresses ($V4, $V6)" [ -n "$V4" -a -n "$V6" ]

@@ -1,0 +1,26 @@
+// Least privilege for the running daemon (issue 6.6, docs/THREAT_MODEL.md).
+#pragma once
+
+#include <string>
+
+namespace osh::cli {
+
+/// Reduces the bounding, permitted, effective and inheritable capability
+/// sets to the four `up` needs for its whole life: CAP_NET_ADMIN (TUN,
+/// addresses, link teardown, stale-link removal), CAP_DAC_OVERRIDE,
+/// CAP_FOWNER and CAP_CHOWN (state directory, control socket, hosts file and
+/// the user's ssh config, with owners kept); clears the ambient set; sets
+/// PR_SET_NO_NEW_PRIVS so no child (resolvectl) can gain more.
+///
+/// Thread: must run before any other thread exists. Capabilities are per
+/// thread on Linux and threads inherit the creator's, so dropping them in
+/// main before gRPC, lwIP or the stack start covers every thread.
+/// @return "" on success, otherwise what failed (the caller warns and goes
+///         on: more privilege than needed is not fatal).
+std::string drop_privileges();
+
+/// The capability mask drop_privileges() keeps (bit n = capability n), for
+/// tests that read /proc/<pid>/status.
+unsigned long long kept_capabilities_mask();
+
+}  // namespace osh::cli
