@@ -73,6 +73,12 @@ osh_cleanup() {
     kill -KILL "$p" 2>/dev/null
   done
   wait 2>/dev/null
+  # A sanitizer report in any process's log fails the test (ASan/UBSan/TSan builds).
+  if grep -lE "ERROR: AddressSanitizer|ERROR: LeakSanitizer|runtime error:|WARNING: ThreadSanitizer" \
+    "$OSH_WORK"/*.log 2>/dev/null; then
+    echo "FAIL: sanitizer report in the logs above" >&2
+    rc=1
+  fi
   if ((rc != 0)); then
     for f in "$OSH_WORK"/*.log; do
       [[ -f $f ]] || continue
