@@ -14,5 +14,7 @@ void set_program_args(int argc, char** argv);
 void add_up_command(CLI::App& app, int* exit_code);
 void add_status_command(CLI::App& app, int* exit_code);
 void add_down_command(CLI::App& app, int* exit_code);
+void add_forward_command(CLI::App& app, int* exit_code);
+void add_ssh_proxy_command(CLI::App& app, int* exit_code);
 
 }  // namespace osh::cli

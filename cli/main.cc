@@ -51,6 +51,8 @@ int main(int argc, char** argv) {
   osh::cli::add_up_command(app, &exit_code);
   osh::cli::add_status_command(app, &exit_code);
   osh::cli::add_down_command(app, &exit_code);
+  osh::cli::add_forward_command(app, &exit_code);
+  osh::cli::add_ssh_proxy_command(app, &exit_code);
 
   try {
     app.parse(argc, argv);

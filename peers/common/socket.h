@@ -5,6 +5,8 @@
 
 #include <unistd.h>
 
+#include "common/scoped_fd.h"
+
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -12,37 +14,7 @@
 
 namespace osh::peers {
 
-/// Owns one file descriptor and closes it on destruction. Move-only; -1 means
-/// "owns nothing". Not thread-safe (a value type).
-class ScopedFd {
- public:
-  ScopedFd() noexcept = default;
-  /// Takes ownership of @fd (-1 for none).
-  explicit ScopedFd(int fd) noexcept : fd_(fd) {}
-  ~ScopedFd() { reset(); }
-  ScopedFd(ScopedFd&& other) noexcept : fd_(other.release()) {}
-  ScopedFd& operator=(ScopedFd&& other) noexcept {
-    if (this != &other) reset(other.release());
-    return *this;
-  }
-  ScopedFd(const ScopedFd&) = delete;
-  ScopedFd& operator=(const ScopedFd&) = delete;
-
-  /// The owned descriptor, or -1.
-  int get() const noexcept { return fd_; }
-  /// True if a descriptor is owned.
-  bool valid() const noexcept { return fd_ >= 0; }
-  /// Gives up ownership without closing; returns the descriptor (or -1).
-  [[nodiscard]] int release() noexcept { return std::exchange(fd_, -1); }
-  /// Closes the owned descriptor (close() errors ignored) and owns @fd.
-  void reset(int fd = -1) noexcept {
-    const int old = std::exchange(fd_, fd);
-    if (old >= 0 && old != fd) ::close(old);
-  }
-
- private:
-  int fd_ = -1;
-};
+using ScopedFd = osh::ScopedFd;  // common/scoped_fd.h
 
 /// OsErrorText() - "<strerror text> (os error <errno>)", the form of Rust's
 /// io::Error Display that upstream's supervisor sends, e.g.

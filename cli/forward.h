@@ -1,0 +1,116 @@
+// `openshell-tunnel forward [BIND:]LOCAL SANDBOX[:PORT]`: a local port
+// forward over ForwardTcp, without a TUN (like upstream's `openshell forward
+// service`, protocol §5.2), and the stream-event plumbing it shares with
+// `ssh-proxy` (cli/ssh_proxy.h).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "relay/forward.h"
+#include "relay/gateway_client.h"
+#include "tun/scoped_fd.h"
+
+namespace osh::cli {
+
+/// The two positional arguments of `forward`, parsed.
+struct ForwardSpec {
+  std::string bind = "127.0.0.1";  ///< IPv4 or IPv6 literal, without brackets
+  uint16_t local_port = 0;         ///< 0 = the kernel picks a free port
+  std::string sandbox;             ///< the sandbox's name (not its id)
+  uint16_t target_port = 0;        ///< 1..65535 on the sandbox's loopback; 22 = SSH target
+};
+
+/// parse_forward_spec() - parses `[BIND:]LOCAL` and `SANDBOX[:PORT]`.
+/// @local: `8080`, `127.0.0.1:8080`, `[::1]:8080` or `0.0.0.0:0` (port 0:
+///         the kernel picks one); BIND must be an IP literal.
+/// @target: `demo` or `demo:8080`; PORT defaults to LOCAL, and is required
+///          when LOCAL is 0.
+/// @error: receives one line for the user when parsing fails.
+/// Return: the spec, or nullopt. Thread: any.
+std::optional<ForwardSpec> parse_forward_spec(std::string_view local, std::string_view target,
+                                              std::string* error);
+
+/// find_ready_sandbox() - the id of the sandbox called @name, via
+/// ListSandboxes (protocol §1.3); it must be READY, as upstream's
+/// `forward service` requires (protocol §5.2).
+/// @error: one line for the user on failure (gateway unreachable, no such
+///         sandbox, not READY).
+/// Return: the sandbox id, or nullopt. Thread: any; blocks up to the
+/// gateway's rpc_timeout.
+std::optional<std::string> find_ready_sandbox(relay::GatewayClient& gw, const std::string& name,
+                                              std::string* error);
+
+/// One relay::ForwardObserver callback, as a value.
+struct StreamEvent {
+  enum class Kind { kOpenOk, kData, kRemoteFin, kWriteDone, kClosed };
+  Kind kind = Kind::kOpenOk;
+  relay::StreamId id = 0;
+  std::string bytes;                             ///< kData: the frame's payload
+  size_t written = 0;                            ///< kWriteDone: bytes written
+  relay::EndKind end = relay::EndKind::kOk;      ///< kClosed: how it ended
+  std::string reason;                            ///< kClosed: for logs
+};
+
+/// A ForwardObserver that queues every event and makes an eventfd readable,
+/// so one event-loop thread can own all connection state (no locks there).
+/// Callbacks run on gRPC or relay threads; they only lock a mutex and write
+/// the eventfd, never block otherwise.
+class StreamEventQueue final : public relay::ForwardObserver {
+ public:
+  /// Creates the eventfd. Throws std::system_error when it cannot.
+  StreamEventQueue();
+
+  /// The eventfd (EFD_NONBLOCK): readable while events are queued.
+  int fd() const { return efd_.get(); }
+  /// Takes every queued event, in arrival order, and resets the eventfd.
+  /// Thread: the loop thread.
+  std::vector<StreamEvent> drain();
+  /// Makes fd() readable without an event (used to wake the loop).
+  /// Thread: any.
+  void wake();
+
+  void on_open_ok(relay::StreamId id) override;
+  void on_data(relay::StreamId id, std::string bytes) override;
+  void on_remote_fin(relay::StreamId id) override;
+  void on_write_done(relay::StreamId id, size_t bytes) override;
+  void on_closed(relay::StreamId id, relay::EndKind kind, std::string reason) override;
+
+ private:
+  void push(StreamEvent ev);
+
+  tun::ScopedFd efd_;
+  std::mutex mu_;
+  std::vector<StreamEvent> q_;  // guarded by mu_
+};
+
+/// Largest chunk read from a local socket or stdin into one data frame,
+/// bytes (upstream's CLI uses 64 KiB frames, protocol §2.5).
+inline constexpr size_t kForwardChunk = 64 * 1024;
+/// Client bytes handed to the relay whose write has not completed yet, per
+/// connection: one frame in flight in gRPC and at most one more queued.
+inline constexpr size_t kForwardUpWindow = 2 * kForwardChunk;
+
+/// Everything `forward` needs after flag parsing.
+struct ForwardCommandOptions {
+  relay::GatewayOptions gateway;   ///< resolved by cli/gateway_config
+  ForwardSpec spec;
+  size_t max_streams_per_sandbox = 20;  ///< upstream cap (protocol §2.8); more connections wait
+  size_t max_streams_per_token = 3;
+  uint32_t queue_timeout_ms = 10000;
+};
+
+/// run_forward() - looks the sandbox up (READY), listens on BIND:LOCAL,
+/// prints `✓ Forwarding BIND:LOCAL -> 127.0.0.1:PORT in sandbox NAME via
+/// gRPC`, and bridges every accepted connection to one ForwardTcp stream until
+/// SIGINT/SIGTERM/SIGHUP (which must be blocked in every thread; main does it).
+/// Return: an ExitCode (cli/up.h): 0 after a signal, 1 bad address, 2 the
+/// gateway or the sandbox lookup failed, 3 the listener could not be opened.
+int run_forward(const ForwardCommandOptions& opts);
+
+}  // namespace osh::cli

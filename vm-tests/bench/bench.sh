@@ -1,0 +1,174 @@
+#!/usr/bin/env bash
+# vm-tests/bench/bench.sh: the benchmark of issue 5 (design.md §7). One run
+# builds the design §6 topology and measures the same work over five paths to
+# the same sandbox server (benchtool.py serve, [::]:9100 in the sandbox):
+#
+#   A  plain TCP, client ns -> sandbox ns over a bench-only veth (the physical
+#      limit here, and the load tool's own ceiling)
+#   B  ssh -L 19100:127.0.0.1:9100 with ProxyCommand `openshell-tunnel ssh-proxy`
+#      (the status quo: one ForwardTcp stream to sshd, channels inside SSH)
+#   C  `openshell-tunnel forward 0 demo:9100` (one ForwardTcp stream per
+#      connection, no TUN)
+#   D  the tunnel: demo.local:9100, IPv4 (`openshell-tunnel up`)
+#   E  the tunnel over IPv6 (a fresh `up`, so its RSS starts clean)
+#
+#   ┌──────── client ns ────────┐        ┌──── gw ns ────┐        ┌──────── sbx ns ────────┐
+#   │ benchtool client          │  veth  │ mini-gateway  │  veth  │ mini-supervisor, sshd  │
+#   │ B: ssh -L / C: forward    ├────────┤ :17670        ├────────┤ benchtool serve :9100  │
+#   │ D/E: up, TUN osh0         │        └───────────────┘        │                        │
+#   │ 203.0.113.1 ──────────────┼──── bench-only veth (path A) ───┼─ 203.0.113.2           │
+#   └───────────────────────────┘                                 └────────────────────────┘
+#
+# Workloads (each over --reps repetitions, printed as median (min–max)):
+# bulk upload and download (sha256 checked), connect + first byte p50/p95 over
+# sequential connections, 64-byte request/response rate on one connection, a
+# storm of concurrent 1 MiB downloads, connection churn (connect, 1 KiB echo,
+# close), concurrent idle connections (all established end to end; RSS growth
+# of the tunnel process per connection), CPU seconds per GiB of the tunnel
+# process, the gateway and the supervisor. The mini-gateway's caps are raised
+# (5000 streams per sandbox and per token) and so are the tunnel's and
+# forward's --max-streams-per-sandbox (1100), for the idle test.
+#
+# Usage: bench.sh [--smoke] [--out DIR] [--reps N] [--bulk-mib N] [--latency-n N]
+#                 [--rr-n N] [--storm-n N] [--churn-n N] [--idle-n N] [--paths "A B C D E"]
+#   --smoke   tiny sizes, one repetition (~10 s of measuring): CI's anti-rot check
+# Output: the table on stdout, DIR/bench.json (everything) and DIR/bench.md.
+# Binaries: $OSH_TUNNEL, $OSH_GATEWAY, $OSH_SUPERVISOR, else ./build/... of the repo.
+set -euo pipefail
+HERE="$(cd "$(dirname "$0")" && pwd)"
+ROOT="$(cd "$HERE/../.." && pwd)"
+TOOL="$HERE/benchtool.py"
+PY=/usr/bin/python3
+
+SMOKE=0
+OUT=""
+REPS=3
+BULK=$((1 << 30))
+LAT_N=1000
+RR_N=10000
+STORM_N=50
+STORM_BYTES=$((1 << 20))
+CHURN_N=1000
+IDLE_N=1000
+PATHS="A B C D E"
+while (($#)); do
+  case "$1" in
+    --smoke) SMOKE=1 ;;
+    --out) OUT="$2"; shift ;;
+    --reps) REPS="$2"; shift ;;
+    --bulk-mib) BULK=$(($2 << 20)); shift ;;
+    --latency-n) LAT_N="$2"; shift ;;
+    --rr-n) RR_N="$2"; shift ;;
+    --storm-n) STORM_N="$2"; shift ;;
+    --churn-n) CHURN_N="$2"; shift ;;
+    --idle-n) IDLE_N="$2"; shift ;;
+    --paths) PATHS="$2"; shift ;;
+    -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    *) echo "bench.sh: unknown argument $1 (see --help)" >&2; exit 1 ;;
+  esac
+  shift
+done
+if ((SMOKE)); then
+  REPS=1 BULK=$((16 << 20)) LAT_N=50 RR_N=500 STORM_N=10 STORM_BYTES=$((256 << 10)) CHURN_N=50 IDLE_N=50
+fi
+OUT="${OUT:-$PWD/osh-bench-$(date +%Y%m%d-%H%M%S)}"
+mkdir -p "$OUT"
+rm -f "$OUT"/path-*.json
+export OSH_TUNNEL="${OSH_TUNNEL:-$ROOT/build/cli/openshell-tunnel}"
+export OSH_GATEWAY="${OSH_GATEWAY:-$ROOT/build/peers/openshell-mini-gateway}"
+export OSH_SUPERVISOR="${OSH_SUPERVISOR:-$ROOT/build/peers/openshell-mini-supervisor}"
+export OSH_VERBOSE="${OSH_VERBOSE:-0}"
+for b in "$OSH_TUNNEL" "$OSH_GATEWAY" "$OSH_SUPERVISOR"; do
+  [[ -x $b ]] || { echo "bench.sh: $b is missing: build first (scripts/build.sh)" >&2; exit 1; }
+done
+
+source "$HERE/../lib.sh"
+trap osh_cleanup EXIT
+ulimit -n "$(ulimit -Hn)"  # 1000 idle connections in every process on the path
+T_START=$SECONDS
+
+osh_topology
+say "bench-only veth client <-> sandbox (path A): 203.0.113.1 <-> 203.0.113.2"
+ip link add "vd$OSH_TAG" netns "$NS_CLIENT" type veth peer name "ve$OSH_TAG" netns "$NS_SBX"
+ip -n "$NS_CLIENT" addr add 203.0.113.1/24 dev "vd$OSH_TAG"
+ip -n "$NS_SBX" addr add 203.0.113.2/24 dev "ve$OSH_TAG"
+ip -n "$NS_CLIENT" link set "vd$OSH_TAG" up
+ip -n "$NS_SBX" link set "ve$OSH_TAG" up
+osh_sandbox_services 1
+osh_gateway --max-streams-per-sandbox 5000 --max-streams-per-token 5000
+osh_supervisor
+STREAM_BYTES=$((BULK > STORM_BYTES ? BULK : STORM_BYTES))
+say "sandbox: benchtool serve on [::]:9100 (test stream of $((STREAM_BYTES >> 20)) MiB)"
+osh_spawn "$NS_SBX" benchsrv "$PY" "$TOOL" serve --port 9100 --stream-bytes "$STREAM_BYTES"
+wait_until 60 port_listens "$NS_SBX" 9100
+GW_URL="http://$OSH_GW_ADDR:$OSH_GW_PORT"
+PROXY="ProxyCommand=$OSH_TUNNEL ssh-proxy --gateway-endpoint $GW_URL demo"
+SSH_OPTS=(-F /dev/null -i "$OSH_WORK/ssh/id_test" -o BatchMode=yes -o StrictHostKeyChecking=no
+  -o UserKnownHostsFile=/dev/null -o ServerAliveInterval=15 -o "$PROXY")
+
+# run_path NAME LABEL HOST PORT TUNNEL_PIDS [EXTRA_GROUP_JSON]
+run_path() {
+  local name="$1" label="$2" host="$3" port="$4" tunnel="$5" extra="${6:-}"
+  local watch="{\"gateway\": [$PID_gateway], \"supervisor\": [$PID_supervisor]"
+  [[ -n $tunnel ]] && watch+=", \"tunnel\": [$tunnel]"
+  [[ -n $extra ]] && watch+=", $extra"
+  watch+="}"
+  say "path $name: $label -> $host:$port"
+  ip netns exec "$NS_CLIENT" "$PY" "$TOOL" client --name "$name" --label "$label" --host "$host" \
+    --port "$port" --out "$OUT/path-$name.json" --watch "$watch" --reps "$REPS" \
+    --bulk-bytes "$BULK" --latency-n "$LAT_N" --rr-n "$RR_N" --storm-n "$STORM_N" \
+    --storm-bytes "$STORM_BYTES" --churn-n "$CHURN_N" --idle-n "$IDLE_N"
+}
+
+# stop_pid PID: SIGTERM one process this script started, and wait for it.
+stop_pid() {
+  kill -TERM "$1" 2>/dev/null || true
+  wait "$1" 2>/dev/null || true
+}
+
+CIPHER=""
+for p in $PATHS; do
+  case "$p" in
+    A)
+      run_path A "plain TCP (veth)" 203.0.113.2 9100 ""
+      ;;
+    B)
+      # The cipher ssh negotiates here (the same for the -L session below).
+      CIPHER="$(ip netns exec "$NS_CLIENT" ssh -v "${SSH_OPTS[@]}" root@demo true 2>&1 |
+        sed -n 's/.*kex: server->client cipher: \([^ ]*\).*/\1/p' | head -n1)"
+      say "ssh cipher: ${CIPHER:-unknown}"
+      osh_spawn "$NS_CLIENT" sshfwd ssh "${SSH_OPTS[@]}" -o ExitOnForwardFailure=yes -N \
+        -L 127.0.0.1:19100:127.0.0.1:9100 root@demo
+      wait_until 20 port_listens "$NS_CLIENT" 19100
+      run_path B "ssh -L + ssh-proxy" 127.0.0.1 19100 "$PID_sshfwd" "\"sshd\": [$PID_sshd]"
+      stop_pid "$PID_sshfwd"
+      ;;
+    C)
+      osh_spawn "$NS_CLIENT" forward "$OSH_TUNNEL" forward --gateway-endpoint "$GW_URL" \
+        --max-streams-per-sandbox 1100 0 demo:9100
+      wait_until 15 grep -q "✓ Forwarding" "$OSH_WORK/forward.log"
+      FWD_PORT="$(sed -n 's/^✓ Forwarding .*:\([0-9]*\) -> .*/\1/p' "$OSH_WORK/forward.log" | head -n1)"
+      run_path C "forward (no TUN)" 127.0.0.1 "$FWD_PORT" "$PID_forward"
+      stop_pid "$PID_forward"
+      ;;
+    D | E)
+      osh_tunnel --max-streams-per-sandbox 1100
+      if [[ $p == D ]]; then
+        run_path D "tunnel demo.local (IPv4)" "$(sandbox_v4)" 9100 "$PID_tunnel"
+      else
+        run_path E "tunnel demo.local (IPv6)" "$(sandbox_v6)" 9100 "$PID_tunnel"
+      fi
+      stop_tunnel
+      ;;
+    *) fail "unknown path $p" ;;
+  esac
+done
+
+say "report ($((SECONDS - T_START)) s so far)"
+EXTRA="$("$PY" -c 'import json,sys; print(json.dumps({"ssh_cipher": sys.argv[1], "smoke": sys.argv[2] == "1", "git": sys.argv[3]}))' \
+  "$CIPHER" "$SMOKE" "$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo unknown)")"
+rc=0
+"$PY" "$TOOL" report "$OUT"/path-*.json --json "$OUT/bench.json" --markdown "$OUT/bench.md" --extra "$EXTRA" || rc=$?
+say "results: $OUT/bench.json, $OUT/bench.md (total $((SECONDS - T_START)) s)"
+((rc == 0)) || say "FAILED: some transfer or connection failed (see 'failures' above)"
+exit "$rc"

@@ -1,0 +1,142 @@
+#!/usr/bin/env bash
+# `openshell-tunnel forward` and `openshell-tunnel ssh-proxy` (issue 5, 4.4):
+#   forward: curl through a forwarded port (IPv4 and IPv6 bind), sha256 intact;
+#            half-close both ways with every byte delivered; a closed port in
+#            the sandbox resets the local client's connection (never a fake
+#            clean end); bad specs and unknown sandboxes fail with exit codes
+#            1 and 2; SIGTERM ends it with exit 0.
+#   ssh-proxy: ssh with ProxyCommand runs a command and moves 8 MiB intact
+#            both ways; stdin EOF -> WritesDone -> exit 0 after sshd's banner;
+#            an unknown sandbox -> one line on stderr, exit 2.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+trap osh_cleanup EXIT
+
+osh_topology
+osh_sandbox_services 8
+osh_gateway
+osh_supervisor
+sbx_tcp_server sinkreply 9001 sink-reply --bytes $((10 << 20))
+sbx_tcp_server replyclose 9002 reply-close --bytes $((10 << 20))
+sbx_tcp_server replyshut 9003 reply-shut --bytes $((1 << 20))
+GW_URL="http://$OSH_GW_ADDR:$OSH_GW_PORT"
+SHA1M="$(expect_sha $((1 << 20)))"
+SHA10M="$(expect_sha $((10 << 20)))"
+
+# forward_start NAME LOCAL TARGET: starts `forward` in the client namespace
+# and sets FWD_PORT to the local port it printed.
+forward_start() {
+  local name="$1"
+  osh_spawn "$NS_CLIENT" "$name" "$OSH_TUNNEL" forward --gateway-endpoint "$GW_URL" "$2" "$3"
+  wait_until 15 grep -q "✓ Forwarding" "$OSH_WORK/$name.log"
+  FWD_PORT="$(sed -n 's/^✓ Forwarding .*:\([0-9]*\) -> .*/\1/p' "$OSH_WORK/$name.log" | head -n1)"
+  [[ -n $FWD_PORT ]] || fail "no port in $(cat "$OSH_WORK/$name.log")"
+  echo "  $(grep "✓ Forwarding" "$OSH_WORK/$name.log")"
+}
+
+say "forward: bad arguments and an unknown sandbox"
+set +e
+n_client "$OSH_TUNNEL" forward --gateway-endpoint "$GW_URL" 0 demo 2>"$OSH_WORK/err"
+rc=$?
+set -e
+check "LOCAL 0 without a sandbox port: exit 1" [ "$rc" -eq 1 ]
+check "  and says why" grep -q "name the sandbox port" "$OSH_WORK/err"
+set +e
+n_client "$OSH_TUNNEL" forward --gateway-endpoint "$GW_URL" 0 nosuch:80 2>"$OSH_WORK/err"
+rc=$?
+set -e
+check "unknown sandbox: exit 2" [ "$rc" -eq 2 ]
+check "  and says so" grep -q "sandbox 'nosuch' not found" "$OSH_WORK/err"
+
+say "forward: curl an 8 MiB file through 127.0.0.1:0 -> demo:8080"
+forward_start fwd_http 0 demo:8080
+HTTP_PORT=$FWD_PORT
+check "banner names the target" grep -q -- "-> 127.0.0.1:8080 in sandbox demo via gRPC" "$OSH_WORK/fwd_http.log"
+got="$(n_client curl -sS --max-time 60 "http://127.0.0.1:$HTTP_PORT/blob" | sha256sum | cut -d' ' -f1)"
+check "sha256 intact" [ "$got" = "$OSH_BLOB_SHA" ]
+
+say "forward: 4 parallel downloads on one forward"
+pids=()
+for i in 1 2 3 4; do
+  (n_client curl -sS --max-time 60 "http://127.0.0.1:$HTTP_PORT/blob" | sha256sum | cut -d' ' -f1 >"$OSH_WORK/par$i") &
+  pids+=("$!")
+done
+wait "${pids[@]}"
+for i in 1 2 3 4; do check "download $i intact" [ "$(cat "$OSH_WORK/par$i")" = "$OSH_BLOB_SHA" ]; done
+
+say "forward: IPv6 bind [::1]:0 -> demo:8080"
+forward_start fwd_http6 "[::1]:0" demo:8080
+got="$(n_client curl -sS -g --max-time 60 "http://[::1]:$FWD_PORT/blob" | sha256sum | cut -d' ' -f1)"
+check "sha256 intact over the IPv6 listener" [ "$got" = "$OSH_BLOB_SHA" ]
+
+say "forward: half-close, client first (send 1 MiB, SHUT_WR, 10 MiB reply after EOF)"
+forward_start fwd_9001 0 demo:9001
+out="$(client_tcp send-shut-read --host 127.0.0.1 --port "$FWD_PORT" --bytes $((1 << 20)))"
+echo "  $out"
+check "client got 10 MiB intact" [ "$(jfield "$out" sha256)" = "$SHA10M" ]
+wait_until 10 test -s "$OSH_WORK/sinkreply.report"
+check "server got the 1 MiB request intact, then EOF" [ "$(jfield "$(tail -n1 "$OSH_WORK/sinkreply.report")" sha256)" = "$SHA1M" ]
+
+say "forward: server writes 10 MiB and closes first"
+forward_start fwd_9002 0 demo:9002
+out="$(client_tcp read --host 127.0.0.1 --port "$FWD_PORT")"
+echo "  $out"
+check "no error (FIN, not RST)" [ -z "$(jfield "$out" error)" ]
+check "client read all 10 MiB intact" [ "$(jfield "$out" sha256)" = "$SHA10M" ]
+
+say "forward: server writes, SHUT_WR, then reads 1 MiB more"
+forward_start fwd_9003 0 demo:9003
+out="$(client_tcp read-then-send --host 127.0.0.1 --port "$FWD_PORT" --bytes $((1 << 20)))"
+echo "  $out"
+check "client read the reply, then EOF" [ "$(jfield "$out" sha256)" = "$SHA1M" ]
+check "client could still send after EOF" [ "$(jfield "$out" sent)" = $((1 << 20)) ]
+wait_until 10 test -s "$OSH_WORK/replyshut.report"
+check "server read the client's 1 MiB after its own FIN" [ "$(jfield "$(tail -n1 "$OSH_WORK/replyshut.report")" sha256)" = "$SHA1M" ]
+
+say "forward: closed port 9 in the sandbox"
+forward_start fwd_closed 0 demo:9
+out="$(client_tcp read --host 127.0.0.1 --port "$FWD_PORT")"
+echo "  $out"
+check "local connection reset (ECONNRESET), not a clean EOF" [ "$(jfield "$out" error)" = ECONNRESET ]
+check "within 2 s (measured $(jfield "$out" elapsed_s) s)" \
+  /usr/bin/python3 -c "import sys; sys.exit(0 if float(sys.argv[1]) < 2 else 1)" "$(jfield "$out" elapsed_s)"
+check "forward still running" kill -0 "$PID_fwd_closed"
+
+say "ssh-proxy: unknown sandbox"
+set +e
+ip netns exec "$NS_CLIENT" "$OSH_TUNNEL" ssh-proxy --gateway-endpoint "$GW_URL" nosuch </dev/null >/dev/null 2>"$OSH_WORK/err"
+rc=$?
+set -e
+cat "$OSH_WORK/err"
+check "exit 2" [ "$rc" -eq 2 ]
+check "one line on stderr" [ "$(wc -l <"$OSH_WORK/err")" -eq 1 ]
+
+say "ssh-proxy: stdin EOF at once: sshd's banner arrives, then a clean exit"
+set +e
+ip netns exec "$NS_CLIENT" timeout 20 "$OSH_TUNNEL" ssh-proxy --gateway-endpoint "$GW_URL" demo </dev/null >"$OSH_WORK/banner" 2>"$OSH_WORK/err"
+rc=$?
+set -e
+check "exit 0 (rc $rc, stderr: $(cat "$OSH_WORK/err"))" [ "$rc" -eq 0 ]
+check "stdout starts with the SSH banner" grep -q "^SSH-2.0-" "$OSH_WORK/banner"
+
+PROXY="ProxyCommand=$OSH_TUNNEL ssh-proxy --gateway-endpoint $GW_URL demo"
+say "ssh-proxy: ssh runs a command through ProxyCommand"
+out="$(osh_ssh -o "$PROXY" root@demo 'echo hello-from-$(hostname -s 2>/dev/null || echo sandbox)')"
+echo "  $out"
+check "command ran" grep -q "^hello-from-" <<<"$out"
+
+say "ssh-proxy: 8 MiB down and up through ssh, sha256 intact"
+got="$(osh_ssh -o "$PROXY" root@demo "cat $OSH_WORK/www/blob" | sha256sum | cut -d' ' -f1)"
+check "download intact" [ "$got" = "$OSH_BLOB_SHA" ]
+got="$(osh_ssh -o "$PROXY" root@demo 'sha256sum' <"$OSH_WORK/www/blob" | cut -d' ' -f1)"
+check "upload intact (stdin EOF reached the remote command)" [ "$got" = "$OSH_BLOB_SHA" ]
+
+say "forward: SIGTERM"
+kill -TERM "$PID_fwd_http"
+set +e
+wait "$PID_fwd_http"
+rc=$?
+set -e
+check "exit 0" [ "$rc" -eq 0 ]
+check "counters logged" grep -q "counters: accepted=5" "$OSH_WORK/fwd_http.log"
+say "PASS: forward and ssh-proxy"
