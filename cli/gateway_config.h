@@ -46,7 +46,23 @@ struct GatewayFlags {
 /// A configuration problem the user must fix; what() is one clear line that
 /// names the file or setting and what is wrong with it.
 struct ConfigError : std::runtime_error {
-  using std::runtime_error::runtime_error;
+  /// Control characters (from quoted file contents) are escaped as \xNN,
+  /// so what() is always one line.
+  explicit ConfigError(const std::string& what) : std::runtime_error(one_line(what)) {}
+  static std::string one_line(const std::string& s) {
+    static const char* const kHex = "0123456789abcdef";
+    std::string out;
+    for (unsigned char c : s) {
+      if (c < 0x20 || c == 0x7f) {
+        out += "\\x";
+        out += kHex[c >> 4];
+        out += kHex[c & 15];
+      } else {
+        out += static_cast<char>(c);
+      }
+    }
+    return out;
+  }
 };
 
 /// Looks up one environment variable; nullopt when unset.

@@ -7,7 +7,7 @@ PKGS=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   liblwip-dev libnl-3-dev libnl-route-3-dev libspdlog-dev libldns-dev libcap-dev
   libgtest-dev libgmock-dev libcli11-dev nlohmann-json3-dev
-  openssh-server openssh-client iproute2 iputils-ping procps curl python3 openssl bind9-dnsutils
+  openssh-server openssh-client iproute2 iputils-ping procps curl python3 python3-scapy openssl bind9-dnsutils
   chromium fonts-dejavu-core
 )
 missing=()

@@ -193,6 +193,24 @@ Parsed classify(std::span<const uint8_t> pkt) {
   }
 }
 
+bool checksums_ok(std::span<const uint8_t> pkt, const Parsed& p) {
+  if (p.src.family == 4 && checksum_fold(checksum_add(0, pkt.first(p.ip_header_len))) != 0) return false;
+  size_t field = 0;
+  switch (p.protocol) {
+    case kProtoTcp: field = 16; break;
+    case kProtoUdp: field = 6; break;
+    case kProtoIcmp: field = 2; break;
+    case kProtoIcmp6: field = 2; break;
+    default: return true;
+  }
+  const size_t l4_len = p.total_len - p.ip_header_len;
+  if (l4_len < field + 2) return false;
+  const auto l4 = pkt.subspan(p.ip_header_len, l4_len);
+  if (p.protocol == kProtoUdp && p.src.family == 4 && rd16(&l4[6]) == 0) return true;
+  const uint32_t sum = p.protocol == kProtoIcmp ? 0 : pseudo_sum(p.src, p.dst, p.protocol, l4_len);
+  return checksum_fold(checksum_add(sum, l4)) == 0;
+}
+
 std::vector<uint8_t> make_rst_for_syn(const Parsed& syn) {
   const size_t iphl = syn.dst.family == 4 ? 20 : 40;
   std::vector<uint8_t> out(iphl + 20, 0);

@@ -83,6 +83,13 @@ struct Parsed {
 /// kMalformed. Thread: any.
 Parsed classify(std::span<const uint8_t> pkt);
 
+/// Whether the checksums of a packet classify() accepted (not kMalformed or
+/// kFragment) are valid: the IPv4 header checksum (RFC 791; RFC 1122
+/// §3.2.1.2) and the TCP, UDP, ICMP or ICMPv6 checksum (a zero UDP checksum
+/// over IPv4 means "none", RFC 768). lwIP would check TCP itself, but only
+/// after the SYN gate had opened a stream for a forged SYN.
+bool checksums_ok(std::span<const uint8_t> pkt, const Parsed& p);
+
 /// Internet checksum (RFC 1071) over `data`, continuing from `sum`.
 uint32_t checksum_add(uint32_t sum, std::span<const uint8_t> data);
 uint16_t checksum_fold(uint32_t sum);

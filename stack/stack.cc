@@ -356,6 +356,17 @@ struct Stack::Impl final : UpstreamEvents {
       case Parsed::Kind::kFragment: counters.drop_fragment++; return;
       default: break;
     }
+    if (!checksums_ok(pkt, p)) {
+      counters.drop_malformed++;
+      return;
+    }
+    // Nothing legitimate comes *from* a sandbox or DNS address into the TUN
+    // (a "LAND" packet would make lwIP answer itself through the kernel).
+    if (routes.contains(p.src) ||
+        std::find(cfg.dns_addrs.begin(), cfg.dns_addrs.end(), p.src) != cfg.dns_addrs.end()) {
+      counters.drop_malformed++;
+      return;
+    }
     if (p.kind == Parsed::Kind::kUdp && p.dport == 53 && cfg.dns_handler &&
         std::find(cfg.dns_addrs.begin(), cfg.dns_addrs.end(), p.dst) != cfg.dns_addrs.end()) {
       counters.dns_queries++;
@@ -409,8 +420,45 @@ struct Stack::Impl final : UpstreamEvents {
     feed_tcp(pkt, p);
   }
 
+  // lwIP 2.1.3 asserts ("insane offset!", tcp_in.c) and aborts the process on
+  // a 1-byte segment (data or FIN) whose sequence number is exactly 2^31 away
+  // from rcv_nxt; found by fuzz/stack_fuzz. Such a segment is never valid.
+  bool aborts_lwip(const Parsed& p) {
+    const size_t len = p.tcp_payload_len + ((p.tcp_flags & kFin) ? 1 : 0) + ((p.tcp_flags & kSyn) ? 1 : 0);
+    if (len != 1) return false;
+    ip_addr_t src, dst;
+    to_lwip(p.src, &src);
+    to_lwip(p.dst, &dst);
+    for (tcp_pcb* q = tcp_active_pcbs; q; q = q->next)
+      if (q->remote_port == p.sport && q->local_port == p.dport && ip_addr_cmp(&q->remote_ip, &src) &&
+          ip_addr_cmp(&q->local_ip, &dst))
+        return q->state >= ESTABLISHED && q->rcv_nxt - p.seq == 0x80000000u;
+    return false;
+  }
+
+  // A new connection reusing the 4-tuple of one lwIP still holds in
+  // TIME_WAIT (lwIP closed first; the client's kernel already freed the
+  // port) would be answered from TIME_WAIT instead of with a SYN-ACK and
+  // hang. The client has moved on: drop the old pcb before the SYN goes in.
+  void drop_time_wait(const FlowKey& f) {
+    ip_addr_t src, dst;
+    to_lwip(f.src, &src);
+    to_lwip(f.dst, &dst);
+    for (tcp_pcb* q = tcp_tw_pcbs; q; q = q->next) {
+      if (q->remote_port == f.sport && q->local_port == f.dport && ip_addr_cmp(&q->remote_ip, &src) &&
+          ip_addr_cmp(&q->local_ip, &dst)) {
+        tcp_abort(q);  // a TIME_WAIT pcb has no callbacks and sends no RST
+        return;
+      }
+    }
+  }
+
   // I2 input path (lwip-notes.md): fill ip_data and call tcp_input directly.
   void feed_tcp(std::span<const uint8_t> pkt, const Parsed& p) {
+    if (aborts_lwip(p)) {
+      counters.drop_malformed++;
+      return;
+    }
     pbuf* pb = pbuf_alloc(PBUF_RAW, static_cast<u16_t>(p.total_len), PBUF_RAM);
     if (!pb) { counters.drop_tx_error++; return; }
     pbuf_take(pb, pkt.data(), static_cast<u16_t>(p.total_len));
@@ -522,6 +570,7 @@ struct Stack::Impl final : UpstreamEvents {
           return;
         }
         c->state = Conn::State::kHandshake;
+        drop_time_wait(c->flow);
         {
           std::vector<uint8_t> syn = std::move(c->syn);
           feed_tcp(syn, classify(syn));
@@ -684,6 +733,10 @@ struct Stack::Impl final : UpstreamEvents {
       else self->counters.resets++;
       return ERR_ABRT;
     }
+    // A retransmitted SYN makes lwIP re-read the client's MSS option and
+    // forget the link MTU: keep segments within it (fuzz/stack_fuzz).
+    const u16_t max_mss = static_cast<u16_t>(self->cfg.mtu - (IP_IS_V6_VAL(pcb->remote_ip) ? 60 : 40));
+    if (pcb->mss > max_mss) pcb->mss = max_mss;
     c->state = Conn::State::kEstablished;
     c->pcb = pcb;
     tcp_arg(pcb, reinterpret_cast<void*>(static_cast<uintptr_t>(c->id)));

@@ -278,6 +278,52 @@ TEST_F(StackNetns, ServerSendsThenFinClientReadsAllThenEof) {
   });
 }
 
+// lwIP closed first, so it holds the 4-tuple in TIME_WAIT; the client's
+// kernel freed the port at once. A new connection from the same port must
+// get a SYN-ACK, not an answer from TIME_WAIT (found by the benchmark).
+TEST_F(StackNetns, ReusedPortAfterServerCloseConnects) {
+  run([]() -> std::string {
+    for (int round = 0; round < 2; ++round) {
+      int fd = -1;
+      // The previous round's socket may still be in LAST_ACK for a moment:
+      // poll (EADDRNOTAVAIL) until the port is free, 2 s at most.
+      for (int attempt = 0; attempt < 200; ++attempt) {
+        fd = socket(AF_INET, SOCK_STREAM, 0);
+        int one = 1;
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        timeval tv{5, 0};
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+        sockaddr_in local{};
+        local.sin_family = AF_INET;
+        local.sin_port = htons(45678);
+        inet_pton(AF_INET, "198.18.0.1", &local.sin_addr);
+        sockaddr_in dst{};
+        dst.sin_family = AF_INET;
+        dst.sin_port = htons(9);
+        inet_pton(AF_INET, "198.18.0.10", &dst.sin_addr);
+        if (bind(fd, reinterpret_cast<sockaddr*>(&local), sizeof local) == 0 &&
+            connect(fd, reinterpret_cast<sockaddr*>(&dst), sizeof dst) == 0)
+          break;
+        const int e = errno;
+        close(fd);
+        fd = -1;
+        if (e != EADDRNOTAVAIL && e != EADDRINUSE)
+          return "round " + std::to_string(round) + ": connect: " + strerror(e);
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      }
+      if (fd < 0) return "round " + std::to_string(round) + ": port never became free";
+      char buf[65536];
+      size_t total = 0;
+      ssize_t n;
+      while ((n = read(fd, buf, sizeof buf)) > 0) total += static_cast<size_t>(n);
+      close(fd);
+      if (total != kBigReply) return "round " + std::to_string(round) + ": got " + std::to_string(total);
+    }
+    return "";
+  });
+}
+
 TEST_F(StackNetns, UdpToTheDnsAddressReachesTheHandler) {
   run([]() -> std::string {
     for (const char* a : {"198.18.0.2", "fd00:6f73:6800::2"}) {
