@@ -1,5 +1,6 @@
 // openshell-tunnel: command-line entry point (CLI11). Each subcommand adds
 // itself (commands.h); this file sets up logging and signals.
+#include <malloc.h>
 #include <signal.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
@@ -27,6 +28,10 @@ void block_signals() {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Bounded memory (issue 3.3): with one glibc arena per thread, memory
+  // freed by one connection's thread is not reused by another's and RSS
+  // grows with the thread count, not with live data. Two arenas suffice.
+  mallopt(M_ARENA_MAX, 2);
   block_signals();
   std::setvbuf(stdout, nullptr, _IOLBF, 0);  // progress lines interleave with stderr in order
   CLI::App app{"openshell-tunnel: every OpenShell sandbox reachable as a host on your network"};

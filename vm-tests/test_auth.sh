@@ -151,7 +151,7 @@ printf '{"access_token":"not-the-token","issuer":"https://idp.osh.test","client_
   >"$CFG_BADTOKEN/gateways/lab/oidc_token.json"
 # Health needs no token, so the first call refused is ListSandboxes.
 expect_fail bad-bearer 2 \
-  "~error: .*https://${OSH_GW_ADDR//./\\.}:$PORT_B.*UNAUTHENTICATED: invalid token.*" \
+  "~error: .*https://${OSH_GW_ADDR//./\\.}:$PORT_B.*invalid token.*" \
   --config-dir "$CFG_BADTOKEN" -g lab
 
 CFG_B="$OSH_WORK/cfg-b"
