@@ -441,6 +441,7 @@ int Tunnel::run() {
     state_.tun_name = tun_name_;
     tun::LinkConfig link(dev.ifindex());
     link.set_mtu(o_.mtu);
+    link.set_txqueuelen(10000);  // a connection storm overflows the default 500 (BENCHMARKS.md)
     link.add_address({plan_->tunnel4(), p4_->len});
     link.add_address({plan_->tunnel6(), p6_->len});
     link.set_up();

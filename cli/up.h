@@ -20,7 +20,7 @@ struct UpOptions {
   std::string ssh_config;                  ///< user's ssh config; "" = ~/.ssh/config of $SUDO_USER or root
   bool no_ssh_config = false;              ///< opt out of the ssh Include
   std::string dns = "both";                ///< hosts | resolver | both
-  uint32_t mtu = 1500;                     ///< TUN MTU, bytes
+  uint32_t mtu = 65000;                    ///< TUN MTU, bytes (large: fewer, bigger segments; lwip-notes.md)
   size_t max_streams_per_sandbox = 20;     ///< upstream cap (protocol §2.8)
   size_t max_streams_per_token = 3;
   uint32_t queue_timeout_ms = 10000;

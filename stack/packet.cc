@@ -211,6 +211,44 @@ bool checksums_ok(std::span<const uint8_t> pkt, const Parsed& p) {
   return checksum_fold(checksum_add(sum, l4)) == 0;
 }
 
+namespace {
+// Offset of the MSS option's value in `pkt`, or 0.
+size_t mss_option_offset(std::span<const uint8_t> pkt, const Parsed& p) {
+  if (p.kind != Parsed::Kind::kTcp) return 0;
+  const size_t t = p.ip_header_len;
+  const size_t doff = size_t{static_cast<uint8_t>(pkt[t + 12] >> 4)} * 4;
+  size_t i = t + 20;
+  const size_t end = t + doff;
+  while (i < end) {
+    const uint8_t kind = pkt[i];
+    if (kind == 0) break;      // end of options
+    if (kind == 1) { ++i; continue; }  // NOP
+    if (i + 1 >= end) break;
+    const uint8_t len = pkt[i + 1];
+    if (len < 2 || i + len > end) break;
+    if (kind == 2 && len == 4) return i + 2;
+    i += len;
+  }
+  return 0;
+}
+}  // namespace
+
+uint16_t tcp_mss_option(std::span<const uint8_t> pkt, const Parsed& p) {
+  const size_t off = mss_option_offset(pkt, p);
+  return off ? rd16(&pkt[off]) : 0;
+}
+
+bool rewrite_tcp_mss(std::span<uint8_t> pkt, const Parsed& p, uint16_t mss) {
+  const size_t off = mss_option_offset(pkt, p);
+  if (!off) return false;
+  wr16(&pkt[off], mss);
+  uint8_t* t = pkt.data() + p.ip_header_len;
+  const size_t l4_len = p.total_len - p.ip_header_len;
+  wr16(t + 16, 0);
+  wr16(t + 16, checksum_fold(checksum_add(pseudo_sum(p.src, p.dst, kProtoTcp, l4_len), {t, l4_len})));
+  return true;
+}
+
 std::vector<uint8_t> make_rst_for_syn(const Parsed& syn) {
   const size_t iphl = syn.dst.family == 4 ? 20 : 40;
   std::vector<uint8_t> out(iphl + 20, 0);

@@ -90,6 +90,13 @@ Parsed classify(std::span<const uint8_t> pkt);
 /// after the SYN gate had opened a stream for a forged SYN.
 bool checksums_ok(std::span<const uint8_t> pkt, const Parsed& p);
 
+/// The MSS option (RFC 9293 §3.7.1) of a TCP segment, or 0 if it has none.
+uint16_t tcp_mss_option(std::span<const uint8_t> pkt, const Parsed& p);
+
+/// Sets the MSS option of a TCP segment (in place) to `mss` and recomputes
+/// the TCP checksum. @return false if the segment has no MSS option.
+bool rewrite_tcp_mss(std::span<uint8_t> pkt, const Parsed& p, uint16_t mss);
+
 /// Internet checksum (RFC 1071) over `data`, continuing from `sum`.
 uint32_t checksum_add(uint32_t sum, std::span<const uint8_t> data);
 uint16_t checksum_fold(uint32_t sum);

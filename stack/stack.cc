@@ -133,6 +133,7 @@ struct Stack::Impl final : UpstreamEvents {
     FlowKey flow;
     std::string sandbox;           // route key (sandbox id)
     std::vector<uint8_t> syn;      // held SYN (kOpening only)
+    uint16_t peer_mss = 0;         // the client's MSS option, before lwIP clamps it
     Clock::time_point born = Clock::now();
     tcp_pcb* pcb = nullptr;
     std::deque<std::string> tx;    // upstream -> client, not yet in lwIP
@@ -223,6 +224,14 @@ struct Stack::Impl final : UpstreamEvents {
     if (ps.kind == Parsed::Kind::kMalformed || !routes.contains(ps.src)) {
       counters.drop_unsupported++;
       return ERR_OK;
+    }
+    // Large segments (lwip-notes.md): lwIP advertises at most TCP_MSS
+    // (1460); with a large TUN MTU, advertise what the link carries so the
+    // kernel sends up to MTU-sized segments (far fewer packets).
+    if (ps.kind == Parsed::Kind::kTcp && (ps.tcp_flags & (kSyn | kAck)) == (kSyn | kAck) &&
+        cfg.mtu > 1500) {
+      const uint16_t link_mss = static_cast<uint16_t>(cfg.mtu - (ps.src.family == 6 ? 60 : 40));
+      rewrite_tcp_mss({buf, n}, ps, link_mss);
     }
     write_packet(pkt);
     return ERR_OK;
@@ -407,6 +416,7 @@ struct Stack::Impl final : UpstreamEvents {
       c->sandbox = routes.at(p.dst);
       stats_of(*c).active++;
       c->syn.assign(pkt.begin(), pkt.begin() + static_cast<long>(p.total_len));
+      c->peer_mss = tcp_mss_option(pkt, p);
       OpenRequest req{c->id, routes.at(p.dst), p.dst, p.dport, key};
       by_flow.emplace(key, c->id);
       const ConnId id = c->id;
@@ -737,6 +747,11 @@ struct Stack::Impl final : UpstreamEvents {
     // forget the link MTU: keep segments within it (fuzz/stack_fuzz).
     const u16_t max_mss = static_cast<u16_t>(self->cfg.mtu - (IP_IS_V6_VAL(pcb->remote_ip) ? 60 : 40));
     if (pcb->mss > max_mss) pcb->mss = max_mss;
+    // With a large MTU, send large segments too (lwIP clamps the peer's MSS
+    // to TCP_MSS): up to the client's MSS, the link, and half of lwIP's
+    // 64 KiB send buffer so that two segments can be in flight.
+    if (self->cfg.mtu > 1500 && c->peer_mss > pcb->mss)
+      pcb->mss = std::min<u16_t>({c->peer_mss, max_mss, u16_t{32768}});
     c->state = Conn::State::kEstablished;
     c->pcb = pcb;
     tcp_arg(pcb, reinterpret_cast<void*>(static_cast<uintptr_t>(c->id)));

@@ -274,6 +274,13 @@ struct LinkConfig::Impl {
     return change_link(change.get());
   }
 
+  NlStatus set_txqlen_raw(uint32_t packets) {
+    LinkPtr change(rtnl_link_alloc());
+    if (!change) return NlStatus{-NLE_NOMEM, ENOMEM, {}};
+    rtnl_link_set_txqlen(change.get(), packets);
+    return change_link(change.get());
+  }
+
   NlStatus set_updown_raw(bool up) {
     LinkPtr change(rtnl_link_alloc());
     if (!change) return NlStatus{-NLE_NOMEM, ENOMEM, {}};
@@ -337,6 +344,17 @@ void LinkConfig::set_mtu(uint32_t bytes) {
   tun_log().debug("{}: MTU {} -> {}", im.name, old, bytes);
   im.undo.push_back({"restore MTU " + std::to_string(old) + " on " + im.name,
                      [&im, old] { return im.set_mtu_raw(old); }});
+}
+
+void LinkConfig::set_txqueuelen(uint32_t packets) {
+  Impl& im = *impl_;
+  const std::string what = "set txqueuelen " + std::to_string(packets) + " on " + im.name;
+  LinkPtr link = im.get_link(what);
+  const uint32_t old = rtnl_link_get_txqlen(link.get());
+  if (old == packets) return;
+  if (NlStatus st = im.set_txqlen_raw(packets); !st.ok()) im.fail(what, st);
+  im.undo.push_back({"restore txqueuelen " + std::to_string(old) + " on " + im.name,
+                     [&im, old] { return im.set_txqlen_raw(old); }});
 }
 
 void LinkConfig::set_up() {

@@ -68,6 +68,11 @@ class LinkConfig {
   /// @throws TunError
   void set_up();
 
+  /// Sets the transmit queue length, packets: how many packets the kernel
+  /// queues towards the TUN reader before it drops (a connection storm
+  /// overflows the default 500). Undone by rollback(). @throws TunError.
+  void set_txqueuelen(uint32_t packets);
+
   /// Adds an address with its on-link prefix length, e.g. 198.18.0.1/16 or
   /// fd00:6f73:6800::1/64. For IPv6 it first sets
   /// /proc/sys/net/ipv6/conf/<name>/disable_ipv6 to 0 if that file exists and

@@ -127,6 +127,27 @@ TEST(Craft, UnreachableQuotesThePacket) {
   }
 }
 
+TEST(MssOption, ReadAndRewriteWithValidChecksum) {
+  auto pkt = syn_v4();
+  // Data offset 6 words: one option block "MSS 1460".
+  pkt.insert(pkt.end(), {2, 4, 0x05, 0xb4});
+  pkt[3] = 44;
+  pkt[32] = 6 << 4;
+  Parsed p = classify(pkt);
+  ASSERT_EQ(p.kind, Parsed::Kind::kTcp);
+  EXPECT_EQ(tcp_mss_option(pkt, p), 1460);
+  ASSERT_TRUE(rewrite_tcp_mss(pkt, p, 64960));
+  EXPECT_EQ(tcp_mss_option(pkt, classify(pkt)), 64960);
+  EXPECT_TRUE(transport_checksum_ok(pkt));
+  auto plain = syn_v4();  // no options
+  Parsed q = classify(plain);
+  EXPECT_EQ(tcp_mss_option(plain, q), 0);
+  EXPECT_FALSE(rewrite_tcp_mss(plain, q, 1000));
+  // A malformed option list (length running past the header) is ignored.
+  pkt[41] = 40;
+  EXPECT_EQ(tcp_mss_option(pkt, classify(pkt)), 0);
+}
+
 TEST(Craft, UdpReplySwapsPortsWithValidChecksum) {
   std::vector<uint8_t> q(28 + 3, 0);
   q[0] = 0x45; q[3] = 31; q[8] = 64; q[9] = 17;
