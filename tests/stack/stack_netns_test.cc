@@ -4,8 +4,10 @@
 //
 // FakeUpstream: port 7 echoes (and half-closes after the client's FIN),
 // port 1 refuses, port 2 is unreachable, port 9 sends `kBigReply` bytes and
-// then FIN without reading. Its events come from its own thread, as gRPC
-// reactions would.
+// then FIN without reading, port 10 sends `kBigReply` bytes and then just
+// ends the stream OK with no FIN frame (an upstream gateway, protocol
+// §2.6), port 5 opens only after 1.5 s (the kernel retransmits the SYN at
+// 1 s). Its events come from its own thread, as gRPC reactions would.
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
@@ -45,13 +47,24 @@ class FakeUpstream final : public Upstream {
   void set_events(UpstreamEvents* ev) { ev_ = ev; }
 
   void open(const OpenRequest& r) override {
+    if (r.port == 5) {
+      std::thread([this, r] {
+        std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // a slow open, by design
+        post([this, r] {
+          conns_[r.id].port = 7;  // then it echoes
+          ev_->on_open_ok(r.id);
+        });
+      }).detach();
+      return;
+    }
     post([this, r] {
       if (r.port == 1) return ev_->on_closed(r.id, CloseKind::kRefused, "refused");
       if (r.port == 2) return ev_->on_closed(r.id, CloseKind::kUnreachable, "unreachable");
       conns_[r.id].port = r.port;
       ev_->on_open_ok(r.id);
-      if (r.port == 9) {
+      if (r.port == 9 || r.port == 10) {
         Conn& c = conns_[r.id];
+        c.no_fin_frame = r.port == 10;
         for (size_t off = 0; off < kBigReply; off += 65536) c.out.push_back(std::string(65536, 'z'));
         c.fin_after_out = true;
         deliver(r.id);
@@ -92,7 +105,7 @@ class FakeUpstream final : public Upstream {
   struct Conn {
     uint16_t port = 0;
     std::deque<std::string> out;
-    bool reading = false, fin_after_out = false, done = false;
+    bool reading = false, fin_after_out = false, done = false, no_fin_frame = false;
   };
   void deliver(ConnId id) {
     auto it = conns_.find(id);
@@ -108,7 +121,7 @@ class FakeUpstream final : public Upstream {
     }
     if (c.fin_after_out) {
       c.done = true;
-      ev_->on_remote_fin(id);
+      if (!c.no_fin_frame) ev_->on_remote_fin(id);
       ev_->on_closed(id, CloseKind::kOk, "done");
     }
   }
@@ -142,6 +155,8 @@ class FakeUpstream final : public Upstream {
 
 IpAddr ip(const char* s) { return *IpAddr::parse(s); }
 
+Stack* g_stack = nullptr;  // the child's stack, for tests that read its counters
+
 // Brings up TUN + Stack in the current (fresh) namespace, runs `body`.
 std::string with_stack(const std::function<std::string()>& body) {
   auto dev = tun::TunDevice::open("osh-st0");
@@ -166,7 +181,9 @@ std::string with_stack(const std::function<std::string()>& body) {
   up.set_events(&stk.events());
   stk.set_routes({{ip("198.18.0.10"), "sbx"}, {ip("fd00:6f73:6800::10"), "sbx"}});
   stk.start();
+  g_stack = &stk;
   std::string r = body();
+  g_stack = nullptr;
   stk.stop();
   return r;
 }
@@ -320,6 +337,42 @@ TEST_F(StackNetns, ReusedPortAfterServerCloseConnects) {
       close(fd);
       if (total != kBigReply) return "round " + std::to_string(round) + ": got " + std::to_string(total);
     }
+    return "";
+  });
+}
+
+// Fallback for gateways without the FIN frame: the stream's OK end is the FIN.
+TEST_F(StackNetns, StreamEndWithoutFinFrameIsAFin) {
+  run([]() -> std::string {
+    int err;
+    int fd = connect_to("198.18.0.10", 10, &err);
+    if (fd < 0) return std::string("connect: ") + strerror(err);
+    size_t total = 0;
+    char buf[65536];
+    ssize_t n;
+    while ((n = read(fd, buf, sizeof buf)) > 0) total += static_cast<size_t>(n);
+    close(fd);
+    if (n < 0) return std::string("read: ") + strerror(errno);
+    if (total != kBigReply) return "got " + std::to_string(total) + " bytes";
+    return "";
+  });
+}
+
+// A SYN held while the stream opens is not answered twice: the kernel's
+// retransmission (at 1 s) is absorbed, and the connection then works.
+TEST_F(StackNetns, RetransmittedSynWhileOpeningIsAbsorbed) {
+  run([]() -> std::string {
+    int err;
+    int fd = connect_to("198.18.0.10", 5, &err);
+    if (fd < 0) return std::string("connect: ") + strerror(err);
+    const char msg[] = "after a slow open";
+    if (write(fd, msg, sizeof msg) != static_cast<ssize_t>(sizeof msg)) return "write failed";
+    char buf[64] = {};
+    const ssize_t n = read(fd, buf, sizeof buf);
+    close(fd);
+    if (n != static_cast<ssize_t>(sizeof msg) || std::string(buf) != msg) return "no echo";
+    if (g_stack->counters().syn_absorbed.load() < 1) return "the retransmitted SYN was not absorbed";
+    if (g_stack->counters().syn_held.load() != 1) return "more than one open for one connection";
     return "";
   });
 }

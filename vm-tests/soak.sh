@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Soak (issue 6.5; a documented command, not CI): mixed traffic through the
+# tunnel for a bounded time, then checks: zero corrupted bytes, RSS and CPU
+# flat after warm-up, CPU idle when traffic stops.
+#
+#   sudo OSH_TUNNEL=... OSH_GATEWAY=... OSH_SUPERVISOR=... vm-tests/soak.sh [MINUTES]   (default 30)
+#
+# Traffic, in parallel until the time is up: 4 parallel 64 MiB downloads
+# (sha256 checked) in a loop; an ssh session echoing a line every second;
+# connection churn (curl of a small file) in a loop. Every 10 s the tunnel's
+# RSS and CPU time are sampled into soak.tsv. Result lines at the end.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+trap osh_cleanup EXIT
+MINUTES="${1:-30}"
+END=$((SECONDS + MINUTES * 60))
+
+osh_topology
+osh_sandbox_services 64
+printf 'x%.0s' $(seq 1 1024) >"$OSH_WORK/www/small"
+osh_gateway
+osh_supervisor
+osh_tunnel
+OSH_VERBOSE=0
+
+downloads() {
+  local bad=0 n=0
+  while ((SECONDS < END)); do
+    local sum
+    sum="$(ip netns exec "$NS_CLIENT" curl -4 -sS --max-time 120 http://demo.local:8080/blob | sha256sum | cut -d' ' -f1)"
+    n=$((n + 1))
+    [[ $sum == "$OSH_BLOB_SHA" ]] || bad=$((bad + 1))
+  done
+  echo "$n $bad"
+}
+churn() {
+  local n=0 bad=0
+  while ((SECONDS < END)); do
+    ip netns exec "$NS_CLIENT" curl -4 -sS --max-time 10 -o /dev/null http://demo.local:8080/small || bad=$((bad + 1))
+    n=$((n + 1))
+  done
+  echo "$n $bad"
+}
+ssh_session() {
+  osh_ssh root@demo.local "for i in \$(seq 1 $((MINUTES * 60))); do echo tick \$i; sleep 1; done" 2>&1 | tail -n1
+}
+
+say "soak: $MINUTES min of downloads (4 parallel), churn, and an ssh session"
+pids=()
+for i in 1 2 3 4; do downloads >"$OSH_WORK/dl$i.res" & pids+=($!); done
+churn >"$OSH_WORK/churn.res" & pids+=($!)
+ssh_session >"$OSH_WORK/ssh.res" & pids+=($!)
+hz=$(getconf CLK_TCK)
+printf 't_s\trss_kib\tcpu_s\n' >"$OSH_WORK/soak.tsv"
+start=$SECONDS
+while ((SECONDS < END)); do
+  cpu=$(awk -v hz="$hz" '{print ($14 + $15) / hz}' "/proc/$PID_tunnel/stat")
+  printf '%d\t%d\t%s\n' $((SECONDS - start)) "$(rss_kib "$PID_tunnel")" "$cpu" >>"$OSH_WORK/soak.tsv"
+  sleep 10  # sampling period
+done
+wait "${pids[@]}" || true
+cpu_end=$(awk -v hz="$hz" '{print ($14 + $15) / hz}' "/proc/$PID_tunnel/stat")
+sleep 10  # idle period after the traffic
+cpu_idle=$(awk -v hz="$hz" -v e="$cpu_end" '{print ($14 + $15) / hz - e}' "/proc/$PID_tunnel/stat")
+
+cat "$OSH_WORK/soak.tsv"
+read -r dn db < <(cat "$OSH_WORK"/dl*.res | awk '{n += $1; b += $2} END {print n, b}')
+read -r cn cb <"$OSH_WORK/churn.res"
+say "downloads: $dn of 64 MiB, $db corrupted; churn: $cn connections, $cb failed; ssh: $(cat "$OSH_WORK/ssh.res")"
+/usr/bin/python3 - "$OSH_WORK/soak.tsv" <<'PY'
+import sys
+rows = [l.split('\t') for l in open(sys.argv[1]).read().split('\n')[1:] if l]
+rows = [(int(t), int(r), float(c)) for t, r, c in rows]
+warm = [r for r in rows if r[0] >= 60] or rows
+rss = [r[1] for r in warm]
+print(f"RSS after warm-up: min {min(rss)} KiB, max {max(rss)} KiB, growth {max(rss) - rss[0]} KiB")
+if len(warm) > 2:
+    rates = [(b[2] - a[2]) / max(1, b[0] - a[0]) for a, b in zip(warm, warm[1:])]
+    print(f"CPU during traffic: {min(rates):.2f}..{max(rates):.2f} s/s")
+PY
+say "CPU in the 10 s after traffic stopped: ${cpu_idle} s"
+check "zero corrupted downloads" [ "$db" -eq 0 ]
+check "CPU idle after traffic (< 0.2 s in 10 s)" /usr/bin/python3 -c "import sys; sys.exit(0 if float('$cpu_idle') < 0.2 else 1)"
+say "soak done"
