@@ -27,14 +27,7 @@ void add_forward_command(CLI::App& app, int* exit_code) {
                   "SANDBOX[:PORT]: sandbox name and the port on its loopback (default: LOCAL; "
                   "22 is the sandbox's SSH server)")
       ->required()->option_text("SANDBOX[:PORT]");
-  cmd->add_option("--max-streams-per-sandbox", opts->max_streams_per_sandbox,
-                  "concurrent ForwardTcp streams per sandbox; more connections wait")
-      ->capture_default_str();
-  cmd->add_option("--max-streams-per-token", opts->max_streams_per_token,
-                  "concurrent streams per SSH-session token")->capture_default_str();
-  cmd->add_option("--queue-timeout-ms", opts->queue_timeout_ms,
-                  "how long a connection may wait for a stream slot before it is reset")
-      ->capture_default_str();
+  add_stream_flags(cmd, opts->max_streams_per_sandbox, opts->max_streams_per_token, opts->queue_timeout_ms);
   cmd->callback([opts, gw, local, target, exit_code] {
     std::string err;
     auto spec = parse_forward_spec(*local, *target, &err);

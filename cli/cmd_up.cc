@@ -110,14 +110,7 @@ void add_up_command(CLI::App& app, int* exit_code) {
       ->capture_default_str()->check(CLI::IsMember({"hosts", "resolver", "both"}));
   cmd->add_option("--mtu", opts->mtu, "TUN MTU in bytes")
       ->capture_default_str()->check(CLI::Range(1280, 65535));
-  cmd->add_option("--max-streams-per-sandbox", opts->max_streams_per_sandbox,
-                  "concurrent ForwardTcp streams per sandbox; more connections wait")
-      ->capture_default_str();
-  cmd->add_option("--max-streams-per-token", opts->max_streams_per_token,
-                  "concurrent streams per SSH-session token")->capture_default_str();
-  cmd->add_option("--queue-timeout-ms", opts->queue_timeout_ms,
-                  "how long a connection may wait for a stream slot before it is refused")
-      ->capture_default_str();
+  add_stream_flags(cmd, opts->max_streams_per_sandbox, opts->max_streams_per_token, opts->queue_timeout_ms);
   cmd->add_option("--refresh-ms", opts->refresh_ms, "how often the sandbox list is re-read")
       ->capture_default_str()->check(CLI::Range(100, 600000));
   cmd->add_option("--keepalive-s", opts->keepalive_s,

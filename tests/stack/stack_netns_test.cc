@@ -47,14 +47,11 @@ class FakeUpstream final : public Upstream {
   void set_events(UpstreamEvents* ev) { ev_ = ev; }
 
   void open(const OpenRequest& r) override {
-    if (r.port == 5) {
-      std::thread([this, r] {
-        std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // a slow open, by design
-        post([this, r] {
-          conns_[r.id].port = 7;  // then it echoes
-          ev_->on_open_ok(r.id);
-        });
-      }).detach();
+    if (r.port == 5) {  // a slow open, by design; then it echoes
+      post_after(std::chrono::milliseconds(1500), [this, r] {
+        conns_[r.id].port = 7;
+        ev_->on_open_ok(r.id);
+      });
       return;
     }
     post([this, r] {
@@ -132,11 +129,31 @@ class FakeUpstream final : public Upstream {
     }
     cv_.notify_one();
   }
+  // Runs `f` on the worker after `delay` (one delayed task at a time is enough here).
+  void post_after(std::chrono::milliseconds delay, std::function<void()> f) {
+    {
+      std::lock_guard lk(mu_);
+      delayed_ = std::move(f);
+      delayed_at_ = std::chrono::steady_clock::now() + delay;
+    }
+    cv_.notify_one();
+  }
   void run() {
     std::unique_lock lk(mu_);
     while (true) {
-      cv_.wait(lk, [&] { return stop_ || !q_.empty(); });
-      if (q_.empty()) return;
+      if (delayed_) {
+        cv_.wait_until(lk, delayed_at_, [&] { return stop_ || !q_.empty(); });
+        if (delayed_ && std::chrono::steady_clock::now() >= delayed_at_) {
+          q_.push_back(std::move(delayed_));
+          delayed_ = nullptr;
+        }
+      } else {
+        cv_.wait(lk, [&] { return stop_ || !q_.empty() || delayed_; });
+      }
+      if (q_.empty()) {
+        if (stop_) return;
+        continue;
+      }
       auto f = std::move(q_.front());
       q_.pop_front();
       lk.unlock();
@@ -148,6 +165,8 @@ class FakeUpstream final : public Upstream {
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<std::function<void()>> q_;
+  std::function<void()> delayed_;
+  std::chrono::steady_clock::time_point delayed_at_;
   bool stop_ = false;
   std::map<ConnId, Conn> conns_;  // worker thread only
   std::thread worker_;
@@ -249,6 +268,15 @@ std::string echo_roundtrip(const char* addr) {
   return "";
 }
 
+// Reads `fd` to EOF; "" with *total set, or the read error.
+std::string read_to_eof(int fd, size_t* total) {
+  *total = 0;
+  char buf[65536];
+  ssize_t n;
+  while ((n = read(fd, buf, sizeof buf)) > 0) *total += static_cast<size_t>(n);
+  return n < 0 ? std::string("read: ") + strerror(errno) : "";
+}
+
 class StackNetns : public ::testing::Test {
  protected:
   void SetUp() override { OSH_REQUIRE_PRIVILEGES(); }
@@ -285,11 +313,9 @@ TEST_F(StackNetns, ServerSendsThenFinClientReadsAllThenEof) {
     int fd = connect_to("198.18.0.10", 9, &err);
     if (fd < 0) return std::string("connect: ") + strerror(err);
     size_t total = 0;
-    char buf[65536];
-    ssize_t n;
-    while ((n = read(fd, buf, sizeof buf)) > 0) total += static_cast<size_t>(n);
+    const std::string rerr = read_to_eof(fd, &total);  // a RST would be ECONNRESET
     close(fd);
-    if (n < 0) return std::string("read: ") + strerror(errno);  // RST would be ECONNRESET
+    if (!rerr.empty()) return rerr;
     if (total != kBigReply) return "got " + std::to_string(total) + " bytes";
     return "";
   });
@@ -330,11 +356,10 @@ TEST_F(StackNetns, ReusedPortAfterServerCloseConnects) {
         std::this_thread::sleep_for(std::chrono::milliseconds(10));
       }
       if (fd < 0) return "round " + std::to_string(round) + ": port never became free";
-      char buf[65536];
       size_t total = 0;
-      ssize_t n;
-      while ((n = read(fd, buf, sizeof buf)) > 0) total += static_cast<size_t>(n);
+      const std::string rerr = read_to_eof(fd, &total);
       close(fd);
+      if (!rerr.empty()) return "round " + std::to_string(round) + ": " + rerr;
       if (total != kBigReply) return "round " + std::to_string(round) + ": got " + std::to_string(total);
     }
     return "";
@@ -348,11 +373,9 @@ TEST_F(StackNetns, StreamEndWithoutFinFrameIsAFin) {
     int fd = connect_to("198.18.0.10", 10, &err);
     if (fd < 0) return std::string("connect: ") + strerror(err);
     size_t total = 0;
-    char buf[65536];
-    ssize_t n;
-    while ((n = read(fd, buf, sizeof buf)) > 0) total += static_cast<size_t>(n);
+    const std::string rerr = read_to_eof(fd, &total);  // a RST would be ECONNRESET
     close(fd);
-    if (n < 0) return std::string("read: ") + strerror(errno);
+    if (!rerr.empty()) return rerr;
     if (total != kBigReply) return "got " + std::to_string(total) + " bytes";
     return "";
   });
