@@ -36,13 +36,16 @@ constexpr size_t kBigReply = 8 * 1024 * 1024;
 class FakeUpstream final : public Upstream {
  public:
   FakeUpstream() : worker_([this] { run(); }) {}
-  ~FakeUpstream() override {
+  ~FakeUpstream() override { shutdown(); }
+  /// Runs what is queued (e.g. the aborts Stack::stop() posts) and stops the
+  /// worker: call it while the Stack still exists, after Stack::stop().
+  void shutdown() {
     {
       std::lock_guard lk(mu_);
       stop_ = true;
     }
     cv_.notify_all();
-    worker_.join();
+    if (worker_.joinable()) worker_.join();
   }
   void set_events(UpstreamEvents* ev) { ev_ = ev; }
 
@@ -204,6 +207,7 @@ std::string with_stack(const std::function<std::string()>& body) {
   std::string r = body();
   g_stack = nullptr;
   stk.stop();
+  up.shutdown();  // its last events go to a stopped, not a destroyed, Stack
   return r;
 }
 
