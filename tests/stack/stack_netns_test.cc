@@ -211,26 +211,27 @@ std::string with_stack(const std::function<std::string()>& body) {
   return r;
 }
 
-int connect_to(const char* addr, uint16_t port, int* err, long timeout_s = 10) {
-  sockaddr_storage ss{};
-  socklen_t len;
-  int family;
+// Fills `ss` with a numeric v4/v6 address and port; returns its length.
+socklen_t make_sockaddr(const char* addr, uint16_t port, sockaddr_storage* ss) {
+  *ss = {};
   if (strchr(addr, ':')) {
-    auto* s6 = reinterpret_cast<sockaddr_in6*>(&ss);
+    auto* s6 = reinterpret_cast<sockaddr_in6*>(ss);
     s6->sin6_family = AF_INET6;
     s6->sin6_port = htons(port);
     inet_pton(AF_INET6, addr, &s6->sin6_addr);
-    len = sizeof *s6;
-    family = AF_INET6;
-  } else {
-    auto* s4 = reinterpret_cast<sockaddr_in*>(&ss);
-    s4->sin_family = AF_INET;
-    s4->sin_port = htons(port);
-    inet_pton(AF_INET, addr, &s4->sin_addr);
-    len = sizeof *s4;
-    family = AF_INET;
+    return sizeof *s6;
   }
-  int fd = socket(family, SOCK_STREAM, 0);
+  auto* s4 = reinterpret_cast<sockaddr_in*>(ss);
+  s4->sin_family = AF_INET;
+  s4->sin_port = htons(port);
+  inet_pton(AF_INET, addr, &s4->sin_addr);
+  return sizeof *s4;
+}
+
+int connect_to(const char* addr, uint16_t port, int* err, long timeout_s = 10) {
+  sockaddr_storage ss;
+  const socklen_t len = make_sockaddr(addr, port, &ss);
+  int fd = socket(ss.ss_family, SOCK_STREAM, 0);
   timeval tv{timeout_s, 0};
   setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
   setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
@@ -281,6 +282,20 @@ std::string read_to_eof(int fd, size_t* total) {
   return n < 0 ? std::string("read: ") + strerror(errno) : "";
 }
 
+// Connects to port `port` of the v4 sandbox address and expects exactly
+// kBigReply bytes, then EOF (a RST would be ECONNRESET).
+std::string read_big_reply_then_eof(uint16_t port) {
+  int err;
+  int fd = connect_to("198.18.0.10", port, &err);
+  if (fd < 0) return std::string("connect: ") + strerror(err);
+  size_t total = 0;
+  const std::string rerr = read_to_eof(fd, &total);
+  close(fd);
+  if (!rerr.empty()) return rerr;
+  if (total != kBigReply) return "got " + std::to_string(total) + " bytes";
+  return "";
+}
+
 class StackNetns : public ::testing::Test {
  protected:
   void SetUp() override { OSH_REQUIRE_PRIVILEGES(); }
@@ -313,15 +328,7 @@ TEST_F(StackNetns, RefusedIsEconnrefusedUnreachableIsEhostunreach) {
 
 TEST_F(StackNetns, ServerSendsThenFinClientReadsAllThenEof) {
   run([]() -> std::string {
-    int err;
-    int fd = connect_to("198.18.0.10", 9, &err);
-    if (fd < 0) return std::string("connect: ") + strerror(err);
-    size_t total = 0;
-    const std::string rerr = read_to_eof(fd, &total);  // a RST would be ECONNRESET
-    close(fd);
-    if (!rerr.empty()) return rerr;
-    if (total != kBigReply) return "got " + std::to_string(total) + " bytes";
-    return "";
+    return read_big_reply_then_eof(9);
   });
 }
 
@@ -341,16 +348,11 @@ TEST_F(StackNetns, ReusedPortAfterServerCloseConnects) {
         timeval tv{5, 0};
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
         setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-        sockaddr_in local{};
-        local.sin_family = AF_INET;
-        local.sin_port = htons(45678);
-        inet_pton(AF_INET, "198.18.0.1", &local.sin_addr);
-        sockaddr_in dst{};
-        dst.sin_family = AF_INET;
-        dst.sin_port = htons(9);
-        inet_pton(AF_INET, "198.18.0.10", &dst.sin_addr);
-        if (bind(fd, reinterpret_cast<sockaddr*>(&local), sizeof local) == 0 &&
-            connect(fd, reinterpret_cast<sockaddr*>(&dst), sizeof dst) == 0)
+        sockaddr_storage local, dst;
+        const socklen_t llen = make_sockaddr("198.18.0.1", 45678, &local);
+        const socklen_t dlen = make_sockaddr("198.18.0.10", 9, &dst);
+        if (bind(fd, reinterpret_cast<sockaddr*>(&local), llen) == 0 &&
+            connect(fd, reinterpret_cast<sockaddr*>(&dst), dlen) == 0)
           break;
         const int e = errno;
         close(fd);
@@ -373,15 +375,7 @@ TEST_F(StackNetns, ReusedPortAfterServerCloseConnects) {
 // Fallback for gateways without the FIN frame: the stream's OK end is the FIN.
 TEST_F(StackNetns, StreamEndWithoutFinFrameIsAFin) {
   run([]() -> std::string {
-    int err;
-    int fd = connect_to("198.18.0.10", 10, &err);
-    if (fd < 0) return std::string("connect: ") + strerror(err);
-    size_t total = 0;
-    const std::string rerr = read_to_eof(fd, &total);  // a RST would be ECONNRESET
-    close(fd);
-    if (!rerr.empty()) return rerr;
-    if (total != kBigReply) return "got " + std::to_string(total) + " bytes";
-    return "";
+    return read_big_reply_then_eof(10);
   });
 }
 
@@ -407,25 +401,11 @@ TEST_F(StackNetns, RetransmittedSynWhileOpeningIsAbsorbed) {
 TEST_F(StackNetns, UdpToTheDnsAddressReachesTheHandler) {
   run([]() -> std::string {
     for (const char* a : {"198.18.0.2", "fd00:6f73:6800::2"}) {
-      const bool v6 = strchr(a, ':') != nullptr;
-      int fd = socket(v6 ? AF_INET6 : AF_INET, SOCK_DGRAM, 0);
+      sockaddr_storage ss;
+      const socklen_t len = make_sockaddr(a, 53, &ss);
+      int fd = socket(ss.ss_family, SOCK_DGRAM, 0);
       timeval tv{1, 0};
       setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-      sockaddr_storage ss{};
-      socklen_t len;
-      if (v6) {
-        auto* s6 = reinterpret_cast<sockaddr_in6*>(&ss);
-        s6->sin6_family = AF_INET6;
-        s6->sin6_port = htons(53);
-        inet_pton(AF_INET6, a, &s6->sin6_addr);
-        len = sizeof *s6;
-      } else {
-        auto* s4 = reinterpret_cast<sockaddr_in*>(&ss);
-        s4->sin_family = AF_INET;
-        s4->sin_port = htons(53);
-        inet_pton(AF_INET, a, &s4->sin_addr);
-        len = sizeof *s4;
-      }
       // UDP: like any DNS client, retry (the first IPv6 datagram on a link
       // that just came up is occasionally lost before it reaches the TUN).
       char buf[64] = {};
