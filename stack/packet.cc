@@ -193,8 +193,12 @@ Parsed classify(std::span<const uint8_t> pkt) {
   }
 }
 
+bool ip_header_checksum_ok(std::span<const uint8_t> pkt, const Parsed& p) {
+  return p.src.family != 4 || checksum_fold(checksum_add(0, pkt.first(p.ip_header_len))) == 0;
+}
+
 bool checksums_ok(std::span<const uint8_t> pkt, const Parsed& p) {
-  if (p.src.family == 4 && checksum_fold(checksum_add(0, pkt.first(p.ip_header_len))) != 0) return false;
+  if (!ip_header_checksum_ok(pkt, p)) return false;
   size_t field = 0;
   switch (p.protocol) {
     case kProtoTcp: field = 16; break;

@@ -90,6 +90,9 @@ Parsed classify(std::span<const uint8_t> pkt);
 /// after the SYN gate had opened a stream for a forged SYN.
 bool checksums_ok(std::span<const uint8_t> pkt, const Parsed& p);
 
+/// Only the IPv4 header checksum (true for IPv6, which has none).
+bool ip_header_checksum_ok(std::span<const uint8_t> pkt, const Parsed& p);
+
 /// The MSS option (RFC 9293 §3.7.1) of a TCP segment, or 0 if it has none.
 uint16_t tcp_mss_option(std::span<const uint8_t> pkt, const Parsed& p);
 

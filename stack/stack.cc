@@ -365,7 +365,15 @@ struct Stack::Impl final : UpstreamEvents {
       case Parsed::Kind::kFragment: counters.drop_fragment++; return;
       default: break;
     }
-    if (!checksums_ok(pkt, p)) {
+    // Checksums are verified here only where the tunnel acts on a packet
+    // before lwIP would check it: a SYN (the gate opens a stream), ICMP
+    // (answered here), UDP (DNS). Every other TCP segment goes to lwIP, which
+    // verifies it (CHECKSUM_CHECK_TCP) and drops a bad one: checking it here
+    // too would be a second pass over every byte on the data path.
+    const bool gate_syn = p.kind == Parsed::Kind::kTcp && (p.tcp_flags & (kSyn | kAck)) == kSyn;
+    // (The IPv4 header checksum is always checked: the I2 input path skips
+    // lwIP's ip4_input, which would have.)
+    if ((p.kind != Parsed::Kind::kTcp || gate_syn) ? !checksums_ok(pkt, p) : !ip_header_checksum_ok(pkt, p)) {
       counters.drop_malformed++;
       return;
     }
