@@ -37,10 +37,7 @@ void add_forward_command(CLI::App& app, int* exit_code) {
       return;
     }
     opts->spec = *spec;
-    try {
-      opts->gateway = resolve_gateway(*gw);
-    } catch (const ConfigError& e) {
-      fmt::print(stderr, "error: {}\n", e.what());
+    if (!resolve_for_command(*gw, &opts->gateway, "error")) {
       *exit_code = kExitUsage;
       return;
     }

@@ -23,10 +23,7 @@ void add_ssh_proxy_command(CLI::App& app, int* exit_code) {
     // ssh shows the proxy's stderr in the user's terminal: only warnings and
     // errors, unless -v / --log-level asked for more or less.
     if (spdlog::get_level() == spdlog::level::info) spdlog::set_level(spdlog::level::warn);
-    try {
-      opts->gateway = resolve_gateway(*gw);
-    } catch (const ConfigError& e) {
-      fmt::print(stderr, "openshell-tunnel ssh-proxy: {}\n", e.what());
+    if (!resolve_for_command(*gw, &opts->gateway, "openshell-tunnel ssh-proxy")) {
       *exit_code = kExitUsage;
       return;
     }

@@ -120,10 +120,7 @@ void add_up_command(CLI::App& app, int* exit_code) {
   cmd->add_option("--token-idle-s", opts->token_idle_s, "revoke pooled SSH-session tokens unused this long")
       ->capture_default_str()->check(CLI::Range(1, 86400));
   cmd->callback([opts, gw, background, exit_code] {
-    try {
-      opts->gateway = resolve_gateway(*gw);
-    } catch (const ConfigError& e) {
-      fmt::print(stderr, "error: {}\n", e.what());
+    if (!resolve_for_command(*gw, &opts->gateway, "error")) {
       *exit_code = kExitUsage;
       return;
     }

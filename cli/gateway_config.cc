@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <cstdio>
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
@@ -505,6 +506,16 @@ relay::GatewayOptions resolve_gateway(const GatewayFlags& flags) {
   for (const auto& w : r.warnings) spdlog::warn("{}", w);
   spdlog::info("{}", r.summary());
   return std::move(r.options);
+}
+
+bool resolve_for_command(const GatewayFlags& flags, relay::GatewayOptions* out, const char* prefix) {
+  try {
+    *out = resolve_gateway(flags);
+    return true;
+  } catch (const ConfigError& e) {
+    std::fprintf(stderr, "%s: %s\n", prefix, e.what());
+    return false;
+  }
 }
 
 }  // namespace osh::cli

@@ -135,6 +135,11 @@ GatewayResolution resolve_gateway_config(
 /// (spdlog warn) and the summary (info). @throws ConfigError.
 relay::GatewayOptions resolve_gateway(const GatewayFlags& flags);
 
+/// resolve_for_command() - resolve_gateway() for a subcommand: on a
+/// ConfigError prints "<prefix>: <reason>" on stderr and returns false (the
+/// command then exits with code 1). Thread: main.
+bool resolve_for_command(const GatewayFlags& flags, relay::GatewayOptions* out, const char* prefix);
+
 /// sanitize_gateway_name() - upstream's directory-name rule for the mTLS
 /// bundle (crates/openshell-cli/src/tls.rs): every character outside
 /// [A-Za-z0-9._-] becomes '_'. Thread: any.
