@@ -38,6 +38,9 @@ n_sbx() { [[ $OSH_VERBOSE == 1 ]] && echo "  sbx\$ $*" >&2; ip netns exec "$NS_S
 osh_spawn() {
   local ns="$1" name="$2"
   shift 2
+  # Remove the previous run's log first: the redirection below truncates it
+  # only once the child runs, and a waiter could read the old content first.
+  rm -f "$OSH_WORK/$name.log"
   ip netns exec "$ns" "$@" >"$OSH_WORK/$name.log" 2>&1 &
   OSH_PIDS+=("$!")
   eval "PID_${name//-/_}=$!"
