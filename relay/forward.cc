@@ -92,8 +92,10 @@ struct ForwardManager::Impl : std::enable_shared_from_this<ForwardManager::Impl>
   /// Returns the stream's slot and token; if `retry` is set and the manager
   /// is running, puts the open back in the queue (same id: the stack still
   /// holds the SYN) in the same critical section, and returns true.
+  /// `queue_timeout`: the gateway still refused (RESOURCE_EXHAUSTED) at the
+  /// queue deadline; counted with the tunnel's own queue timeouts.
   bool release(StreamId id, const std::string& sandbox_id, const std::shared_ptr<TokenEntry>& tok,
-               int code, const PendingOpen* retry);
+               int code, const PendingOpen* retry, bool queue_timeout = false);
   std::shared_ptr<ForwardCall> find(StreamId id) {
     std::lock_guard lk(mu);
     auto it = calls.find(id);
@@ -182,7 +184,11 @@ class ForwardCall final : public grpc::ClientBidiReactor<TcpForwardFrame, TcpFor
     write_in_flight_ = false;
     const size_t done = inflight_bytes_;
     inflight_bytes_ = 0;
-    if (!ok || aborted_) {
+    // r_closed_: the read side already saw the end of the call (e.g. a
+    // trailers-only RESOURCE_EXHAUSTED that overtook the init write's
+    // completion). Nothing more will be written; keeping the write hold
+    // would delay OnDone until the channel dies and hang the held SYN.
+    if (!ok || aborted_ || r_closed_) {
       const int holds = release_write_locked();
       lk.unlock();
       remove_holds(holds);
@@ -248,17 +254,24 @@ class ForwardCall final : public grpc::ClientBidiReactor<TcpForwardFrame, TcpFor
     // (expired, revoked, or the gateway restarted) -> fresh token; the
     // gateway's stream caps -> wait for a slot, until the queue deadline.
     std::optional<ForwardManager::Impl::PendingOpen> retry;
+    bool waited_out = false;  // still RESOURCE_EXHAUSTED at the queue deadline
     if (!aborted_ && !established_) {
       const auto now = Clock::now();
+      waited_out = s.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED && now >= deadline_;
       if (s.error_code() == grpc::StatusCode::UNAUTHENTICATED && attempt_ < 2)
         retry = ForwardManager::Impl::PendingOpen{id_, target_, deadline_, attempt_ + 1, now};
       else if (s.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED && now < deadline_)
         retry = ForwardManager::Impl::PendingOpen{id_, target_, deadline_, attempt_ + 1,
                                                   now + std::chrono::milliseconds(100)};
     }
-    if (mgr_->release(id_, target_.sandbox_id, token_, s.error_code(), retry ? &*retry : nullptr)) {
+    if (mgr_->release(id_, target_.sandbox_id, token_, s.error_code(), retry ? &*retry : nullptr,
+                      waited_out)) {
       spdlog::debug("stream {}: {} before headers: retrying", id_, from_grpc(s).to_string());
       return;
+    }
+    if (waited_out) {
+      spdlog::warn("stream {}: refused: the gateway had no stream slot for {} ms ({})", id_,
+                   mgr_->opts.queue_timeout.count(), from_grpc(s).to_string());
     }
     std::string reason = s.ok() ? "stream ended" : from_grpc(s).to_string();
     spdlog::debug("stream {}: done: {} -> {}", id_, reason, to_string(kind));
@@ -427,8 +440,9 @@ void ForwardManager::Impl::start_one(PendingOpen p) {
 
 bool ForwardManager::Impl::release(StreamId id, const std::string& sandbox_id,
                                    const std::shared_ptr<TokenEntry>& tok, int code,
-                                   const PendingOpen* retry) {
+                                   const PendingOpen* retry, bool queue_timeout) {
   std::lock_guard lk(mu);
+  if (queue_timeout) st.queue_timeouts++;
   calls.erase(id);
   st.active_now = calls.size();
   --active_per_sandbox[sandbox_id];

@@ -63,7 +63,7 @@ struct ForwardOptions {
 /// Counters, for status output.
 struct ForwardStats {
   uint64_t opened = 0, open_failed = 0, queued_now = 0, active_now = 0, tokens = 0;
-  uint64_t queue_timeouts = 0;
+  uint64_t queue_timeouts = 0;  ///< refused at the queue deadline: no slot in the tunnel or at the gateway
   uint64_t retries = 0;  ///< opens retried after UNAUTHENTICATED / RESOURCE_EXHAUSTED
   uint64_t tokens_pooled = 0;   ///< tokens held now
   uint64_t tokens_revoked = 0;  ///< idle tokens revoked

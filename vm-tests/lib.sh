@@ -88,6 +88,11 @@ osh_cleanup() {
       echo "----- $(basename "$f") (last 40 lines) -----"
       tail -n 40 "$f"
     done
+    # OSH_KEEP_DIR=DIR: keep a failed run's work dir (logs, state) for a post-mortem.
+    if [[ -n ${OSH_KEEP_DIR:-} ]]; then
+      mkdir -p "$OSH_KEEP_DIR" && cp -a "$OSH_WORK" "$OSH_KEEP_DIR/" &&
+        echo "work dir kept in $OSH_KEEP_DIR/$(basename "$OSH_WORK")"
+    fi
   fi
   ip netns del "$NS_CLIENT" 2>/dev/null
   ip netns del "$NS_GW" 2>/dev/null
@@ -203,6 +208,34 @@ client_tcp() { ip netns exec "$NS_CLIENT" /usr/bin/python3 "$OSH_TCPTOOL" "$@"; 
 
 # Resident set size of a process, KiB.
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+
+# parallel_downloads N: N curl downloads of the sandbox's /blob at once
+# through the tunnel; prints each failure and sets BAD to how many were not
+# intact (sha256).
+parallel_downloads() {
+  local n="$1" i pids=()
+  for i in $(seq 1 "$n"); do
+    (ip netns exec "$NS_CLIENT" curl -4 -sS --max-time 120 http://demo.local:8080/blob 2>"$OSH_WORK/c$i.err" |
+      sha256sum | cut -d' ' -f1 >"$OSH_WORK/s$i") &
+    pids+=("$!")
+  done
+  wait "${pids[@]}" || true
+  BAD=0
+  for i in $(seq 1 "$n"); do
+    [[ "$(cat "$OSH_WORK/s$i")" == "$OSH_BLOB_SHA" ]] || { BAD=$((BAD + 1)); echo "  download $i: $(cat "$OSH_WORK/c$i.err")"; }
+  done
+}
+
+# check_refused_after_queue_bound HOST PORT: a connection to HOST:PORT is
+# refused (ECONNREFUSED) after about a 1.5 s --queue-timeout-ms, not at once.
+check_refused_after_queue_bound() {
+  local out
+  out="$(client_tcp connect --host "$1" --port "$2" --timeout 10)"
+  echo "  $out"
+  check "refused (ECONNREFUSED)" [ "$(jfield "$out" error)" = ECONNREFUSED ]
+  check "after waiting about the queue bound (measured $(jfield "$out" error_ms) ms)" \
+    /usr/bin/python3 -c "import sys; v=float(sys.argv[1]); sys.exit(0 if 1400 <= v < 5000 else 1)" "$(jfield "$out" error_ms)"
+}
 
 # Stops the tunnel with SIGTERM and waits for it (its log then holds the counters line).
 stop_tunnel() {

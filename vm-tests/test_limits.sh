@@ -16,18 +16,8 @@ sbx_tcp_server sink 9006 slow-sink
 osh_tunnel
 
 say "100 parallel curl downloads of a 4 MiB file"
-pids=()
-for i in $(seq 1 100); do
-  (ip netns exec "$NS_CLIENT" curl -4 -sS --max-time 120 http://demo.local:8080/blob 2>"$OSH_WORK/c$i.err" |
-    sha256sum | cut -d' ' -f1 >"$OSH_WORK/s$i") &
-  pids+=("$!")
-done
-wait "${pids[@]}" || true
-bad=0
-for i in $(seq 1 100); do
-  [[ "$(cat "$OSH_WORK/s$i")" == "$OSH_BLOB_SHA" ]] || { bad=$((bad + 1)); echo "  download $i: $(cat "$OSH_WORK/c$i.err")"; }
-done
-check "all 100 downloads intact ($bad bad)" [ "$bad" -eq 0 ]
+parallel_downloads 100
+check "all 100 downloads intact ($BAD bad)" [ "$BAD" -eq 0 ]
 stop_tunnel
 check "tokens pooled (minted $(tunnel_counter tokens_minted) for 100 connections)" [ "$(tunnel_counter tokens_minted)" -le 40 ]
 check "no queue timeouts" [ "$(tunnel_counter queue_timeouts)" -eq 0 ]
@@ -44,11 +34,7 @@ for i in $(seq 1 20); do
 done
 # all 20 established (their streams open) before the 21st
 wait_until 10 bash -c "[ \$(ip netns exec $NS_CLIENT ss -Htn state established dst $V4 | wc -l) -ge 20 ]"
-out="$(client_tcp connect --host "$V4" --port 9006 --timeout 10)"
-echo "  $out"
-check "21st connection refused (ECONNREFUSED)" [ "$(jfield "$out" error)" = ECONNREFUSED ]
-check "after waiting about the queue bound (measured $(jfield "$out" error_ms) ms)" \
-  /usr/bin/python3 -c "import sys; v=float(sys.argv[1]); sys.exit(0 if 1400 <= v < 5000 else 1)" "$(jfield "$out" error_ms)"
+check_refused_after_queue_bound "$V4" 9006
 wait "${holders[@]}"
 for i in $(seq 1 20); do
   check "holder $i was connected" grep -q '"connected": true' "$OSH_WORK/h$i"

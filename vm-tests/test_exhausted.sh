@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# The gateway answers RESOURCE_EXHAUSTED mid-run (issue 6.4): connections are
+# queued and retried, not lost.
+#
+# The mini-gateway admits 6 streams per sandbox (3 per token); the tunnel
+# believes it may open 20 (its default), so most of its opens are refused by
+# the gateway with RESOURCE_EXHAUSTED before the response headers. The tunnel
+# keeps the client's SYN, retries every 100 ms until its queue deadline
+# (relay/forward.cc, ForwardCall::OnDone), and only then refuses.
+#   1. 40 parallel downloads: all intact, retries counted, none refused.
+#   2. Another client (`openshell-tunnel forward`, which the tunnel knows
+#      nothing about) takes every gateway slot: a new connection through the
+#      tunnel waits, then completes intact once the slots free up.
+#   3. With the slots held past the tunnel's queue bound, a connection is
+#      refused (ECONNREFUSED) after about that bound, not at once and not never.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+trap osh_cleanup EXIT
+
+osh_topology
+osh_sandbox_services 4
+osh_gateway --max-streams-per-token 3 --max-streams-per-sandbox 6
+osh_supervisor
+sbx_tcp_server sink 9006 slow-sink
+osh_tunnel
+GW_URL="http://$OSH_GW_ADDR:$OSH_GW_PORT"
+V4="$(sandbox_v4)"
+# Established target-side connections to the sink: one per open stream.
+sink_conns() { ip netns exec "$NS_SBX" ss -Htn state established '( sport = :9006 )' | wc -l; }
+sink_conns_are() { [ "$(sink_conns)" "$1" "$2" ]; }  # sink_conns_are -ge 6
+
+say "1. 40 parallel downloads of a 4 MiB file; the gateway admits 6 at a time"
+parallel_downloads 40
+check "all 40 downloads intact ($BAD bad)" [ "$BAD" -eq 0 ]
+
+say "2. another client holds all 6 gateway slots for 4 s; a connection through the tunnel waits for them"
+osh_spawn "$NS_CLIENT" fwd "$OSH_TUNNEL" forward --gateway-endpoint "$GW_URL" 0 demo:9006
+wait_until 15 grep -q "✓ Forwarding" "$OSH_WORK/fwd.log"
+FWD_PORT="$(sed -n 's/^✓ Forwarding .*:\([0-9]*\) -> .*/\1/p' "$OSH_WORK/fwd.log" | head -n1)"
+holders=()
+for i in $(seq 1 6); do
+  client_tcp hold --host 127.0.0.1 --port "$FWD_PORT" --secs 4 >"$OSH_WORK/h$i" &
+  holders+=("$!")
+done
+wait_until 10 sink_conns_are -ge 6
+t0=$(date +%s%N)
+sum="$(ip netns exec "$NS_CLIENT" curl -4 -sS --max-time 30 http://demo.local:8080/blob | sha256sum | cut -d' ' -f1)"
+waited_ms=$((($(date +%s%N) - t0) / 1000000))
+check "the download completed intact after waiting ${waited_ms} ms" [ "$sum" = "$OSH_BLOB_SHA" ]
+check "it waited for the slots (> 1 s) rather than going through" [ "$waited_ms" -gt 1000 ]
+wait "${holders[@]}"
+for i in $(seq 1 6); do
+  check "forward holder $i was connected" grep -q '"connected": true' "$OSH_WORK/h$i"
+done
+wait_until 10 sink_conns_are -eq 0
+
+stop_tunnel
+retries="$(tunnel_counter open_retries)"
+check "RESOURCE_EXHAUSTED opens were retried ($retries retries)" [ "$retries" -ge 10 ]
+check "no queue timeouts" [ "$(tunnel_counter queue_timeouts)" -eq 0 ]
+check "no connection refused" [ "$(tunnel_counter refused_rst)" -eq 0 ]
+check "no stream reset" [ "$(tunnel_counter resets)" -eq 0 ]
+
+say "3. slots held for 6 s, tunnel queue bound 1.5 s: refused after about the bound"
+osh_tunnel --queue-timeout-ms 1500
+for i in $(seq 1 6); do
+  client_tcp hold --host 127.0.0.1 --port "$FWD_PORT" --secs 6 >"$OSH_WORK/h$i" &
+  holders[i - 1]=$!
+done
+wait_until 10 sink_conns_are -ge 6
+check_refused_after_queue_bound "$V4" 9006
+wait "${holders[@]}"
+stop_tunnel
+check "counted as a queue timeout" [ "$(tunnel_counter queue_timeouts)" -ge 1 ]
+say "PASS: RESOURCE_EXHAUSTED"
