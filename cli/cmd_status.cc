@@ -59,6 +59,11 @@ void print_status(const json& j) {
     fmt::print("drops: not a sandbox {}, malformed {}, fragments {}, unsupported {}, tx errors {}\n",
                d.value("not_sandbox", 0), d.value("malformed", 0), d.value("fragment", 0),
                d.value("unsupported", 0), d.value("tx_error", 0));
+    if (c.contains("lwip_pcbs")) {
+      const json& p = c["lwip_pcbs"];
+      fmt::print("lwIP pcbs: {} active, {} in TIME_WAIT, {} listening\n", p.value("active", 0),
+                 p.value("time_wait", 0), p.value("listen", 0));
+    }
   }
 }
 

@@ -347,8 +347,12 @@ json Tunnel::status_json() {
               {"version", gateway_version_},
               {"error", gateway_error_}}},
             {"sandboxes", sbs}};
-  if (stack_ && *stack_ && upstream_)
+  if (stack_ && *stack_ && upstream_) {
     j["counters"] = counters_json((*stack_)->counters(), upstream_->manager().stats());
+    const stack::PcbCounts pcbs = (*stack_)->pcb_counts();
+    j["counters"]["lwip_pcbs"] = {
+        {"active", pcbs.active}, {"time_wait", pcbs.time_wait}, {"listen", pcbs.listen}};
+  }
   return j;
 }
 

@@ -874,4 +874,13 @@ std::vector<SandboxStats> Stack::sandbox_stats() const {
   return out;
 }
 
+PcbCounts Stack::pcb_counts() const {
+  PcbCounts n;
+  CoreLock lk;
+  for (const tcp_pcb* q = tcp_active_pcbs; q; q = q->next) n.active++;
+  for (const tcp_pcb* q = tcp_tw_pcbs; q; q = q->next) n.time_wait++;
+  for (const tcp_pcb_listen* q = tcp_listen_pcbs.listen_pcbs; q; q = q->next) n.listen++;
+  return n;
+}
+
 }  // namespace osh::stack

@@ -53,6 +53,14 @@ struct SandboxStats {
   uint64_t refused = 0, unreachable = 0, resets = 0;
 };
 
+/// lwIP's TCP control blocks right now (lwIP core lock held while counted).
+/// `active`: every pcb between SYN_RCVD and LAST_ACK (tcp_active_pcbs);
+/// `time_wait`: tcp_tw_pcbs (lwIP keeps them 2*MSL = 120 s, lwip-notes.md);
+/// `listen`: the on-demand per-port listeners (tcp_listen_pcbs).
+struct PcbCounts {
+  uint64_t active = 0, time_wait = 0, listen = 0;
+};
+
 /// Drop and event counters, readable from any thread.
 struct StackCounters {
   std::atomic<uint64_t> rx_packets{0}, tx_packets{0};
@@ -98,6 +106,10 @@ class Stack {
   /// A snapshot of the per-sandbox accounting (takes the lwIP core lock
   /// briefly). Thread: any but the stack's.
   std::vector<SandboxStats> sandbox_stats() const;
+
+  /// Walks lwIP's pcb lists (linear; takes the core lock briefly).
+  /// Thread: any but the stack's.
+  PcbCounts pcb_counts() const;
 
   struct Impl;
 

@@ -14,6 +14,8 @@ Servers:
     reply-shut    send N bytes, shutdown(SHUT_WR), read until EOF, close
     slow-sink     read at --rate B/s for --slow-secs, then at full speed, until EOF
     source        send N bytes (never reads), close
+    discard       read and drop until EOF, close; one thread for all connections
+                  (thousands at once), no report
   Each finished connection appends a JSON line (bytes read, sha256) to --report.
 Clients:
   connect  --host H --port P                    connect only; prints errno name and ms
@@ -22,6 +24,8 @@ Clients:
   read     --host H --port P [--rate --slow-secs] read to EOF (slowly at first if asked)
   read-then-send --host H --port P --bytes N    read to EOF, then send N, close
   send     --host H --port P --bytes N          send N (no shutdown), close
+  hold-many --host H --port P --count N --secs S  open N connections one after
+           another, send 100 bytes on each, print "holding N", keep them S seconds
   expect   --bytes N                            print the sha256 of N stream bytes
 """
 import argparse
@@ -29,6 +33,8 @@ import errno
 import hashlib
 import json
 import os
+import resource
+import selectors
 import socket
 import sys
 import threading
@@ -107,6 +113,44 @@ def report(path, obj):
         print(line, flush=True)
 
 
+def raise_fd_limit(n):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < n:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(n, hard), hard))
+
+
+def discard_loop(ls):
+    """The discard server: one selector for the listener and every connection."""
+    raise_fd_limit(65536)
+    sel = selectors.DefaultSelector()
+    sel.register(ls, selectors.EVENT_READ)
+    while True:
+        for key, _ in sel.select():
+            if key.fileobj is ls:
+                c, _ = ls.accept()
+                c.setblocking(False)
+                sel.register(c, selectors.EVENT_READ)
+                continue
+            try:
+                data = key.fileobj.recv(65536)
+            except OSError:
+                data = b""
+            if not data:
+                sel.unregister(key.fileobj)
+                key.fileobj.close()
+
+
+def hold_many(a):
+    raise_fd_limit(a.count + 256)
+    socks = []
+    for _ in range(a.count):
+        s = socket.create_connection((a.host, a.port), timeout=a.timeout)
+        s.sendall(b"x" * 100)
+        socks.append(s)
+    print("holding", len(socks), flush=True)
+    time.sleep(a.secs)
+
+
 def serve(a):
     fam = socket.AF_INET6 if ":" in a.host else socket.AF_INET
     ls = socket.socket(fam, socket.SOCK_STREAM)
@@ -114,7 +158,10 @@ def serve(a):
     if fam == socket.AF_INET6 and a.host == "::":
         ls.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)  # v4 and v6 loopback alike
     ls.bind((a.host, a.port))
-    ls.listen(256)
+    ls.listen(4096 if a.mode == "discard" else 256)
+    if a.mode == "discard":
+        discard_loop(ls)
+        return
 
     def handle(c):
         out = {"mode": a.mode}
@@ -195,6 +242,7 @@ def main():
     p.add_argument("--timeout", type=float, default=15)
     p.add_argument("--report", default="")
     p.add_argument("--secs", type=float, default=0)
+    p.add_argument("--count", type=int, default=1)
     a = p.parse_args()
     if a.cmd == "serve":
         if a.host == "127.0.0.1" and "--host" not in sys.argv:
@@ -202,6 +250,8 @@ def main():
         serve(a)
     elif a.cmd == "expect":
         print(expect_sha(a.bytes))
+    elif a.cmd == "hold-many":
+        hold_many(a)
     else:
         client(a)
 

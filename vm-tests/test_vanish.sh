@@ -21,7 +21,7 @@ osh_topology
 osh_sandbox_services 1
 osh_gateway --max-streams-per-sandbox $((N + 50)) --max-streams-per-token 100
 osh_supervisor
-sbx_tcp_server sink 9006 slow-sink
+sbx_tcp_server sink 9006 discard
 osh_tunnel --max-streams-per-sandbox $((N + 50)) --max-streams-per-token 100 --keepalive-s 2 --token-idle-s 3
 V4="$(sandbox_v4)"
 status_field() {
@@ -41,18 +41,10 @@ ip -n "$NS_V" route add 198.18.0.0/16 via 203.0.113.1
 ip netns exec "$NS_CLIENT" sysctl -qw net.ipv4.ip_forward=1
 
 say "it opens $N connections to the sandbox and holds them"
-ip netns exec "$NS_V" /usr/bin/python3 -c "
-import socket, sys, time
-socks = []
-for i in range($N):
-    s = socket.create_connection(('$V4', 9006), timeout=20)
-    s.sendall(b'x' * 100)
-    socks.append(s)
-print('holding', len(socks), flush=True)
-time.sleep(600)
-" >"$OSH_WORK/holder.out" 2>&1 &
+ip netns exec "$NS_V" /usr/bin/python3 "$OSH_TCPTOOL" hold-many --host "$V4" --port 9006 \
+  --count "$N" --secs 900 --timeout 30 >"$OSH_WORK/holder.out" 2>&1 &
 holder=$!
-wait_until 120 grep -q "holding $N" "$OSH_WORK/holder.out"
+wait_until $((60 + N / 50)) grep -q "holding $N" "$OSH_WORK/holder.out"
 check "$N connections active in status" [ "$(status_field 'd["counters"]["connections_active"]')" -ge "$N" ]
 check "$N streams active" [ "$(status_field 'd["counters"]["streams"]["active"]')" -ge "$N" ]
 
@@ -62,8 +54,13 @@ kill -KILL "$holder"
 wait "$holder" 2>/dev/null || true
 ip netns del "$NS_V"
 t0=$SECONDS
-wait_until 60 bash -c "[ \"\$(ip netns exec $NS_CLIENT $OSH_TUNNEL status --state-dir $OSH_STATE --json | /usr/bin/python3 -c 'import json,sys; d=json.load(sys.stdin); c=d[\"counters\"]; print(c[\"connections_active\"], c[\"streams\"][\"active\"], c[\"streams\"][\"tokens_pooled\"])')\" = '0 0 0' ]"
-say "  connections, streams and tokens at zero $((SECONDS - t0)) s later"
+# connections, streams, pooled tokens, lwIP pcbs (active and TIME_WAIT)
+leftovers() {
+  status_field 'd["counters"]["connections_active"], d["counters"]["streams"]["active"], d["counters"]["streams"]["tokens_pooled"], d["counters"]["lwip_pcbs"]["active"], d["counters"]["lwip_pcbs"]["time_wait"]'
+}
+leftovers_are_zero() { [ "$(leftovers)" = "0 0 0 0 0" ]; }
+wait_until $((60 + N / 200)) leftovers_are_zero
+say "  connections, streams, tokens and lwIP pcbs at zero $((SECONDS - t0)) s later"
 wait_until 30 bash -c "[ \$(ip netns exec $NS_SBX ss -Htn state established '( sport = :9006 )' | wc -l) -eq 0 ]"
 check "no sandbox-side connection left" [ "$(ip netns exec "$NS_SBX" ss -Htn state established '( sport = :9006 )' | wc -l)" -eq 0 ]
 check "tokens revoked" [ "$(status_field 'd["counters"]["streams"]["tokens_revoked"]')" -ge 1 ]

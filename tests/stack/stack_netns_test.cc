@@ -309,6 +309,25 @@ class StackNetns : public ::testing::Test {
 
 TEST_F(StackNetns, EchoIntactWithHalfCloseIpv4) { run([] { return echo_roundtrip("198.18.0.10"); }); }
 
+// The client closes first, so lwIP is the passive closer (LAST_ACK, then
+// gone: no TIME_WAIT on lwIP's side); the per-port listener stays.
+TEST_F(StackNetns, ClosedConnectionsLeaveNoPcbBehind) {
+  run([] {
+    for (int i = 0; i < 3; ++i)
+      if (std::string r = echo_roundtrip(i % 2 ? "fd00:6f73:6800::10" : "198.18.0.10"); !r.empty()) return r;
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    PcbCounts n = g_stack->pcb_counts();
+    while ((n.active != 0 || n.time_wait != 0) && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      n = g_stack->pcb_counts();
+    }
+    if (n.active != 0 || n.time_wait != 0)
+      return "pcbs left: " + std::to_string(n.active) + " active, " + std::to_string(n.time_wait) + " TIME_WAIT";
+    if (n.listen != 1) return "expected the one port-7 listener, got " + std::to_string(n.listen);
+    return std::string();
+  });
+}
+
 TEST_F(StackNetns, EchoIntactWithHalfCloseIpv6) {
   run([] { return echo_roundtrip("fd00:6f73:6800::10"); });
 }
