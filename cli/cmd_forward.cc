@@ -13,7 +13,7 @@ void add_forward_command(CLI::App& app, int* exit_code) {
   auto* cmd = app.add_subcommand(
       "forward",
       "Forward a local port to a port in a sandbox over the gateway (no TUN; like "
-      "`openshell forward service`). Runs until Ctrl-C or SIGTERM");
+      "`openshell forward service`). Runs until Ctrl-C or SIGTERM, or until the sandbox is gone or not READY (checked every 2 s; exit 2)");
   auto opts = std::make_shared<ForwardCommandOptions>();
   auto gw = std::make_shared<GatewayFlags>();
   auto local = std::make_shared<std::string>();

@@ -7,7 +7,10 @@
 //
 // Threads:
 //   main       looks the sandbox up, opens the listener, prints the banner,
-//              then sigwait()s; on a signal it stops the loop and the relay.
+//              then waits for a signal, re-checking the sandbox every 2 s
+//              (GetSandbox by listing, as upstream, protocol §5.2); on a
+//              signal, or when the sandbox is gone, not READY or replaced,
+//              it stops the loop and the relay.
 //   loop       one epoll thread owns every connection: the listener, each
 //              accepted socket (non-blocking) and the StreamEventQueue's
 //              eventfd. No connection state is shared with other threads.
@@ -50,13 +53,16 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <charconv>
+#include <chrono>
 #include <cstring>
+#include <functional>
 #include <memory>
 #include <system_error>
 #include <thread>
@@ -110,15 +116,28 @@ void close_with_reset(tun::ScopedFd& fd) {
   fd.reset();
 }
 
-int wait_for_signal() {
+// How often a running `forward` re-checks its sandbox (upstream's
+// `forward service`, protocol §5.2: every 2 s).
+constexpr auto kSandboxRecheck = std::chrono::seconds(2);
+
+// Waits for SIGINT/SIGTERM/SIGHUP (blocked in every thread by main) and
+// returns it; every `period` calls `still_ok`, and returns 0 as soon as it
+// says false. Thread: main.
+int wait_for_signal(std::chrono::milliseconds period, const std::function<bool()>& still_ok) {
   sigset_t set;
   sigemptyset(&set);
   sigaddset(&set, SIGINT);
   sigaddset(&set, SIGTERM);
   sigaddset(&set, SIGHUP);
-  int sig = 0;
-  sigwait(&set, &sig);
-  return sig;
+  for (;;) {
+    const auto s = std::chrono::duration_cast<std::chrono::seconds>(period);
+    const timespec ts{static_cast<time_t>(s.count()),
+                      static_cast<long>(std::chrono::nanoseconds(period - s).count())};
+    const int sig = sigtimedwait(&set, nullptr, &ts);
+    if (sig > 0) return sig;
+    if (errno == EINTR) continue;
+    if (!still_ok()) return 0;
+  }
 }
 
 // Counters printed at exit.
@@ -610,6 +629,7 @@ int run_forward(const ForwardCommandOptions& o) {
   fo.queue_timeout = std::chrono::milliseconds(o.queue_timeout_ms);
 
   ForwardCounters c;
+  int rc = kExitOk;
   try {
     Forwarder fwd(gw, fo, base, std::move(listener));
     fwd.start();
@@ -618,9 +638,24 @@ int run_forward(const ForwardCommandOptions& o) {
     fmt::print("✓ Forwarding {} -> {} in sandbox {} via gRPC\nPress Ctrl-C to stop.\n",
                host_port(o.spec.bind, port), target, o.spec.sandbox);
     std::fflush(stdout);
-    const int sig = wait_for_signal();
-    fmt::print("\nStopping ({})...\n", strsignal(sig));
-    std::fflush(stdout);
+    // Like upstream: the forward ends when its sandbox is gone, no longer
+    // READY, replaced by another one of the same name, or cannot be looked up.
+    std::string gone;
+    const int sig = wait_for_signal(kSandboxRecheck, [&] {
+      std::string why;
+      const auto id = find_ready_sandbox(gw, o.spec.sandbox, &why);
+      if (id && *id == *sandbox_id) return true;
+      gone = id ? fmt::format("sandbox '{}' was replaced (id {} -> {})", o.spec.sandbox, *sandbox_id, *id)
+                : why;
+      return false;
+    });
+    if (sig == 0) {
+      fmt::print(stderr, "service forward stopped: {}\n", gone);
+      rc = kExitGateway;
+    } else {
+      fmt::print("\nStopping ({})...\n", strsignal(sig));
+      std::fflush(stdout);
+    }
     c = fwd.stop();
   } catch (const std::exception& e) {
     fmt::print(stderr, "error: {}\n", e.what());
@@ -628,7 +663,7 @@ int run_forward(const ForwardCommandOptions& o) {
   }
   spdlog::info("counters: accepted={} ended_ok={} refused={} reset={} bytes_up={} bytes_down={}",
                c.accepted, c.ok, c.refused, c.reset, c.bytes_up, c.bytes_down);
-  return kExitOk;
+  return rc;
 }
 
 }  // namespace osh::cli

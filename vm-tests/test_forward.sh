@@ -4,7 +4,8 @@
 #            half-close both ways with every byte delivered; a closed port in
 #            the sandbox resets the local client's connection (never a fake
 #            clean end); bad specs and unknown sandboxes fail with exit codes
-#            1 and 2; SIGTERM ends it with exit 0.
+#            1 and 2; SIGTERM ends it with exit 0; a sandbox that stops
+#            being READY ends it with exit 2 within the 2 s re-check.
 #   ssh-proxy: ssh with ProxyCommand runs a command and moves 8 MiB intact
 #            both ways; stdin EOF -> WritesDone -> exit 0 after sshd's banner;
 #            an unknown sandbox -> one line on stderr, exit 2.
@@ -139,4 +140,18 @@ rc=$?
 set -e
 check "exit 0" [ "$rc" -eq 0 ]
 check "counters logged" grep -q "counters: accepted=5" "$OSH_WORK/fwd_http.log"
+
+say "forward: the sandbox stops being READY (its supervisor stops) -> every forward ends (exit 2)"
+kill -TERM "$PID_supervisor"
+t0=$SECONDS
+for f in fwd_http6 fwd_9001 fwd_9002 fwd_9003 fwd_closed; do
+  pid_var="PID_$f"
+  set +e
+  wait "${!pid_var}"
+  rc=$?
+  set -e
+  check "$f: exit 2 (rc $rc)" [ "$rc" -eq 2 ]
+  check "$f: says why" grep -q "service forward stopped: sandbox 'demo' is not ready" "$OSH_WORK/$f.log"
+done
+check "within the 2 s re-check (took $((SECONDS - t0)) s)" [ $((SECONDS - t0)) -le 5 ]
 say "PASS: forward and ssh-proxy"
