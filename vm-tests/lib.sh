@@ -237,6 +237,10 @@ check_refused_after_queue_bound() {
     /usr/bin/python3 -c "import sys; v=float(sys.argv[1]); sys.exit(0 if 1400 <= v < 5000 else 1)" "$(jfield "$out" error_ms)"
 }
 
+# wait_rc PID: waits for a child process and sets RC to its exit status
+# (without tripping set -e).
+wait_rc() { RC=0; wait "$1" || RC=$?; }
+
 # Stops the tunnel with SIGTERM and waits for it (its log then holds the counters line).
 stop_tunnel() {
   kill -TERM "$PID_tunnel"

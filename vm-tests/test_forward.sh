@@ -134,11 +134,8 @@ check "upload intact (stdin EOF reached the remote command)" [ "$got" = "$OSH_BL
 
 say "forward: SIGTERM"
 kill -TERM "$PID_fwd_http"
-set +e
-wait "$PID_fwd_http"
-rc=$?
-set -e
-check "exit 0" [ "$rc" -eq 0 ]
+wait_rc "$PID_fwd_http"
+check "exit 0" [ "$RC" -eq 0 ]
 check "counters logged" grep -q "counters: accepted=5" "$OSH_WORK/fwd_http.log"
 
 say "forward: the sandbox stops being READY (its supervisor stops) -> every forward ends (exit 2)"
@@ -146,11 +143,8 @@ kill -TERM "$PID_supervisor"
 t0=$SECONDS
 for f in fwd_http6 fwd_9001 fwd_9002 fwd_9003 fwd_closed; do
   pid_var="PID_$f"
-  set +e
-  wait "${!pid_var}"
-  rc=$?
-  set -e
-  check "$f: exit 2 (rc $rc)" [ "$rc" -eq 2 ]
+  wait_rc "${!pid_var}"
+  check "$f: exit 2 (rc $RC)" [ "$RC" -eq 2 ]
   check "$f: says why" grep -q "service forward stopped: sandbox 'demo' is not ready" "$OSH_WORK/$f.log"
 done
 check "within the 2 s re-check (took $((SECONDS - t0)) s)" [ $((SECONDS - t0)) -le 5 ]
