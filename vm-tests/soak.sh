@@ -8,7 +8,8 @@
 # Traffic, in parallel until the time is up: 4 parallel 64 MiB downloads
 # (sha256 checked) in a loop; an ssh session echoing a line every second;
 # connection churn (curl of a small file) in a loop. Every 10 s the tunnel's
-# RSS and CPU time are sampled into soak.tsv. Result lines at the end.
+# RSS and CPU time are sampled into soak.tsv; at the end, per 5-minute window:
+# RSS median (min-max) and CPU rate. Last result: docs/BENCHMARKS.md "Soak".
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 trap osh_cleanup EXIT
@@ -68,15 +69,20 @@ read -r dn db < <(cat "$OSH_WORK"/dl*.res | awk '{n += $1; b += $2} END {print n
 read -r cn cb <"$OSH_WORK/churn.res"
 say "downloads: $dn of 64 MiB, $db corrupted; churn: $cn connections, $cb failed; ssh: $(cat "$OSH_WORK/ssh.res")"
 /usr/bin/python3 - "$OSH_WORK/soak.tsv" <<'PY'
-import sys
+import statistics, sys
 rows = [l.split('\t') for l in open(sys.argv[1]).read().split('\n')[1:] if l]
 rows = [(int(t), int(r), float(c)) for t, r, c in rows]
-warm = [r for r in rows if r[0] >= 60] or rows
-rss = [r[1] for r in warm]
-print(f"RSS after warm-up: min {min(rss)} KiB, max {max(rss)} KiB, growth {max(rss) - rss[0]} KiB")
-if len(warm) > 2:
-    rates = [(b[2] - a[2]) / max(1, b[0] - a[0]) for a, b in zip(warm, warm[1:])]
-    print(f"CPU during traffic: {min(rates):.2f}..{max(rates):.2f} s/s")
+# 5-minute windows (or thirds of a shorter run): RSS median/min/max, CPU rate
+span = max(r[0] for r in rows) + 1
+w = 300 if span >= 900 else max(10, span // 3)
+for lo in range(0, span, w):
+    seg = [r for r in rows if lo <= r[0] < lo + w]
+    if len(seg) < 2:
+        continue
+    rss = [r[1] / 1024 for r in seg]
+    cpu = (seg[-1][2] - seg[0][2]) / max(1, seg[-1][0] - seg[0][0])
+    print(f"{lo // 60:3d}-{(lo + w) // 60:3d} min: RSS median {statistics.median(rss):.0f} MiB "
+          f"({min(rss):.0f}-{max(rss):.0f}), CPU {cpu:.2f} s/s")
 PY
 say "CPU in the 10 s after traffic stopped: ${cpu_idle} s"
 check "zero corrupted downloads" [ "$db" -eq 0 ]
