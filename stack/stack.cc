@@ -29,11 +29,13 @@
 //              Upstream error -> tcp_abort (RST). Client RST -> Upstream::abort.
 // A Conn is erased when its pcb is gone and the upstream reported on_closed.
 //
-// Back-pressure (design.md §3): client bytes are tcp_recved() only when the
-// upstream reports them written, so lwIP's 64 KiB window bounds what is in
-// flight upstream; upstream frames are requested one at a time (read_more)
-// and only once lwIP took the previous one, so at most one frame (≤ 64 KiB)
-// waits per connection.
+// Back-pressure (design.md §3): client bytes are tcp_recved() when the
+// upstream reports them written, or earlier while at most
+// cfg.early_ack_bytes acknowledged bytes are unwritten (settle_recved), so
+// lwIP's 64 KiB window plus that allowance bounds what is in flight
+// upstream; upstream frames are requested one at a time (read_more) and only
+// once lwIP took the previous one, so at most one frame (≤ 64 KiB) waits per
+// connection.
 //
 // Locking: every Conn and every lwIP call is under the lwIP core lock
 // (LOCK_TCPIP_CORE): the reader thread takes it per batch; lwIP's tcpip
@@ -139,7 +141,8 @@ struct Stack::Impl final : UpstreamEvents {
     std::deque<std::string> tx;    // upstream -> client, not yet in lwIP
     size_t tx_off = 0;             // bytes of tx.front() already written
     bool read_wanted = false;      // we owe the upstream a read_more()
-    size_t recv_pending = 0;       // client bytes sent upstream, not yet acked
+    size_t recv_pending = 0;       // client bytes sent upstream, not yet written there
+    size_t recv_owed = 0;          // client bytes received, not yet tcp_recved()
     bool client_fin = false, remote_fin = false, fin_sent = false;
     bool upstream_done = false;
   };
@@ -610,7 +613,7 @@ struct Stack::Impl final : UpstreamEvents {
         return;
       case Cmd::Type::kWriteDone:
         c->recv_pending -= std::min(c->recv_pending, cmd.n);
-        if (c->pcb) recved(c->pcb, cmd.n);
+        settle_recved(*c);
         maybe_close(*c);
         return;
       case Cmd::Type::kClosed:
@@ -650,6 +653,22 @@ struct Stack::Impl final : UpstreamEvents {
         erase(c);
         return;
     }
+  }
+
+  // Acknowledges owed bytes to lwIP while no more than cfg.early_ack_bytes
+  // acknowledged bytes are unwritten upstream (see "Back-pressure" above).
+  // Bytes are received, acknowledged and written in stream order, so the
+  // acknowledged-but-unwritten count is recv_pending - recv_owed (negative:
+  // written bytes still owed, acknowledged at once).
+  void settle_recved(Conn& c) {
+    if (!c.pcb || c.recv_owed == 0) return;
+    const auto unwritten_acked =
+        static_cast<int64_t>(c.recv_pending) - static_cast<int64_t>(c.recv_owed);
+    const int64_t room = static_cast<int64_t>(cfg.early_ack_bytes) - unwritten_acked;
+    if (room <= 0) return;
+    const size_t k = std::min(c.recv_owed, static_cast<size_t>(room));
+    c.recv_owed -= k;
+    recved(c.pcb, k);
   }
 
   static void recved(tcp_pcb* pcb, size_t n) {
@@ -811,9 +830,11 @@ struct Stack::Impl final : UpstreamEvents {
     pbuf_copy_partial(p, bytes.data(), n, 0);
     pbuf_free(p);
     c->recv_pending += n;
+    c->recv_owed += n;
     self_->counters.bytes_up += n;
     self_->stats_of(*c).bytes_up += n;
     self_->upstream.send(c->id, std::move(bytes));
+    self_->settle_recved(*c);
     return ERR_OK;
   }
 
