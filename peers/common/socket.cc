@@ -17,8 +17,8 @@ std::string OsErrorText(int err) {
   return std::string(text) + " (os error " + std::to_string(err) + ")";
 }
 
-DialResult DialTcp(const std::string& host, uint16_t port) {
-  DialResult result;
+ResolveResult ResolveTcpTarget(const std::string& host, uint16_t port) {
+  ResolveResult result;
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
@@ -28,19 +28,37 @@ DialResult DialTcp(const std::string& host, uint16_t port) {
   const std::string service = std::to_string(port);
   const int gai = getaddrinfo(host.c_str(), service.c_str(), &hints, &list);
   if (gai != 0) {
-    result.err = gai == EAI_SYSTEM ? errno : 0;
     result.error = std::string("failed to resolve '") + host + "': " + gai_strerror(gai);
     return result;
   }
   for (addrinfo* ai = list; ai != nullptr; ai = ai->ai_next) {
-    ScopedFd fd(::socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol));
+    if (ai->ai_addrlen > sizeof(sockaddr_storage)) continue;
+    TargetAddress a;
+    std::memcpy(&a.addr, ai->ai_addr, ai->ai_addrlen);
+    a.len = ai->ai_addrlen;
+    a.family = ai->ai_family;
+    result.addresses.push_back(a);
+  }
+  freeaddrinfo(list);
+  return result;
+}
+
+DialResult DialTcp(const std::string& host, uint16_t port) {
+  DialResult result;
+  const ResolveResult resolved = ResolveTcpTarget(host, port);
+  if (!resolved.ok()) {
+    result.error = resolved.error;
+    return result;
+  }
+  for (const TargetAddress& a : resolved.addresses) {
+    ScopedFd fd(::socket(a.family, SOCK_STREAM | SOCK_CLOEXEC, IPPROTO_TCP));
     if (!fd.valid()) {
       result.err = errno;
       continue;
     }
     int rc;
     do {
-      rc = ::connect(fd.get(), ai->ai_addr, ai->ai_addrlen);
+      rc = ::connect(fd.get(), reinterpret_cast<const sockaddr*>(&a.addr), a.len);
     } while (rc != 0 && errno == EINTR);
     if (rc != 0) {
       result.err = errno;
@@ -52,7 +70,6 @@ DialResult DialTcp(const std::string& host, uint16_t port) {
     result.err = 0;
     break;
   }
-  freeaddrinfo(list);
   if (!result.ok()) {
     if (result.err == 0) result.err = ECONNREFUSED;
     result.error = OsErrorText(result.err);

@@ -3,6 +3,7 @@
 // into RelayOpenResult.error (protocol §2.3, §3.2).
 #pragma once
 
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "common/scoped_fd.h"
@@ -11,6 +12,7 @@
 #include <cstdint>
 #include <string>
 #include <utility>
+#include <vector>
 
 namespace osh::peers {
 
@@ -20,6 +22,29 @@ using ScopedFd = osh::ScopedFd;  // common/scoped_fd.h
 /// io::Error Display that upstream's supervisor sends, e.g.
 /// "Connection refused (os error 111)". Thread: any.
 std::string OsErrorText(int err);
+
+/// One address to dial (from getaddrinfo).
+struct TargetAddress {
+  sockaddr_storage addr{};
+  socklen_t len = 0;
+  int family = AF_UNSPEC;
+};
+
+/// Result of ResolveTcpTarget(): the addresses in getaddrinfo's order, or
+/// the error text.
+struct ResolveResult {
+  std::vector<TargetAddress> addresses;
+  std::string error;  ///< "failed to resolve '<host>': <gai text>"; empty on success
+  bool ok() const { return error.empty(); }
+};
+
+/// ResolveTcpTarget() - getaddrinfo(@host, @port) for TCP, any family.
+/// @host: an IPv4 or IPv6 literal (no brackets) or a name getaddrinfo knows
+/// (a name may block on the resolver: call it off the event loop).
+/// @port: 1..65535.
+/// Return: see ResolveResult.
+/// Thread: any.
+ResolveResult ResolveTcpTarget(const std::string& host, uint16_t port);
 
 /// Result of DialTcp(): an open socket, or the errno and its text.
 struct DialResult {

@@ -1,80 +1,94 @@
 // Theory of operation: the mini-supervisor
 // =========================================
 //
-// What it is. The sandbox side of the OpenShell relay protocol (protocol §3),
-// with the gRPC sync API. One grpc::Channel to the gateway carries the
-// ConnectSupervisor control session and every RelayStream, so all relays ride
-// one HTTP/2 connection as upstream's do (§3.1). Channel keepalive: ping
-// after 10 s idle, 20 s timeout, also without calls (§2.7).
+// What it is. The sandbox side of the OpenShell relay protocol (protocol §3).
+// One grpc::Channel to the gateway carries the ConnectSupervisor control
+// session and every RelayStream, so all relays ride one HTTP/2 connection as
+// upstream's do (§3.1). Channel keepalive: ping after 10 s idle, 20 s
+// timeout, also without calls (§2.7). The control session uses the gRPC
+// sync API (there is one); the relays use the callback API with one event
+// loop for all target sockets (relay_bridge.cc), so there is no thread per
+// relay and 10,000 relays cost 10,000 sockets and reactors, not threads.
+//
+// Threads: the session thread, one writer thread per accepted session, the
+// relays' event-loop thread, and gRPC's own threads (the callback reactions).
 //
 // Session thread (RunSessions). Loop until Stop():
 //   connect ConnectSupervisor -> write hello{sandbox_id, instance_id} -> read
 //   the first GatewayMessage, which must be session_accepted (a
 //   session_rejected or anything else ends the attempt) -> log
-//   "mini-supervisor: session accepted (sandbox ID)" -> a heartbeat thread
-//   writes SupervisorHeartbeat every max(heartbeat_interval_secs, 5) s ->
-//   read loop: relay_open spawns one relay thread; heartbeats are ignored;
-//   relay_close / session_rejected are logged. When the stream ends, log the
-//   status, wait the backoff (1 s, doubling to 30 s; back to 1 s after a
-//   session was accepted) and reconnect. Writes to the control stream come
-//   from the heartbeat thread and from relay threads (relay_open_result), so
-//   Session::Write serializes them with a mutex; the session thread alone
-//   reads. Before Finish() the session refuses further writes.
+//   "mini-supervisor: session accepted (sandbox ID)" -> start the session's
+//   writer thread -> read loop: relay_open -> OpenRelay (below);
+//   heartbeats are ignored; relay_close / session_rejected are logged. When
+//   the stream ends, stop the writer, log the status, wait the backoff (1 s,
+//   doubling to 30 s; back to 1 s after a session was accepted) and
+//   reconnect.
 //
-// Relay thread (HandleRelay, §3.2). Validate the target again (tcp: port
-// 1..65535, loopback host only, "localhost" -> 127.0.0.1; ssh or no target:
-// the configured --ssh-target), then dial it (blocking connect, TCP_NODELAY).
-// Dial failure -> relay_open_result{success=false, error="Connection refused
-// (os error 111)"}, done. Success -> relay_open_result{success=true}, open
-// RelayStream on the same channel, first frame init{channel_id}, then bridge:
-//   socket reader thread: read() up to 64 KiB, send what it returned as one
-//     data frame; socket EOF (target FIN) -> WritesDone(); socket error ->
-//     TryCancel().
-//   this thread: non-empty data -> write_all to the socket; an EMPTY data
-//     frame is the client's FIN (the gateway's half-close extension) ->
-//     shutdown(SHUT_WR); a socket write error -> TryCancel(). Read() false
-//     means the RPC is over: shutdown(SHUT_RD) wakes the socket reader
-//     without sending a FIN (SHUT_RDWR would send one), join it, Finish(),
-//     and close the socket - after SO_LINGER 0 if the status is not OK, so
-//     the target sees an RST rather than a clean FIN.
+// Writer thread (Session::WriterLoop). The only writer of the control stream
+// after the hello: SupervisorHeartbeat every max(heartbeat_interval_secs, 5)
+// s, and the queued relay_open_results in the order they were queued (a
+// due heartbeat goes first). Queueing never blocks, so the event loop never
+// waits for the control stream. Each result may carry a callback that learns
+// whether it was written; a relay opens its RelayStream only after its
+// success result was written, so the gateway sees result then claim, in that
+// order, as before. When the session ends, the writer stops: the messages
+// still queued, and any queued later, are reported unwritten.
 //
-// Stop() cancels the session context and every relay's context (each relay
-// registers its ClientContext under mu_ while the RPC lives), wakes the
-// backoff wait, and joins the session thread and all relay threads. Finished
-// relay threads are reaped whenever a new relay starts.
+// OpenRelay (§3.2), on the session thread. Validate the target again (tcp:
+// port 1..65535, loopback host only, "localhost" -> 127.0.0.1; ssh or no
+// target: the configured --ssh-target) and resolve it (getaddrinfo, here so
+// a slow resolver never stalls the event loop). A rejected or unresolvable
+// target -> relay_open_result{success=false, error=<text>}. Otherwise the
+// relay goes to the RelayBridge, which dials without blocking (TCP_NODELAY;
+// no dial timeout) and then, on its event loop:
+//   dial failure -> relay_open_result{success=false, error="Connection
+//     refused (os error 111)"} (OsErrorText of the errno), done.
+//   success -> relay_open_result{success=true}; once written, RelayStream on
+//     the same channel, first frame init{channel_id}, then bridge with
+//     back-pressure both ways (at most one 64 KiB read or one received frame
+//     buffered per direction):
+//       target bytes -> one data frame per read() of up to 64 KiB, the next
+//         read only after OnWriteDone; target EOF (FIN) -> WritesDone
+//         (half-close; the other direction continues); read error -> cancel.
+//       non-empty data frame -> written to the target; if the socket would
+//         block the rest waits for EPOLLOUT before the next StartRead; an
+//         EMPTY data frame is the client's FIN (the gateway's half-close
+//         extension) -> shutdown(SHUT_WR); write error -> cancel.
+//       OnDone -> close the target socket, after SO_LINGER 0 if the status
+//         is not OK (the target sees an RST, not a clean FIN); OK after both
+//         directions finished -> normal close.
+//
+// Stop() cancels the session context and wakes the backoff wait, joins the
+// session thread (which stops its writer), then shuts the bridge down: it
+// cancels every relay and returns only when every reactor's OnDone has been
+// handled and the loop thread has ended.
 
 #include "peers/supervisor/mini_supervisor.h"
-
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include <grpcpp/grpcpp.h>
 
 #include <algorithm>
-#include <atomic>
-#include <cerrno>
+#include <chrono>
 #include <condition_variable>
-#include <list>
+#include <deque>
+#include <functional>
 #include <mutex>
 #include <stdexcept>
 #include <thread>
-#include <vector>
 
 #include "openshell.grpc.pb.h"
 #include "peers/common/address.h"
 #include "peers/common/log.h"
-#include "peers/common/socket.h"
 #include "peers/common/uuid.h"
+#include "peers/supervisor/relay_bridge.h"
+#include "peers/supervisor/target_dial.h"
 
 namespace osh::peers {
 namespace {
 
 namespace v1 = openshell::v1;
 using SessionClientStream = grpc::ClientReaderWriter<v1::SupervisorMessage, v1::GatewayMessage>;
-using RelayClientStream = grpc::ClientReaderWriter<v1::RelayFrame, v1::RelayFrame>;
 
-/// Target read size per data frame (the tunnel's frames are <= 64 KiB).
-constexpr size_t kRelayChunkBytes = 64 * 1024;
 /// Upstream's floor for the heartbeat period (protocol §3.1).
 constexpr uint32_t kMinHeartbeatSecs = 5;
 
@@ -83,34 +97,110 @@ std::shared_ptr<spdlog::logger> Log() {
   return logger;
 }
 
-/// One ConnectSupervisor attempt: its context, stream and write lock.
-class Session {
+/// One ConnectSupervisor attempt: its context and stream, and the writer
+/// thread that sends heartbeats and relay_open_results (protocol §3.1-3.2).
+class Session final : public OpenResultSink {
  public:
   grpc::ClientContext ctx;
   std::unique_ptr<SessionClientStream> stream;
 
-  /// Writes @msg unless writes were closed. Thread: any.
-  bool Write(const v1::SupervisorMessage& msg) {
-    std::lock_guard lock(write_mu_);
-    if (!writable_ || !stream) return false;
-    return stream->Write(msg);
+  /// Calls StopWriter().
+  ~Session() override { StopWriter(); }
+
+  /// WriteHello() - writes @msg directly, before the writer thread exists.
+  /// Return: false if the stream is broken. Thread: the session thread.
+  bool WriteHello(const v1::SupervisorMessage& msg) { return stream->Write(msg); }
+
+  /// StartWriter() - starts the writer thread: a heartbeat every @period,
+  /// and the queued messages. Thread: the session thread, once.
+  void StartWriter(std::chrono::seconds period) {
+    writer_ = std::thread([this, period] { WriterLoop(period); });
   }
-  /// Refuses further writes; waits for an in-flight one. Thread: session thread.
-  void CloseWrites() {
-    std::lock_guard lock(write_mu_);
-    writable_ = false;
+
+  /// StopWriter() - refuses further messages, waits for the writer thread
+  /// (and its write in flight), and reports every message still queued as
+  /// unwritten. Idempotent. Thread: the session thread (or the last owner).
+  void StopWriter() {
+    {
+      std::lock_guard lock(mu_);
+      closed_ = true;
+    }
+    cv_.notify_all();
+    if (writer_.joinable()) writer_.join();
+    FailQueued();
+  }
+
+  void SendOpenResult(const std::string& channel_id, bool success, const std::string& error,
+                      std::function<void(bool written)> written) override {
+    Outgoing out;
+    auto* result = out.msg.mutable_relay_open_result();
+    result->set_channel_id(channel_id);
+    result->set_success(success);
+    result->set_error(error);
+    out.written = std::move(written);
+    {
+      std::lock_guard lock(mu_);
+      if (!closed_) {
+        queue_.push_back(std::move(out));
+        cv_.notify_all();
+        return;
+      }
+    }
+    if (out.written) out.written(false);
   }
 
  private:
-  std::mutex write_mu_;
-  bool writable_ = true;  // guarded by write_mu_
-};
+  struct Outgoing {
+    v1::SupervisorMessage msg;
+    std::function<void(bool written)> written;  // may be empty
+  };
 
-/// One relay thread and, while its RelayStream lives, that call's context.
-struct RelayTask {
-  std::thread thread;
-  std::atomic<bool> done{false};
-  grpc::ClientContext* ctx = nullptr;  // guarded by Impl::mu_
+  void WriterLoop(std::chrono::seconds period) {
+    using Clock = std::chrono::steady_clock;
+    auto next_heartbeat = Clock::now() + period;
+    std::unique_lock lock(mu_);
+    while (!closed_) {
+      const bool heartbeat_due = Clock::now() >= next_heartbeat;
+      if (!heartbeat_due && queue_.empty()) {
+        cv_.wait_until(lock, next_heartbeat, [&] { return closed_ || !queue_.empty(); });
+        continue;
+      }
+      Outgoing out;
+      if (heartbeat_due) {
+        out.msg.mutable_heartbeat();
+        next_heartbeat = Clock::now() + period;
+      } else {
+        out = std::move(queue_.front());
+        queue_.pop_front();
+      }
+      lock.unlock();
+      const bool ok = stream->Write(out.msg);
+      if (out.written) out.written(ok);
+      lock.lock();
+      if (!ok) break;
+    }
+    closed_ = true;
+    lock.unlock();
+    FailQueued();
+  }
+
+  /// Reports every queued message as unwritten. Call with closed_ set.
+  void FailQueued() {
+    std::deque<Outgoing> rest;
+    {
+      std::lock_guard lock(mu_);
+      rest.swap(queue_);
+    }
+    for (auto& out : rest) {
+      if (out.written) out.written(false);
+    }
+  }
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<Outgoing> queue_;  // mu_
+  bool closed_ = false;         // mu_
+  std::thread writer_;
 };
 
 }  // namespace
@@ -136,6 +226,7 @@ class MiniSupervisor::Impl {
     args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
     channel_ = grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
     stub_ = v1::OpenShell::NewStub(channel_);
+    bridge_ = std::make_unique<RelayBridge>(stub_.get());
   }
 
   ~Impl() { Stop(); }
@@ -143,32 +234,24 @@ class MiniSupervisor::Impl {
   void Start() {
     std::lock_guard lock(mu_);
     if (started_) throw std::runtime_error("mini-supervisor already started");
+    if (stopping_) throw std::runtime_error("mini-supervisor already stopped");
     started_ = true;
+    bridge_->Start();
     session_thread_ = std::thread([this] { RunSessions(); });
   }
 
   void Stop() {
-    std::list<std::shared_ptr<RelayTask>> relays;
     {
       std::lock_guard lock(mu_);
       if (!stopping_) {
         stopping_ = true;
         if (current_) current_->ctx.TryCancel();
-        for (auto& relay : relays_) {
-          if (relay->ctx != nullptr) relay->ctx->TryCancel();
-        }
         cv_.notify_all();
       }
     }
     std::lock_guard join_lock(join_mu_);
     if (session_thread_.joinable()) session_thread_.join();
-    {
-      std::lock_guard lock(mu_);
-      relays.swap(relays_);
-    }
-    for (auto& relay : relays) {
-      if (relay->thread.joinable()) relay->thread.join();
-    }
+    bridge_->Shutdown();  // cancels every relay, waits for every OnDone
   }
 
   bool session_active() const {
@@ -212,7 +295,7 @@ class MiniSupervisor::Impl {
     bool accepted = false;
     uint32_t heartbeat_secs = kMinHeartbeatSecs;
     v1::GatewayMessage msg;
-    if (session->Write(hello) && session->stream->Read(&msg)) {
+    if (session->WriteHello(hello) && session->stream->Read(&msg)) {
       if (msg.has_session_accepted()) {
         accepted = true;
         heartbeat_secs = std::max(msg.session_accepted().heartbeat_interval_secs(), kMinHeartbeatSecs);
@@ -228,28 +311,14 @@ class MiniSupervisor::Impl {
       }
     }
 
-    std::mutex hb_mu;
-    std::condition_variable hb_cv;
-    bool hb_stop = false;
-    std::thread heartbeat;
     if (accepted) {
       Log()->info("mini-supervisor: session accepted ({}) session_id={} heartbeat={}s",
                   config_.sandbox_id, msg.session_accepted().session_id(), heartbeat_secs);
-      heartbeat = std::thread([&] {
-        std::unique_lock lock(hb_mu);
-        while (!hb_cv.wait_for(lock, std::chrono::seconds(heartbeat_secs), [&] { return hb_stop; })) {
-          lock.unlock();
-          v1::SupervisorMessage hb;
-          hb.mutable_heartbeat();
-          const bool ok = session->Write(hb);
-          lock.lock();
-          if (!ok) break;
-        }
-      });
+      session->StartWriter(std::chrono::seconds(heartbeat_secs));
       while (session->stream->Read(&msg)) {
         switch (msg.payload_case()) {
           case v1::GatewayMessage::kRelayOpen:
-            SpawnRelay(session, msg.relay_open());
+            OpenRelay(session, msg.relay_open());
             break;
           case v1::GatewayMessage::kHeartbeat:
           case v1::GatewayMessage::kSessionAccepted:
@@ -271,15 +340,7 @@ class MiniSupervisor::Impl {
       std::lock_guard lock(mu_);
       active_ = false;
     }
-    if (heartbeat.joinable()) {
-      {
-        std::lock_guard lock(hb_mu);
-        hb_stop = true;
-      }
-      hb_cv.notify_all();
-      heartbeat.join();
-    }
-    session->CloseWrites();
+    session->StopWriter();  // no writes after this: Finish() may run
     const grpc::Status status = session->stream->Finish();
     bool stopping;
     {
@@ -294,29 +355,6 @@ class MiniSupervisor::Impl {
                   status.error_message().empty() ? "(no message)" : status.error_message());
     }
     return accepted;
-  }
-
-  /// Starts a relay thread for @open and reaps finished ones.
-  /// Thread: the session thread.
-  void SpawnRelay(const std::shared_ptr<Session>& session, const v1::RelayOpen& open) {
-    std::list<std::shared_ptr<RelayTask>> finished;
-    std::lock_guard lock(mu_);
-    for (auto it = relays_.begin(); it != relays_.end();) {
-      if ((*it)->done) {
-        finished.push_back(*it);
-        it = relays_.erase(it);
-      } else {
-        ++it;
-      }
-    }
-    for (auto& relay : finished) relay->thread.join();  // already returned
-    if (stopping_) return;
-    auto task = std::make_shared<RelayTask>();
-    task->thread = std::thread([this, session, open, task] {
-      HandleRelay(session, open, task.get());
-      task->done = true;
-    });
-    relays_.push_back(std::move(task));
   }
 
   /// Resolves and checks the target of @open (protocol §3.2).
@@ -336,131 +374,41 @@ class MiniSupervisor::Impl {
     return {};
   }
 
-  /// Dials the target and bridges it over a RelayStream; see the theory of
-  /// operation. Thread: its own relay thread.
-  void HandleRelay(const std::shared_ptr<Session>& session, const v1::RelayOpen& open,
-                   RelayTask* task) {
+  /// OpenRelay() - validates and resolves the target of @open, then hands
+  /// the relay to the bridge, or answers relay_open_result{success=false}
+  /// on @session. See the theory of operation. Thread: the session thread.
+  void OpenRelay(const std::shared_ptr<Session>& session, const v1::RelayOpen& open) {
     const std::string& channel = open.channel_id();
-    auto send_result = [&](bool success, const std::string& error) {
-      v1::SupervisorMessage msg;
-      auto* result = msg.mutable_relay_open_result();
-      result->set_channel_id(channel);
-      result->set_success(success);
-      result->set_error(error);
-      return session->Write(msg);
-    };
-
     HostPort target;
     if (std::string reject = ResolveTarget(open, &target); !reject.empty()) {
       Log()->warn("relay {} rejected: {}", channel, reject);
-      send_result(false, reject);
+      session->SendOpenResult(channel, false, reject, nullptr);
       return;
     }
-    const std::string where = FormatHostPort(target.host, target.port);
-    DialResult dial = DialTcp(target.host, target.port);
-    if (!dial.ok()) {
-      Log()->info("relay {}: dial {} failed: {}", channel, where, dial.error);
-      send_result(false, dial.error);
+    std::string where = FormatHostPort(target.host, target.port);
+    ResolveResult resolved = ResolveTcpTarget(target.host, target.port);
+    if (!resolved.ok()) {
+      Log()->info("relay {}: dial {} failed: {}", channel, where, resolved.error);
+      session->SendOpenResult(channel, false, resolved.error, nullptr);
       return;
     }
-    const int fd = dial.fd.get();
-    if (!send_result(true, std::string())) {
-      Log()->warn("relay {}: control session gone before the result was sent", channel);
-      SetLingerZero(fd);
-      return;
-    }
-
-    grpc::ClientContext rctx;
-    {
-      std::lock_guard lock(mu_);
-      if (stopping_) {
-        SetLingerZero(fd);
-        return;
-      }
-      task->ctx = &rctx;
-    }
-    std::unique_ptr<RelayClientStream> rs = stub_->RelayStream(&rctx);
-    Log()->debug("relay {} to {} open", channel, where);
-
-    std::atomic<bool> stream_over{false};
-    std::thread socket_reader;
-    v1::RelayFrame frame;
-    frame.mutable_init()->set_channel_id(channel);
-    if (rs->Write(frame)) {
-      // target -> gateway
-      socket_reader = std::thread([&] {
-        std::vector<char> buf(kRelayChunkBytes);
-        v1::RelayFrame out;
-        for (;;) {
-          const ssize_t n = ::read(fd, buf.data(), buf.size());
-          if (n > 0) {
-            out.set_data(buf.data(), static_cast<size_t>(n));
-            if (!rs->Write(out)) return;
-            continue;
-          }
-          if (n == 0) {  // target sent FIN
-            if (!stream_over) rs->WritesDone();
-            return;
-          }
-          if (errno == EINTR) continue;
-          if (!stream_over) {
-            Log()->info("relay {}: target read failed: {}", channel, OsErrorText(errno));
-            rctx.TryCancel();
-          }
-          return;
-        }
-      });
-      // gateway -> target (this thread)
-      v1::RelayFrame in;
-      while (rs->Read(&in)) {
-        if (!in.has_data()) continue;
-        if (in.data().empty()) {  // client sent FIN
-          ::shutdown(fd, SHUT_WR);
-          continue;
-        }
-        if (const int err = WriteAll(fd, in.data().data(), in.data().size()); err != 0) {
-          Log()->info("relay {}: target write failed: {}", channel, OsErrorText(err));
-          rctx.TryCancel();
-          while (rs->Read(&in)) {
-          }
-          break;
-        }
-      }
-    }
-    stream_over = true;
-    // Wake the socket reader. SHUT_RD sends nothing on Linux (SHUT_RDWR would
-    // send a FIN), so a failed relay still reaches the target as an RST only.
-    ::shutdown(fd, SHUT_RD);
-    if (socket_reader.joinable()) socket_reader.join();
-    const grpc::Status status = rs->Finish();
-    {
-      std::lock_guard lock(mu_);
-      task->ctx = nullptr;
-    }
-    if (!status.ok()) SetLingerZero(fd);  // the target sees a reset
-    dial.fd.reset();
-    if (status.ok()) {
-      Log()->debug("relay {} to {} closed", channel, where);
-    } else {
-      Log()->info("relay {} to {} ended: {}: {}", channel, where,
-                  StatusCodeName(status.error_code()), status.error_message());
-    }
+    bridge_->Open(RelayOpenRequest{channel, std::move(where), std::move(resolved.addresses), session});
   }
 
   SupervisorConfig config_;
   HostPort ssh_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::OpenShell::Stub> stub_;
+  std::unique_ptr<RelayBridge> bridge_;  // after stub_: destroyed before it
 
   mutable std::mutex mu_;
-  std::condition_variable cv_;                    // backoff wait; with mu_
-  bool started_ = false;                          // mu_
-  bool stopping_ = false;                         // mu_
-  bool active_ = false;                           // mu_
-  uint64_t accepted_ = 0;                         // mu_
-  std::shared_ptr<Session> current_;              // mu_
-  std::list<std::shared_ptr<RelayTask>> relays_;  // mu_
-  std::mutex join_mu_;                            // serializes joins in Stop()
+  std::condition_variable cv_;        // backoff wait; with mu_
+  bool started_ = false;              // mu_
+  bool stopping_ = false;             // mu_
+  bool active_ = false;               // mu_
+  uint64_t accepted_ = 0;             // mu_
+  std::shared_ptr<Session> current_;  // mu_
+  std::mutex join_mu_;                // serializes joins in Stop()
   std::thread session_thread_;
 };
 

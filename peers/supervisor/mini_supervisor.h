@@ -47,11 +47,13 @@ class MiniSupervisor {
 
   /// Start() - starts the session thread (connect, hello, heartbeats,
   /// relays, reconnect with backoff). Returns at once; the session comes up
-  /// asynchronously. @throws std::runtime_error if already started.
+  /// asynchronously. @throws std::runtime_error if already started or
+  /// stopped.
   void Start();
 
   /// Stop() - cancels the control session and every relay (targets see an
-  /// RST), joins all threads. Idempotent. Thread: any except the
+  /// RST), waits until every relay's reactor is done, joins all threads.
+  /// Idempotent. Thread: any except the
   /// supervisor's own threads.
   void Stop();
 

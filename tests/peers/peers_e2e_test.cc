@@ -12,11 +12,13 @@
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "openshell.grpc.pb.h"
+#include "peers/common/socket.h"
 #include "peers/gateway/mini_gateway.h"
 #include "peers/supervisor/mini_supervisor.h"
 #include "tcp_test_server.h"
@@ -579,6 +581,90 @@ TEST_F(PeersTest, NewerSupervisorSessionSupersedesTheOlder) {
   EXPECT_TRUE(gateway_->IsSupervisorConnected(kDemoId));  // still READY
   auto call = OpenEcho(Token(), echo.port());
   EXPECT_TRUE(Close(*call).ok());
+}
+
+// ---- the supervisor's event loop: socket errors, many relays, Stop() ----
+
+TEST_F(PeersTest, TargetResetCancelsTheRelay) {
+  // The target reads the client's bytes, then resets the connection: the
+  // supervisor's socket read or write fails, it cancels the RelayStream, and
+  // the client sees the relay lost rather than a FIN.
+  TcpTestServer target([](int fd) {
+    char buf[4];
+    for (size_t got = 0; got < sizeof buf;) {
+      const ssize_t n = ::read(fd, buf + got, sizeof buf - got);
+      if (n <= 0) return;
+      got += static_cast<size_t>(n);
+    }
+    SetLingerZero(fd);  // the server's close() now sends an RST
+  });
+  StartStack();
+  auto call = OpenForward(TcpInit(Token(), target.port()));
+  ASSERT_TRUE(WriteData(call->stream.get(), "boom"));
+  v1::TcpForwardFrame frame;
+  while (call->stream->Read(&frame)) {
+    EXPECT_FALSE(frame.has_data() && frame.data().empty()) << "unexpected target FIN";
+  }
+  EXPECT_STATUS(call->stream->Finish(), grpc::StatusCode::UNAVAILABLE, "relay lost");
+}
+
+/// Echoes on every connection and records how each one ended (0 = FIN,
+/// else the errno of the failed read or write).
+class EndRecorder {
+ public:
+  TcpTestServer::Handler Handler() {
+    return [this](int fd) {
+      char buf[4096];
+      int result = 0;
+      for (;;) {
+        const ssize_t n = ::read(fd, buf, sizeof buf);
+        if (n > 0) {
+          result = WriteAll(fd, buf, static_cast<size_t>(n));
+          if (result != 0) break;
+        } else if (n == 0) {
+          break;
+        } else if (errno != EINTR) {
+          result = errno;
+          break;
+        }
+      }
+      std::lock_guard lock(mu_);
+      results_.push_back(result);
+    };
+  }
+  size_t Count(int result) {
+    std::lock_guard lock(mu_);
+    return static_cast<size_t>(std::count(results_.begin(), results_.end(), result));
+  }
+
+ private:
+  std::mutex mu_;
+  std::vector<int> results_;
+};
+
+TEST_F(PeersTest, StopWithManyRelaysResetsEveryTarget) {
+  // Many relays live at once on the supervisor's one event loop; Stop()
+  // cancels them all, waits for every reactor, and every target sees an RST.
+  constexpr size_t kRelays = 100;
+  EndRecorder ends;
+  TcpTestServer target(ends.Handler());
+  StartGateway([](GatewayConfig& c) {
+    c.max_streams_per_sandbox = static_cast<int>(kRelays);
+    c.max_streams_per_token = static_cast<int>(kRelays);
+  });
+  MiniSupervisor& supervisor = StartSupervisor(kDemoId);
+  const std::string token = Token();
+  std::vector<std::unique_ptr<ForwardCall>> calls;
+  for (size_t i = 0; i < kRelays; ++i) calls.push_back(OpenEcho(token, target.port()));
+  supervisor.Stop();
+  for (auto& call : calls) {
+    v1::TcpForwardFrame frame;
+    while (call->stream->Read(&frame)) {
+    }
+    EXPECT_STATUS(call->stream->Finish(), grpc::StatusCode::UNAVAILABLE, "relay lost");
+  }
+  EXPECT_TRUE(Eventually([&] { return ends.Count(ECONNRESET) == kRelays; }))
+      << ends.Count(ECONNRESET) << " of " << kRelays << " targets saw a reset";
 }
 
 }  // namespace
