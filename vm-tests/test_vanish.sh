@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# A client that opens many connections and then vanishes (its namespace
-# deleted, no FIN, no RST) leaves nothing behind (issue 6.4): TCP keepalive
-# finds the dead connections, their streams are cancelled, the sandbox-side
-# sockets close, idle tokens are revoked; `status` shows zero.
+# A client that opens 10,000 connections (OSH_VANISH_CONNS) and then vanishes
+# (its namespace deleted, no FIN, no RST) leaves nothing behind (issue 6.4):
+# TCP keepalive finds the dead connections, their streams are cancelled, the
+# sandbox-side sockets close, idle tokens are revoked; `status` shows zero
+# connections, streams, pooled tokens and lwIP pcbs. The gateway and the
+# supervisor must not use a thread per stream (checked while all are held).
 #
 #   vanish ns (203.0.113.2) ──veth── client ns (203.0.113.1, forwarding) ── osh0 ── tunnel
 set -euo pipefail
@@ -16,7 +18,7 @@ cleanup_all() {
 }
 trap cleanup_all EXIT
 
-N="${OSH_VANISH_CONNS:-500}"
+N="${OSH_VANISH_CONNS:-10000}"
 osh_topology
 osh_sandbox_services 1
 osh_gateway --max-streams-per-sandbox $((N + 50)) --max-streams-per-token 100
@@ -47,6 +49,10 @@ holder=$!
 wait_until $((60 + N / 50)) grep -q "holding $N" "$OSH_WORK/holder.out"
 check "$N connections active in status" [ "$(status_field 'd["counters"]["connections_active"]')" -ge "$N" ]
 check "$N streams active" [ "$(status_field 'd["counters"]["streams"]["active"]')" -ge "$N" ]
+threads() { ls "/proc/$1/task" | wc -l; }
+say "  with $N held: threads tunnel $(threads "$PID_tunnel"), gateway $(threads "$PID_gateway"), supervisor $(threads "$PID_supervisor"); RSS KiB tunnel $(rss_kib "$PID_tunnel"), gateway $(rss_kib "$PID_gateway"), supervisor $(rss_kib "$PID_supervisor")"
+check "no thread per stream in the gateway ($(threads "$PID_gateway") threads)" [ "$(threads "$PID_gateway")" -lt 100 ]
+check "no thread per relay in the supervisor ($(threads "$PID_supervisor") threads)" [ "$(threads "$PID_supervisor")" -lt 100 ]
 
 say "the client vanishes: link gone first (no FIN or RST can get out), then its processes and namespace"
 ip -n "$NS_V" link del "vv$OSH_TAG"

@@ -13,8 +13,10 @@
 namespace osh::peers {
 
 /// A running (or startable) mini-gateway gRPC server (h2c, or TLS with
-/// optional mTLS and a bearer token; sync API, one thread per stream). See mini_gateway.cc for the theory of operation
-/// and peers/README.md for the two deliberate differences from upstream.
+/// optional mTLS and a bearer token). ForwardTcp and RelayStream run on the
+/// gRPC callback API (no thread per stream), the other RPCs on the sync API.
+/// See mini_gateway.cc and forward_call.cc for the theory of operation and
+/// peers/README.md for the two deliberate differences from upstream.
 ///
 /// Lifecycle: construct, Start(), ... , Shutdown() (the destructor shuts down
 /// too). Not copyable or movable. All public methods are thread-safe.

@@ -25,7 +25,6 @@
 #include <netinet/tcp.h>
 
 #include <cerrno>
-#include <cstring>
 
 namespace osh::peers {
 

@@ -10,6 +10,8 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <condition_variable>
+#include <cstdlib>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -665,6 +667,178 @@ TEST_F(PeersTest, StopWithManyRelaysResetsEveryTarget) {
   }
   EXPECT_TRUE(Eventually([&] { return ends.Count(ECONNRESET) == kRelays; }))
       << ends.Count(ECONNRESET) << " of " << kRelays << " targets saw a reset";
+}
+
+// ---- scale ----
+
+/// One ForwardTcp stream on the gRPC callback client API, so that a test can
+/// hold thousands open without a thread each: it writes init and @payload,
+/// counts itself echoed once @payload came back, and after Close() half-closes,
+/// reads up to the target's FIN and records the final status.
+class EchoStreamReactor
+    : public grpc::ClientBidiReactor<v1::TcpForwardFrame, v1::TcpForwardFrame> {
+ public:
+  struct Counters {
+    std::mutex mu;
+    std::condition_variable cv;
+    int echoed = 0;      // guarded by mu
+    int read_ended = 0;  // guarded by mu; the gateway ended the stream (reads over)
+    int done = 0;        // guarded by mu
+  };
+
+  EchoStreamReactor(v1::OpenShell::Stub* stub, const v1::TcpForwardInit& init,
+                    const std::string& payload, std::chrono::seconds timeout, Counters* counters)
+      : payload_(payload), counters_(counters) {
+    ctx_.set_deadline(std::chrono::system_clock::now() + timeout);
+    *init_.mutable_init() = init;
+    data_.set_data(payload);
+    stub->async()->ForwardTcp(&ctx_, this);
+    AddHold();  // Close() starts WritesDone from outside the reactions
+    StartWrite(&init_);
+    StartRead(&in_);
+    StartCall();
+  }
+
+  /// Half-closes the stream once its writes are done. Thread: any;
+  /// idempotent.
+  void Close() {
+    {
+      std::lock_guard lock(mu_);
+      if (close_wanted_) return;
+      close_wanted_ = true;
+      if (writes_finished_) StartWritesDone();
+    }
+    RemoveHold();
+  }
+
+  /// Cancels the call and releases the hold, so OnDone comes (cleanup after
+  /// a failed assertion). Thread: any.
+  void Cancel() {
+    ctx_.TryCancel();
+    Close();
+  }
+
+  bool saw_fin() const { return saw_fin_; }          // valid after OnDone
+  const grpc::Status& status() const { return status_; }  // valid after OnDone
+
+  void OnWriteDone(bool ok) override {
+    std::lock_guard lock(mu_);
+    if (ok && !data_sent_) {
+      data_sent_ = true;
+      StartWrite(&data_);
+      return;
+    }
+    writes_finished_ = true;
+    if (close_wanted_) StartWritesDone();
+  }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) {  // the stream is over; OnDone follows once Close() released the hold
+      std::lock_guard lock(counters_->mu);
+      ++counters_->read_ended;
+      counters_->cv.notify_all();
+      return;
+    }
+    if (in_.has_data() && in_.data().empty()) {
+      saw_fin_ = true;
+    } else {
+      got_.append(in_.data());
+      if (got_ == payload_) {
+        std::lock_guard lock(counters_->mu);
+        ++counters_->echoed;
+        counters_->cv.notify_all();
+      }
+    }
+    StartRead(&in_);
+  }
+
+  void OnDone(const grpc::Status& status) override {
+    status_ = status;
+    std::lock_guard lock(counters_->mu);
+    ++counters_->done;
+    counters_->cv.notify_all();
+  }
+
+ private:
+  const std::string payload_;
+  Counters* const counters_;
+  grpc::ClientContext ctx_;
+  v1::TcpForwardFrame init_, data_, in_;
+  std::string got_;                  // reactions only (one read at a time)
+  bool saw_fin_ = false;             // reactions only
+  grpc::Status status_;
+  std::mutex mu_;
+  bool data_sent_ = false;           // mu_
+  bool writes_finished_ = false;     // mu_
+  bool close_wanted_ = false;        // mu_
+};
+
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+constexpr int kManyStreams = 300;  // sanitizer builds: threads of the sync supervisor are costly
+#else
+constexpr int kManyStreams = 2000;
+#endif
+
+TEST_F(PeersTest, ThousandsOfConcurrentStreamsThroughOneGateway) {
+  TcpTestServer echo(testing::EchoHandler);
+  StartGateway([](GatewayConfig& c) {
+    c.max_streams_per_sandbox = kManyStreams;
+    c.max_streams_per_token = kManyStreams + 1;  // the sandbox cap is the one reached
+    // The sync mini-supervisor dials with a thread per relay: on a loaded
+    // machine thousands of opens take longer than the usual test timeouts.
+    c.supervisor_wait = 60s;
+    c.relay_claim_timeout = 60s;
+  });
+  StartSupervisor(kDemoId);
+  const std::string token = Token();
+  constexpr auto kTimeout = 120s;
+  EchoStreamReactor::Counters counters;
+  std::vector<std::unique_ptr<EchoStreamReactor>> streams;
+  // However the test ends, no reactor is destroyed before its OnDone.
+  struct Drain {
+    std::vector<std::unique_ptr<EchoStreamReactor>>& streams;
+    EchoStreamReactor::Counters& counters;
+    ~Drain() {
+      for (auto& stream : streams) stream->Cancel();
+      std::unique_lock lock(counters.mu);
+      if (!counters.cv.wait_for(lock, 60s, [&] {
+            return counters.done == static_cast<int>(streams.size());
+          })) {
+        std::abort();  // reactors still running: destroying them would be use-after-free
+      }
+    }
+  } drain{streams, counters};
+  for (int i = 0; i < kManyStreams; ++i) {
+    streams.push_back(std::make_unique<EchoStreamReactor>(
+        stub_.get(), TcpInit(token, echo.port()), "stream " + std::to_string(i), kTimeout,
+        &counters));
+  }
+  {
+    std::unique_lock lock(counters.mu);
+    ASSERT_TRUE(counters.cv.wait_for(lock, kTimeout, [&] {
+      return counters.echoed == kManyStreams || counters.read_ended > 0;
+    })) << counters.echoed << " of " << kManyStreams << " streams echoed";
+    ASSERT_EQ(counters.echoed, kManyStreams) << counters.read_ended << " streams ended early";
+  }
+  // Every stream holds its slot at the same time: the next one is refused.
+  EXPECT_STATUS(Rejected(TcpInit(token, echo.port())), grpc::StatusCode::RESOURCE_EXHAUSTED,
+                "sandbox SSH connection limit reached");
+  for (auto& stream : streams) stream->Close();
+  {
+    std::unique_lock lock(counters.mu);
+    ASSERT_TRUE(counters.cv.wait_for(lock, kTimeout, [&] { return counters.done == kManyStreams; }))
+        << counters.done << " of " << kManyStreams << " streams ended";
+  }
+  int ok = 0, fin = 0;
+  for (const auto& stream : streams) {
+    ok += stream->status().ok() ? 1 : 0;
+    fin += stream->saw_fin() ? 1 : 0;
+  }
+  EXPECT_EQ(ok, kManyStreams);
+  EXPECT_EQ(fin, kManyStreams);
+  // The slots are free again.
+  auto again = OpenEcho(token, echo.port());
+  EXPECT_TRUE(Close(*again).ok());
 }
 
 }  // namespace
