@@ -80,6 +80,7 @@ struct ForwardManager::Impl : std::enable_shared_from_this<ForwardManager::Impl>
   std::unordered_set<StreamId> abort_requested; // aborted while starting
   std::unordered_map<std::string, size_t> active_per_sandbox;
   std::unordered_map<std::string, std::vector<std::shared_ptr<TokenEntry>>> tokens;
+  std::vector<std::shared_ptr<TokenEntry>> retired;  // out of the pool, to revoke once idle
   ForwardStats st;
   bool stopping = false;
   std::thread worker;
@@ -365,6 +366,14 @@ void ForwardManager::Impl::run() {
         }
       }
     }
+    for (auto it = retired.begin(); it != retired.end();) {
+      if ((*it)->active == 0) {
+        idle.push_back((*it)->token);
+        it = retired.erase(it);
+      } else {
+        ++it;
+      }
+    }
     st.tokens_revoked += idle.size();
     lk.unlock();
     for (const auto& t : idle) {
@@ -448,10 +457,18 @@ bool ForwardManager::Impl::release(StreamId id, const std::string& sandbox_id,
   --active_per_sandbox[sandbox_id];
   if (--tok->active == 0) tok->idle_since = Clock::now();
   if (code == grpc::StatusCode::UNAUTHENTICATED && !tok->bad) {
-    // Token expired or revoked: never hand it out again (protocol §8.1).
-    tok->bad = true;
+    // Token expired or revoked, or the gateway restarted and forgot every
+    // token (protocol §8.1). Which is unknown, so hand out none of the
+    // sandbox's pooled tokens again: after a restart each retry would
+    // otherwise draw the next dead one and fail (streams already open on
+    // them are unaffected). The retry mints a fresh token.
     auto& v = tokens[sandbox_id];
-    v.erase(std::remove(v.begin(), v.end(), tok), v.end());
+    for (auto& t : v) {
+      t->bad = true;
+      if (t != tok) retired.push_back(t);  // maybe still valid: revoked once idle
+    }
+    tok->bad = true;
+    v.clear();
   }
   cv.notify_all();
   if (!retry || stopping) return false;
@@ -544,7 +561,9 @@ void ForwardManager::shutdown(std::chrono::milliseconds grace) {
     std::lock_guard lk(impl_->mu);
     for (auto& [sb, v] : impl_->tokens)
       for (auto& t : v) to_revoke.push_back(t->token);
+    for (auto& t : impl_->retired) to_revoke.push_back(t->token);
     impl_->tokens.clear();
+    impl_->retired.clear();
   }
   for (const auto& t : to_revoke) {
     CallStatus s = impl_->gw.revoke_ssh_session(t);

@@ -34,6 +34,11 @@ start_download() {
   wait_until 10 bash -c "[ \$(ip netns exec $NS_CLIENT $OSH_TUNNEL status --state-dir $OSH_STATE --json | /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)[\"counters\"][\"bytes_down\"])') -gt $((before + 4 * 1048576)) ]"
 }
 
+sandbox_ready() {
+  ip netns exec "$NS_CLIENT" "$OSH_TUNNEL" status --state-dir "$OSH_STATE" --json |
+    /usr/bin/python3 -c 'import json,sys; d=json.load(sys.stdin); sys.exit(0 if d["gateway"]["reachable"] and d["sandboxes"][0]["phase"] == "READY" else 1)'
+}
+
 for victim in supervisor gateway; do
   say "kill -9 the mini-$victim during a 1 GiB download"
   start_download 9008 "$OSH_WORK/dl-$victim.json"
@@ -51,6 +56,26 @@ for victim in supervisor gateway; do
   t0=$SECONDS
   wait_until 20 works_again
   say "  new connections work $((SECONDS - t0)) s after the $victim restarted"
+  if [[ $victim == gateway ]]; then
+    say "fill the token pool (20 connections at once: about 7 tokens), restart the gateway again"
+    holders=()
+    for i in $(seq 1 20); do
+      client_tcp hold --host "$V4" --port 8080 --secs 1 >/dev/null &
+      holders+=("$!")
+    done
+    wait "${holders[@]}"
+    # The restarted gateway knows none of the pooled tokens: the first
+    # UNAUTHENTICATED retires them all, so no connection fails on them.
+    kill -KILL "$PID_gateway"
+    wait "$PID_gateway" 2>/dev/null || true
+    osh_gateway
+    wait_until 20 grep -q "supervisor session .* connected" "$OSH_WORK/gateway.log"
+    wait_until 20 sandbox_ready
+    for i in 1 2 3 4; do
+      out="$(client_tcp connect --host "$V4" --port 8080 --timeout 5)"
+      check "connection $i after the restart ($(jfield "$out" error))" [ "$(jfield "$out" connected)" = true ]
+    done
+  fi
 done
 
 say "SIGSTOP the gateway for 30 s during an idle ssh session and a download"
