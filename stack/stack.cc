@@ -136,6 +136,7 @@ struct Stack::Impl final : UpstreamEvents {
     std::string sandbox;           // route key (sandbox id)
     std::vector<uint8_t> syn;      // held SYN (kOpening only)
     uint16_t peer_mss = 0;         // the client's MSS option, before lwIP clamps it
+    uint32_t syn_seq = 0;          // the client's ISN (from its SYN)
     Clock::time_point born = Clock::now();
     tcp_pcb* pcb = nullptr;
     std::deque<std::string> tx;    // upstream -> client, not yet in lwIP
@@ -428,6 +429,7 @@ struct Stack::Impl final : UpstreamEvents {
       stats_of(*c).active++;
       c->syn.assign(pkt.begin(), pkt.begin() + static_cast<long>(p.total_len));
       c->peer_mss = tcp_mss_option(pkt, p);
+      c->syn_seq = p.seq;
       OpenRequest req{c->id, routes.at(p.dst), p.dst, p.dport, key};
       by_flow.emplace(key, c->id);
       const ConnId id = c->id;
@@ -438,7 +440,28 @@ struct Stack::Impl final : UpstreamEvents {
       upstream.open(req);
       return;
     }
+    if ((p.tcp_flags & kRst) && reset_in_handshake(pkt, p)) return;
     feed_tcp(pkt, p);
+  }
+
+  // The client's answer to our SYN-ACK is a RST (its connect() gave up while
+  // the SYN was held, RFC 793 "reset generation" with SEG.SEQ = our ACK =
+  // its ISN + 1): lwIP drops its SYN_RCVD pcb without telling us, so end the
+  // stream now instead of holding a gateway slot until the handshake sweep.
+  // Returns true when the packet was consumed.
+  bool reset_in_handshake(std::span<const uint8_t> pkt, const Parsed& p) {
+    const auto it = by_flow.find(p.flow());
+    if (it == by_flow.end()) return false;
+    Conn& c = *conns.at(it->second);
+    if (c.state != Conn::State::kHandshake || c.syn_seq + 1 != p.seq) return false;
+    const ConnId id = c.id;
+    feed_tcp(pkt, p);  // lwIP frees the SYN_RCVD pcb
+    Conn* still = find(id);
+    if (!still) return true;
+    spdlog::debug("conn {}: client reset during the handshake", id);
+    if (!still->upstream_done) upstream.abort(id);
+    erase(*still);
+    return true;
   }
 
   // lwIP 2.1.3 asserts ("insane offset!", tcp_in.c) and aborts the process on

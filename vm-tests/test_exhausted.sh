@@ -13,6 +13,8 @@
 #      tunnel waits, then completes intact once the slots free up.
 #   3. With the slots held past the tunnel's queue bound, a connection is
 #      refused (ECONNREFUSED) after about that bound, not at once and not never.
+#   4. A client that gives up while queued: when its stream opens, the
+#      client's RST to the SYN-ACK ends it at once (no slot held for 20 s).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 trap osh_cleanup EXIT
@@ -72,4 +74,30 @@ check_refused_after_queue_bound "$V4" 9006
 wait "${holders[@]}"
 stop_tunnel
 check "counted as a queue timeout" [ "$(tunnel_counter queue_timeouts)" -ge 1 ]
+
+say "4. a client gives up (1 s connect timeout) while its SYN waits; the slot is freed as soon as it opens"
+osh_tunnel
+for i in $(seq 1 6); do
+  client_tcp hold --host 127.0.0.1 --port "$FWD_PORT" --secs 3 >"$OSH_WORK/h$i" &
+  holders[i - 1]=$!
+done
+wait_until 10 sink_conns_are -ge 6
+conns_opened() { ip netns exec "$NS_CLIENT" "$OSH_TUNNEL" status --state-dir "$OSH_STATE" --json |
+  /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["counters"]["connections_opened"])'; }
+opened_before="$(conns_opened)"
+out="$(client_tcp connect --host "$V4" --port 9006 --timeout 1)"
+echo "  $out"
+check "the client gave up (timeout)" [ "$(jfield "$out" connected)" != true ]
+wait "${holders[@]}"
+# The queued stream now opens, lwIP's SYN-ACK meets the client's RST, and the
+# stream ends at once instead of holding the slot for the 20 s handshake sweep.
+opened_since() { [ "$(conns_opened)" -gt "$opened_before" ]; }
+wait_until 15 opened_since
+t0=$SECONDS
+wait_until 5 sink_conns_are -eq 0
+active_streams() { ip netns exec "$NS_CLIENT" "$OSH_TUNNEL" status --state-dir "$OSH_STATE" --json |
+  /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["counters"]["streams"]["active"])'; }
+streams_idle() { [ "$(active_streams)" = 0 ]; }
+wait_until 5 streams_idle
+check "no stream or sandbox connection left $((SECONDS - t0)) s later" [ "$(active_streams)" = 0 ]
 say "PASS: RESOURCE_EXHAUSTED"
