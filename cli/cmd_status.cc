@@ -56,6 +56,8 @@ void print_status(const json& j) {
     fmt::print("\nstreams: {} active, {} queued, {} opened, {} failed to open, {} queue timeouts, {} retried\n",
                st.value("active", 0), st.value("queued", 0), st.value("opened", 0),
                st.value("open_failed", 0), st.value("queue_timeouts", 0), st.value("open_retries", 0));
+    fmt::print("tokens: {} pooled, {} minted, {} revoked\n", st.value("tokens_pooled", 0),
+               st.value("tokens_minted", 0), st.value("tokens_revoked", 0));
     fmt::print("drops: not a sandbox {}, malformed {}, fragments {}, unsupported {}, tx errors {}\n",
                d.value("not_sandbox", 0), d.value("malformed", 0), d.value("fragment", 0),
                d.value("unsupported", 0), d.value("tx_error", 0));

@@ -39,7 +39,7 @@ int main(int argc, char** argv) {
   app.fallthrough();  // `up -v` works as well as `-v up`
   std::string log_level = "info";
   bool verbose = false;
-  app.add_option("--log-level", log_level, "trace, debug, info, warn, error")
+  app.add_option("--log-level", log_level, "trace, debug, info, warn, error, critical, off")
       ->capture_default_str()
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
   app.add_flag("-v,--verbose", verbose, "same as --log-level debug");

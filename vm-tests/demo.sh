@@ -39,12 +39,19 @@ say "ping -c 2 demo.local (answered by the tunnel itself)"
 n_client ping -c 2 -W 2 demo.local | sed 's/^/    /' || true
 
 if [[ "${OSH_DEMO_HOLD:-0}" == 1 ]]; then
-  say "holding; in another shell: ip netns exec $NS_CLIENT ssh ... root@demo.local. Ctrl-C to end."
+  say "holding; in another shell (as root):"
+  echo "    ip netns exec $NS_CLIENT ssh -F $OSH_SSH_CONFIG -i $OSH_WORK/ssh/id_test -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null root@demo.local"
+  echo "    ip netns exec $NS_CLIENT curl http://demo.local:8080/"
+  echo "    ip netns exec $NS_CLIENT $OSH_TUNNEL status --state-dir $OSH_STATE"
+  say "Ctrl-C to end."
+  # Ctrl-C reaches the tunnel too (same process group); either way, go on.
+  trap 'true' INT
   wait "$PID_tunnel" || true
+  trap - INT
 fi
 echo
 say "stopping the tunnel (SIGTERM) and removing the namespaces"
-kill -TERM "$PID_tunnel"
+kill -TERM "$PID_tunnel" 2>/dev/null || true  # already gone after Ctrl-C
 wait "$PID_tunnel" || true
 tail -n 2 "$OSH_WORK/tunnel.log" | sed 's/^/    /'
 say "demo done"
