@@ -50,6 +50,7 @@
 #include <netinet/tcp.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
+#include <grpcpp/support/status_code_enum.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
@@ -535,22 +536,19 @@ std::optional<ForwardSpec> parse_forward_spec(std::string_view local, std::strin
 
 std::optional<std::string> find_ready_sandbox(relay::GatewayClient& gw, const std::string& name,
                                               std::string* error) {
-  std::vector<relay::SandboxInfo> list;
-  if (auto st = gw.list_sandboxes(&list); !st.ok()) {
-    *error = "listing sandboxes: " + relay::describe_failure(st, gw.options());
+  relay::SandboxInfo sb;
+  if (auto st = gw.get_sandbox(name, &sb); !st.ok()) {
+    *error = st.code == grpc::StatusCode::NOT_FOUND
+                 ? fmt::format("sandbox '{}' not found on gateway {}", name,
+                               gw.options().endpoint.to_string())
+                 : "looking up the sandbox: " + relay::describe_failure(st, gw.options());
     return std::nullopt;
   }
-  for (const auto& sb : list) {
-    if (sb.name != name) continue;
-    if (!sb.ready()) {
-      *error = fmt::format("sandbox '{}' is not ready (phase {})", name, phase_name(sb.phase));
-      return std::nullopt;
-    }
-    return sb.id;
+  if (!sb.ready()) {
+    *error = fmt::format("sandbox '{}' is not ready (phase {})", name, phase_name(sb.phase));
+    return std::nullopt;
   }
-  *error = fmt::format("sandbox '{}' not found on gateway {}", name,
-                       gw.options().endpoint.to_string());
-  return std::nullopt;
+  return sb.id;
 }
 
 // ---- StreamEventQueue ----

@@ -206,6 +206,17 @@ CallStatus GatewayClient::health(std::string* version) {
   return from_grpc(s);
 }
 
+namespace {
+SandboxInfo to_info(const openshell::v1::Sandbox& sb) {
+  SandboxInfo info;
+  info.id = sb.metadata().id();
+  info.name = sb.metadata().name();
+  // status.phase since v0.0.53; Sandbox field 4 before (protocol §1.3).
+  info.phase = sb.status().phase() != 0 ? sb.status().phase() : sb.legacy_phase();
+  return info;
+}
+}  // namespace
+
 CallStatus GatewayClient::list_sandboxes(std::vector<SandboxInfo>* out) {
   out->clear();
   constexpr uint32_t kPage = 1000;  // server clamps to 1000 (protocol §1.3)
@@ -218,16 +229,21 @@ CallStatus GatewayClient::list_sandboxes(std::vector<SandboxInfo>* out) {
     openshell::v1::ListSandboxesResponse resp;
     grpc::Status s = impl_->stub->ListSandboxes(ctx.get(), req, &resp);
     if (!s.ok()) return from_grpc(s);
-    for (const auto& sb : resp.sandboxes()) {
-      SandboxInfo info;
-      info.id = sb.metadata().id();
-      info.name = sb.metadata().name();
-      // status.phase since v0.0.53; Sandbox field 4 before (protocol §1.3).
-      info.phase = sb.status().phase() != 0 ? sb.status().phase() : sb.legacy_phase();
-      out->push_back(std::move(info));
-    }
+    for (const auto& sb : resp.sandboxes()) out->push_back(to_info(sb));
     if (static_cast<uint32_t>(resp.sandboxes_size()) < kPage) break;
   }
+  return {};
+}
+
+CallStatus GatewayClient::get_sandbox(const std::string& name, SandboxInfo* out) {
+  auto ctx = make_context(opts_.rpc_timeout, *impl_);
+  openshell::v1::GetSandboxRequest req;
+  req.set_name(name);
+  if (!opts_.workspace.empty()) req.set_workspace(opts_.workspace);
+  openshell::v1::SandboxResponse resp;
+  grpc::Status s = impl_->stub->GetSandbox(ctx.get(), req, &resp);
+  if (!s.ok()) return from_grpc(s);
+  *out = to_info(resp.sandbox());
   return {};
 }
 

@@ -92,6 +92,8 @@ class GatewayClient {
   CallStatus health(std::string* version);
   /// ListSandboxes, all pages (limit 1000 per page, protocol §1.3).
   CallStatus list_sandboxes(std::vector<SandboxInfo>* out);
+  /// GetSandbox by name (protocol §1.1); NOT_FOUND when there is none.
+  CallStatus get_sandbox(const std::string& name, SandboxInfo* out);
   /// CreateSshSession: a token for ForwardTcp (protocol §1.4).
   CallStatus create_ssh_session(const std::string& sandbox_id, SshSession* out);
   /// RevokeSshSession; revoking an unknown token is not an error.
