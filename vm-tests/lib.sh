@@ -237,6 +237,18 @@ check_refused_after_queue_bound() {
     /usr/bin/python3 -c "import sys; v=float(sys.argv[1]); sys.exit(0 if 1400 <= v < 5000 else 1)" "$(jfield "$out" error_ms)"
 }
 
+# forward_start NAME LOCAL TARGET: starts `forward` in the client namespace
+# (gateway: the topology's mini-gateway) and sets FWD_PORT to the local port
+# it printed.
+forward_start() {
+  local name="$1"
+  osh_spawn "$NS_CLIENT" "$name" "$OSH_TUNNEL" forward --gateway-endpoint "http://$OSH_GW_ADDR:$OSH_GW_PORT" "$2" "$3"
+  wait_until 15 grep -q "✓ Forwarding" "$OSH_WORK/$name.log"
+  FWD_PORT="$(sed -n 's/^✓ Forwarding .*:\([0-9]*\) -> .*/\1/p' "$OSH_WORK/$name.log" | head -n1)"
+  [[ -n $FWD_PORT ]] || fail "no port in $(cat "$OSH_WORK/$name.log")"
+  echo "  $(grep "✓ Forwarding" "$OSH_WORK/$name.log")"
+}
+
 # wait_rc PID: waits for a child process and sets RC to its exit status
 # (without tripping set -e).
 wait_rc() { RC=0; wait "$1" || RC=$?; }

@@ -25,7 +25,6 @@ osh_gateway --max-streams-per-token 3 --max-streams-per-sandbox 6
 osh_supervisor
 sbx_tcp_server sink 9006 slow-sink
 osh_tunnel
-GW_URL="http://$OSH_GW_ADDR:$OSH_GW_PORT"
 V4="$(sandbox_v4)"
 # Established target-side connections to the sink: one per open stream.
 sink_conns() { ip netns exec "$NS_SBX" ss -Htn state established '( sport = :9006 )' | wc -l; }
@@ -36,9 +35,7 @@ parallel_downloads 40
 check "all 40 downloads intact ($BAD bad)" [ "$BAD" -eq 0 ]
 
 say "2. another client holds all 6 gateway slots for 4 s; a connection through the tunnel waits for them"
-osh_spawn "$NS_CLIENT" fwd "$OSH_TUNNEL" forward --gateway-endpoint "$GW_URL" 0 demo:9006
-wait_until 15 grep -q "✓ Forwarding" "$OSH_WORK/fwd.log"
-FWD_PORT="$(sed -n 's/^✓ Forwarding .*:\([0-9]*\) -> .*/\1/p' "$OSH_WORK/fwd.log" | head -n1)"
+forward_start fwd 0 demo:9006
 holders=()
 for i in $(seq 1 6); do
   client_tcp hold --host 127.0.0.1 --port "$FWD_PORT" --secs 4 >"$OSH_WORK/h$i" &

@@ -24,17 +24,6 @@ GW_URL="http://$OSH_GW_ADDR:$OSH_GW_PORT"
 SHA1M="$(expect_sha $((1 << 20)))"
 SHA10M="$(expect_sha $((10 << 20)))"
 
-# forward_start NAME LOCAL TARGET: starts `forward` in the client namespace
-# and sets FWD_PORT to the local port it printed.
-forward_start() {
-  local name="$1"
-  osh_spawn "$NS_CLIENT" "$name" "$OSH_TUNNEL" forward --gateway-endpoint "$GW_URL" "$2" "$3"
-  wait_until 15 grep -q "✓ Forwarding" "$OSH_WORK/$name.log"
-  FWD_PORT="$(sed -n 's/^✓ Forwarding .*:\([0-9]*\) -> .*/\1/p' "$OSH_WORK/$name.log" | head -n1)"
-  [[ -n $FWD_PORT ]] || fail "no port in $(cat "$OSH_WORK/$name.log")"
-  echo "  $(grep "✓ Forwarding" "$OSH_WORK/$name.log")"
-}
-
 say "forward: bad arguments and an unknown sandbox"
 set +e
 n_client "$OSH_TUNNEL" forward --gateway-endpoint "$GW_URL" 0 demo 2>"$OSH_WORK/err"

@@ -15,6 +15,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <condition_variable>
 #include <deque>
 #include <functional>
@@ -32,6 +33,10 @@ namespace osh::stack {
 namespace {
 
 constexpr size_t kBigReply = 8 * 1024 * 1024;
+
+// Bytes the fake upstream took on port 11, which never reports a write done
+// (a stalled gateway): what the early acknowledgement let through.
+std::atomic<size_t> g_stalled_bytes{0};
 
 class FakeUpstream final : public Upstream {
  public:
@@ -75,6 +80,10 @@ class FakeUpstream final : public Upstream {
     post([this, id, b = std::move(bytes)]() mutable {
       const size_t n = b.size();
       Conn& c = conns_[id];
+      if (c.port == 11) {  // stalled: never written, never acknowledged
+        g_stalled_bytes += n;
+        return;
+      }
       if (c.port == 7) {
         c.out.push_back(std::move(b));
         deliver(id);
@@ -324,6 +333,36 @@ TEST_F(StackNetns, ClosedConnectionsLeaveNoPcbBehind) {
     if (n.active != 0 || n.time_wait != 0)
       return "pcbs left: " + std::to_string(n.active) + " active, " + std::to_string(n.time_wait) + " TIME_WAIT";
     if (n.listen != 1) return "expected the one port-7 listener, got " + std::to_string(n.listen);
+    return std::string();
+  });
+}
+
+// Back-pressure with early acknowledgement (StackConfig::early_ack_bytes):
+// against an upstream that never completes a write, lwIP hands over more
+// than one 64 KiB window (the early acknowledgement works) but never more
+// than the window plus the 256 KiB allowance (it stays bounded).
+TEST_F(StackNetns, StalledUpstreamGetsAtMostOneWindowPlusTheEarlyAckAllowance) {
+  run([] {
+    g_stalled_bytes = 0;
+    int err;
+    int fd = connect_to("198.18.0.10", 11, &err, 1);
+    if (fd < 0) return std::string("connect: ") + strerror(err);
+    const std::string chunk(1 << 20, 'u');
+    for (int i = 0; i < 8; ++i)
+      if (write(fd, chunk.data(), chunk.size()) <= 0) break;  // SO_SNDTIMEO 1 s ends it
+    // Wait until the upstream's count has been still for 300 ms.
+    size_t last = g_stalled_bytes.load();
+    for (int still_ms = 0, waited_ms = 0; still_ms < 300 && waited_ms < 5000; waited_ms += 20) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      const size_t now = g_stalled_bytes.load();
+      still_ms = now == last ? still_ms + 20 : 0;
+      last = now;
+    }
+    close(fd);
+    const size_t window = 65535, allowance = StackConfig{}.early_ack_bytes;
+    if (last <= window) return "only " + std::to_string(last) + " bytes: no early acknowledgement";
+    if (last > window + allowance)
+      return std::to_string(last) + " bytes: more than a window plus " + std::to_string(allowance);
     return std::string();
   });
 }
