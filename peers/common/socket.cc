@@ -2,7 +2,6 @@
 
 #include <netdb.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <sys/socket.h>
 
 #include <cerrno>
@@ -40,40 +39,6 @@ ResolveResult ResolveTcpTarget(const std::string& host, uint16_t port) {
     result.addresses.push_back(a);
   }
   freeaddrinfo(list);
-  return result;
-}
-
-DialResult DialTcp(const std::string& host, uint16_t port) {
-  DialResult result;
-  const ResolveResult resolved = ResolveTcpTarget(host, port);
-  if (!resolved.ok()) {
-    result.error = resolved.error;
-    return result;
-  }
-  for (const TargetAddress& a : resolved.addresses) {
-    ScopedFd fd(::socket(a.family, SOCK_STREAM | SOCK_CLOEXEC, IPPROTO_TCP));
-    if (!fd.valid()) {
-      result.err = errno;
-      continue;
-    }
-    int rc;
-    do {
-      rc = ::connect(fd.get(), reinterpret_cast<const sockaddr*>(&a.addr), a.len);
-    } while (rc != 0 && errno == EINTR);
-    if (rc != 0) {
-      result.err = errno;
-      continue;
-    }
-    const int one = 1;
-    ::setsockopt(fd.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    result.fd = std::move(fd);
-    result.err = 0;
-    break;
-  }
-  if (!result.ok()) {
-    if (result.err == 0) result.err = ECONNREFUSED;
-    result.error = OsErrorText(result.err);
-  }
   return result;
 }
 

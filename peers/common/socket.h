@@ -1,5 +1,5 @@
-// Small blocking-socket helpers for the mini peers: an owning fd, dialling a
-// TCP target, write_all, and the Rust-style OS error text that upstream puts
+// Small socket helpers for the mini peers: an owning fd, resolving a TCP
+// target, write_all, and the Rust-style OS error text that upstream puts
 // into RelayOpenResult.error (protocol §2.3, §3.2).
 #pragma once
 
@@ -45,23 +45,6 @@ struct ResolveResult {
 /// Return: see ResolveResult.
 /// Thread: any.
 ResolveResult ResolveTcpTarget(const std::string& host, uint16_t port);
-
-/// Result of DialTcp(): an open socket, or the errno and its text.
-struct DialResult {
-  ScopedFd fd;        ///< the connected socket (blocking, TCP_NODELAY, CLOEXEC)
-  int err = 0;        ///< errno of the last failed attempt, 0 on success
-  std::string error;  ///< OsErrorText(err), or a resolver message
-  bool ok() const { return fd.valid(); }
-};
-
-/// DialTcp() - blocking connect to @host:@port (protocol §3.2: "blocking
-/// connect, then TCP_NODELAY"; no dial timeout, loopback connects or is
-/// refused at once).
-/// @host: an IPv4 or IPv6 literal (no brackets) or a name getaddrinfo knows.
-/// @port: 1..65535.
-/// Each resolved address is tried in order; the last error is reported.
-/// Return: see DialResult. Thread: any; blocks for the connect.
-DialResult DialTcp(const std::string& host, uint16_t port);
 
 /// WriteAll() - writes all @len bytes of @data to the socket @fd, retrying on
 /// EINTR and short writes; uses send(MSG_NOSIGNAL) so a dead peer gives EPIPE

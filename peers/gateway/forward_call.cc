@@ -544,7 +544,6 @@ void ForwardCall::StartClientWriteLocked() {
 
 void ForwardCall::ClientCancelledLocked() {
   if (client_finished_) return;
-  client_cancelled_ = true;
   if (relay_ != nullptr && !relay_finished_) relay_ctx_->TryCancel();  // the supervisor resets the target
   FinishRelayLocked(Status(StatusCode::CANCELLED, "client cancelled"));
   FinishLocked(Status::CANCELLED);
@@ -552,7 +551,6 @@ void ForwardCall::ClientCancelledLocked() {
 
 void ForwardCall::RelayLostLocked() {
   if (client_finished_) return;
-  relay_lost_ = true;
   const Status lost(StatusCode::UNAVAILABLE, kRelayLost);
   FinishRelayLocked(lost);
   if (!up_fin_sent_ || client_write_pending_) {

@@ -190,8 +190,6 @@ class ForwardCall : public std::enable_shared_from_this<ForwardCall> {
   bool up_done_ = false;        // ... and that write completed
   bool down_fin_sent_ = false;  // the empty frame (target FIN) was written to the client
   bool down_done_ = false;      // ... and that write completed
-  bool client_cancelled_ = false;
-  bool relay_lost_ = false;
 };
 
 }  // namespace osh::peers

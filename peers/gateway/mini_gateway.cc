@@ -394,12 +394,17 @@ class GatewayService final : public MixedService, public ForwardHub {
     session->StartWriter();
     std::shared_ptr<ControlSession> superseded;
     std::map<std::string, std::shared_ptr<ForwardCall>> waiters;
+    bool late = false;  // shutdown began after the first check: not registered, ended below
     {
       std::lock_guard lock(mu_);
-      auto& slot = sessions_[sandbox_id];
-      superseded = std::exchange(slot, session);
-      if (auto node = session_waiters_.extract(sandbox_id)) waiters = std::move(node.mapped());
+      late = shutting_down_;
+      if (!late) {
+        auto& slot = sessions_[sandbox_id];
+        superseded = std::exchange(slot, session);
+        if (auto node = session_waiters_.extract(sandbox_id)) waiters = std::move(node.mapped());
+      }
     }
+    if (late) session->Cancel();
     if (superseded) superseded->Cancel();
     Log()->info("supervisor session {} connected for sandbox {} (instance {}){}",
                 session->session_id(), sandbox_id, msg.hello().instance_id(),

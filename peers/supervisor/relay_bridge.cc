@@ -326,7 +326,9 @@ void Relay::ReadTarget() {
     n = ::read(fd_.get(), core_->scratch.data(), core_->scratch.size());
   } while (n < 0 && errno == EINTR);
   if (n > 0) {
-    tx_.set_data(core_->scratch.data(), static_cast<size_t>(n));
+    // assign() into the frame's existing string: no allocation per frame
+    // (set_data() would build a new std::string every time).
+    tx_.mutable_data()->assign(core_->scratch.data(), static_cast<size_t>(n));
     write_in_flight_ = true;
     StartWrite(&tx_);
     UpdateWatch();
@@ -408,7 +410,6 @@ void Relay::HandleReadDone(bool ok) {
 
 void Relay::HandleWriteDone(bool ok) {
   write_in_flight_ = false;
-  tx_.Clear();
   if (!ok) {  // the RPC is over
     EndCall(/*cancel=*/true);
     return;

@@ -6,8 +6,7 @@
 // slow resolver never stalls the event loop that carries every relay's
 // bytes.
 //
-// TargetDialer walks the address list like DialTcp() (peers/common/socket.cc)
-// does, without blocking: socket(SOCK_NONBLOCK | SOCK_CLOEXEC), connect().
+// TargetDialer walks the address list without blocking: socket(SOCK_NONBLOCK | SOCK_CLOEXEC), connect().
 //   0            -> connected
 //   EINPROGRESS  -> kWaiting; the owner waits for EPOLLOUT (or ERR/HUP) and
 //                   calls OnWritable(), which reads SO_ERROR: 0 -> connected,

@@ -1,7 +1,8 @@
 // Non-blocking TCP dial of a relay target for the mini-supervisor's event
 // loop (protocol §3.2): ResolveTcpTarget() (peers/common/socket.h) on the
-// caller's thread, then connect each address in turn without blocking. Errors carry the same texts as the
-// blocking DialTcp() of peers/common/socket.h.
+// caller's thread, then each address in turn without blocking. A failed dial
+// reports the last error as OsErrorText(), e.g. "Connection refused (os error
+// 111)", the text upstream's supervisor sends.
 #pragma once
 
 #include <sys/socket.h>
@@ -18,7 +19,7 @@ namespace osh::peers {
 /// and on EINPROGRESS wait (the owner's epoll) for the socket to become
 /// writable, then read SO_ERROR. A failed address moves on to the next; the
 /// last error is reported when none is left (ECONNREFUSED if the list was
-/// empty), like DialTcp(). No timeout of its own: a loopback target connects
+/// empty). No timeout of its own: a loopback target connects
 /// or is refused at once. Not thread-safe: one owner thread.
 class TargetDialer {
  public:
