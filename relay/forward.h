@@ -18,7 +18,9 @@ using StreamId = uint64_t;
 
 /// Where a stream goes inside the sandbox.
 struct ForwardTarget {
-  std::string sandbox_id;  ///< the sandbox's id (UUID), not its name
+  /// The sandbox: 0.0 gateways take its id (UUID), 0.1 gateways its name
+  /// plus GatewayOptions::workspace (TcpForwardInit.sandbox/workspace).
+  SandboxRef sandbox;
   bool ssh = false;        ///< the gateway's built-in SSH target (SshRelayTarget)
   std::string host;        ///< TcpRelayTarget.host: "127.0.0.1" or "::1"
   uint16_t port = 0;       ///< TcpRelayTarget.port

@@ -9,12 +9,25 @@
 // CallStatus; describe_failure() turns the common transport and auth
 // failures into one line a user can act on. Unary calls block for at most
 // rpc_timeout.
+//
+// Generations (protocol-0.1 §2): health() reads the gateway's version and
+// picks the 0.0 or the 0.1 encoding (probing with an empty ListSandboxes
+// when the version says nothing); every later call uses that generation's
+// message types, never both: 0.0 through the generated stub, 0.1 through a
+// TemplatedGenericStub on the same method path (call01). The bearer token is
+// re-read from its OIDC token file when the openshell CLI rewrites it.
 #include "relay/gateway_client.h"
 
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/security/tls_certificate_verifier.h>
 #include <grpcpp/security/tls_credentials_options.h>
 
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
+
+#include <fstream>
+#include <future>
+#include <sstream>
 #include <string_view>
 
 #include "relay/gateway_client_impl.h"
@@ -33,7 +46,7 @@ const char* code_name(int code) {
 
 // A unary call's context: deadline plus the per-call credentials.
 std::unique_ptr<grpc::ClientContext> make_context(std::chrono::milliseconds timeout,
-                                                  const GatewayClient::Impl& impl) {
+                                                  GatewayClient::Impl& impl) {
   auto ctx = std::make_unique<grpc::ClientContext>();
   ctx->set_deadline(std::chrono::system_clock::now() + timeout);
   impl.prepare(*ctx);
@@ -175,7 +188,121 @@ CallStatus from_grpc(const grpc::Status& s) {
   return CallStatus{static_cast<int>(s.error_code()), s.error_message()};
 }
 
+const char* to_string(Generation g) {
+  switch (g) {
+    case Generation::k0_0: return "0.0";
+    case Generation::k0_1: return "0.1";
+    case Generation::kUnknown: break;
+  }
+  return "unknown";
+}
+
+Generation generation_from_version(std::string_view v) {
+  // The first "MAJOR.MINOR" in the string: "0.1.5", "v0.1.6-dev.3+gabc",
+  // "openshell 0.0.111".
+  size_t i = 0;
+  while (i < v.size() && !(v[i] >= '0' && v[i] <= '9')) ++i;
+  auto number = [&](uint64_t* out) {
+    const size_t begin = i;
+    uint64_t n = 0;
+    while (i < v.size() && v[i] >= '0' && v[i] <= '9' && i - begin < 9) n = n * 10 + (v[i++] - '0');
+    *out = n;
+    return i > begin;
+  };
+  uint64_t major = 0, minor = 0, patch = 0;
+  if (!number(&major) || i >= v.size() || v[i] != '.') return Generation::kUnknown;
+  ++i;
+  if (!number(&minor)) return Generation::kUnknown;
+  const bool has_patch = i < v.size() && v[i] == '.' && (++i, number(&patch));
+  if (major == 0 && minor == 0) {
+    // 0.0.0 is upstream's version for a build without git metadata
+    // (protocol-0.1 §2): it says nothing about the wire.
+    if (!has_patch || patch == 0) return Generation::kUnknown;
+    return Generation::k0_0;
+  }
+  return Generation::k0_1;
+}
+
+namespace {
+
+namespace g01 = openshell::v1::g01;
+
+constexpr int kInvalidArgument = 3, kFailedPrecondition = 9, kUnknownCode = 2;
+
+// A 0.1 unary call: the generation's own message types on the shared
+// method path. Blocks until the call ends (the context carries a deadline).
+template <class Req, class Resp>
+grpc::Status call01(GatewayClient::Impl& impl, const char* path, grpc::ClientContext* ctx,
+                    const Req& req, Resp* resp) {
+  grpc::TemplatedGenericStub<Req, Resp> stub(impl.channel);
+  std::promise<grpc::Status> done;
+  stub.UnaryCall(ctx, path, grpc::StubOptions(), &req, resp,
+                 [&done](grpc::Status s) { done.set_value(std::move(s)); });
+  return done.get_future().get();
+}
+
+int64_t to_ms(const google::protobuf::Timestamp& t) {
+  return t.seconds() * 1000 + t.nanos() / 1000000;
+}
+
+SandboxInfo to_info(const openshell::v1::Sandbox& sb) {
+  SandboxInfo info;
+  info.id = sb.metadata().id();
+  info.name = sb.metadata().name();
+  // status.phase since v0.0.53; Sandbox field 4 before (protocol §1.3).
+  info.phase = sb.status().phase() != 0 ? sb.status().phase() : sb.legacy_phase();
+  return info;
+}
+
+SandboxInfo to_info(const g01::Sandbox& sb) {
+  SandboxInfo info;
+  info.id = sb.metadata().id();
+  info.name = sb.metadata().name();
+  info.phase = sb.status().phase();
+  info.host_key_fingerprint = sb.host_key_fingerprint();
+  return info;
+}
+
+}  // namespace
+
+void GatewayClient::Impl::prepare(grpc::ClientContext& ctx) {
+  std::string auth;
+  {
+    std::lock_guard lk(auth_mu);
+    reload_token_locked();
+    auth = authorization;
+  }
+  if (!auth.empty()) ctx.AddMetadata("authorization", auth);
+}
+
+void GatewayClient::Impl::reload_token_locked() {
+  if (token_file.empty() || !parse_token) return;
+  const auto now = std::chrono::steady_clock::now();
+  if (now - token_checked < std::chrono::seconds(1)) return;
+  token_checked = now;
+  struct stat st {};
+  if (::stat(token_file.c_str(), &st) != 0) return;  // kept: it may be mid-rewrite
+  const int64_t mtime = int64_t{st.st_mtim.tv_sec} * 1000000000 + st.st_mtim.tv_nsec;
+  if (mtime == token_file_mtime_ns) return;
+  std::ifstream in(token_file, std::ios::binary);
+  std::stringstream text;
+  text << in.rdbuf();
+  if (!in) return;
+  const std::string token = parse_token(text.str());
+  if (token.empty()) {
+    spdlog::warn("{} changed but holds no usable access token; keeping the previous one",
+                 token_file);
+    return;
+  }
+  token_file_mtime_ns = mtime;
+  if ("Bearer " + token != authorization) {
+    authorization = "Bearer " + token;
+    spdlog::info("re-read the bearer token from {}", token_file);
+  }
+}
+
 GatewayClient::GatewayClient(GatewayOptions opts) : opts_(std::move(opts)), impl_(new Impl) {
+  if (opts_.workspace.empty()) opts_.workspace = "default";
   grpc::ChannelArguments args;
   // HTTP/2 keepalive so a dead gateway is noticed on idle connections
   // (the upstream CLI pings every 10 s, protocol §2.7).
@@ -192,40 +319,115 @@ GatewayClient::GatewayClient(GatewayOptions opts) : opts_(std::move(opts)), impl
   impl_->channel =
       grpc::CreateCustomChannel(opts_.endpoint.grpc_target(), make_channel_credentials(opts_), args);
   impl_->stub = openshell::v1::OpenShell::NewStub(impl_->channel);
+  impl_->forward01 = std::make_unique<decltype(impl_->forward01)::element_type>(impl_->channel);
   if (!opts_.bearer_token.empty()) impl_->authorization = "Bearer " + opts_.bearer_token;
+  impl_->token_file = opts_.bearer_token_file;
+  impl_->parse_token = opts_.parse_bearer_token_file;
+  if (!impl_->token_file.empty()) {
+    struct stat st {};
+    if (::stat(impl_->token_file.c_str(), &st) == 0)
+      impl_->token_file_mtime_ns = int64_t{st.st_mtim.tv_sec} * 1000000000 + st.st_mtim.tv_nsec;
+    impl_->token_checked = std::chrono::steady_clock::now();
+  }
+  impl_->generation = opts_.force_generation;
 }
 
 GatewayClient::~GatewayClient() = default;
 
+Generation GatewayClient::generation() const { return impl_->generation.load(); }
+
 CallStatus GatewayClient::health(std::string* version) {
   auto ctx = make_context(opts_.rpc_timeout, *impl_);
-  openshell::v1::HealthRequest req;
+  openshell::v1::HealthRequest req;  // Health is the same in both generations
   openshell::v1::HealthResponse resp;
   grpc::Status s = impl_->stub->Health(ctx.get(), req, &resp);
-  if (s.ok() && version) *version = resp.version();
-  return from_grpc(s);
+  if (!s.ok()) return from_grpc(s);
+  if (version) *version = resp.version();
+  if (opts_.force_generation != Generation::kUnknown) return {};
+  Generation g = generation_from_version(resp.version());
+  if (g == Generation::kUnknown) {
+    CallStatus probe = probe_generation(&g);
+    if (!probe.ok()) return probe;
+  }
+  const Generation before = impl_->generation.exchange(g);
+  if (before != g)
+    spdlog::info("gateway {} speaks the {} protocol generation (version '{}'{})",
+                 opts_.endpoint.to_string(), to_string(g), resp.version(),
+                 generation_from_version(resp.version()) == Generation::kUnknown ? ", probed" : "");
+  return {};
 }
 
-namespace {
-SandboxInfo to_info(const openshell::v1::Sandbox& sb) {
-  SandboxInfo info;
-  info.id = sb.metadata().id();
-  info.name = sb.metadata().name();
-  // status.phase since v0.0.53; Sandbox field 4 before (protocol §1.3).
-  info.phase = sb.status().phase() != 0 ? sb.status().phase() : sb.legacy_phase();
-  return info;
+CallStatus GatewayClient::probe_generation(Generation* out) {
+  // protocol-0.1 §2: an empty ListSandboxesRequest is valid bytes in both
+  // schemas. 0.0 normalises the empty workspace to "default" and lists; 0.1
+  // checks the selector before membership.
+  auto ctx = make_context(opts_.rpc_timeout, *impl_);
+  openshell::v1::ListSandboxesRequest req;
+  openshell::v1::ListSandboxesResponse resp;
+  grpc::Status s = impl_->stub->ListSandboxes(ctx.get(), req, &resp);
+  if (s.ok()) {
+    *out = Generation::k0_0;
+    return {};
+  }
+  if (s.error_code() == grpc::StatusCode::INVALID_ARGUMENT &&
+      s.error_message().find("workspace_scope is required") != std::string::npos) {
+    *out = Generation::k0_1;
+    return {};
+  }
+  CallStatus st = from_grpc(s);
+  st.message = "could not tell the gateway's protocol generation (its version is 0.0.0 or "
+               "unparseable, and the ListSandboxes probe answered " +
+               st.to_string() + ")";
+  return st;
 }
-}  // namespace
+
+CallStatus GatewayClient::ensure_generation(Generation* g) {
+  *g = impl_->generation.load();
+  if (*g != Generation::kUnknown) return {};
+  CallStatus s = health(nullptr);
+  if (!s.ok()) return s;
+  *g = impl_->generation.load();
+  if (*g == Generation::kUnknown)
+    return CallStatus{kFailedPrecondition, "gateway protocol generation unknown"};
+  return {};
+}
 
 CallStatus GatewayClient::list_sandboxes(std::vector<SandboxInfo>* out) {
   out->clear();
+  Generation g;
+  if (CallStatus s = ensure_generation(&g); !s.ok()) return s;
+  if (g == Generation::k0_1) {
+    // protocol-0.1 §3: page tokens; resend every other parameter unchanged.
+    constexpr int32_t kPage = 1000;   // the gateway's maximum
+    constexpr int kMaxPages = 10000;  // a gateway that never ends the list
+    std::string token;
+    for (int page = 0;; ++page) {
+      if (page == kMaxPages)
+        return CallStatus{kUnknownCode, "ListSandboxes: the gateway returned more than " +
+                                            std::to_string(kMaxPages) + " pages"};
+      auto ctx = make_context(opts_.rpc_timeout, *impl_);
+      g01::ListSandboxesRequest req;
+      req.set_page_size(kPage);
+      req.set_page_token(token);
+      req.mutable_workspace_scope()->set_workspace(opts_.workspace);
+      g01::ListSandboxesResponse resp;
+      grpc::Status s = call01(*impl_, method::kListSandboxes, ctx.get(), req, &resp);
+      if (!s.ok()) return from_grpc(s);
+      for (const auto& sb : resp.sandboxes()) out->push_back(to_info(sb));
+      if (resp.next_page_token().empty()) break;
+      if (resp.next_page_token() == token)
+        return CallStatus{kUnknownCode, "ListSandboxes: the gateway returned the same page token twice"};
+      token = resp.next_page_token();
+    }
+    return {};
+  }
   constexpr uint32_t kPage = 1000;  // server clamps to 1000 (protocol §1.3)
   for (uint32_t offset = 0;; offset += kPage) {
     auto ctx = make_context(opts_.rpc_timeout, *impl_);
     openshell::v1::ListSandboxesRequest req;
     req.set_limit(kPage);
     req.set_offset(offset);
-    if (!opts_.workspace.empty()) req.set_workspace(opts_.workspace);
+    req.set_workspace(opts_.workspace);
     openshell::v1::ListSandboxesResponse resp;
     grpc::Status s = impl_->stub->ListSandboxes(ctx.get(), req, &resp);
     if (!s.ok()) return from_grpc(s);
@@ -236,10 +438,22 @@ CallStatus GatewayClient::list_sandboxes(std::vector<SandboxInfo>* out) {
 }
 
 CallStatus GatewayClient::get_sandbox(const std::string& name, SandboxInfo* out) {
+  Generation g;
+  if (CallStatus s = ensure_generation(&g); !s.ok()) return s;
   auto ctx = make_context(opts_.rpc_timeout, *impl_);
+  if (g == Generation::k0_1) {
+    g01::GetSandboxRequest req;
+    req.set_name(name);
+    req.mutable_workspace_scope()->set_workspace(opts_.workspace);
+    g01::SandboxResponse resp;
+    grpc::Status s = call01(*impl_, method::kGetSandbox, ctx.get(), req, &resp);
+    if (!s.ok()) return from_grpc(s);
+    *out = to_info(resp.sandbox());
+    return {};
+  }
   openshell::v1::GetSandboxRequest req;
   req.set_name(name);
-  if (!opts_.workspace.empty()) req.set_workspace(opts_.workspace);
+  req.set_workspace(opts_.workspace);
   openshell::v1::SandboxResponse resp;
   grpc::Status s = impl_->stub->GetSandbox(ctx.get(), req, &resp);
   if (!s.ok()) return from_grpc(s);
@@ -247,21 +461,52 @@ CallStatus GatewayClient::get_sandbox(const std::string& name, SandboxInfo* out)
   return {};
 }
 
-CallStatus GatewayClient::create_ssh_session(const std::string& sandbox_id, SshSession* out) {
+CallStatus GatewayClient::create_ssh_session(const SandboxRef& sandbox, SshSession* out) {
+  Generation g;
+  if (CallStatus s = ensure_generation(&g); !s.ok()) return s;
   auto ctx = make_context(opts_.rpc_timeout, *impl_);
+  if (g == Generation::k0_1) {
+    g01::CreateSshSessionRequest req;
+    req.set_sandbox(sandbox.name);
+    req.mutable_workspace_scope()->set_workspace(opts_.workspace);
+    g01::CreateSshSessionResponse resp;
+    grpc::Status s = call01(*impl_, method::kCreateSshSession, ctx.get(), req, &resp);
+    if (!s.ok()) return from_grpc(s);
+    out->token = resp.token();
+    out->expires_at_ms = resp.has_expiration_time() ? to_ms(resp.expiration_time()) : 0;
+    out->host_key_fingerprint = resp.host_key_fingerprint();
+    return {};
+  }
   openshell::v1::CreateSshSessionRequest req;
-  req.set_sandbox_id(sandbox_id);
+  req.set_sandbox_id(sandbox.id);
   openshell::v1::CreateSshSessionResponse resp;
   grpc::Status s = impl_->stub->CreateSshSession(ctx.get(), req, &resp);
-  if (s.ok()) {
-    out->token = resp.token();
-    out->expires_at_ms = resp.expires_at_ms();
-  }
-  return from_grpc(s);
+  if (!s.ok()) return from_grpc(s);
+  out->token = resp.token();
+  out->expires_at_ms = resp.expires_at_ms();
+  out->host_key_fingerprint = resp.host_key_fingerprint();
+  return {};
 }
 
 CallStatus GatewayClient::revoke_ssh_session(const std::string& token) {
+  Generation g;
+  if (CallStatus s = ensure_generation(&g); !s.ok()) return s;
   auto ctx = make_context(opts_.rpc_timeout, *impl_);
+  if (g == Generation::k0_1) {
+    g01::RevokeSshSessionRequest req;
+    req.set_token(token);
+    req.set_allow_missing(true);
+    g01::RevokeSshSessionResponse resp;
+    grpc::Status s = call01(*impl_, method::kRevokeSshSession, ctx.get(), req, &resp);
+    if (!s.ok()) return from_grpc(s);
+    // protocol-0.1 §3: COMPLETED (revoked now or before) and ALREADY_ABSENT
+    // are done; ACCEPTED is for sandbox deletes, UNSPECIFIED never success.
+    if (resp.outcome() == g01::DELETION_OUTCOME_COMPLETED ||
+        resp.outcome() == g01::DELETION_OUTCOME_ALREADY_ABSENT)
+      return {};
+    return CallStatus{kUnknownCode, "RevokeSshSession answered outcome " +
+                                        g01::DeletionOutcome_Name(resp.outcome())};
+  }
   openshell::v1::RevokeSshSessionRequest req;
   req.set_token(token);
   openshell::v1::RevokeSshSessionResponse resp;

@@ -5,8 +5,10 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "relay/endpoint.h"
@@ -22,17 +24,63 @@ struct CallStatus {
   std::string to_string() const;
 };
 
-/// What the tunnel needs to know about a sandbox (protocol §1.3).
+/// The two generations of upstream's client wire (openshell-protocol.md is
+/// 0.0.11x, openshell-protocol-0.1.md is 0.1.x). One gateway speaks exactly
+/// one; GatewayClient detects which from Health (protocol-0.1 §2) and uses
+/// that encoding for every call.
+enum class Generation {
+  kUnknown,  ///< not detected yet (no successful health() so far)
+  k0_0,      ///< 0.0.x: sandboxes addressed by UUID, offsets, *_ms times
+  k0_1,      ///< 0.1.x: name + workspace selector, page tokens, Timestamps
+};
+/// "0.0", "0.1" or "unknown".
+const char* to_string(Generation g);
+
+/// generation_from_version() - the generation a Health version string names
+/// (protocol-0.1 §2): major.minor 0.0 -> k0_0, 0.1 or later -> k0_1; "0.0.0"
+/// (a build without git metadata), an empty or unparseable string ->
+/// kUnknown (the caller probes). Accepts "0.1.6-dev.3+gabc", "v0.1.5" and
+/// "openshell 0.0.111"-style prefixes. Thread: any.
+Generation generation_from_version(std::string_view version);
+
+/// Upstream's SandboxPhase values the tunnel looks at (both generations).
+enum SandboxPhaseValue : int {
+  kPhaseReady = 2,
+  kPhaseError = 3,
+  kPhaseCompleted = 9,  ///< 0.1 only
+};
+
+/// What the tunnel needs to know about a sandbox (protocol §1.3, 0.1 §3).
 struct SandboxInfo {
-  std::string id;    ///< ObjectMeta.id (UUID): what ForwardTcp takes
-  std::string name;  ///< ObjectMeta.name: what DNS names use
+  std::string id;    ///< ObjectMeta.id (UUID): what 0.0's ForwardTcp takes
+  std::string name;  ///< ObjectMeta.name: DNS names, and what 0.1's calls take
   int phase = 0;     ///< SandboxPhase; status.phase, or the legacy field 4
-  bool ready() const { return phase == 2; }
+  /// Sandbox.host_key_fingerprint (0.1, "SHA256:..."; "" when not given).
+  std::string host_key_fingerprint;
+  bool ready() const { return phase == kPhaseReady; }
+  /// Whether the gateway may accept a ForwardTcp for it: READY, or (0.1's
+  /// readiness gate, protocol-0.1 §3 CreateSshSession) COMPLETED or ERROR
+  /// with a live supervisor session, which only the gateway knows, so the
+  /// tunnel tries and maps FAILED_PRECONDITION to EHOSTUNREACH.
+  bool may_be_reachable() const {
+    return phase == kPhaseReady || phase == kPhaseCompleted || phase == kPhaseError;
+  }
 };
 
 struct SshSession {
   std::string token;
+  /// Expiry, ms since the Unix epoch; 0 = none. 0.0: expires_at_ms; 0.1:
+  /// expiration_time (a Timestamp; absent = no expiry).
   int64_t expires_at_ms = 0;
+  /// CreateSshSessionResponse.host_key_fingerprint ("" when not given).
+  std::string host_key_fingerprint;
+};
+
+/// Which sandbox a token or a stream is for: 0.0 addresses it by `id`, 0.1
+/// by `name` in the client's workspace (protocol-0.1 §3).
+struct SandboxRef {
+  std::string id;
+  std::string name;
 };
 
 /// How to reach and authenticate to the gateway (protocol §4.2, §4.3).
@@ -41,8 +89,12 @@ struct SshSession {
 struct GatewayOptions {
   Endpoint endpoint;
   std::chrono::milliseconds rpc_timeout{5000};
-  /// ListSandboxesRequest.workspace ("" = the gateway's default, §1.3).
-  std::string workspace;
+  /// The workspace every workspace-scoped call names (--workspace,
+  /// OPENSHELL_WORKSPACE; "" is sent as "default", which 0.1 requires
+  /// explicitly and 0.0 assumes).
+  std::string workspace = "default";
+  /// Force a generation instead of detecting it (kUnknown = detect).
+  Generation force_generation = Generation::kUnknown;
 
   // TLS, https endpoints only (ignored for http://, which is h2c).
   /// PEM trust anchors for the server certificate; "" = the system roots.
@@ -61,6 +113,17 @@ struct GatewayOptions {
   /// Sent as "authorization: Bearer <token>" on every call, ForwardTcp
   /// streams included (§4.3); "" = no authorization header.
   std::string bearer_token;
+  /// Where bearer_token came from, when it is an OIDC token file
+  /// (<config>/gateways/<name>/oidc_token.json): the openshell CLI rewrites
+  /// it on refresh, so the client re-reads it when its modification time
+  /// changes (checked at most once a second) and takes the token that
+  /// parse_bearer_token_file returns for the new text. "" = the token is
+  /// fixed for the client's life.
+  std::string bearer_token_file;
+  /// Returns the bearer token in the file's text, or "" when the text holds
+  /// no usable token (the previous token is then kept and a warning logged).
+  /// Called on whichever thread starts a call; must not throw.
+  std::function<std::string(const std::string& text)> parse_bearer_token_file;
 
   /// Where the material came from, for error messages only ("" = not set):
   /// e.g. "/home/u/.config/openshell/gateways/g/mtls/ca.crt".
@@ -88,15 +151,30 @@ class GatewayClient {
   explicit GatewayClient(GatewayOptions opts);
   ~GatewayClient();
 
-  /// Health (protocol §1.5); `version` receives the gateway's version.
+  /// Health (protocol §1.5, unchanged in 0.1); `version` receives the
+  /// gateway's version. Each successful call also (re)detects the
+  /// generation (protocol-0.1 §2): from the version, or, when that is 0.0.0
+  /// or unparseable, with an empty ListSandboxes (0.0 lists, 0.1 answers
+  /// INVALID_ARGUMENT "workspace_scope is required"). A probe that answers
+  /// neither (UNAUTHENTICATED, ...) leaves the generation unknown and is
+  /// returned as the error. With options().force_generation set, no probe.
   CallStatus health(std::string* version);
-  /// ListSandboxes, all pages (limit 1000 per page, protocol §1.3).
+  /// The generation in use; kUnknown before the first successful health().
+  /// The calls below that depend on it run health() first while it is
+  /// unknown, and return its failure if detection fails.
+  Generation generation() const;
+  /// ListSandboxes, all pages: 0.0 by offset (limit 1000), 0.1 by page
+  /// token (page_size 1000), in options().workspace.
   CallStatus list_sandboxes(std::vector<SandboxInfo>* out);
   /// GetSandbox by name (protocol §1.1); NOT_FOUND when there is none.
   CallStatus get_sandbox(const std::string& name, SandboxInfo* out);
-  /// CreateSshSession: a token for ForwardTcp (protocol §1.4).
-  CallStatus create_ssh_session(const std::string& sandbox_id, SshSession* out);
-  /// RevokeSshSession; revoking an unknown token is not an error.
+  /// CreateSshSession: a token for ForwardTcp (protocol §1.4; 0.1: by name
+  /// in the workspace).
+  CallStatus create_ssh_session(const SandboxRef& sandbox, SshSession* out);
+  /// RevokeSshSession. Revoking an unknown token is not an error: 0.1 asks
+  /// with allow_missing and takes COMPLETED and ALREADY_ABSENT as done
+  /// (anything else, UNSPECIFIED included, is an error); 0.0 ignores
+  /// `revoked`.
   CallStatus revoke_ssh_session(const std::string& token);
 
   const GatewayOptions& options() const { return opts_; }
@@ -105,6 +183,11 @@ class GatewayClient {
   Impl& impl() { return *impl_; }
 
  private:
+  /// The empty-ListSandboxes probe of protocol-0.1 §2.
+  CallStatus probe_generation(Generation* out);
+  /// The generation, detected with health() first while unknown.
+  CallStatus ensure_generation(Generation* g);
+
   GatewayOptions opts_;
   std::unique_ptr<Impl> impl_;
 };

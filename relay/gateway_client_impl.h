@@ -1,28 +1,63 @@
 // relay-internal: the gRPC objects behind GatewayClient.
 #pragma once
 
+#include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 
+#include <atomic>
+#include <chrono>
+#include <mutex>
+#include <string>
+
 #include "openshell.grpc.pb.h"
+#include "openshell_0_1.pb.h"
 #include "relay/gateway_client.h"
 
 namespace osh::relay {
 
+/// Method paths. They are the same in both generations (protocol-0.1 §5);
+/// gRPC keeps a pointer to them for the life of each call, so they are
+/// static storage.
+namespace method {
+inline constexpr char kHealth[] = "/openshell.v1.OpenShell/Health";
+inline constexpr char kGetSandbox[] = "/openshell.v1.OpenShell/GetSandbox";
+inline constexpr char kListSandboxes[] = "/openshell.v1.OpenShell/ListSandboxes";
+inline constexpr char kCreateSshSession[] = "/openshell.v1.OpenShell/CreateSshSession";
+inline constexpr char kRevokeSshSession[] = "/openshell.v1.OpenShell/RevokeSshSession";
+inline constexpr char kForwardTcp[] = "/openshell.v1.OpenShell/ForwardTcp";
+}  // namespace method
+
 struct GatewayClient::Impl {
   std::shared_ptr<grpc::Channel> channel;
+  /// 0.0 calls: the generated stub (openshell.proto's service).
   std::unique_ptr<openshell::v1::OpenShell::Stub> stub;
-  /// "Bearer <token>", or "" when no bearer token is configured.
-  std::string authorization;
+  /// 0.1 ForwardTcp streams: the same method path with the 0.1 frame type.
+  std::unique_ptr<grpc::TemplatedGenericStub<openshell::v1::g01::TcpForwardFrame,
+                                             openshell::v1::g01::TcpForwardFrame>>
+      forward01;
+  /// Set by GatewayClient::health(); read by every call and each stream.
+  std::atomic<Generation> generation{Generation::kUnknown};
 
   /// prepare() - adds the per-call credentials to @ctx: the
   /// "authorization: Bearer <token>" metadata (protocol §4.3). Must run on
   /// every ClientContext before its call starts: the unary calls and each
   /// ForwardTcp stream (relay/forward.cc). Metadata rather than gRPC call
   /// credentials, because gRPC refuses call credentials on h2c channels and
-  /// upstream sends the header on http:// endpoints too. Thread: any.
-  void prepare(grpc::ClientContext& ctx) const {
-    if (!authorization.empty()) ctx.AddMetadata("authorization", authorization);
-  }
+  /// upstream sends the header on http:// endpoints too. Re-reads the OIDC
+  /// token file when it changed (GatewayOptions::bearer_token_file).
+  /// Thread: any.
+  void prepare(grpc::ClientContext& ctx);
+
+  // Bearer token state (guarded by auth_mu).
+  std::mutex auth_mu;
+  std::string authorization;  ///< "Bearer <token>", or "" when none is configured
+  std::string token_file;     ///< "" = the token is fixed
+  int64_t token_file_mtime_ns = 0;
+  std::chrono::steady_clock::time_point token_checked{};
+  std::function<std::string(const std::string&)> parse_token;
+
+  /// Re-reads token_file when its mtime changed, at most once a second.
+  void reload_token_locked();
 };
 
 CallStatus from_grpc(const grpc::Status& s);
