@@ -34,8 +34,9 @@ void print_status(const json& j) {
              j.value("started", ""), j.value("tun", ""));
   const json& g = j["gateway"];
   if (g.value("reachable", false))
-    fmt::print("gateway {}: reachable ({}) since {}\n", g.value("endpoint", ""), g.value("version", ""),
-               g.value("since", ""));
+    fmt::print("gateway {}: reachable ({}, protocol {}, workspace {}) since {}\n",
+               g.value("endpoint", ""), g.value("version", ""), g.value("protocol", "unknown"),
+               g.value("workspace", ""), g.value("since", ""));
   else
     fmt::print("gateway {}: UNREACHABLE since {}: {}\n", g.value("endpoint", ""), g.value("since", ""),
                g.value("error", ""));

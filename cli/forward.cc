@@ -96,13 +96,6 @@ bool is_ip_literal(const std::string& s, bool* v6) {
   return false;
 }
 
-const char* phase_name(int phase) {
-  static const char* const kNames[] = {"UNSPECIFIED", "PROVISIONING", "READY",
-                                       "ERROR",       "DELETING",     "UNKNOWN",
-                                       "STOPPING",    "STOPPED",      "STARTING"};
-  return phase >= 0 && phase <= 8 ? kNames[phase] : "UNKNOWN";
-}
-
 std::string host_port(const std::string& host, uint16_t port) {
   return host.find(':') != std::string::npos ? fmt::format("[{}]:{}", host, port)
                                              : fmt::format("{}:{}", host, port);
@@ -534,8 +527,8 @@ std::optional<ForwardSpec> parse_forward_spec(std::string_view local, std::strin
   return s;
 }
 
-std::optional<std::string> find_ready_sandbox(relay::GatewayClient& gw, const std::string& name,
-                                              std::string* error) {
+std::optional<relay::SandboxInfo> find_ready_sandbox(relay::GatewayClient& gw,
+                                                     const std::string& name, std::string* error) {
   relay::SandboxInfo sb;
   if (auto st = gw.get_sandbox(name, &sb); !st.ok()) {
     *error = st.code == grpc::StatusCode::NOT_FOUND
@@ -544,11 +537,11 @@ std::optional<std::string> find_ready_sandbox(relay::GatewayClient& gw, const st
                  : "looking up the sandbox: " + relay::describe_failure(st, gw.options());
     return std::nullopt;
   }
-  if (!sb.ready()) {
-    *error = fmt::format("sandbox '{}' is not ready (phase {})", name, phase_name(sb.phase));
+  if (!sb.may_be_reachable()) {
+    *error = fmt::format("sandbox '{}' is not ready (phase {})", name, relay::phase_name(sb.phase));
     return std::nullopt;
   }
-  return sb.id;
+  return sb;
 }
 
 // ---- StreamEventQueue ----
@@ -602,8 +595,8 @@ void StreamEventQueue::on_closed(relay::StreamId id, relay::EndKind kind, std::s
 int run_forward(const ForwardCommandOptions& o) {
   relay::GatewayClient gw(o.gateway);
   std::string err;
-  auto sandbox_id = find_ready_sandbox(gw, o.spec.sandbox, &err);
-  if (!sandbox_id) {
+  const auto sandbox = find_ready_sandbox(gw, o.spec.sandbox, &err);
+  if (!sandbox) {
     fmt::print(stderr, "error: {}\n", err);
     return kExitGateway;
   }
@@ -615,7 +608,7 @@ int run_forward(const ForwardCommandOptions& o) {
   }
 
   relay::ForwardTarget base;
-  base.sandbox_id = *sandbox_id;
+  base.sandbox = {sandbox->id, sandbox->name};
   base.ssh = o.spec.target_port == 22;
   base.host = "127.0.0.1";
   base.port = o.spec.target_port;
@@ -641,10 +634,11 @@ int run_forward(const ForwardCommandOptions& o) {
     std::string gone;
     const int sig = wait_for_signal(kSandboxRecheck, [&] {
       std::string why;
-      const auto id = find_ready_sandbox(gw, o.spec.sandbox, &why);
-      if (id && *id == *sandbox_id) return true;
-      gone = id ? fmt::format("sandbox '{}' was replaced (id {} -> {})", o.spec.sandbox, *sandbox_id, *id)
-                : why;
+      const auto now = find_ready_sandbox(gw, o.spec.sandbox, &why);
+      if (now && now->id == sandbox->id) return true;
+      gone = now ? fmt::format("sandbox '{}' was replaced (id {} -> {})", o.spec.sandbox,
+                               sandbox->id, now->id)
+                 : why;
       return false;
     });
     if (sig == 0) {

@@ -36,15 +36,18 @@ struct ForwardSpec {
 std::optional<ForwardSpec> parse_forward_spec(std::string_view local, std::string_view target,
                                               std::string* error);
 
-/// find_ready_sandbox() - the id of the sandbox called @name, via
-/// ListSandboxes (protocol §1.3); it must be READY, as upstream's
-/// `forward service` requires (protocol §5.2).
+/// find_ready_sandbox() - the sandbox called @name in the client's
+/// workspace, via GetSandbox (protocol §1.1; 0.1 §3); it must be one the
+/// gateway may relay to: READY, as upstream's `forward service` requires
+/// (protocol §5.2), or COMPLETED/ERROR, which 0.1's readiness gate accepts
+/// while the supervisor session lives (SandboxInfo::may_be_reachable).
 /// @error: one line for the user on failure (gateway unreachable, no such
-///         sandbox, not READY).
-/// Return: the sandbox id, or nullopt. Thread: any; blocks up to the
-/// gateway's rpc_timeout.
-std::optional<std::string> find_ready_sandbox(relay::GatewayClient& gw, const std::string& name,
-                                              std::string* error);
+///         sandbox, not ready).
+/// Return: the sandbox, or nullopt. Thread: any; blocks up to the
+/// gateway's rpc_timeout (twice on the first call: Health detects the
+/// protocol generation).
+std::optional<relay::SandboxInfo> find_ready_sandbox(relay::GatewayClient& gw,
+                                                     const std::string& name, std::string* error);
 
 /// One relay::ForwardObserver callback, as a value.
 struct StreamEvent {

@@ -236,6 +236,16 @@ void check_pem(const std::string& path, const std::string& text, bool key) {
   }
 }
 
+/// access_token of an oidc_token.json document: non-empty, printable ASCII
+/// without spaces (it goes into an HTTP header). Throws ConfigError.
+std::string access_token(const nlohmann::json& doc, const std::string& path) {
+  const std::string token = optional_string(doc, "access_token", path);
+  if (token.empty()) throw ConfigError(path + ": \"access_token\" is missing or empty");
+  if (!std::all_of(token.begin(), token.end(), [](char c) { return c >= 0x21 && c <= 0x7e; }))
+    throw ConfigError(path + ": \"access_token\" contains spaces or control characters");
+  return token;
+}
+
 /// The OIDC bearer token (protocol §4.3); see the header for the rules.
 void load_oidc_token(const GatewayFlags& f, const std::string& name, const Metadata& meta,
                      std::chrono::system_clock::time_point now, GatewayResolution& r) {
@@ -250,10 +260,7 @@ void load_oidc_token(const GatewayFlags& f, const std::string& name, const Metad
                       ") but " + path + " does not exist: run `openshell gateway login " + name +
                       "`");
   const nlohmann::json doc = parse_json_object(path, *text);
-  const std::string token = optional_string(doc, "access_token", path);
-  if (token.empty()) throw ConfigError(path + ": \"access_token\" is missing or empty");
-  if (!std::all_of(token.begin(), token.end(), [](char c) { return c >= 0x21 && c <= 0x7e; }))
-    throw ConfigError(path + ": \"access_token\" contains spaces or control characters");
+  const std::string token = access_token(doc, path);
   const auto exp = doc.find("expires_at");
   if (exp != doc.end() && !exp->is_null()) {
     if (!exp->is_number_unsigned() && !(exp->is_number_integer() && exp->get<int64_t>() >= 0))
@@ -265,12 +272,22 @@ void load_oidc_token(const GatewayFlags& f, const std::string& name, const Metad
       r.warnings.push_back("the OIDC access token in " + path +
                            (now_s >= expires_at ? " expired at " : " expires at ") +
                            format_utc(expires_at) +
-                           "; using it anyway (openshell-tunnel does not refresh tokens: run "
-                           "`openshell gateway login " + name + "`)");
+                           "; using it anyway (run `openshell gateway login " + name +
+                           "`: the tunnel re-reads the file when it changes)");
     }
   }
   r.options.bearer_token = token;
   r.options.token_source = path;
+  // The openshell CLI rewrites the file on refresh or login; the client
+  // re-reads it when it changes (no restart).
+  r.options.bearer_token_file = path;
+  r.options.parse_bearer_token_file = [path](const std::string& text) -> std::string {
+    try {
+      return access_token(parse_json_object(path, text), path);
+    } catch (const std::exception&) {
+      return {};  // mid-rewrite or broken: the client keeps the previous token
+    }
+  };
 }
 
 /// TLS material for https (protocol §4.2); see the header for the rules.
@@ -391,6 +408,11 @@ void add_gateway_flags(CLI::App* cmd, GatewayFlags& f) {
                   "gateway name from the OpenShell config (env OPENSHELL_GATEWAY; default: the "
                   "active gateway)");
   cmd->add_option("--workspace", f.workspace, "workspace (env OPENSHELL_WORKSPACE; default: default)");
+  cmd->add_option("--gateway-protocol", f.protocol,
+                  "the gateway's protocol generation: auto (from its Health version), 0.0 "
+                  "(OpenShell 0.0.x) or 0.1 (0.1.x and later)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "0.0", "0.1"}));
   cmd->add_flag("--gateway-insecure", f.insecure,
                 "skip TLS certificate verification (env OPENSHELL_GATEWAY_INSECURE)");
   cmd->add_option("--config-dir", f.config_dir,
@@ -498,6 +520,10 @@ GatewayResolution resolve_gateway_config(const GatewayFlags& f,
     load_tls(f, bundle, oidc, r);
   }
   r.options.workspace = f.workspace.empty() ? "default" : f.workspace;
+  if (f.protocol == "0.0") r.options.force_generation = relay::Generation::k0_0;
+  else if (f.protocol == "0.1") r.options.force_generation = relay::Generation::k0_1;
+  else if (f.protocol != "auto" && !f.protocol.empty())
+    throw ConfigError("--gateway-protocol '" + f.protocol + "': use auto, 0.0 or 0.1");
   return r;
 }
 

@@ -25,6 +25,10 @@ struct GatewayFlags {
   std::string endpoint;   ///< --gateway-endpoint / OPENSHELL_GATEWAY_ENDPOINT
   std::string name;       ///< -g/--gateway / OPENSHELL_GATEWAY
   std::string workspace;  ///< --workspace / OPENSHELL_WORKSPACE ("" = default)
+  /// --gateway-protocol: "auto" (detect from Health, protocol-0.1 §2),
+  /// "0.0" or "0.1" (skip detection: for a gateway whose version string
+  /// misleads).
+  std::string protocol = "auto";
   /// --gateway-insecure / OPENSHELL_GATEWAY_INSECURE: accept any server
   /// certificate, send no client certificate (protocol §4.2).
   bool insecure = false;

@@ -27,9 +27,18 @@ void RelayUpstream::set_events(stack::UpstreamEvents* ev) {
   ev_ = ev;
 }
 
+void RelayUpstream::set_sandbox_names(std::unordered_map<std::string, std::string> name_by_id) {
+  std::lock_guard lk(mu_);
+  name_by_id_ = std::move(name_by_id);
+}
+
 void RelayUpstream::open(const stack::OpenRequest& req) {
   relay::ForwardTarget t;
-  t.sandbox_id = req.sandbox;
+  t.sandbox.id = req.sandbox;
+  {
+    std::lock_guard lk(mu_);
+    if (auto it = name_by_id_.find(req.sandbox); it != name_by_id_.end()) t.sandbox.name = it->second;
+  }
   t.ssh = req.port == 22;
   t.host = req.sandbox_addr.family == 6 ? "::1" : "127.0.0.1";
   t.port = req.port;

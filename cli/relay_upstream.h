@@ -4,6 +4,8 @@
 #pragma once
 
 #include <mutex>
+#include <string>
+#include <unordered_map>
 
 #include "relay/forward.h"
 #include "stack/upstream.h"
@@ -20,6 +22,10 @@ class RelayUpstream final : public stack::Upstream, public relay::ForwardObserve
 
   /// Where events go; nullptr drops them (set before the stack stops).
   void set_events(stack::UpstreamEvents* ev);
+  /// The served sandboxes' names by id: a 0.1 gateway addresses a sandbox
+  /// by name (protocol-0.1 §3), the stack's routes only know the id. `up`
+  /// calls this whenever the sandbox set changes, before the new routes.
+  void set_sandbox_names(std::unordered_map<std::string, std::string> name_by_id);
   relay::ForwardManager& manager() { return mgr_; }
 
   // stack::Upstream
@@ -39,6 +45,7 @@ class RelayUpstream final : public stack::Upstream, public relay::ForwardObserve
  private:
   std::mutex mu_;
   stack::UpstreamEvents* ev_ = nullptr;
+  std::unordered_map<std::string, std::string> name_by_id_;  // guarded by mu_
   relay::ForwardManager mgr_;
 };
 

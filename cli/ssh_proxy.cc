@@ -69,8 +69,8 @@ class NonBlockingGuard {
 
 class SshProxy {
  public:
-  SshProxy(relay::GatewayClient& gw, const SshProxyOptions& o, std::string sandbox_id)
-      : o_(o), sandbox_id_(std::move(sandbox_id)), mgr_(gw, events_), buf_(kForwardChunk) {}
+  SshProxy(relay::GatewayClient& gw, const SshProxyOptions& o, relay::SandboxRef sandbox)
+      : o_(o), sandbox_(std::move(sandbox)), mgr_(gw, events_), buf_(kForwardChunk) {}
 
   int run() {
     sigset_t set;
@@ -83,9 +83,9 @@ class SshProxy {
     nb_.emplace(o_.out_fd);
 
     relay::ForwardTarget t;
-    t.sandbox_id = sandbox_id_;
+    t.sandbox = sandbox_;
     t.ssh = true;
-    t.service_id = "ssh-proxy:" + sandbox_id_;
+    t.service_id = "ssh-proxy:" + sandbox_.name;
     mgr_.open(kStream, std::move(t));
 
     while (!(stream_closed_ && out_off_ >= out_.size())) {
@@ -220,7 +220,7 @@ class SshProxy {
   }
 
   const SshProxyOptions& o_;
-  const std::string sandbox_id_;
+  const relay::SandboxRef sandbox_;
   StreamEventQueue events_;  // outlives mgr_, which calls it
   relay::ForwardManager mgr_;
   std::vector<char> buf_;
@@ -239,13 +239,13 @@ class SshProxy {
 int run_ssh_proxy(const SshProxyOptions& o) {
   relay::GatewayClient gw(o.gateway);
   std::string err;
-  auto id = find_ready_sandbox(gw, o.sandbox, &err);
-  if (!id) {
+  const auto sandbox = find_ready_sandbox(gw, o.sandbox, &err);
+  if (!sandbox) {
     fmt::print(stderr, "openshell-tunnel ssh-proxy: {}\n", err);
     return kExitGateway;
   }
   try {
-    SshProxy proxy(gw, o, *id);
+    SshProxy proxy(gw, o, {sandbox->id, sandbox->name});
     return proxy.run();
   } catch (const std::exception& e) {
     fmt::print(stderr, "openshell-tunnel ssh-proxy: {}\n", e.what());

@@ -36,6 +36,7 @@
 #include <ctime>
 #include <mutex>
 #include <optional>
+#include <unordered_map>
 
 #include "cli/addressing.h"
 #include "cli/control.h"
@@ -61,13 +62,6 @@ stack::IpAddr to_stack(const tun::IpAddress& a) {
   s.family = a.is_v6() ? 6 : 4;
   s.bytes = a.bytes;
   return s;
-}
-
-const char* phase_name(int phase) {
-  static const char* const kNames[] = {"UNSPECIFIED", "PROVISIONING", "READY",
-                                       "ERROR",       "DELETING",     "UNKNOWN",
-                                       "STOPPING",    "STOPPED",      "STARTING"};
-  return phase >= 0 && phase <= 8 ? kNames[phase] : "UNKNOWN";
 }
 
 std::string iso_time(Clock::time_point t) {
@@ -177,6 +171,8 @@ class Tunnel {
   bool gateway_ok_ = true;
   Clock::time_point gateway_since_ = Clock::now();
   std::string gateway_version_, gateway_error_;
+  /// The served sandboxes' names by id (for RelayUpstream).
+  std::unordered_map<std::string, std::string> sandbox_names();
 };
 
 bool Tunnel::check_previous_run() {
@@ -248,6 +244,7 @@ void Tunnel::apply_sandboxes(const std::vector<relay::SandboxInfo>& list, bool i
       routes.push_back({to_stack(s.addr.v6), id});
     }
   }
+  if (upstream_) upstream_->set_sandbox_names(sandbox_names());
   if (stack_ && *stack_) (*stack_)->set_routes(std::move(routes));
   if (dns_) {
     DnsResponder::NameTable table;
@@ -298,9 +295,32 @@ void Tunnel::save_state() {
   }
 }
 
+std::unordered_map<std::string, std::string> Tunnel::sandbox_names() {
+  std::lock_guard lk(mu_);
+  std::unordered_map<std::string, std::string> names;
+  for (const auto& [id, s] : sandboxes_) names.emplace(id, s.info.name);
+  return names;
+}
+
 void Tunnel::refresh() {
+  bool was_ok;
+  {
+    std::lock_guard lk(mu_);
+    was_ok = gateway_ok_;
+  }
+  relay::CallStatus s;
+  if (!was_ok) {
+    // Back from an outage: the gateway may have been upgraded to the other
+    // protocol generation, so detect it again before listing.
+    std::string version;
+    s = gw_.health(&version);
+    if (s.ok()) {
+      std::lock_guard lk(mu_);
+      gateway_version_ = version;
+    }
+  }
   std::vector<relay::SandboxInfo> list;
-  relay::CallStatus s = gw_.list_sandboxes(&list);
+  if (s.ok()) s = gw_.list_sandboxes(&list);
   {
     std::lock_guard lk(mu_);
     if (s.ok() != gateway_ok_) {
@@ -325,7 +345,7 @@ json Tunnel::status_json() {
     sbs.push_back({{"name", s.info.name},
                    {"fqdn", s.info.name + "." + o_.domain},
                    {"id", id},
-                   {"phase", phase_name(s.info.phase)},
+                   {"phase", relay::phase_name(s.info.phase)},
                    {"ipv4", s.addr.v4.to_string()},
                    {"ipv6", s.addr.v6.to_string()},
                    {"connections_active", st.active},
@@ -345,6 +365,8 @@ json Tunnel::status_json() {
               {"reachable", gateway_ok_},
               {"since", iso_time(gateway_since_)},
               {"version", gateway_version_},
+              {"protocol", relay::to_string(gw_.generation())},
+              {"workspace", gw_.options().workspace},
               {"error", gateway_error_}}},
             {"sandboxes", sbs}};
   if (stack_ && *stack_ && upstream_) {
@@ -381,7 +403,7 @@ void Tunnel::print_table() {
   fmt::print("\n  {:<28} {:<16} {:<38} {}\n", "NAME", "IPv4", "IPv6", "PHASE");
   for (const auto& [id, s] : sandboxes_)
     fmt::print("  {:<28} {:<16} {:<38} {}\n", s.info.name + "." + o_.domain, s.addr.v4.to_string(),
-               s.addr.v6.to_string(), phase_name(s.info.phase));
+               s.addr.v6.to_string(), relay::phase_name(s.info.phase));
   if (sandboxes_.empty()) fmt::print("  (the gateway lists no sandboxes yet; new ones appear within {} s)\n",
                                      (o_.refresh_ms + 999) / 1000);
 }
@@ -432,7 +454,8 @@ int Tunnel::run() {
     fmt::print(stderr, "error: {}\n", relay::describe_failure(s, o_.gateway));
     return kExitGateway;
   }
-  fmt::print("✓ gateway {} is healthy ({})\n", ep, gateway_version_);
+  fmt::print("✓ gateway {} is healthy ({}, protocol {}, workspace {})\n", ep, gateway_version_,
+             relay::to_string(gw_.generation()), gw_.options().workspace);
   std::vector<relay::SandboxInfo> list;
   if (auto s = gw_.list_sandboxes(&list); !s.ok()) {
     fmt::print(stderr, "error: listing sandboxes: {}\n", relay::describe_failure(s, o_.gateway));
@@ -459,6 +482,7 @@ int Tunnel::run() {
     fo.token_idle_timeout = std::chrono::seconds(o_.token_idle_s);
     RelayUpstream upstream(gw_, fo);
     upstream_ = &upstream;
+    upstream.set_sandbox_names(sandbox_names());
     stack::StackConfig sc;
     sc.packet_fd = dev.fd();
     sc.mtu = o_.mtu;

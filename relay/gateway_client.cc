@@ -197,6 +197,13 @@ const char* to_string(Generation g) {
   return "unknown";
 }
 
+const char* phase_name(int phase) {
+  static const char* const kNames[] = {"UNSPECIFIED", "PROVISIONING", "READY",   "ERROR",
+                                       "DELETING",    "UNKNOWN",      "STOPPING", "STOPPED",
+                                       "STARTING",    "COMPLETED"};
+  return phase >= 0 && phase <= 9 ? kNames[phase] : "UNKNOWN";
+}
+
 Generation generation_from_version(std::string_view v) {
   // The first "MAJOR.MINOR" in the string: "0.1.5", "v0.1.6-dev.3+gabc",
   // "openshell 0.0.111".

@@ -50,6 +50,10 @@ enum SandboxPhaseValue : int {
   kPhaseCompleted = 9,  ///< 0.1 only
 };
 
+/// "READY", "COMPLETED", ...: a SandboxPhase value's name without the
+/// SANDBOX_PHASE_ prefix (both generations; unknown values: "UNKNOWN").
+const char* phase_name(int phase);
+
 /// What the tunnel needs to know about a sandbox (protocol §1.3, 0.1 §3).
 struct SandboxInfo {
   std::string id;    ///< ObjectMeta.id (UUID): what 0.0's ForwardTcp takes

@@ -303,8 +303,8 @@ TEST_F(GatewayConfigTest, ExpiredOidcTokenIsUsedWithAWarning) {
   EXPECT_EQ(r.options.bearer_token, "old");
   ASSERT_EQ(r.warnings.size(), 1u);
   EXPECT_EQ(r.warnings[0], "the OIDC access token in " + file(user(), "o", "oidc_token.json") +
-                               " expired at 1970-01-01T00:16:40Z; using it anyway (openshell-tunnel "
-                               "does not refresh tokens: run `openshell gateway login o`)");
+                               " expired at 1970-01-01T00:16:40Z; using it anyway (run `openshell "
+                               "gateway login o`: the tunnel re-reads the file when it changes)");
   // Within upstream's 30 s refresh window: "expires at".
   const auto now = std::chrono::system_clock::time_point(std::chrono::seconds(990));
   auto soon = resolve_gateway_config(f, now);
@@ -739,7 +739,7 @@ TEST_F(AuthLiveTest, BearerTokenMissingOrWrong) {
                 "/cfg/gateways/g/oidc_token.json is wrong or expired: run `openshell gateway "
                 "login`)");
   relay::SshSession session;
-  EXPECT_EQ(bad.create_ssh_session(kDemoId, &session).code, kUnauthenticated);
+  EXPECT_EQ(bad.create_ssh_session({kDemoId, "demo"}, &session).code, kUnauthenticated);
   EXPECT_EQ(bad.revoke_ssh_session("x").code, kUnauthenticated);
 }
 
@@ -832,7 +832,7 @@ TEST_F(AuthLiveTest, ForwardTcpStreamsCarryTheBearerOverMtls) {
   {
     relay::ForwardManager mgr(gw, rec);
     relay::ForwardTarget t;
-    t.sandbox_id = kDemoId;
+    t.sandbox = {kDemoId, "demo"};
     t.host = "127.0.0.1";
     t.port = target_port;
     t.service_id = "auth-test";
@@ -891,6 +891,76 @@ TEST_F(AuthLiveTest, ConfigDirEndToEnd) {
   EXPECT_TRUE(contains(got, "refused the credentials: invalid token (the bearer token from " +
                                 (root / "gateways/lab/oidc_token.json").string()))
       << got;
+}
+
+}  // namespace
+}  // namespace osh
+
+namespace osh {
+namespace {
+
+TEST(Generation, FromHealthVersion) {
+  using relay::Generation;
+  // protocol-0.1 §2: major.minor 0.0 -> old encoding, >= 0.1 -> new one;
+  // 0.0.0 (no git metadata) or unparseable -> probe (kUnknown).
+  EXPECT_EQ(relay::generation_from_version("0.0.111"), Generation::k0_0);
+  EXPECT_EQ(relay::generation_from_version("0.0.53"), Generation::k0_0);
+  EXPECT_EQ(relay::generation_from_version("0.1.5"), Generation::k0_1);
+  EXPECT_EQ(relay::generation_from_version("0.1.6-dev.3+gdde5529"), Generation::k0_1);
+  EXPECT_EQ(relay::generation_from_version("v0.1.11"), Generation::k0_1);
+  EXPECT_EQ(relay::generation_from_version("0.2.0"), Generation::k0_1);
+  EXPECT_EQ(relay::generation_from_version("1.0.0"), Generation::k0_1);
+  EXPECT_EQ(relay::generation_from_version("openshell 0.0.111"), Generation::k0_0);
+  EXPECT_EQ(relay::generation_from_version("0.0.0"), Generation::kUnknown);
+  EXPECT_EQ(relay::generation_from_version("0.0"), Generation::kUnknown);
+  EXPECT_EQ(relay::generation_from_version(""), Generation::kUnknown);
+  EXPECT_EQ(relay::generation_from_version("dev"), Generation::kUnknown);
+  EXPECT_EQ(relay::generation_from_version("7"), Generation::kUnknown);
+  EXPECT_STREQ(relay::to_string(Generation::k0_1), "0.1");
+  EXPECT_STREQ(relay::phase_name(9), "COMPLETED");
+}
+
+TEST(Generation, ForcedByFlag) {
+  GatewayFlags f;
+  f.endpoint = "http://127.0.0.1:1";
+  f.config_dir.clear();
+  f.protocol = "0.0";
+  EXPECT_EQ(resolve_gateway_config(f).options.force_generation, relay::Generation::k0_0);
+  f.protocol = "0.1";
+  EXPECT_EQ(resolve_gateway_config(f).options.force_generation, relay::Generation::k0_1);
+  f.protocol = "auto";
+  EXPECT_EQ(resolve_gateway_config(f).options.force_generation, relay::Generation::kUnknown);
+  EXPECT_EQ(resolve_gateway_config(f).options.workspace, "default");
+}
+
+TEST_F(AuthLiveTest, RewrittenOidcTokenFileIsPickedUpWithoutRestart) {
+  // The openshell CLI rewrites oidc_token.json on refresh; a running tunnel
+  // must use the new token (issue 12.1) without a restart.
+  StartGateway(false, false, true);
+  TempDir cfg;
+  const fs::path root = fs::path(cfg.path()) / "openshell";
+  write_file(root / "active_gateway", "lab\n");
+  write_file(root / "gateways/lab/metadata.json",
+             R"({"name":"lab","gateway_endpoint":"http://127.0.0.1:)" +
+                 std::to_string(gateway_->port()) + R"(","auth_mode":"oidc"})");
+  const fs::path token_file = root / "gateways/lab/oidc_token.json";
+  write_file(token_file, R"({"access_token":"stale-token"})");
+  GatewayFlags f;
+  f.config_dir = root.string();
+  f.system_dir = cfg.path() + "/no-system";
+  relay::GatewayClient gw(resolve_gateway_config(f).options);
+  std::vector<relay::SandboxInfo> list;
+  EXPECT_EQ(gw.list_sandboxes(&list).code, kUnauthenticated);
+  // A broken rewrite (mid-write, bad JSON) keeps the previous token.
+  std::this_thread::sleep_for(1100ms);
+  write_file(token_file, R"({"access_token":)");
+  EXPECT_EQ(gw.list_sandboxes(&list).code, kUnauthenticated);
+  std::this_thread::sleep_for(1100ms);
+  write_file(token_file, std::string(R"({"access_token":")") + kBearer + R"("})");
+  std::this_thread::sleep_for(1100ms);  // checked at most once a second
+  relay::CallStatus s = gw.list_sandboxes(&list);
+  EXPECT_TRUE(s.ok()) << s.to_string();
+  EXPECT_EQ(list.size(), 1u);
 }
 
 }  // namespace
