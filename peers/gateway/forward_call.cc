@@ -18,36 +18,46 @@
 // relay_finished_ flags under mu_, and OnDone, the only place a reactor is
 // deleted, comes after Finish() and after every operation completed.
 //
-// Phases of a ForwardCall (protocol §2.1 order; statuses as upstream, §2.3):
-//   kReadInit    authorization (before reading anything; UNAUTHENTICATED),
+// Frames are raw ByteBuffers decoded and encoded with the gateway's
+// generation (wire.h: 0.0 openshell::v1, 0.1 openshell::v1::g01). Extensions
+// (tunnel_ext.h) are read once from the request metadata; a call without
+// them behaves exactly like upstream.
+//
+// Phases of a ForwardCall (protocol §2.1 order, protocol-0.1 §3 "Checks, in
+// order"; statuses as upstream, §2.3):
+//   kReadInit    rate limit and authorization (before reading anything),
 //                then the first frame: none -> INVALID_ARGUMENT "empty
 //                ForwardTcp stream", not init -> "first TcpForwardFrame must
 //                be init", validation (§2.2), then the hub's Admit():
-//                sandbox, READY, token, connection slots. The slots are held
-//                until the call is finished (released just before Finish()).
+//                sandbox (0.0 by id, 0.1 by name + workspace), readiness
+//                gate, token, connection slots. The slots are held until the
+//                call is finished (released just before Finish()).
 //   kWaitSession no supervisor session yet: the call is a session waiter of
 //                its sandbox; a registering session wakes it (it registers
 //                again); supervisor_wait elapses -> UNAVAILABLE
 //                "supervisor relay failed: supervisor session not connected".
+//                With a session, the pending-relay caps (§2.8: 32 per
+//                sandbox, 256 in all) -> UNAVAILABLE "supervisor relay
+//                failed: relay capacity reached".
 //   kWaitResult  registered under a fresh channel_id with the sandbox's
-//                session; relay_open was queued on that session (its writer
-//                thread sends it; a closed session -> UNAVAILABLE "...
-//                supervisor session disconnected"). Ends on RelayOpenResult:
-//                failure -> UNAVAILABLE with the supervisor's text, as a
-//                trailers-only response (no headers); on the session ending
-//                -> UNAVAILABLE "... supervisor session disconnected"; or on
-//                relay_claim_timeout -> DEADLINE_EXCEEDED "relay open timed
-//                out".
-//                DELIBERATE DIFFERENCE 1 (upstream sends headers when it
-//                queues relay_open, §2.4): headers go out only now, on a
-//                successful result (StartSendInitialMetadata), so they mean
-//                "target connected".
+//                session, relay_open queued on it (a closed session ->
+//                UNAVAILABLE "... supervisor session disconnected"), and -
+//                upstream, §2.4 - the response headers sent at once, before
+//                the supervisor dials. Ends on RelayOpenResult: failure ->
+//                UNAVAILABLE with the supervisor's OS error text, in the
+//                trailers; on the session ending -> UNAVAILABLE "...
+//                supervisor session disconnected"; or on relay_claim_timeout
+//                -> DEADLINE_EXCEEDED "relay open timed out".
+//                connect-ack: the headers go out only on a successful
+//                result, so they mean "target connected", and a failure is a
+//                trailers-only response.
 //   kWaitClaim   waiting (relay_claim_timeout again, same DEADLINE_EXCEEDED)
 //                for the supervisor's RelayStream with init{channel_id}. The
 //                claim may come before the result (different HTTP/2
 //                streams): it is then kept and the bridge starts with the
 //                result. A RelayStream for an unknown, finished or already
 //                claimed channel ends NOT_FOUND "relay channel not found".
+//                A claimed relay no longer counts as pending.
 //   kBridging    see below.
 //   kDone        Finish() was called on the ForwardTcp call: the call is
 //                forgotten by the hub (later claims: NOT_FOUND), a claimed
@@ -56,29 +66,35 @@
 // In every waiting phase, the client's cancellation (OnCancel) or the
 // gateway's shutdown (OnShutdown) ends the call CANCELLED.
 //
-// Bridge and half-close (our extension, implemented by the tunnel client).
-// One outstanding read and one outstanding write per direction; the next
-// read starts only when the write of the previous frame completed, so HTTP/2
-// flow control reaches from the slow reader back to the sender and the
-// gateway buffers at most one frame per direction:
+// Bridge. One outstanding read and one outstanding write per direction; the
+// next read starts only when the previous frame is written, so HTTP/2 flow
+// control reaches from the slow reader back to the sender and the gateway
+// buffers at most one received frame per direction. A frame is forwarded in
+// chunks of at most 64 KiB (§2.5, both ways).
 //   upload   client Read -> relay Write -> client Read ... Empty data frames
 //            are skipped; the client's WritesDone, or a non-data frame after
 //            init, is its FIN -> ONE EMPTY RelayFrame.data to the supervisor
-//            (it shuts down the target's write side); no more client reads.
-//   download relay Read -> client Write -> relay Read ... When the relay's
-//            read side ends cleanly (the supervisor's WritesDone = target
-//            FIN) -> ONE EMPTY TcpForwardFrame.data to the client. Upstream
-//            never sends it; upstream clients skip empty frames.
-//   Both calls end OK once both FIN frames were written. The client
-//   cancelling (OnCancel, a failed write, a read failing as cancelled) ->
-//   the RelayStream is cancelled (the supervisor resets the target) and
-//   ForwardTcp ends CANCELLED.
-//   DELIBERATE DIFFERENCE 2 (upstream returns OK, §2.6): a lost relay
-//   (RelayStream cancelled or failed, supervisor died) ends ForwardTcp with
-//   UNAVAILABLE "relay lost", so the client resets its connection instead of
-//   faking a clean close. If a client read or write is still pending, the
-//   call is first cancelled *with that status* (grpc_call_cancel_with_status),
-//   which delivers it at once even to a client that does not read.
+//            (the peers' signal: it shuts down the target's write side); no
+//            more client reads.
+//   download relay Read -> client Write -> relay Read ... The relay's read
+//            side ending cleanly (the supervisor's WritesDone) is the
+//            target's FIN:
+//              0.1 (default): ForwardTcp and RelayStream end OK at once
+//                (protocol-0.1 §3: the newer supervisor closes the relay at
+//                target EOF);
+//              0.0 (default): held; the call ends OK when the client
+//                half-closes, or when a write to the dead target fails and
+//                the relay is lost (protocol §2.6);
+//              fin-frame: ONE EMPTY TcpForwardFrame.data to the client, and
+//                both calls end OK once both directions ended.
+//   The client cancelling (OnCancel, a failed write, a read failing as
+//   cancelled) -> the RelayStream is cancelled (the supervisor resets the
+//   target) and ForwardTcp ends CANCELLED.
+//   A lost relay (RelayStream cancelled or failed, supervisor died) ends
+//   ForwardTcp with OK, as upstream (§2.6). relay-error: UNAVAILABLE "relay
+//   lost" instead; if a client read or write is still pending, the call is
+//   first cancelled *with that status* (grpc_call_cancel_with_status), which
+//   delivers it at once even to a client that does not read.
 //
 // Timeouts: supervisor_wait (15 s), relay_claim_timeout (10 s, twice), from
 // the hub's config; one grpc::Alarm per wait, whose callback holds only a
@@ -88,6 +104,8 @@
 
 #include <grpc/grpc.h>
 #include <grpc/support/time.h>
+
+#include <algorithm>
 
 #include <utility>
 
@@ -106,7 +124,8 @@ namespace {
 
 const char kSupervisorNotConnected[] = "supervisor relay failed: supervisor session not connected";
 const char kSupervisorDisconnected[] = "supervisor relay failed: supervisor session disconnected";
-const char kRelayLost[] = "relay lost";
+const char kRelayCapacity[] = "supervisor relay failed: relay capacity reached";
+const std::string kRelayLost(tunnel_ext::kRelayLostMessage);
 
 std::shared_ptr<spdlog::logger> Log() {
   static const auto logger = PeerLogger("mini-gateway");
@@ -120,33 +139,47 @@ struct ForwardTarget {
   uint32_t port = 0;
 };
 
-/// The init checks of protocol §2.1 step 3 / §2.2, in upstream's order.
-Status ValidateForwardInit(const v1::TcpForwardInit& init, ForwardTarget* out) {
-  if (init.sandbox_id().empty()) {
-    return Status(StatusCode::INVALID_ARGUMENT, "sandbox_id is required");
+/// The init checks of protocol §2.1 step 3 / §2.2 (protocol-0.1 §3 step 2),
+/// in upstream's order. The sandbox field is sandbox_id (0.0) or sandbox (0.1).
+Status ValidateForwardInit(Protocol protocol, const ForwardInit& init, ForwardTarget* out) {
+  if (init.sandbox.empty()) {
+    return Status(StatusCode::INVALID_ARGUMENT, protocol == Protocol::kV0_0
+                                                    ? "sandbox_id is required"
+                                                    : "sandbox is required");
   }
-  switch (init.target_case()) {
-    case v1::TcpForwardInit::kSsh:
+  switch (init.target) {
+    case ForwardInit::Target::kSsh:
       out->tcp = false;
       return Status::OK;
-    case v1::TcpForwardInit::kTcp: {
-      const auto& tcp = init.tcp();
-      if (tcp.port() < 1 || tcp.port() > 65535) {
+    case ForwardInit::Target::kTcp: {
+      if (init.port < 1 || init.port > 65535) {
         return Status(StatusCode::INVALID_ARGUMENT, "tcp target port must be between 1 and 65535");
       }
-      LoopbackHost host = NormalizeLoopbackHost(tcp.host());
+      LoopbackHost host = NormalizeLoopbackHost(init.host);
       if (host.check != LoopbackCheck::kOk) {
         return Status(StatusCode::INVALID_ARGUMENT, LoopbackCheckMessage(host.check));
       }
       out->tcp = true;
       out->host = std::move(host.host);
-      out->port = tcp.port();
+      out->port = init.port;
       return Status::OK;
     }
-    case v1::TcpForwardInit::TARGET_NOT_SET:
+    case ForwardInit::Target::kNone:
       break;
   }
   return Status(StatusCode::INVALID_ARGUMENT, "tcp forward target is required");
+}
+
+/// The extensions a call asks for (x-osh-tunnel-ext request metadata, every
+/// value merged) that this gateway supports: all three (tunnel_ext.h).
+tunnel_ext::Extensions RequestedExtensions(const grpc::ServerContextBase& ctx) {
+  tunnel_ext::Extensions ext;
+  const auto& md = ctx.client_metadata();
+  const auto range = md.equal_range(grpc::string_ref(tunnel_ext::kHeader.data(), tunnel_ext::kHeader.size()));
+  for (auto it = range.first; it != range.second; ++it) {
+    tunnel_ext::ParseInto(std::string_view(it->second.data(), it->second.size()), ext);
+  }
+  return ext;
 }
 
 }  // namespace
@@ -235,8 +268,8 @@ ForwardTcpReactor* NewForwardTcpReactor(ForwardHub& hub, grpc::CallbackServerCon
   auto* reactor = new ForwardReactor(call);
   std::lock_guard lock(call->mu_);
   call->client_ = reactor;
-  // Upstream's router authenticates before the handler reads anything.
-  if (Status st = hub.Authorize(*ctx); !st.ok()) {
+  // Upstream's limiter and router run before the handler reads anything.
+  if (Status st = hub.AdmitClientCall(*ctx); !st.ok()) {
     call->FinishLocked(st);
   } else {
     reactor->StartRead(&call->client_in_);
@@ -249,7 +282,7 @@ RelayStreamReactor* NewRelayStreamReactor(ForwardHub& hub, grpc::CallbackServerC
 }
 
 ForwardCall::ForwardCall(const Private&, ForwardHub& hub, grpc::CallbackServerContext* ctx)
-    : hub_(hub), client_ctx_(ctx), channel_id_(NewUuidV4()) {}
+    : hub_(hub), client_ctx_(ctx), channel_id_(NewUuidV4()), ext_(RequestedExtensions(*ctx)) {}
 
 ForwardCall::~ForwardCall() = default;
 
@@ -269,7 +302,7 @@ void ForwardCall::OnRelayOpenResult(const v1::RelayOpenResult& result) {
     FinishLocked(Status(StatusCode::UNAVAILABLE, error));
     return;
   }
-  client_->StartSendInitialMetadata();  // difference 1: headers mean "target connected"
+  if (ext_.connect_ack) SendHeadersLocked();  // headers mean "target connected"
   phase_ = Phase::kWaitClaim;
   if (claimed_) {
     StartBridgeLocked();
@@ -315,6 +348,8 @@ void ForwardCall::OnClientWriteDone(bool ok) {
   } else if (down_fin_sent_) {
     down_done_ = true;
     MaybeFinishOkLocked();
+  } else if (down_off_ < down_buf_.size()) {
+    WriteNextDownloadChunkLocked();
   } else {
     relay_->StartRead(&relay_in_);  // back-pressure: the next frame only now
   }
@@ -350,6 +385,7 @@ bool ForwardCall::Claim(RelayReactor* relay, grpc::CallbackServerContext* ctx) {
   std::lock_guard lock(mu_);
   if (client_finished_ || claimed_) return false;
   claimed_ = true;
+  hub_.MarkClaimed(channel_id_);
   relay_ = relay;
   relay_ctx_ = ctx;
   if (phase_ == Phase::kWaitClaim) StartBridgeLocked();
@@ -363,9 +399,7 @@ void ForwardCall::OnRelayReadDone(RelayReactor* relay, bool ok) {
     if (relay_ctx_->IsCancelled()) {
       RelayLostLocked();
     } else {
-      down_fin_sent_ = true;  // the supervisor's WritesDone: target FIN
-      client_out_.set_data(std::string());
-      StartClientWriteLocked();
+      TargetFinLocked();  // the supervisor's WritesDone: target FIN
     }
     return;
   }
@@ -373,8 +407,9 @@ void ForwardCall::OnRelayReadDone(RelayReactor* relay, bool ok) {
     relay_->StartRead(&relay_in_);
     return;
   }
-  client_out_.set_data(std::move(*relay_in_.mutable_data()));
-  StartClientWriteLocked();
+  down_buf_ = std::move(*relay_in_.mutable_data());
+  down_off_ = 0;
+  WriteNextDownloadChunkLocked();
 }
 
 void ForwardCall::OnRelayWriteDone(RelayReactor* relay, bool ok) {
@@ -385,6 +420,8 @@ void ForwardCall::OnRelayWriteDone(RelayReactor* relay, bool ok) {
   } else if (up_fin_sent_) {
     up_done_ = true;
     MaybeFinishOkLocked();
+  } else if (up_off_ < up_buf_.size()) {
+    WriteNextUploadChunkLocked();
   } else {
     client_->StartRead(&client_in_);  // back-pressure: the next frame only now
   }
@@ -429,19 +466,23 @@ void ForwardCall::HandleInitLocked(bool ok) {
     FinishLocked(Status(StatusCode::INVALID_ARGUMENT, "empty ForwardTcp stream"));
     return;
   }
-  if (!client_in_.has_init()) {
+  ClientFrame frame;
+  if (!DecodeClientFrame(hub_.protocol(), &client_in_, &frame)) {
+    FinishLocked(Status(StatusCode::INTERNAL, "failed to decode TcpForwardFrame"));
+    return;
+  }
+  if (frame.kind != ClientFrame::Kind::kInit) {
     FinishLocked(Status(StatusCode::INVALID_ARGUMENT, "first TcpForwardFrame must be init"));
     return;
   }
-  const v1::TcpForwardInit& init = client_in_.init();
+  const ForwardInit& init = frame.init;
   ForwardTarget target;
-  if (Status st = ValidateForwardInit(init, &target); !st.ok()) {
+  if (Status st = ValidateForwardInit(hub_.protocol(), init, &target); !st.ok()) {
     FinishLocked(st);
     return;
   }
-  sandbox_id_ = init.sandbox_id();
-  token_ = std::string(TrimAscii(init.authorization_token()));
-  if (Status st = hub_.Admit(sandbox_id_, token_); !st.ok()) {
+  token_ = std::string(TrimAscii(init.authorization_token));
+  if (Status st = hub_.Admit(init, token_, &sandbox_id_); !st.ok()) {
     FinishLocked(st);
     return;
   }
@@ -455,7 +496,7 @@ void ForwardCall::HandleInitLocked(bool ok) {
     open_.mutable_ssh();
     what_ = "ssh";
   }
-  open_.set_service_id(init.service_id());
+  open_.set_service_id(init.service_id);
   client_in_.Clear();
   if (client_cancelled_seen_) {  // cancelled while the first frame was checked: no relay_open
     FinishLocked(Status::CANCELLED);
@@ -475,6 +516,10 @@ void ForwardCall::WaitForSessionLocked() {
     case ForwardHub::Registration::kShuttingDown:
       FinishLocked(Status::CANCELLED);
       return;
+    case ForwardHub::Registration::kCapacity:
+      Log()->info("relay {} ({}) refused: pending-relay capacity reached", channel_id_, what_);
+      FinishLocked(Status(StatusCode::UNAVAILABLE, kRelayCapacity));
+      return;
     case ForwardHub::Registration::kWaiting:
       break;
   }
@@ -487,9 +532,7 @@ void ForwardCall::WaitForSessionLocked() {
 
 void ForwardCall::SendRelayOpenLocked() {
   phase_ = Phase::kWaitResult;
-  v1::GatewayMessage msg;
-  *msg.mutable_relay_open() = open_;
-  if (!session_->Send(std::move(msg))) {
+  if (!session_->SendRelayOpen(open_)) {
     FinishLocked(Status(StatusCode::UNAVAILABLE, kSupervisorDisconnected));
     return;
   }
@@ -498,7 +541,22 @@ void ForwardCall::SendRelayOpenLocked() {
     FinishLocked(Status::CANCELLED);
     return;
   }
+  // Upstream (§2.1 step 8, §2.4): headers as soon as relay_open is queued,
+  // before the supervisor dials. connect-ack waits for the result instead.
+  if (!ext_.connect_ack) SendHeadersLocked();
   ArmTimerLocked(hub_.relay_claim_timeout());
+}
+
+void ForwardCall::SendHeadersLocked() {
+  if (headers_sent_) return;
+  headers_sent_ = true;
+  // Only with the headers: custom initial metadata on a call that ends
+  // before its headers would turn its trailers-only response into
+  // headers + trailers.
+  if (ext_.any()) {
+    client_ctx_->AddInitialMetadata(std::string(tunnel_ext::kHeader), tunnel_ext::Format(ext_));
+  }
+  client_->StartSendInitialMetadata();
 }
 
 void ForwardCall::StartBridgeLocked() {
@@ -519,22 +577,85 @@ void ForwardCall::UploadReadDoneLocked(bool ok) {
     }
     return;
   }
-  if (!client_in_.has_data()) {
+  ClientFrame frame;
+  if (!DecodeClientFrame(hub_.protocol(), &client_in_, &frame)) {
+    Log()->info("relay {}: a TcpForwardFrame did not decode", channel_id_);
+    ClientCancelledLocked();  // as a failed decode ends upstream's inbound stream with an error
+    return;
+  }
+  if (frame.kind != ClientFrame::Kind::kData) {
     SendRelayFinLocked();  // a non-data frame after init is a half-close (§2.5)
     return;
   }
-  if (client_in_.data().empty()) {
+  if (frame.data.empty()) {
     client_->StartRead(&client_in_);  // skipped, as upstream does
     return;
   }
-  relay_out_.set_data(std::move(*client_in_.mutable_data()));
+  up_buf_ = std::move(frame.data);
+  up_off_ = 0;
+  WriteNextUploadChunkLocked();
+}
+
+void ForwardCall::WriteNextUploadChunkLocked() {
+  const size_t n = std::min(kMaxDataFrameBytes, up_buf_.size() - up_off_);
+  if (up_off_ == 0 && n == up_buf_.size()) {
+    relay_out_.set_data(std::move(up_buf_));  // the common case: one frame, no copy
+    up_buf_.clear();
+  } else {
+    relay_out_.mutable_data()->assign(up_buf_, up_off_, n);
+    up_off_ += n;
+    if (up_off_ == up_buf_.size()) {
+      up_buf_.clear();
+      up_off_ = 0;
+    }
+  }
   relay_->StartWrite(&relay_out_);
+}
+
+void ForwardCall::WriteNextDownloadChunkLocked() {
+  const size_t n = std::min(kMaxDataFrameBytes, down_buf_.size() - down_off_);
+  std::string chunk;
+  if (down_off_ == 0 && n == down_buf_.size()) {
+    chunk = std::move(down_buf_);  // the common case: one frame, no copy
+    down_buf_.clear();
+  } else {
+    chunk.assign(down_buf_, down_off_, n);
+    down_off_ += n;
+    if (down_off_ == down_buf_.size()) {
+      down_buf_.clear();
+      down_off_ = 0;
+    }
+  }
+  client_out_ = EncodeClientData(hub_.protocol(), std::move(chunk));
+  StartClientWriteLocked();
 }
 
 void ForwardCall::SendRelayFinLocked() {
   up_fin_sent_ = true;
   relay_out_.set_data(std::string());  // client FIN
   relay_->StartWrite(&relay_out_);
+}
+
+void ForwardCall::TargetFinLocked() {
+  if (ext_.fin_frame) {  // extension: tell the client, end once both directions ended
+    down_fin_sent_ = true;
+    client_out_ = EncodeClientData(hub_.protocol(), std::string());
+    StartClientWriteLocked();
+    return;
+  }
+  if (hub_.protocol() == Protocol::kV0_1) {
+    // The 0.1 supervisor closes the relay at target EOF and the gateway ends
+    // ForwardTcp with OK at once (protocol-0.1 §3 "Target FIN now ends the
+    // call"); nothing more reaches the target.
+    FinishRelayLocked(Status::OK);
+    FinishLocked(Status::OK);
+    return;
+  }
+  // 0.0 (protocol §2.6): the FIN is not passed on; the call ends OK once the
+  // client half-closes (or a write to the dead target fails: the relay is
+  // lost, which also ends it OK).
+  down_done_ = true;
+  MaybeFinishOkLocked();
 }
 
 void ForwardCall::StartClientWriteLocked() {
@@ -553,10 +674,14 @@ void ForwardCall::RelayLostLocked() {
   if (client_finished_) return;
   const Status lost(StatusCode::UNAVAILABLE, kRelayLost);
   FinishRelayLocked(lost);
+  if (!ext_.relay_error) {
+    FinishLocked(Status::OK);  // upstream (§2.6): a lost relay looks like a clean end
+    return;
+  }
   if (!up_fin_sent_ || client_write_pending_) {
-    // Difference 2: deliver the status now, even to a client that neither
+    // relay-error: deliver the status now, even to a client that neither
     // writes nor reads; the pending client operations complete as failed.
-    grpc_call_cancel_with_status(client_ctx_->c_call(), GRPC_STATUS_UNAVAILABLE, kRelayLost,
+    grpc_call_cancel_with_status(client_ctx_->c_call(), GRPC_STATUS_UNAVAILABLE, kRelayLost.c_str(),
                                  nullptr);
   }
   FinishLocked(lost);

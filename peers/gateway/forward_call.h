@@ -13,6 +13,9 @@
 #include <string>
 
 #include "openshell.grpc.pb.h"
+#include "peers/common/protocol.h"
+#include "peers/common/tunnel_ext.h"
+#include "peers/gateway/wire.h"
 
 namespace osh::peers {
 
@@ -30,17 +33,26 @@ class ForwardHub {
  public:
   virtual ~ForwardHub() = default;
 
-  /// Authorize() - the client-method check (TLS listener, bearer token;
-  /// protocol §2.1 step 1, §4.3). Return: OK or the UNAUTHENTICATED status.
-  virtual grpc::Status Authorize(const grpc::ServerContextBase& ctx) const = 0;
+  /// The generation whose TcpForwardFrame the calls decode and encode.
+  virtual Protocol protocol() const = 0;
 
-  /// Admit() - protocol §2.1 steps 4-7 for a validated init: the sandbox is
-  /// declared (NOT_FOUND "sandbox not found") and READY (FAILED_PRECONDITION
-  /// "sandbox is not ready"), @token (trimmed) is valid for it
-  /// (UNAUTHENTICATED ...), then one per-token and one per-sandbox slot
-  /// (RESOURCE_EXHAUSTED ...). Return: OK with both slots taken (give them
-  /// back with ReleaseSlots()), or the status to end the call with.
-  virtual grpc::Status Admit(const std::string& sandbox_id, const std::string& token) = 0;
+  /// AdmitClientCall() - the checks before a client method reads anything:
+  /// the global rate limit (RESOURCE_EXHAUSTED "gRPC rate limit exceeded",
+  /// when configured), then the TLS listener and the bearer token (protocol
+  /// §2.1 step 1, §4.3; UNAUTHENTICATED). Return: OK or the status to end
+  /// the call with. Thread: any.
+  virtual grpc::Status AdmitClientCall(const grpc::ServerContextBase& ctx) = 0;
+
+  /// Admit() - protocol §2.1 steps 4-7 (protocol-0.1 §3 "Checks, in order")
+  /// for a validated init: the sandbox exists (0.0: by id; 0.1: by name in
+  /// init.workspace; NOT_FOUND "sandbox not found"), passes the generation's
+  /// readiness gate (FAILED_PRECONDITION "sandbox is not ready"), @token
+  /// (trimmed) is valid for it (UNAUTHENTICATED ...), then one per-token and
+  /// one per-sandbox slot (RESOURCE_EXHAUSTED ...). Return: OK with both
+  /// slots taken and the sandbox's id in @sandbox_id (give the slots back
+  /// with ReleaseSlots()), or the status to end the call with.
+  virtual grpc::Status Admit(const ForwardInit& init, const std::string& token,
+                             std::string* sandbox_id) = 0;
 
   /// ReleaseSlots() - gives back the slots of a successful Admit().
   virtual void ReleaseSlots(const std::string& sandbox_id, const std::string& token) = 0;
@@ -48,12 +60,15 @@ class ForwardHub {
   enum class Registration {
     kRegistered,    // *session is the sandbox's current session; claims find @call
     kWaiting,       // no session yet: @call gets OnSessionAvailable() when one registers
+    kCapacity,      // the pending-relay caps are reached (protocol §2.8: 32 / 256)
     kShuttingDown,  // the gateway is stopping: end the call CANCELLED
   };
-  /// RegisterRelay() - if sandbox @sandbox_id has a supervisor session,
-  /// registers @call under its channel id with that session (RelayStream
-  /// claims and RelayOpenResults find it from now on) and stores the session
-  /// in @session; otherwise adds @call to the sandbox's session waiters.
+  /// RegisterRelay() - if sandbox @sandbox_id has a supervisor session and
+  /// the pending-relay caps allow one more unclaimed relay, registers @call
+  /// under its channel id with that session (RelayStream claims and
+  /// RelayOpenResults find it from now on; it counts as pending until
+  /// MarkClaimed() or Forget()) and stores the session in @session; without
+  /// a session, adds @call to the sandbox's session waiters.
   virtual Registration RegisterRelay(const std::shared_ptr<ForwardCall>& call,
                                      const std::string& sandbox_id,
                                      std::shared_ptr<ControlSession>* session) = 0;
@@ -61,6 +76,10 @@ class ForwardHub {
   /// Forget() - removes the call with @channel_id from the relay registry and
   /// from @sandbox_id's session waiters (later claims get NOT_FOUND).
   virtual void Forget(const std::string& channel_id, const std::string& sandbox_id) = 0;
+
+  /// MarkClaimed() - the relay @channel_id was claimed by its RelayStream:
+  /// it no longer counts against the pending-relay caps.
+  virtual void MarkClaimed(const std::string& channel_id) = 0;
 
   /// FindRelay() - the call registered under @channel_id, or null.
   virtual std::shared_ptr<ForwardCall> FindRelay(const std::string& channel_id) const = 0;
@@ -72,8 +91,8 @@ class ForwardHub {
   virtual std::chrono::milliseconds relay_claim_timeout() const = 0;
 };
 
-using ForwardTcpReactor =
-    grpc::ServerBidiReactor<openshell::v1::TcpForwardFrame, openshell::v1::TcpForwardFrame>;
+/// Raw: the frames are decoded with the hub's generation (wire.h).
+using ForwardTcpReactor = grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>;
 using RelayStreamReactor =
     grpc::ServerBidiReactor<openshell::v1::RelayFrame, openshell::v1::RelayFrame>;
 
@@ -110,8 +129,9 @@ class ForwardCall : public std::enable_shared_from_this<ForwardCall> {
   /// registered (the call was a session waiter; it registers again).
   void OnSessionAvailable();
   /// OnRelayOpenResult() - the supervisor answered relay_open (§3.2):
-  /// failure -> UNAVAILABLE with its error text (no headers); success ->
-  /// response headers, then the claim wait (or the bridge, if claimed).
+  /// failure -> UNAVAILABLE with its error text (after the headers by
+  /// default; trailers-only under connect-ack); success -> (connect-ack:
+  /// the response headers, then) the claim wait, or the bridge if claimed.
   void OnRelayOpenResult(const openshell::v1::RelayOpenResult& result);
   /// OnSessionLost() - the session relay_open went to ended; fails the call
   /// with UNAVAILABLE "supervisor session disconnected" if the result is
@@ -145,9 +165,13 @@ class ForwardCall : public std::enable_shared_from_this<ForwardCall> {
   void HandleInitLocked(bool ok);
   void WaitForSessionLocked();
   void SendRelayOpenLocked();
+  void SendHeadersLocked();
   void StartBridgeLocked();
   void UploadReadDoneLocked(bool ok);
+  void WriteNextUploadChunkLocked();
+  void WriteNextDownloadChunkLocked();
   void SendRelayFinLocked();
+  void TargetFinLocked();
   void StartClientWriteLocked();
   void ClientCancelledLocked();
   void RelayLostLocked();
@@ -170,7 +194,10 @@ class ForwardCall : public std::enable_shared_from_this<ForwardCall> {
   bool claimed_ = false;
   bool relay_finished_ = false;                      // Finish() called on relay_
 
-  std::string sandbox_id_;   // set from init
+  const tunnel_ext::Extensions ext_;  // what this call turned on (asked and known)
+  bool headers_sent_ = false;
+
+  std::string sandbox_id_;   // the admitted sandbox's id
   std::string token_;        // trimmed
   std::string what_;         // "tcp HOST:PORT" or "ssh", for logs
   openshell::v1::RelayOpen open_;  // relay_open to send (channel id, target, service id)
@@ -180,16 +207,21 @@ class ForwardCall : public std::enable_shared_from_this<ForwardCall> {
   std::unique_ptr<grpc::Alarm> alarm_;  // the current wait's deadline
   uint64_t alarm_generation_ = 0;       // bumped per wait; stale alarms are ignored
 
-  // The bridge: one outstanding operation per direction and stream.
-  openshell::v1::TcpForwardFrame client_in_;
-  openshell::v1::TcpForwardFrame client_out_;
+  // The bridge: one outstanding operation per direction and stream; a
+  // received frame is forwarded in chunks of at most kMaxDataFrameBytes.
+  grpc::ByteBuffer client_in_;
+  grpc::ByteBuffer client_out_;
   openshell::v1::RelayFrame relay_in_;
   openshell::v1::RelayFrame relay_out_;
+  std::string up_buf_;     // client data not yet written to the relay
+  size_t up_off_ = 0;
+  std::string down_buf_;   // relay data not yet written to the client
+  size_t down_off_ = 0;
   bool client_write_pending_ = false;
   bool up_fin_sent_ = false;    // the empty frame (client FIN) was written to the relay
   bool up_done_ = false;        // ... and that write completed
-  bool down_fin_sent_ = false;  // the empty frame (target FIN) was written to the client
-  bool down_done_ = false;      // ... and that write completed
+  bool down_fin_sent_ = false;  // fin-frame: the empty frame (target FIN) was written to the client
+  bool down_done_ = false;      // the target's FIN is through (written, or held with 0.0)
 };
 
 }  // namespace osh::peers

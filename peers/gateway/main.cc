@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <exception>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "peers/common/log.h"
@@ -12,6 +13,36 @@
 #include <malloc.h>
 #include <signal.h>
 #include "peers/gateway/mini_gateway.h"
+
+namespace {
+
+/// Adds the --sandbox and --generate-sandboxes declarations to @sandboxes,
+/// then applies --host-key and --sandbox-phase to them (and to those from
+/// the config file). @throws std::invalid_argument.
+void AddSandboxFlags(const std::vector<std::string>& sandbox_flags,
+                     const std::vector<std::string>& generate_flags,
+                     const std::vector<std::string>& host_key_flags,
+                     const std::vector<std::string>& phase_flags,
+                     std::vector<osh::peers::SandboxDecl>& sandboxes) {
+  for (const auto& flag : sandbox_flags) sandboxes.push_back(osh::peers::ParseSandboxFlag(flag));
+  for (const auto& flag : generate_flags) {
+    for (auto& decl : osh::peers::ParseGenerateFlag(flag)) sandboxes.push_back(std::move(decl));
+  }
+  for (const auto& flag : host_key_flags) {
+    osh::peers::ApplyPerSandboxFlag(flag, "--host-key", sandboxes,
+                                    [](osh::peers::SandboxDecl& sb, const std::string& value) {
+                                      sb.host_key_fingerprint = osh::peers::HostKeyFingerprint(value);
+                                    });
+  }
+  for (const auto& flag : phase_flags) {
+    osh::peers::ApplyPerSandboxFlag(flag, "--sandbox-phase", sandboxes,
+                                    [](osh::peers::SandboxDecl& sb, const std::string& value) {
+                                      sb.phase = osh::peers::ParseSandboxPhase(value);
+                                    });
+  }
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   // Bounded memory (issue 3.3): with one glibc arena per thread, memory
@@ -32,11 +63,29 @@ int main(int argc, char** argv) {
   int64_t relay_claim_timeout_ms = defaults.relay_claim_timeout.count();
   int64_t token_ttl_secs = std::chrono::duration_cast<std::chrono::seconds>(defaults.token_ttl).count();
   std::string log_level = "info";
-  std::string version = defaults.version;
+  std::string version;
+  std::string protocol_text = osh::peers::ProtocolName(defaults.protocol);
+  std::string rate_limit_text;
+  std::vector<std::string> generate_flags, host_key_flags, phase_flags;
+  int max_pending_per_sandbox = defaults.max_pending_relays_per_sandbox;
+  int max_pending = defaults.max_pending_relays;
 
   auto* listen_opt = app.add_option("--listen", listen, "listen address ADDR:PORT ([V6]:PORT for IPv6; port 0 = any)")
                          ->capture_default_str();
-  app.add_option("--sandbox", sandbox_flags, "declare a sandbox NAME=ID (repeatable)");
+  auto* protocol_opt = app.add_option("--protocol", protocol_text,
+                                      "wire generation of every generation-dependent call: 0.0 or 0.1")
+                           ->check(CLI::IsMember({"0.0", "0.1"}))
+                           ->capture_default_str();
+  app.add_option("--sandbox", sandbox_flags,
+                 "declare a sandbox NAME=ID[@WORKSPACE] (repeatable; workspace 'default')");
+  app.add_option("--generate-sandboxes", generate_flags,
+                 "declare COUNT sandboxes PREFIX-0..PREFIX-(COUNT-1): PREFIX:COUNT[@WORKSPACE] (repeatable)");
+  app.add_option("--host-key", host_key_flags,
+                 "NAME=SHA256:... or NAME=/path/ssh_host_key.pub: the sandbox's sshd host key "
+                 "fingerprint (NAME '*' = every sandbox; repeatable)");
+  app.add_option("--sandbox-phase", phase_flags,
+                 "NAME=PHASE: report a fixed phase (READY, ERROR, STOPPED, COMPLETED (0.1), ...; "
+                 "'auto' = from the supervisor session; repeatable)");
   app.add_option("--config", config_file,
                  "JSON config: {\"sandboxes\":[{\"name\":..,\"id\":..}], \"max_streams_per_token\":3, "
                  "\"max_streams_per_sandbox\":20}; flags given explicitly override it; "
@@ -63,7 +112,16 @@ int main(int argc, char** argv) {
                       ->capture_default_str();
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error, critical or off")
       ->capture_default_str();
-  auto* version_opt = app.add_option("--version-string", version, "version reported by Health")
+  auto* version_opt = app.add_option("--version-string,--health-version", version,
+                                     "version reported by Health (default: 0.1.11 with --protocol 0.1, "
+                                     "0.0.111 with 0.0)");
+  auto* rate_opt = app.add_option("--rate-limit", rate_limit_text,
+                                  "global limit on client calls N/SECONDS (token bucket; over it: "
+                                  "RESOURCE_EXHAUSTED \"gRPC rate limit exceeded\"); default off");
+  auto* pending_sb_opt = app.add_option("--max-pending-relays-per-sandbox", max_pending_per_sandbox,
+                                        "unclaimed relays per sandbox")
+                             ->capture_default_str();
+  auto* pending_opt = app.add_option("--max-pending-relays", max_pending, "unclaimed relays in all")
                           ->capture_default_str();
   std::string tls_cert, tls_key, client_ca, bearer_token, supervisor_listen;
   app.add_option("--tls-cert", tls_cert, "PEM server certificate (chain): serve TLS on --listen");
@@ -93,14 +151,16 @@ int main(int argc, char** argv) {
     }
     if (ttl_opt->count() > 0) config.token_ttl = std::chrono::seconds(token_ttl_secs);
     if (version_opt->count() > 0) config.version = version;
+    if (protocol_opt->count() > 0) config.protocol = *osh::peers::ParseProtocol(protocol_text);
+    if (rate_opt->count() > 0) config.rate_limit = osh::peers::ParseRateLimit(rate_limit_text);
+    if (pending_sb_opt->count() > 0) config.max_pending_relays_per_sandbox = max_pending_per_sandbox;
+    if (pending_opt->count() > 0) config.max_pending_relays = max_pending;
     if (!tls_cert.empty()) config.tls_cert_file = tls_cert;
     if (!tls_key.empty()) config.tls_key_file = tls_key;
     if (!client_ca.empty()) config.client_ca_file = client_ca;
     if (!bearer_token.empty()) config.bearer_token = bearer_token;
     if (!supervisor_listen.empty()) config.supervisor_listen = supervisor_listen;
-    for (const auto& flag : sandbox_flags) {
-      config.sandboxes.push_back(osh::peers::ParseSandboxFlag(flag));
-    }
+    AddSandboxFlags(sandbox_flags, generate_flags, host_key_flags, phase_flags, config.sandboxes);
     config.record_tokens_file = record_tokens;
 
     osh::peers::MiniGateway gateway(config);
@@ -108,8 +168,9 @@ int main(int argc, char** argv) {
     std::string security = config.tls_cert_file.empty() ? "h2c" : "TLS";
     if (!config.client_ca_file.empty()) security += ", client certificates required";
     if (!config.bearer_token.empty()) security += ", bearer token required";
-    std::printf("mini-gateway listening on %s (%s; %zu sandboxes)\n", gateway.bound_address().c_str(),
-                security.c_str(), config.sandboxes.size());
+    std::printf("mini-gateway listening on %s (%s; protocol %s; %zu sandboxes)\n",
+                gateway.bound_address().c_str(), security.c_str(),
+                osh::peers::ProtocolName(config.protocol), config.sandboxes.size());
     if (gateway.supervisor_port() != 0) {
       std::printf("mini-gateway supervisor listener on port %u (h2c)\n", gateway.supervisor_port());
     }
@@ -120,7 +181,8 @@ int main(int argc, char** argv) {
       try {
         osh::peers::GatewayConfig fresh;
         if (!config_file.empty()) osh::peers::LoadGatewayConfigFile(config_file, fresh);
-        for (const auto& flag : sandbox_flags) fresh.sandboxes.push_back(osh::peers::ParseSandboxFlag(flag));
+        AddSandboxFlags(sandbox_flags, generate_flags, host_key_flags, phase_flags, fresh.sandboxes);
+        fresh.protocol = config.protocol;
         osh::peers::ValidateGatewayConfig(fresh);
         gateway.SetSandboxes(fresh.sandboxes);
         osh::peers::PeerLogger("mini-gateway")->info("SIGHUP: reloaded, {} sandboxes", fresh.sandboxes.size());

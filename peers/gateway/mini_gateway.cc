@@ -2,40 +2,60 @@
 // ======================================
 //
 // What it is. A gRPC server that implements the gateway side of the
-// OpenShell protocol for a fixed set of declared sandboxes: Health,
+// OpenShell protocol for a set of declared sandboxes: Health,
 // ListSandboxes, GetSandbox, CreateSshSession, RevokeSshSession, ForwardTcp,
-// ConnectSupervisor and RelayStream (protocol §1-§3). The few, short or
-// long-lived-but-rare RPCs (the unary ones and ConnectSupervisor, one per
-// sandbox) use the sync API. The many ones, ForwardTcp and RelayStream (one
-// of each per tunnelled TCP connection), use the callback API: no thread per
-// stream, so 10,000+ concurrent streams cost memory, not threads
-// (forward_call.cc has their state machine). All gateway-wide state lives in
+// ConnectSupervisor and RelayStream (protocol §1-§3), in ONE generation of
+// upstream's wire, chosen by config.protocol: 0.0 (openshell.proto,
+// openshell::v1; UUID addressing, limit/offset, *_ms times) or 0.1
+// (openshell_0_1.proto, openshell::v1::g01; names + WorkspaceSelector, page
+// tokens, Timestamps, DeletionOutcome; protocol-0.1 §3). The generated
+// service is typed with 0.0 messages, so every method whose messages differ
+// is registered raw (ByteBuffer, callback API) and decoded with the chosen
+// generation's types only; RelayStream (identical) is typed on the callback
+// API and Health (identical) on the sync API. No thread per call or stream
+// (forward_call.cc, control_session.cc). All gateway-wide state lives in
 // GatewayService under one mutex (mu_); nothing blocking ever runs with mu_
-// held, and mu_ is never held while calling into a ForwardCall (lock order:
-// ForwardCall::mu_, then mu_).
+// held, and mu_ is never held while calling into a ForwardCall or a
+// ControlSession (lock order: ForwardCall::mu_, then ControlSession::mu_ or
+// mu_).
 //
-// Sandboxes and READY. A sandbox is READY exactly while a supervisor control
-// session (ConnectSupervisor) for its id is registered, else PROVISIONING
-// (protocol §1.3). A newer session for the same sandbox supersedes the older
-// one, whose stream is cancelled.
+// Sandboxes and phases. A sandbox has an id, a name unique in its workspace
+// ("default" unless declared) and optionally a fixed phase and a host key
+// fingerprint. Without a fixed phase it is READY exactly while a supervisor
+// control session (ConnectSupervisor) for its id is registered, else
+// PROVISIONING (protocol §1.3). A newer session for the same sandbox
+// supersedes the older one, whose stream is cancelled. The readiness gate of
+// CreateSshSession and ForwardTcp: READY (0.0); READY, or COMPLETED/ERROR
+// with a live session (0.1).
 //
-// Control session (ConnectSupervisor, protocol §3.1). First message must be
-// hello{sandbox_id}; the gateway answers session_accepted{session_id,
-// heartbeat_interval_secs} from the handler thread, then registers the
-// session and wakes the ForwardTcp calls waiting for one. From then on a
-// writer thread per session (ControlSession) sends queued relay_open messages
-// and a heartbeat every 15 s; the handler thread alone reads. It hands each
-// RelayOpenResult to the call registered under its channel id. When the read
-// side ends the session is unregistered (if still current) and calls still
-// waiting for their RelayOpenResult fail with UNAVAILABLE "supervisor relay
-// failed: supervisor session disconnected".
+// Unary calls (0.1 rules, protocol-0.1 §3): a missing selector ->
+// INVALID_ARGUMENT "workspace_scope is required"; all_workspaces ->
+// INVALID_ARGUMENT "all_workspaces is not supported by this request"
+// (ListSandboxes: PERMISSION_DENIED "platform admin role required for
+// cross-workspace operations": the mini-gateway has no admins); unknown
+// sandbox or another workspace -> NOT_FOUND "sandbox not found". Lists are
+// ordered by name and paged by an opaque token carrying a request
+// fingerprint and the last name returned. 0.0 keeps its behaviour (limit
+// and offset over the declaration order of the workspace, empty = default).
 //
-// ForwardTcp and RelayStream (protocol §2.1 order, both deliberate
-// differences from upstream, the half-close extension): see forward_call.cc.
-// GatewayService is their ForwardHub: it admits calls (sandbox, READY, token,
-// per-token and per-sandbox slots), keeps the session waiters per sandbox and
-// the registered relays per channel id, and tells calls about sessions,
-// results and shutdown.
+// Control sessions (ConnectSupervisor, protocol §3.1): control_session.cc.
+// The hub side here: the hello's sandbox must be declared (NOT_FOUND), the
+// session is registered after session_accepted was queued, and calls waiting
+// for it are woken; when its read side ends it is unregistered (if still
+// current) and calls still waiting for their RelayOpenResult fail with
+// UNAVAILABLE "supervisor relay failed: supervisor session disconnected".
+//
+// ForwardTcp and RelayStream (protocol §2.1 order, upstream's behaviour by
+// default, the negotiated extensions of tunnel_ext.h): see forward_call.cc.
+// GatewayService is their ForwardHub: it admits calls (rate limit,
+// authorization, sandbox, readiness, token, per-token and per-sandbox
+// slots), keeps the session waiters per sandbox, the registered relays per
+// channel id and the pending-relay counts (32 per sandbox, 256 in all,
+// §2.8), and tells calls about sessions, results and shutdown.
+//
+// Rate limit (optional, protocol-0.1 §3): a token bucket over every client
+// method except Health, checked first; over it -> RESOURCE_EXHAUSTED "gRPC
+// rate limit exceeded".
 //
 // Transport security and client authentication (protocol §4.2, §4.3, §2.3):
 // with --tls-cert/--tls-key the `listen` address serves TLS (gRPC's
@@ -59,10 +79,11 @@
 // failing operation finishes it, so Server::Shutdown(), which waits for all
 // callback reactors to be done, returns.
 //
-// Limits and timeouts: frames are forwarded as they come (<= 64 KiB from our
-// peers, up to 1 MiB + 1 KiB accepted); per-token and per-sandbox stream caps
-// (default 3 and 20, protocol §2.8); supervisor wait 15 s; relay open and
-// claim 10 s each (§2.7), each a grpc::Alarm, not a sleeping thread.
+// Limits and timeouts: frames of up to 1 MiB + 1 KiB are accepted and
+// forwarded in chunks of at most 64 KiB each way (§2.5); per-token and
+// per-sandbox stream caps (default 3 and 20, §2.8); supervisor wait 15 s;
+// relay open and claim 10 s each (§2.7), each a grpc::Alarm, not a sleeping
+// thread.
 
 #include "peers/gateway/mini_gateway.h"
 
@@ -74,6 +95,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cctype>
+#include <cstdio>
 #include <fstream>
 #include <map>
 #include <mutex>
@@ -82,20 +104,23 @@
 #include <vector>
 
 #include "openshell.grpc.pb.h"
+#include "openshell_0_1.pb.h"
 #include "peers/common/address.h"
 #include "peers/common/log.h"
 #include "peers/common/uuid.h"
 #include "peers/gateway/control_session.h"
 #include "peers/gateway/forward_call.h"
+#include "peers/gateway/rate_limiter.h"
+#include "peers/gateway/wire.h"
 
 namespace osh::peers {
 namespace {
 
 namespace v1 = openshell::v1;
+namespace g01 = openshell::v1::g01;
 using grpc::ServerContext;
 using grpc::Status;
 using grpc::StatusCode;
-using SessionStream = ControlSession::Stream;
 
 /// Upstream decodes messages up to 1 MiB (protocol §2.5); allow the framing.
 constexpr int kMaxReceiveMessageBytes = (1 << 20) + 1024;
@@ -140,21 +165,87 @@ bool ConstantTimeEquals(std::string_view a, std::string_view b) {
   return diff == 0;
 }
 
-/// ForwardTcp and RelayStream on the callback API, everything else sync.
-using MixedService = v1::OpenShell::WithCallbackMethod_ForwardTcp<
-    v1::OpenShell::WithCallbackMethod_RelayStream<v1::OpenShell::Service>>;
+/// Every method whose messages differ between the generations is raw
+/// (ByteBuffer, decoded with the configured generation's types); RelayStream
+/// is typed on the callback API; Health, identical in both, stays sync.
+using MixedService = v1::OpenShell::WithRawCallbackMethod_ListSandboxes<
+    v1::OpenShell::WithRawCallbackMethod_GetSandbox<
+        v1::OpenShell::WithRawCallbackMethod_CreateSshSession<
+            v1::OpenShell::WithRawCallbackMethod_RevokeSshSession<
+                v1::OpenShell::WithRawCallbackMethod_ForwardTcp<
+                    v1::OpenShell::WithRawCallbackMethod_ConnectSupervisor<
+                        v1::OpenShell::WithCallbackMethod_RelayStream<v1::OpenShell::Service>>>>>>>;
 
-class GatewayService final : public MixedService, public ForwardHub {
+/// ListSandboxes page sizes (protocol §1.3, protocol-0.1 §3).
+constexpr int kDefaultPageSize = 100;
+constexpr int kMaxPageSize = 1000;
+
+google::protobuf::Timestamp TimestampFromMs(int64_t ms) {
+  google::protobuf::Timestamp ts;
+  ts.set_seconds(ms / 1000);
+  ts.set_nanos(static_cast<int32_t>((ms % 1000) * 1000000));
+  return ts;
+}
+
+std::string HexEncode(std::string_view bytes) {
+  static constexpr char kDigits[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(bytes.size() * 2);
+  for (const unsigned char c : bytes) {
+    out.push_back(kDigits[c >> 4]);
+    out.push_back(kDigits[c & 15]);
+  }
+  return out;
+}
+
+bool HexDecode(std::string_view hex, std::string* out) {
+  if (hex.size() % 2 != 0) return false;
+  auto nibble = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    return -1;
+  };
+  for (size_t i = 0; i < hex.size(); i += 2) {
+    const int hi = nibble(hex[i]), lo = nibble(hex[i + 1]);
+    if (hi < 0 || lo < 0) return false;
+    out->push_back(static_cast<char>(hi * 16 + lo));
+  }
+  return true;
+}
+
+/// The request fingerprint inside a 0.1 page token: every parameter but
+/// page_size and page_token (protocol-0.1 §3 ListSandboxes "Paging").
+std::string ListFingerprint(const g01::ListSandboxesRequest& req, const std::string& workspace) {
+  uint64_t h = 1469598103934665603ull;  // FNV-1a 64
+  for (const unsigned char c : "ListSandboxes\n" + req.label_selector() + "\n" + workspace) {
+    h ^= c;
+    h *= 1099511628211ull;
+  }
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(h));
+  return buf;
+}
+
+/// Opaque 0.1 page token "v1.<fingerprint>.<hex cursor>": the cursor is
+/// the last name returned (a store position, not an offset).
+std::string EncodePageToken(const std::string& fingerprint, const std::string& cursor) {
+  return "v1." + fingerprint + "." + HexEncode(cursor);
+}
+
+/// One declared sandbox and what the gateway adds to it.
+struct SandboxEntry {
+  SandboxDecl decl;
+  int64_t created_ms = 0;  // when this gateway first declared it
+};
+
+class GatewayService final : public MixedService, public ForwardHub, public SessionHub {
  public:
   GatewayService(const GatewayConfig& config, std::string advertised_host)
       : config_(config),
         advertised_host_(std::move(advertised_host)),
-        tls_(!config.tls_cert_file.empty()) {
-    for (const auto& sb : config_.sandboxes) {
-      by_id_.emplace(sb.id, sb);
-      id_by_name_.emplace(sb.name, sb.id);
-    }
-    sandboxes_ = config_.sandboxes;
+        tls_(!config.tls_cert_file.empty()),
+        limiter_(config.rate_limit) {
+    SetSandboxesLocked(config_.sandboxes);
   }
 
   /// Replaces the declared sandboxes (SIGHUP reload). A sandbox that is no
@@ -164,13 +255,7 @@ class GatewayService final : public MixedService, public ForwardHub {
     std::vector<std::shared_ptr<ControlSession>> dropped;
     {
       std::lock_guard lock(mu_);
-      by_id_.clear();
-      id_by_name_.clear();
-      for (const auto& sb : sandboxes) {
-        by_id_.emplace(sb.id, sb);
-        id_by_name_.emplace(sb.name, sb.id);
-      }
-      sandboxes_ = sandboxes;
+      SetSandboxesLocked(sandboxes);
       for (auto& [id, sess] : sessions_)
         if (!by_id_.count(id)) dropped.push_back(sess);
     }
@@ -202,13 +287,254 @@ class GatewayService final : public MixedService, public ForwardHub {
     for (auto& s : sessions) s->Cancel();
   }
 
+  // ---- shared by ForwardHub and SessionHub ----
+
+  Protocol protocol() const override { return config_.protocol; }
+
   // ---- ForwardHub (see forward_call.h) ----
 
-  /// Authorize() - the client-method check of the theory of operation:
-  /// TLS connection when the gateway serves TLS, then the bearer token.
-  /// Return: OK, or the UNAUTHENTICATED status to end the call with.
+  /// AdmitClientCall() - the client-method checks of the theory of
+  /// operation: the global rate limit, then the TLS listener and the bearer
+  /// token. Return: OK, or the status to end the call with.
   /// Thread: any handler thread or reaction.
-  Status Authorize(const grpc::ServerContextBase& ctx) const override {
+  Status AdmitClientCall(const grpc::ServerContextBase& ctx) override {
+    if (!limiter_.TryAcquire()) {
+      return Status(StatusCode::RESOURCE_EXHAUSTED, "gRPC rate limit exceeded");
+    }
+    return Authorize(ctx);
+  }
+
+  Status Admit(const ForwardInit& init, const std::string& token, std::string* sandbox_id) override {
+    std::lock_guard lock(mu_);
+    const SandboxEntry* sb = config_.protocol == Protocol::kV0_0
+                                 ? FindByIdLocked(init.sandbox)
+                                 : FindByNameLocked(init.workspace, init.sandbox);
+    if (sb == nullptr) return Status(StatusCode::NOT_FOUND, "sandbox not found");
+    if (!PassesReadinessGateLocked(*sb)) {
+      return Status(StatusCode::FAILED_PRECONDITION, "sandbox is not ready");
+    }
+    if (Status st = CheckTokenLocked(token, sb->decl.id); !st.ok()) return st;
+    if (Status st = AcquireSlotsLocked(token, sb->decl.id); !st.ok()) return st;
+    *sandbox_id = sb->decl.id;
+    return Status::OK;
+  }
+
+  void ReleaseSlots(const std::string& sandbox_id, const std::string& token) override {
+    std::lock_guard lock(mu_);
+    if (--streams_per_token_[token] == 0) streams_per_token_.erase(token);
+    if (--streams_per_sandbox_[sandbox_id] == 0) streams_per_sandbox_.erase(sandbox_id);
+  }
+
+  Registration RegisterRelay(const std::shared_ptr<ForwardCall>& call,
+                             const std::string& sandbox_id,
+                             std::shared_ptr<ControlSession>* session) override {
+    std::lock_guard lock(mu_);
+    if (shutting_down_) return Registration::kShuttingDown;
+    const auto it = sessions_.find(sandbox_id);
+    if (it == sessions_.end()) {
+      session_waiters_[sandbox_id][call->channel_id()] = call;
+      return Registration::kWaiting;
+    }
+    EraseWaiterLocked(call->channel_id(), sandbox_id);
+    const auto pending = pending_per_sandbox_.find(sandbox_id);
+    if ((pending != pending_per_sandbox_.end() &&
+         pending->second >= config_.max_pending_relays_per_sandbox) ||
+        pending_total_ >= config_.max_pending_relays) {
+      return Registration::kCapacity;
+    }
+    relays_[call->channel_id()] = RelayEntry{call, it->second, sandbox_id, false};
+    ++pending_per_sandbox_[sandbox_id];
+    ++pending_total_;
+    *session = it->second;
+    return Registration::kRegistered;
+  }
+
+  void MarkClaimed(const std::string& channel_id) override {
+    std::lock_guard lock(mu_);
+    const auto it = relays_.find(channel_id);
+    if (it == relays_.end() || it->second.claimed) return;
+    it->second.claimed = true;
+    ReleasePendingLocked(it->second.sandbox_id);
+  }
+
+  void Forget(const std::string& channel_id, const std::string& sandbox_id) override {
+    std::lock_guard lock(mu_);
+    if (const auto it = relays_.find(channel_id); it != relays_.end()) {
+      if (!it->second.claimed) ReleasePendingLocked(it->second.sandbox_id);
+      relays_.erase(it);
+    }
+    EraseWaiterLocked(channel_id, sandbox_id);
+  }
+
+  std::shared_ptr<ForwardCall> FindRelay(const std::string& channel_id) const override {
+    std::lock_guard lock(mu_);
+    const auto it = relays_.find(channel_id);
+    return it == relays_.end() ? nullptr : it->second.call;
+  }
+
+  std::chrono::milliseconds supervisor_wait() const override { return config_.supervisor_wait; }
+  std::chrono::milliseconds relay_claim_timeout() const override {
+    return config_.relay_claim_timeout;
+  }
+
+  // ---- SessionHub (see control_session.h) ----
+
+  std::chrono::seconds heartbeat_interval() const override { return config_.heartbeat_interval; }
+
+  Status CheckHello(const SupervisorEvent& hello) override {
+    std::lock_guard lock(mu_);
+    if (by_id_.count(hello.sandbox_id) == 0) return Status(StatusCode::NOT_FOUND, "sandbox not found");
+    if (shutting_down_) return Status(StatusCode::UNAVAILABLE, "gateway is shutting down");
+    return Status::OK;
+  }
+
+  void RegisterSession(const std::shared_ptr<ControlSession>& session,
+                       const SupervisorEvent& hello) override {
+    std::shared_ptr<ControlSession> superseded;
+    std::map<std::string, std::shared_ptr<ForwardCall>> waiters;
+    bool late = false;  // shutdown began after CheckHello(): not registered, cancelled
+    {
+      std::lock_guard lock(mu_);
+      late = shutting_down_ || by_id_.count(hello.sandbox_id) == 0;
+      if (!late) {
+        superseded = std::exchange(sessions_[hello.sandbox_id], session);
+        if (auto node = session_waiters_.extract(hello.sandbox_id)) waiters = std::move(node.mapped());
+      }
+    }
+    if (late) session->Cancel();
+    if (superseded) {
+      Log()->info("supervisor session {} supersedes {}", session->session_id(),
+                  superseded->session_id());
+      superseded->Cancel();
+    }
+    for (auto& [channel, call] : waiters) call->OnSessionAvailable();
+  }
+
+  void OnRelayOpenResult(const std::shared_ptr<ControlSession>& session,
+                         const v1::RelayOpenResult& result) override {
+    std::shared_ptr<ForwardCall> call;
+    {
+      std::lock_guard lock(mu_);
+      const auto it = relays_.find(result.channel_id());
+      if (it == relays_.end()) {
+        Log()->debug("RelayOpenResult for unknown or expired channel {}", result.channel_id());
+        return;
+      }
+      if (it->second.session != session) {
+        Log()->warn("RelayOpenResult for channel {} from the wrong session", result.channel_id());
+        return;
+      }
+      call = it->second.call;
+    }
+    call->OnRelayOpenResult(result);
+  }
+
+  void OnSessionEnded(const std::shared_ptr<ControlSession>& session) override {
+    std::vector<std::shared_ptr<ForwardCall>> waiting;
+    {
+      std::lock_guard lock(mu_);
+      const auto it = sessions_.find(session->sandbox_id());
+      if (it != sessions_.end() && it->second == session) sessions_.erase(it);
+      for (auto& [channel, entry] : relays_) {
+        if (entry.session == session) waiting.push_back(entry.call);
+      }
+    }
+    for (auto& call : waiting) call->OnSessionLost();  // only those still awaiting a result
+  }
+
+  // ---- Health (protocol §1.5; identical in both generations): sync ----
+
+  Status Health(ServerContext*, const v1::HealthRequest*, v1::HealthResponse* resp) override {
+    resp->set_status(v1::SERVICE_STATUS_HEALTHY);
+    resp->set_version(config_.version.empty() ? DefaultHealthVersion(config_.protocol)
+                                               : config_.version);
+    return Status::OK;
+  }
+
+  // ---- generation-dependent unary RPCs: raw callback handlers ----
+
+  grpc::ServerUnaryReactor* ListSandboxes(grpc::CallbackServerContext* ctx,
+                                          const grpc::ByteBuffer* req,
+                                          grpc::ByteBuffer* resp) override {
+    return config_.protocol == Protocol::kV0_0 ? Unary(ctx, req, resp, &GatewayService::ListV00)
+                                               : Unary(ctx, req, resp, &GatewayService::ListV01);
+  }
+
+  grpc::ServerUnaryReactor* GetSandbox(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* req,
+                                       grpc::ByteBuffer* resp) override {
+    return config_.protocol == Protocol::kV0_0 ? Unary(ctx, req, resp, &GatewayService::GetV00)
+                                               : Unary(ctx, req, resp, &GatewayService::GetV01);
+  }
+
+  grpc::ServerUnaryReactor* CreateSshSession(grpc::CallbackServerContext* ctx,
+                                             const grpc::ByteBuffer* req,
+                                             grpc::ByteBuffer* resp) override {
+    return config_.protocol == Protocol::kV0_0
+               ? Unary(ctx, req, resp, &GatewayService::CreateSessionV00)
+               : Unary(ctx, req, resp, &GatewayService::CreateSessionV01);
+  }
+
+  grpc::ServerUnaryReactor* RevokeSshSession(grpc::CallbackServerContext* ctx,
+                                             const grpc::ByteBuffer* req,
+                                             grpc::ByteBuffer* resp) override {
+    return config_.protocol == Protocol::kV0_0
+               ? Unary(ctx, req, resp, &GatewayService::RevokeSessionV00)
+               : Unary(ctx, req, resp, &GatewayService::RevokeSessionV01);
+  }
+
+  // ---- streams: ForwardTcp (protocol §2), RelayStream (§3.3) and
+  //      ConnectSupervisor (§3.1), all on the callback API ----
+
+  grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* ForwardTcp(
+      grpc::CallbackServerContext* ctx) override {
+    return NewForwardTcpReactor(*this, ctx);
+  }
+
+  RelayStreamReactor* RelayStream(grpc::CallbackServerContext* ctx) override {
+    return NewRelayStreamReactor(*this, ctx);
+  }
+
+  grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* ConnectSupervisor(
+      grpc::CallbackServerContext* ctx) override {
+    return NewControlSessionReactor(*this, ctx);
+  }
+
+ private:
+  /// A call registered for its relay, the session relay_open went to, and
+  /// whether its RelayStream claimed it (else it counts as pending, §2.8).
+  struct RelayEntry {
+    std::shared_ptr<ForwardCall> call;
+    std::shared_ptr<ControlSession> session;
+    std::string sandbox_id;
+    bool claimed = false;
+  };
+
+  /// Runs @handler on the decoded request of a unary call after the
+  /// client-call checks, and encodes its response. A request that does not
+  /// parse with this generation's type fails INTERNAL, as tonic's decoder
+  /// does (protocol-0.1 §2). Thread: a gRPC callback thread; never blocks.
+  template <class Req, class Resp>
+  grpc::ServerUnaryReactor* Unary(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                                  grpc::ByteBuffer* out,
+                                  Status (GatewayService::*handler)(const Req&, Resp*)) {
+    grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+    Status st = AdmitClientCall(*ctx);
+    if (st.ok()) {
+      Req req;
+      Resp resp;
+      if (!ParseFromBuffer(*in, &req)) {
+        st = Status(StatusCode::INTERNAL, "failed to decode Protobuf message");
+      } else if (st = (this->*handler)(req, &resp); st.ok()) {
+        *out = SerializeToBuffer(resp);
+      }
+    }
+    reactor->Finish(st);
+    return reactor;
+  }
+
+  /// Authorize() - TLS connection when the gateway serves TLS, then the
+  /// bearer token. Return: OK, or the UNAUTHENTICATED status.
+  Status Authorize(const grpc::ServerContextBase& ctx) const {
     if (tls_ && !IsTlsCall(ctx)) {
       return Status(StatusCode::UNAUTHENTICATED,
                     "client calls must use the gateway's TLS listener");
@@ -232,245 +558,260 @@ class GatewayService final : public MixedService, public ForwardHub {
     return Status::OK;
   }
 
-  Status Admit(const std::string& sandbox_id, const std::string& token) override {
-    std::lock_guard lock(mu_);
-    if (by_id_.count(sandbox_id) == 0) return Status(StatusCode::NOT_FOUND, "sandbox not found");
-    if (sessions_.count(sandbox_id) == 0) {
-      return Status(StatusCode::FAILED_PRECONDITION, "sandbox is not ready");
+  // ---- 0.0 generation (protocol §1.3, §1.4): UUID addressing, offsets ----
+
+  Status ListV00(const v1::ListSandboxesRequest& req, v1::ListSandboxesResponse* resp) {
+    if (req.all_workspaces() && !req.workspace().empty()) {
+      return Status(StatusCode::INVALID_ARGUMENT, "workspace and all_workspaces are mutually exclusive");
     }
-    if (Status st = CheckTokenLocked(token, sandbox_id); !st.ok()) return st;
-    return AcquireSlotsLocked(token, sandbox_id);
-  }
-
-  void ReleaseSlots(const std::string& sandbox_id, const std::string& token) override {
-    std::lock_guard lock(mu_);
-    if (--streams_per_token_[token] == 0) streams_per_token_.erase(token);
-    if (--streams_per_sandbox_[sandbox_id] == 0) streams_per_sandbox_.erase(sandbox_id);
-  }
-
-  Registration RegisterRelay(const std::shared_ptr<ForwardCall>& call,
-                             const std::string& sandbox_id,
-                             std::shared_ptr<ControlSession>* session) override {
-    std::lock_guard lock(mu_);
-    if (shutting_down_) return Registration::kShuttingDown;
-    const auto it = sessions_.find(sandbox_id);
-    if (it == sessions_.end()) {
-      session_waiters_[sandbox_id][call->channel_id()] = call;
-      return Registration::kWaiting;
+    if (req.all_workspaces()) {
+      return Status(StatusCode::PERMISSION_DENIED,
+                    "platform admin role required for cross-workspace operations");
     }
-    EraseWaiterLocked(call->channel_id(), sandbox_id);
-    relays_[call->channel_id()] = RelayEntry{call, it->second};
-    *session = it->second;
-    return Registration::kRegistered;
-  }
-
-  void Forget(const std::string& channel_id, const std::string& sandbox_id) override {
+    const std::string workspace = req.workspace().empty() ? kDefaultWorkspace : req.workspace();
+    const uint32_t limit = req.limit() == 0 ? kDefaultPageSize
+                                            : std::min<uint32_t>(req.limit(), kMaxPageSize);
     std::lock_guard lock(mu_);
-    relays_.erase(channel_id);
-    EraseWaiterLocked(channel_id, sandbox_id);
-  }
-
-  std::shared_ptr<ForwardCall> FindRelay(const std::string& channel_id) const override {
-    std::lock_guard lock(mu_);
-    const auto it = relays_.find(channel_id);
-    return it == relays_.end() ? nullptr : it->second.call;
-  }
-
-  std::chrono::milliseconds supervisor_wait() const override { return config_.supervisor_wait; }
-  std::chrono::milliseconds relay_claim_timeout() const override {
-    return config_.relay_claim_timeout;
-  }
-
-  // ---- unary RPCs ----
-
-  Status Health(ServerContext*, const v1::HealthRequest*, v1::HealthResponse* resp) override {
-    resp->set_status(v1::SERVICE_STATUS_HEALTHY);
-    resp->set_version(config_.version);
+    uint32_t index = 0;
+    for (const auto& id : order_) {
+      const SandboxEntry& sb = by_id_.at(id);
+      if (sb.decl.workspace != workspace) continue;
+      if (index++ < req.offset()) continue;
+      if (static_cast<uint32_t>(resp->sandboxes_size()) >= limit) break;
+      FillSandboxLocked(sb, resp->add_sandboxes());
+    }
     return Status::OK;
   }
 
-  Status ListSandboxes(ServerContext* ctx, const v1::ListSandboxesRequest*,
-                       v1::ListSandboxesResponse* resp) override {
-    if (Status st = Authorize(*ctx); !st.ok()) return st;
+  Status GetV00(const v1::GetSandboxRequest& req, v1::SandboxResponse* resp) {
     std::lock_guard lock(mu_);
-    for (const auto& sb : sandboxes_) FillSandboxLocked(sb, resp->add_sandboxes());
+    const std::string workspace = req.workspace().empty() ? kDefaultWorkspace : req.workspace();
+    const SandboxEntry* sb = FindByNameLocked(workspace, req.name());
+    if (sb == nullptr) return Status(StatusCode::NOT_FOUND, "sandbox not found");
+    FillSandboxLocked(*sb, resp->mutable_sandbox());
     return Status::OK;
   }
 
-  Status GetSandbox(ServerContext* ctx, const v1::GetSandboxRequest* req,
-                    v1::SandboxResponse* resp) override {
-    if (Status st = Authorize(*ctx); !st.ok()) return st;
-    std::lock_guard lock(mu_);
-    const auto it = id_by_name_.find(req->name());
-    if (it == id_by_name_.end()) return Status(StatusCode::NOT_FOUND, "sandbox not found");
-    FillSandboxLocked(by_id_.at(it->second), resp->mutable_sandbox());
-    return Status::OK;
-  }
-
-  Status CreateSshSession(ServerContext* ctx, const v1::CreateSshSessionRequest* req,
-                          v1::CreateSshSessionResponse* resp) override {
-    if (Status st = Authorize(*ctx); !st.ok()) return st;
-    if (req->sandbox_id().empty()) {
+  Status CreateSessionV00(const v1::CreateSshSessionRequest& req, v1::CreateSshSessionResponse* resp) {
+    if (req.sandbox_id().empty()) {
       return Status(StatusCode::INVALID_ARGUMENT, "sandbox_id is required");
     }
     std::lock_guard lock(mu_);
-    if (by_id_.count(req->sandbox_id()) == 0) {
-      return Status(StatusCode::NOT_FOUND, "sandbox not found");
-    }
-    if (sessions_.count(req->sandbox_id()) == 0) {
+    const SandboxEntry* sb = FindByIdLocked(req.sandbox_id());
+    if (sb == nullptr) return Status(StatusCode::NOT_FOUND, "sandbox not found");
+    if (!PassesReadinessGateLocked(*sb)) {
       return Status(StatusCode::FAILED_PRECONDITION, "sandbox is not ready");
     }
-    TokenRecord record;
-    record.sandbox_id = req->sandbox_id();
-    if (config_.token_ttl.count() > 0) {
-      record.expires_at_ms = NowUnixMs() + config_.token_ttl.count();
-    }
-    const std::string token = NewUuidV4();
-    tokens_.emplace(token, record);
-    if (!config_.record_tokens_file.empty()) {
-      // Test hook (--record-tokens): lets a test grep every log for tokens.
-      std::ofstream(config_.record_tokens_file, std::ios::app) << token << "\n";
-    }
-    resp->set_sandbox_id(req->sandbox_id());
-    resp->set_token(token);
-    resp->set_gateway_host(advertised_host_);
-    resp->set_gateway_port(port_);
-    resp->set_gateway_scheme(tls_ ? "https" : "http");
+    const auto& [token, record] = MintTokenLocked(sb->decl.id);
+    FillSessionCommon(*sb, token, resp);
     resp->set_expires_at_ms(record.expires_at_ms);
-    Log()->debug("ssh session token minted for sandbox {}", req->sandbox_id());
     return Status::OK;
   }
 
-  Status RevokeSshSession(ServerContext* ctx, const v1::RevokeSshSessionRequest* req,
-                          v1::RevokeSshSessionResponse* resp) override {
-    if (Status st = Authorize(*ctx); !st.ok()) return st;
+  Status RevokeSessionV00(const v1::RevokeSshSessionRequest& req, v1::RevokeSshSessionResponse* resp) {
     std::lock_guard lock(mu_);
-    const auto it = tokens_.find(req->token());
+    const auto it = tokens_.find(req.token());
     const bool revoked = it != tokens_.end() && !it->second.revoked;
     if (revoked) it->second.revoked = true;
     resp->set_revoked(revoked);
     return Status::OK;
   }
 
-  // ---- ForwardTcp (protocol §2) and RelayStream (§3.3): callback API ----
+  // ---- 0.1 generation (protocol-0.1 §3): names + workspace selectors ----
 
-  ForwardTcpReactor* ForwardTcp(grpc::CallbackServerContext* ctx) override {
-    return NewForwardTcpReactor(*this, ctx);
+  /// The workspace a 0.1 selector names (protocol-0.1 §3 common rules).
+  /// @all_allowed: ListSandboxes answers all_workspaces itself.
+  static Status SelectWorkspace(bool has_scope, const g01::WorkspaceSelector& scope,
+                                std::string* workspace) {
+    if (!has_scope || scope.selection_case() == g01::WorkspaceSelector::SELECTION_NOT_SET) {
+      return Status(StatusCode::INVALID_ARGUMENT, "workspace_scope is required");
+    }
+    if (scope.has_all_workspaces()) {
+      return Status(StatusCode::INVALID_ARGUMENT, "all_workspaces is not supported by this request");
+    }
+    if (scope.workspace().empty()) {
+      return Status(StatusCode::INVALID_ARGUMENT, "workspace name is required");
+    }
+    *workspace = scope.workspace();
+    return Status::OK;
   }
 
-  RelayStreamReactor* RelayStream(grpc::CallbackServerContext* ctx) override {
-    return NewRelayStreamReactor(*this, ctx);
-  }
-
-  // ---- supervisor control session (protocol §1.6, §3.1): sync API ----
-
-  Status ConnectSupervisor(ServerContext* ctx, SessionStream* stream) override {
-    v1::SupervisorMessage msg;
-    if (!stream->Read(&msg)) {
-      return Status(StatusCode::INVALID_ARGUMENT, "empty ConnectSupervisor stream");
+  Status ListV01(const g01::ListSandboxesRequest& req, g01::ListSandboxesResponse* resp) {
+    if (req.has_workspace_scope() && req.workspace_scope().has_all_workspaces()) {
+      return Status(StatusCode::PERMISSION_DENIED,
+                    "platform admin role required for cross-workspace operations");
     }
-    if (!msg.has_hello()) {
-      return Status(StatusCode::INVALID_ARGUMENT, "first SupervisorMessage must be hello");
+    std::string workspace;
+    if (Status st = SelectWorkspace(req.has_workspace_scope(), req.workspace_scope(), &workspace);
+        !st.ok()) {
+      return st;
     }
-    const std::string sandbox_id = msg.hello().sandbox_id();
-    {
-      std::lock_guard lock(mu_);
-      if (by_id_.count(sandbox_id) == 0) return Status(StatusCode::NOT_FOUND, "sandbox not found");
-      if (shutting_down_) return Status(StatusCode::UNAVAILABLE, "gateway is shutting down");
-    }
-    auto session = std::make_shared<ControlSession>(sandbox_id, NewUuidV4(), ctx, stream,
-                                                    config_.heartbeat_interval);
-
-    // Accept before registering, so relay_open can never overtake
-    // session_accepted on the stream.
-    v1::GatewayMessage accepted;
-    accepted.mutable_session_accepted()->set_session_id(session->session_id());
-    accepted.mutable_session_accepted()->set_heartbeat_interval_secs(
-        static_cast<uint32_t>(config_.heartbeat_interval.count()));
-    if (!session->WriteNow(accepted)) {
-      session->Detach();
-      return Status(StatusCode::CANCELLED, "supervisor stream closed");
-    }
-    session->StartWriter();
-    std::shared_ptr<ControlSession> superseded;
-    std::map<std::string, std::shared_ptr<ForwardCall>> waiters;
-    bool late = false;  // shutdown began after the first check: not registered, ended below
-    {
-      std::lock_guard lock(mu_);
-      late = shutting_down_;
-      if (!late) {
-        auto& slot = sessions_[sandbox_id];
-        superseded = std::exchange(slot, session);
-        if (auto node = session_waiters_.extract(sandbox_id)) waiters = std::move(node.mapped());
+    if (req.page_size() < 0) return Status(StatusCode::INVALID_ARGUMENT, "page_size must not be negative");
+    const int page_size = req.page_size() == 0 ? kDefaultPageSize : std::min(req.page_size(), kMaxPageSize);
+    const std::string fingerprint = ListFingerprint(req, workspace);
+    std::string cursor;
+    if (!req.page_token().empty()) {
+      const std::string& token = req.page_token();
+      const std::string prefix = "v1." + fingerprint + ".";
+      if (token.rfind("v1.", 0) != 0 || token.size() < prefix.size()) {
+        return Status(StatusCode::INVALID_ARGUMENT, "invalid page_token");
+      }
+      if (token.compare(0, prefix.size(), prefix) != 0) {
+        return Status(StatusCode::INVALID_ARGUMENT, "page_token does not match the request");
+      }
+      if (!HexDecode(std::string_view(token).substr(prefix.size()), &cursor) || cursor.empty()) {
+        return Status(StatusCode::INVALID_ARGUMENT, "invalid page_token");
       }
     }
-    if (late) session->Cancel();
-    if (superseded) superseded->Cancel();
-    Log()->info("supervisor session {} connected for sandbox {} (instance {}){}",
-                session->session_id(), sandbox_id, msg.hello().instance_id(),
-                superseded ? ", superseding " + superseded->session_id() : std::string());
-    for (auto& [channel, call] : waiters) call->OnSessionAvailable();
-
-    while (stream->Read(&msg)) {
-      switch (msg.payload_case()) {
-        case v1::SupervisorMessage::kHeartbeat:
-          break;
-        case v1::SupervisorMessage::kRelayOpenResult:
-          OnRelayOpenResult(session, msg.relay_open_result());
-          break;
-        case v1::SupervisorMessage::kRelayClose:
-          Log()->info("supervisor closed relay {}: {}", msg.relay_close().channel_id(),
-                      msg.relay_close().reason());
-          break;
-        case v1::SupervisorMessage::kHello:
-          Log()->warn("session {}: ignoring a second hello", session->session_id());
-          break;
-        case v1::SupervisorMessage::PAYLOAD_NOT_SET:
-          break;
+    std::lock_guard lock(mu_);
+    auto it = cursor.empty() ? by_key_.lower_bound({workspace, std::string()})
+                             : by_key_.upper_bound({workspace, cursor});
+    for (; it != by_key_.end() && it->first.first == workspace; ++it) {
+      if (resp->sandboxes_size() == page_size) {
+        resp->set_next_page_token(EncodePageToken(fingerprint, resp->sandboxes().rbegin()->metadata().name()));
+        break;
       }
+      FillSandboxLocked(by_id_.at(it->second), resp->add_sandboxes());
     }
-
-    // The read side is over: make sure the writer does not stay blocked on a
-    // stream nobody reads any more, then stop it.
-    const bool cancelled = ctx->IsCancelled();
-    ctx->TryCancel();
-    session->Close();
-    std::vector<std::shared_ptr<ForwardCall>> waiting;
-    {
-      std::lock_guard lock(mu_);
-      const auto it = sessions_.find(sandbox_id);
-      if (it != sessions_.end() && it->second == session) sessions_.erase(it);
-      for (auto& [channel, entry] : relays_) {
-        if (entry.session == session) waiting.push_back(entry.call);
-      }
-    }
-    for (auto& call : waiting) call->OnSessionLost();  // only those still awaiting a result
-    session->Detach();
-    Log()->info("supervisor session {} for sandbox {} ended ({})", session->session_id(),
-                sandbox_id, cancelled ? "cancelled or broken" : "supervisor closed it");
-    return Status::CANCELLED;
+    return Status::OK;
   }
 
- private:
-  /// A call registered for its relay, and the session relay_open went to.
-  struct RelayEntry {
-    std::shared_ptr<ForwardCall> call;
-    std::shared_ptr<ControlSession> session;
-  };
-
-  void EraseWaiterLocked(const std::string& channel_id, const std::string& sandbox_id) {
-    const auto it = session_waiters_.find(sandbox_id);
-    if (it == session_waiters_.end()) return;
-    it->second.erase(channel_id);
-    if (it->second.empty()) session_waiters_.erase(it);
+  Status GetV01(const g01::GetSandboxRequest& req, g01::SandboxResponse* resp) {
+    std::string workspace;
+    if (Status st = SelectWorkspace(req.has_workspace_scope(), req.workspace_scope(), &workspace);
+        !st.ok()) {
+      return st;
+    }
+    if (req.name().empty()) return Status(StatusCode::INVALID_ARGUMENT, "sandbox is required");
+    std::lock_guard lock(mu_);
+    const SandboxEntry* sb = FindByNameLocked(workspace, req.name());
+    if (sb == nullptr) return Status(StatusCode::NOT_FOUND, "sandbox not found");
+    FillSandboxLocked(*sb, resp->mutable_sandbox());
+    return Status::OK;
   }
 
-  void FillSandboxLocked(const SandboxDecl& sb, v1::Sandbox* out) const {
-    out->mutable_metadata()->set_id(sb.id);
-    out->mutable_metadata()->set_name(sb.name);
-    out->mutable_status()->set_sandbox_name(sb.name);
-    out->mutable_status()->set_phase(sessions_.count(sb.id) > 0 ? v1::SANDBOX_PHASE_READY
-                                                                  : v1::SANDBOX_PHASE_PROVISIONING);
+  Status CreateSessionV01(const g01::CreateSshSessionRequest& req, g01::CreateSshSessionResponse* resp) {
+    std::string workspace;
+    if (Status st = SelectWorkspace(req.has_workspace_scope(), req.workspace_scope(), &workspace);
+        !st.ok()) {
+      return st;
+    }
+    if (req.sandbox().empty()) return Status(StatusCode::INVALID_ARGUMENT, "sandbox is required");
+    std::lock_guard lock(mu_);
+    const SandboxEntry* sb = FindByNameLocked(workspace, req.sandbox());
+    if (sb == nullptr) return Status(StatusCode::NOT_FOUND, "sandbox not found");
+    if (!PassesReadinessGateLocked(*sb)) {
+      return Status(StatusCode::FAILED_PRECONDITION, "sandbox is not ready");
+    }
+    const auto& [token, record] = MintTokenLocked(sb->decl.id);
+    FillSessionCommon(*sb, token, resp);
+    if (record.expires_at_ms != 0) *resp->mutable_expiration_time() = TimestampFromMs(record.expires_at_ms);
+    return Status::OK;
+  }
+
+  Status RevokeSessionV01(const g01::RevokeSshSessionRequest& req, g01::RevokeSshSessionResponse* resp) {
+    if (req.token().empty()) return Status(StatusCode::INVALID_ARGUMENT, "token is required");
+    std::lock_guard lock(mu_);
+    const auto it = tokens_.find(req.token());
+    if (it == tokens_.end()) {
+      if (!req.allow_missing()) return Status(StatusCode::NOT_FOUND, "SSH session not found");
+      resp->set_outcome(g01::DELETION_OUTCOME_ALREADY_ABSENT);
+      return Status::OK;
+    }
+    it->second.revoked = true;  // revoking a revoked token completes too
+    resp->set_outcome(g01::DELETION_OUTCOME_COMPLETED);
+    return Status::OK;
+  }
+
+  // ---- sandboxes (mu_ held) ----
+
+  void SetSandboxesLocked(const std::vector<SandboxDecl>& sandboxes) {
+    std::map<std::string, SandboxEntry> fresh;
+    const int64_t now = NowUnixMs();
+    order_.clear();
+    by_key_.clear();
+    for (const auto& decl : sandboxes) {
+      const auto old = by_id_.find(decl.id);
+      fresh[decl.id] = SandboxEntry{decl, old != by_id_.end() ? old->second.created_ms : now};
+      by_key_[{decl.workspace, decl.name}] = decl.id;
+      order_.push_back(decl.id);
+    }
+    by_id_ = std::move(fresh);
+  }
+
+  const SandboxEntry* FindByIdLocked(const std::string& id) const {
+    const auto it = by_id_.find(id);
+    return it == by_id_.end() ? nullptr : &it->second;
+  }
+
+  const SandboxEntry* FindByNameLocked(const std::string& workspace, const std::string& name) const {
+    const auto it = by_key_.find({workspace, name});
+    return it == by_key_.end() ? nullptr : &by_id_.at(it->second);
+  }
+
+  /// The SandboxPhase value reported for @sb: a declared phase, else READY
+  /// while a supervisor session is registered and PROVISIONING otherwise
+  /// (protocol §1.3 "What Ready means").
+  int PhaseLocked(const SandboxEntry& sb) const {
+    if (sb.decl.phase != 0) return sb.decl.phase;
+    return sessions_.count(sb.decl.id) > 0 ? v1::SANDBOX_PHASE_READY : v1::SANDBOX_PHASE_PROVISIONING;
+  }
+
+  /// The readiness gate of CreateSshSession and ForwardTcp: 0.0 READY only
+  /// (protocol §1.4, §2.1 step 5); 0.1 READY, or COMPLETED/ERROR with a live
+  /// supervisor session (protocol-0.1 §3, §4).
+  bool PassesReadinessGateLocked(const SandboxEntry& sb) const {
+    const int phase = PhaseLocked(sb);
+    if (phase == v1::SANDBOX_PHASE_READY) return true;
+    if (config_.protocol == Protocol::kV0_0) return false;
+    return (phase == g01::SANDBOX_PHASE_COMPLETED || phase == g01::SANDBOX_PHASE_ERROR) &&
+           sessions_.count(sb.decl.id) > 0;
+  }
+
+  void FillSandboxLocked(const SandboxEntry& sb, v1::Sandbox* out) const {
+    out->mutable_metadata()->set_id(sb.decl.id);
+    out->mutable_metadata()->set_name(sb.decl.name);
+    out->mutable_metadata()->set_workspace(sb.decl.workspace);
+    out->mutable_metadata()->set_created_at_ms(sb.created_ms);
+    out->mutable_status()->set_sandbox_name(sb.decl.name);
+    out->mutable_status()->set_phase(static_cast<v1::SandboxPhase>(PhaseLocked(sb)));
+  }
+
+  void FillSandboxLocked(const SandboxEntry& sb, g01::Sandbox* out) const {
+    out->mutable_metadata()->set_id(sb.decl.id);
+    out->mutable_metadata()->set_name(sb.decl.name);
+    out->mutable_metadata()->set_workspace(sb.decl.workspace);
+    *out->mutable_metadata()->mutable_created_time() = TimestampFromMs(sb.created_ms);
+    out->mutable_status()->set_phase(static_cast<g01::SandboxPhase>(PhaseLocked(sb)));
+    out->set_host_key_fingerprint(sb.decl.host_key_fingerprint);
+  }
+
+  // ---- SSH-session tokens (mu_ held) ----
+
+  /// Mints a token for sandbox @sandbox_id (protocol §1.4: a UUIDv4, TTL
+  /// token_ttl, 0 = no expiry). Return: the token and its record.
+  std::pair<const std::string, TokenRecord>& MintTokenLocked(const std::string& sandbox_id) {
+    TokenRecord record;
+    record.sandbox_id = sandbox_id;
+    if (config_.token_ttl.count() > 0) record.expires_at_ms = NowUnixMs() + config_.token_ttl.count();
+    auto [it, inserted] = tokens_.emplace(NewUuidV4(), record);
+    if (!config_.record_tokens_file.empty()) {
+      // Test hook (--record-tokens): lets a test grep every log for tokens.
+      std::ofstream(config_.record_tokens_file, std::ios::app) << it->first << "\n";
+    }
+    Log()->debug("ssh session token minted for sandbox {}", sandbox_id);
+    return *it;
+  }
+
+  /// The CreateSshSessionResponse fields both generations share (1-5, 7).
+  template <class Resp>
+  void FillSessionCommon(const SandboxEntry& sb, const std::string& token, Resp* resp) const {
+    resp->set_sandbox_id(sb.decl.id);
+    resp->set_token(token);
+    resp->set_gateway_host(advertised_host_);
+    resp->set_gateway_port(port_);
+    resp->set_gateway_scheme(tls_ ? "https" : "http");
+    resp->set_host_key_fingerprint(sb.decl.host_key_fingerprint);
   }
 
   /// Token rules of protocol §2.1 step 6 / §1.4 (token already trimmed).
@@ -508,46 +849,39 @@ class GatewayService final : public MixedService, public ForwardHub {
     return Status::OK;
   }
 
-  /// Hands a RelayOpenResult from @session to the call it belongs to.
-  /// Thread: the session's handler thread.
-  void OnRelayOpenResult(const std::shared_ptr<ControlSession>& session,
-                         const v1::RelayOpenResult& result) {
-    std::shared_ptr<ForwardCall> call;
-    {
-      std::lock_guard lock(mu_);
-      const auto it = relays_.find(result.channel_id());
-      if (it == relays_.end()) {
-        Log()->debug("RelayOpenResult for unknown or expired channel {}", result.channel_id());
-        return;
-      }
-      if (it->second.session != session) {
-        Log()->warn("RelayOpenResult for channel {} from the wrong session", result.channel_id());
-        return;
-      }
-      call = it->second.call;
-    }
-    call->OnRelayOpenResult(result);
+  void ReleasePendingLocked(const std::string& sandbox_id) {
+    if (--pending_per_sandbox_[sandbox_id] <= 0) pending_per_sandbox_.erase(sandbox_id);
+    --pending_total_;
+  }
+
+  void EraseWaiterLocked(const std::string& channel_id, const std::string& sandbox_id) {
+    const auto it = session_waiters_.find(sandbox_id);
+    if (it == session_waiters_.end()) return;
+    it->second.erase(channel_id);
+    if (it->second.empty()) session_waiters_.erase(it);
   }
 
   const GatewayConfig config_;
   const std::string advertised_host_;
   const bool tls_;  // `listen` serves TLS
   std::atomic<uint16_t> port_{0};
+  RateLimiter limiter_;
 
   mutable std::mutex mu_;
-  std::map<std::string, SandboxDecl> by_id_;        // guarded by mu_ (SetSandboxes)
-  std::map<std::string, std::string> id_by_name_;   // guarded by mu_
-  std::vector<SandboxDecl> sandboxes_;              // guarded by mu_; ListSandboxes order
-  bool shutting_down_ = false;                                          // guarded by mu_
-  std::map<std::string, std::shared_ptr<ControlSession>> sessions_;    // by sandbox id; mu_
+  std::map<std::string, SandboxEntry> by_id_;                         // mu_ (SetSandboxes)
+  std::map<std::pair<std::string, std::string>, std::string> by_key_;  // (workspace, name) -> id; mu_
+  std::vector<std::string> order_;                                    // ids, declaration order; mu_
+  bool shutting_down_ = false;                                        // mu_
+  std::map<std::string, std::shared_ptr<ControlSession>> sessions_;  // by sandbox id; mu_
   // Calls waiting for a session: sandbox id -> channel id -> call; mu_.
   std::map<std::string, std::map<std::string, std::shared_ptr<ForwardCall>>> session_waiters_;
-  std::map<std::string, RelayEntry> relays_;                           // by channel id; mu_
-  std::map<std::string, TokenRecord> tokens_;                          // mu_
-  std::map<std::string, int> streams_per_token_;                       // mu_
-  std::map<std::string, int> streams_per_sandbox_;                     // mu_
+  std::map<std::string, RelayEntry> relays_;                         // by channel id; mu_
+  std::map<std::string, int> pending_per_sandbox_;                   // unclaimed relays; mu_
+  int pending_total_ = 0;                                            // mu_
+  std::map<std::string, TokenRecord> tokens_;                        // mu_
+  std::map<std::string, int> streams_per_token_;                     // mu_
+  std::map<std::string, int> streams_per_sandbox_;                   // mu_
 };
-
 }  // namespace
 
 class MiniGateway::Impl {

@@ -13,10 +13,12 @@
 namespace osh::peers {
 
 /// A running (or startable) mini-gateway gRPC server (h2c, or TLS with
-/// optional mTLS and a bearer token). ForwardTcp and RelayStream run on the
-/// gRPC callback API (no thread per stream), the other RPCs on the sync API.
-/// See mini_gateway.cc and forward_call.cc for the theory of operation and
-/// peers/README.md for the two deliberate differences from upstream.
+/// optional mTLS and a bearer token) speaking one wire generation
+/// (GatewayConfig::protocol). Every RPC but Health runs on the gRPC callback
+/// API (no thread per call or stream). By default it behaves like upstream;
+/// the extensions of peers/common/tunnel_ext.h only when a call asks. See
+/// mini_gateway.cc and forward_call.cc for the theory of operation and
+/// peers/README.md for the generations and the extensions.
 ///
 /// Lifecycle: construct, Start(), ... , Shutdown() (the destructor shuts down
 /// too). Not copyable or movable. All public methods are thread-safe.

@@ -23,6 +23,11 @@ int main(int argc, char** argv) {
   app.add_option("--ssh-target", config.ssh_target,
                  "HOST:PORT dialled for SSH-target relays (a real sshd)")
       ->capture_default_str();
+  std::string protocol_text = osh::peers::ProtocolName(config.protocol);
+  app.add_option("--protocol", protocol_text,
+                 "wire generation of the ConnectSupervisor session: 0.0 or 0.1")
+      ->check(CLI::IsMember({"0.0", "0.1"}))
+      ->capture_default_str();
   app.add_option("--instance-id", config.instance_id, "instance id sent in the hello (default: random UUID)");
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error, critical or off")
       ->capture_default_str();
@@ -32,6 +37,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "openshell-mini-supervisor: unknown --log-level '%s'\n", log_level.c_str());
     return 2;
   }
+  config.protocol = *osh::peers::ParseProtocol(protocol_text);
   try {
     osh::peers::MiniSupervisor supervisor(config);
     supervisor.Start();

@@ -13,8 +13,15 @@
 // Threads: the session thread, one writer thread per accepted session, the
 // relays' event-loop thread, and gRPC's own threads (the callback reactions).
 //
+// Wire generation (protocol-0.1 §4). The generated stub is typed with the
+// 0.0 messages, so ConnectSupervisor is opened raw (ByteBuffer) and every
+// message is encoded and decoded with the configured generation's types:
+// 0.0 hello{sandbox_id, instance_id} and heartbeat_interval_secs; 0.1 adds
+// hello.connection_epoch (1, then +1 per reconnect) and reads the
+// heartbeat_interval Duration. RelayStream is identical in both, typed.
+//
 // Session thread (RunSessions). Loop until Stop():
-//   connect ConnectSupervisor -> write hello{sandbox_id, instance_id} -> read
+//   connect ConnectSupervisor -> write hello -> read
 //   the first GatewayMessage, which must be session_accepted (a
 //   session_rejected or anything else ends the attempt) -> log
 //   "mini-supervisor: session accepted (sandbox ID)" -> start the session's
@@ -25,8 +32,7 @@
 //   reconnect.
 //
 // Writer thread (Session::WriterLoop). The only writer of the control stream
-// after the hello: SupervisorHeartbeat every max(heartbeat_interval_secs, 5)
-// s, and the queued relay_open_results in the order they were queued (a
+// after the hello: SupervisorHeartbeat every max(heartbeat interval, 5) s, and the queued relay_open_results in the order they were queued (a
 // due heartbeat goes first). Queueing never blocks, so the event loop never
 // waits for the control stream. Each result may carry a callback that learns
 // whether it was written; a relay opens its RelayStream only after its
@@ -77,7 +83,9 @@
 #include <thread>
 
 #include "openshell.grpc.pb.h"
+#include "openshell_0_1.pb.h"
 #include "peers/common/address.h"
+#include "peers/common/message_buffer.h"
 #include "peers/common/log.h"
 #include "peers/common/uuid.h"
 #include "peers/supervisor/relay_bridge.h"
@@ -87,10 +95,118 @@ namespace osh::peers {
 namespace {
 
 namespace v1 = openshell::v1;
-using SessionClientStream = grpc::ClientReaderWriter<v1::SupervisorMessage, v1::GatewayMessage>;
+namespace g01 = openshell::v1::g01;
+using SessionClientStream = grpc::ClientReaderWriter<grpc::ByteBuffer, grpc::ByteBuffer>;
 
 /// Upstream's floor for the heartbeat period (protocol §3.1).
 constexpr uint32_t kMinHeartbeatSecs = 5;
+constexpr char kConnectSupervisorPath[] = "/openshell.v1.OpenShell/ConnectSupervisor";
+
+/// OpenRawSession() - starts ConnectSupervisor on @channel with raw
+/// (ByteBuffer) messages, through the same factory the generated stub uses,
+/// so that each generation can encode its own messages. Thread: any.
+std::unique_ptr<SessionClientStream> OpenRawSession(grpc::Channel* channel, grpc::ClientContext* ctx) {
+  static const grpc::internal::RpcMethod method(kConnectSupervisorPath,
+                                                grpc::internal::RpcMethod::BIDI_STREAMING);
+  return std::unique_ptr<SessionClientStream>(
+      grpc::internal::ClientReaderWriterFactory<grpc::ByteBuffer, grpc::ByteBuffer>::Create(
+          channel, method, ctx));
+}
+
+/// SupervisorMessage{hello} of @protocol (0.1: with @epoch).
+grpc::ByteBuffer EncodeHello(Protocol protocol, const std::string& sandbox_id,
+                             const std::string& instance_id, uint64_t epoch) {
+  if (protocol == Protocol::kV0_0) {
+    v1::SupervisorMessage msg;
+    msg.mutable_hello()->set_sandbox_id(sandbox_id);
+    msg.mutable_hello()->set_instance_id(instance_id);
+    return SerializeToBuffer(msg);
+  }
+  g01::SupervisorMessage msg;
+  msg.mutable_hello()->set_sandbox_id(sandbox_id);
+  msg.mutable_hello()->set_instance_id(instance_id);
+  msg.mutable_hello()->set_connection_epoch(epoch);
+  return SerializeToBuffer(msg);
+}
+
+/// SupervisorMessage{heartbeat} of @protocol.
+grpc::ByteBuffer EncodeHeartbeat(Protocol protocol) {
+  if (protocol == Protocol::kV0_0) {
+    v1::SupervisorMessage msg;
+    msg.mutable_heartbeat();
+    return SerializeToBuffer(msg);
+  }
+  g01::SupervisorMessage msg;
+  msg.mutable_heartbeat();
+  return SerializeToBuffer(msg);
+}
+
+/// SupervisorMessage{relay_open_result} of @protocol.
+grpc::ByteBuffer EncodeOpenResult(Protocol protocol, const v1::RelayOpenResult& result) {
+  if (protocol == Protocol::kV0_0) {
+    v1::SupervisorMessage msg;
+    *msg.mutable_relay_open_result() = result;
+    return SerializeToBuffer(msg);
+  }
+  g01::SupervisorMessage msg;
+  *msg.mutable_relay_open_result() = result;
+  return SerializeToBuffer(msg);
+}
+
+/// One GatewayMessage, decoded with the session's generation.
+struct GatewayEvent {
+  enum class Kind { kAccepted, kRejected, kHeartbeat, kRelayOpen, kRelayClose, kOther };
+  Kind kind = Kind::kOther;
+  std::string session_id;         // kAccepted
+  uint32_t heartbeat_secs = 0;    // kAccepted: 0 when the gateway sent none
+  std::string reason;             // kRejected, kRelayClose
+  v1::RelayOpen open;             // kRelayOpen
+  std::string channel_id;         // kRelayClose
+};
+
+/// Seconds of a Duration, rounded up (a 0.1 heartbeat_interval).
+uint32_t DurationSecs(const google::protobuf::Duration& d) {
+  if (d.seconds() < 0) return 0;
+  return static_cast<uint32_t>(std::min<int64_t>(d.seconds() + (d.nanos() > 0 ? 1 : 0), UINT32_MAX));
+}
+
+template <class Message>
+void FillGatewayEvent(const Message& msg, GatewayEvent* out) {
+  if (msg.has_session_accepted()) {
+    out->kind = GatewayEvent::Kind::kAccepted;
+    out->session_id = msg.session_accepted().session_id();
+  } else if (msg.has_session_rejected()) {
+    out->kind = GatewayEvent::Kind::kRejected;
+    out->reason = msg.session_rejected().reason();
+  } else if (msg.has_heartbeat()) {
+    out->kind = GatewayEvent::Kind::kHeartbeat;
+  } else if (msg.has_relay_open()) {
+    out->kind = GatewayEvent::Kind::kRelayOpen;
+    out->open = msg.relay_open();
+  } else if (msg.has_relay_close()) {
+    out->kind = GatewayEvent::Kind::kRelayClose;
+    out->channel_id = msg.relay_close().channel_id();
+    out->reason = msg.relay_close().reason();
+  }
+}
+
+/// DecodeGatewayMessage() - parses @buffer as @protocol's GatewayMessage.
+/// Return: false if it does not parse (0.1's session_redirect and unknown
+/// members decode as kOther and are ignored).
+bool DecodeGatewayMessage(Protocol protocol, const grpc::ByteBuffer& buffer, GatewayEvent* out) {
+  if (protocol == Protocol::kV0_0) {
+    v1::GatewayMessage msg;
+    if (!ParseFromBuffer(buffer, &msg)) return false;
+    FillGatewayEvent(msg, out);
+    if (msg.has_session_accepted()) out->heartbeat_secs = msg.session_accepted().heartbeat_interval_secs();
+    return true;
+  }
+  g01::GatewayMessage msg;
+  if (!ParseFromBuffer(buffer, &msg)) return false;
+  FillGatewayEvent(msg, out);
+  if (msg.has_session_accepted()) out->heartbeat_secs = DurationSecs(msg.session_accepted().heartbeat_interval());
+  return true;
+}
 
 std::shared_ptr<spdlog::logger> Log() {
   static const auto logger = PeerLogger("mini-supervisor");
@@ -101,6 +217,8 @@ std::shared_ptr<spdlog::logger> Log() {
 /// thread that sends heartbeats and relay_open_results (protocol §3.1-3.2).
 class Session final : public OpenResultSink {
  public:
+  explicit Session(Protocol protocol) : protocol_(protocol) {}
+
   grpc::ClientContext ctx;
   std::unique_ptr<SessionClientStream> stream;
 
@@ -109,7 +227,10 @@ class Session final : public OpenResultSink {
 
   /// WriteHello() - writes @msg directly, before the writer thread exists.
   /// Return: false if the stream is broken. Thread: the session thread.
-  bool WriteHello(const v1::SupervisorMessage& msg) { return stream->Write(msg); }
+  bool WriteHello(const grpc::ByteBuffer& msg) {
+    grpc::ByteBuffer copy(msg);
+    return stream->Write(copy);
+  }
 
   /// StartWriter() - starts the writer thread: a heartbeat every @period,
   /// and the queued messages. Thread: the session thread, once.
@@ -133,10 +254,11 @@ class Session final : public OpenResultSink {
   void SendOpenResult(const std::string& channel_id, bool success, const std::string& error,
                       std::function<void(bool written)> written) override {
     Outgoing out;
-    auto* result = out.msg.mutable_relay_open_result();
-    result->set_channel_id(channel_id);
-    result->set_success(success);
-    result->set_error(error);
+    v1::RelayOpenResult result;
+    result.set_channel_id(channel_id);
+    result.set_success(success);
+    result.set_error(error);
+    out.msg = EncodeOpenResult(protocol_, result);
     out.written = std::move(written);
     {
       std::lock_guard lock(mu_);
@@ -151,7 +273,7 @@ class Session final : public OpenResultSink {
 
  private:
   struct Outgoing {
-    v1::SupervisorMessage msg;
+    grpc::ByteBuffer msg;
     std::function<void(bool written)> written;  // may be empty
   };
 
@@ -167,7 +289,7 @@ class Session final : public OpenResultSink {
       }
       Outgoing out;
       if (heartbeat_due) {
-        out.msg.mutable_heartbeat();
+        out.msg = EncodeHeartbeat(protocol_);
         next_heartbeat = Clock::now() + period;
       } else {
         out = std::move(queue_.front());
@@ -196,6 +318,7 @@ class Session final : public OpenResultSink {
     }
   }
 
+  const Protocol protocol_;
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<Outgoing> queue_;  // mu_
@@ -263,6 +386,10 @@ class MiniSupervisor::Impl {
     return accepted_;
   }
   std::string instance_id() const { return config_.instance_id; }
+  uint32_t heartbeat_secs() const {
+    std::lock_guard lock(mu_);
+    return heartbeat_secs_;
+  }
 
  private:
   void RunSessions() {
@@ -281,29 +408,34 @@ class MiniSupervisor::Impl {
   /// One control session from connect to end. Return: whether the gateway
   /// accepted it. Thread: the session thread.
   bool RunOneSession() {
-    auto session = std::make_shared<Session>();
+    auto session = std::make_shared<Session>(config_.protocol);
     {
       std::lock_guard lock(mu_);
       if (stopping_) return false;
       current_ = session;
     }
-    session->stream = stub_->ConnectSupervisor(&session->ctx);
+    session->stream = OpenRawSession(channel_.get(), &session->ctx);
 
-    v1::SupervisorMessage hello;
-    hello.mutable_hello()->set_sandbox_id(config_.sandbox_id);
-    hello.mutable_hello()->set_instance_id(config_.instance_id);
     bool accepted = false;
     uint32_t heartbeat_secs = kMinHeartbeatSecs;
-    v1::GatewayMessage msg;
-    if (session->WriteHello(hello) && session->stream->Read(&msg)) {
-      if (msg.has_session_accepted()) {
+    grpc::ByteBuffer raw;
+    GatewayEvent event;
+    if (session->WriteHello(EncodeHello(config_.protocol, config_.sandbox_id, config_.instance_id,
+                                        ++connection_epoch_)) &&
+        session->stream->Read(&raw)) {
+      if (!DecodeGatewayMessage(config_.protocol, raw, &event)) {
+        Log()->warn("gateway's first message does not decode as protocol {}; dropping the session",
+                    ProtocolName(config_.protocol));
+        session->ctx.TryCancel();
+      } else if (event.kind == GatewayEvent::Kind::kAccepted) {
         accepted = true;
-        heartbeat_secs = std::max(msg.session_accepted().heartbeat_interval_secs(), kMinHeartbeatSecs);
+        // A gateway of the other generation leaves the interval 0: the 5 s floor.
+        heartbeat_secs = std::max(event.heartbeat_secs, kMinHeartbeatSecs);
         std::lock_guard lock(mu_);
         active_ = true;
         ++accepted_;
-      } else if (msg.has_session_rejected()) {
-        Log()->warn("gateway rejected the session: {}", msg.session_rejected().reason());
+      } else if (event.kind == GatewayEvent::Kind::kRejected) {
+        Log()->warn("gateway rejected the session: {}", event.reason);
         session->ctx.TryCancel();
       } else {
         Log()->warn("gateway's first message is not session_accepted; dropping the session");
@@ -312,25 +444,32 @@ class MiniSupervisor::Impl {
     }
 
     if (accepted) {
-      Log()->info("mini-supervisor: session accepted ({}) session_id={} heartbeat={}s",
-                  config_.sandbox_id, msg.session_accepted().session_id(), heartbeat_secs);
+      Log()->info("mini-supervisor: session accepted ({}) session_id={} heartbeat={}s protocol={}",
+                  config_.sandbox_id, event.session_id, heartbeat_secs, ProtocolName(config_.protocol));
+      {
+        std::lock_guard lock(mu_);
+        heartbeat_secs_ = heartbeat_secs;
+      }
       session->StartWriter(std::chrono::seconds(heartbeat_secs));
-      while (session->stream->Read(&msg)) {
-        switch (msg.payload_case()) {
-          case v1::GatewayMessage::kRelayOpen:
-            OpenRelay(session, msg.relay_open());
+      while (session->stream->Read(&raw)) {
+        GatewayEvent msg;
+        if (!DecodeGatewayMessage(config_.protocol, raw, &msg)) {
+          Log()->warn("a GatewayMessage does not decode; ignoring it");
+          continue;
+        }
+        switch (msg.kind) {
+          case GatewayEvent::Kind::kRelayOpen:
+            OpenRelay(session, msg.open);
             break;
-          case v1::GatewayMessage::kHeartbeat:
-          case v1::GatewayMessage::kSessionAccepted:
+          case GatewayEvent::Kind::kRelayClose:
+            Log()->info("gateway closed relay {}: {}", msg.channel_id, msg.reason);
             break;
-          case v1::GatewayMessage::kRelayClose:
-            Log()->info("gateway closed relay {}: {}", msg.relay_close().channel_id(),
-                        msg.relay_close().reason());
+          case GatewayEvent::Kind::kRejected:
+            Log()->warn("gateway rejected the session: {}", msg.reason);
             break;
-          case v1::GatewayMessage::kSessionRejected:
-            Log()->warn("gateway rejected the session: {}", msg.session_rejected().reason());
-            break;
-          case v1::GatewayMessage::PAYLOAD_NOT_SET:
+          case GatewayEvent::Kind::kAccepted:
+          case GatewayEvent::Kind::kHeartbeat:
+          case GatewayEvent::Kind::kOther:
             break;
         }
       }
@@ -407,6 +546,8 @@ class MiniSupervisor::Impl {
   bool stopping_ = false;             // mu_
   bool active_ = false;               // mu_
   uint64_t accepted_ = 0;             // mu_
+  uint32_t heartbeat_secs_ = 0;       // mu_; of the last accepted session
+  uint64_t connection_epoch_ = 0;     // session thread only; 0.1 hello
   std::shared_ptr<Session> current_;  // mu_
   std::mutex join_mu_;                // serializes joins in Stop()
   std::thread session_thread_;
@@ -420,5 +561,6 @@ void MiniSupervisor::Stop() { impl_->Stop(); }
 bool MiniSupervisor::session_active() const { return impl_->session_active(); }
 uint64_t MiniSupervisor::sessions_accepted() const { return impl_->sessions_accepted(); }
 std::string MiniSupervisor::instance_id() const { return impl_->instance_id(); }
+uint32_t MiniSupervisor::heartbeat_secs() const { return impl_->heartbeat_secs(); }
 
 }  // namespace osh::peers

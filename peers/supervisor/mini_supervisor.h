@@ -8,6 +8,8 @@
 #include <memory>
 #include <string>
 
+#include "peers/common/protocol.h"
+
 namespace osh::peers {
 
 /// Configuration of a MiniSupervisor.
@@ -16,6 +18,11 @@ struct SupervisorConfig {
   std::string gateway_endpoint;
   /// The sandbox id sent in SupervisorHello (protocol §1.6).
   std::string sandbox_id;
+  /// The wire generation of the ConnectSupervisor session (protocol-0.1 §4):
+  /// 0.1 sends SupervisorHello with connection_epoch (1 on the first
+  /// connection, +1 per reconnect) and reads SessionAccepted's
+  /// heartbeat_interval Duration; 0.0 reads heartbeat_interval_secs.
+  Protocol protocol = kDefaultProtocol;
   /// Where SSH-target relays (and relays without a target) are dialled,
   /// "HOST:PORT" or "[V6]:PORT"; upstream uses its embedded SSH server (§3.2),
   /// here a real sshd.
@@ -67,6 +74,12 @@ class MiniSupervisor {
 
   /// instance_id() - the instance id sent in every hello.
   std::string instance_id() const;
+
+  /// heartbeat_secs() - the heartbeat period in seconds of the last accepted
+  /// session: the gateway's interval (0.0 heartbeat_interval_secs, 0.1 the
+  /// heartbeat_interval Duration, rounded up), at least 5; 0 before the
+  /// first session.
+  uint32_t heartbeat_secs() const;
 
  private:
   class Impl;

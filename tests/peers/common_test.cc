@@ -2,12 +2,16 @@
 #include <gtest/gtest.h>
 
 #include <cerrno>
+#include <cstdio>
+#include <fstream>
 #include <ostream>
 #include <set>
 #include <stdexcept>
 
 #include "peers/common/address.h"
+#include "peers/common/protocol.h"
 #include "peers/common/socket.h"
+#include "peers/common/tunnel_ext.h"
 #include "peers/common/uuid.h"
 #include "peers/gateway/gateway_config.h"
 
@@ -179,6 +183,113 @@ TEST(GatewayConfig, Validation) {
   c.max_streams_per_token = 3;
   c.listen = "nowhere";
   EXPECT_THROW(ValidateGatewayConfig(c), std::invalid_argument);
+}
+
+TEST(GatewayConfig, SandboxFlagWithWorkspace) {
+  const SandboxDecl d = ParseSandboxFlag("demo=1234@team");
+  EXPECT_EQ(d.name, "demo");
+  EXPECT_EQ(d.id, "1234");
+  EXPECT_EQ(d.workspace, "team");
+  EXPECT_EQ(ParseSandboxFlag("demo=1234").workspace, "default");
+  EXPECT_THROW(ParseSandboxFlag("demo=1234@"), std::invalid_argument);
+  EXPECT_THROW(ParseSandboxFlag("demo=@team"), std::invalid_argument);
+  // Names are unique per workspace, ids everywhere.
+  GatewayConfig c;
+  c.sandboxes = {ParseSandboxFlag("a=1"), ParseSandboxFlag("a=2@team")};
+  EXPECT_NO_THROW(ValidateGatewayConfig(c));
+}
+
+TEST(GatewayConfig, GeneratedSandboxes) {
+  const auto many = ParseGenerateFlag("sb:150@team");
+  ASSERT_EQ(many.size(), 150u);
+  EXPECT_EQ(many[0].name, "sb-000");
+  EXPECT_EQ(many[149].name, "sb-149");
+  EXPECT_EQ(many[7].workspace, "team");
+  EXPECT_EQ(many[7].id.size(), 36u);
+  GatewayConfig c;
+  c.sandboxes = many;
+  for (auto& d : GenerateSandboxes("sb", 150)) c.sandboxes.push_back(d);  // other workspace
+  EXPECT_NO_THROW(ValidateGatewayConfig(c));                               // ids differ too
+  EXPECT_THROW(ParseGenerateFlag("sb"), std::invalid_argument);
+  EXPECT_THROW(ParseGenerateFlag("sb:0"), std::invalid_argument);
+  EXPECT_THROW(ParseGenerateFlag("sb:x"), std::invalid_argument);
+}
+
+TEST(GatewayConfig, PhasesRateLimitsProtocol) {
+  EXPECT_EQ(ParseSandboxPhase("ready"), 2);
+  EXPECT_EQ(ParseSandboxPhase("SANDBOX_PHASE_COMPLETED"), 9);
+  EXPECT_EQ(ParseSandboxPhase("3"), 3);
+  EXPECT_EQ(ParseSandboxPhase("auto"), 0);
+  EXPECT_THROW(ParseSandboxPhase("restarting"), std::invalid_argument);
+  const RateLimit r = ParseRateLimit("100/2");
+  EXPECT_EQ(r.count, 100);
+  EXPECT_EQ(r.period.count(), 2000);
+  EXPECT_EQ(ParseRateLimit("5/0.5").period.count(), 500);
+  EXPECT_EQ(ParseRateLimit("off").count, 0);
+  for (const char* bad : {"100", "x/1", "10/0", "-1/1", "1/x"}) {
+    EXPECT_THROW(ParseRateLimit(bad), std::invalid_argument) << bad;
+  }
+  EXPECT_EQ(ParseProtocol("0.0"), Protocol::kV0_0);
+  EXPECT_EQ(ParseProtocol("0.1"), Protocol::kV0_1);
+  EXPECT_FALSE(ParseProtocol("0.2"));
+  GatewayConfig c;
+  EXPECT_EQ(c.protocol, Protocol::kV0_1);  // the default generation
+  EXPECT_EQ(c.max_pending_relays_per_sandbox, 32);
+  EXPECT_EQ(c.max_pending_relays, 256);
+  EXPECT_EQ(c.rate_limit.count, 0);  // off
+  EXPECT_STREQ(DefaultHealthVersion(Protocol::kV0_0), "0.0.111");
+  EXPECT_STREQ(DefaultHealthVersion(Protocol::kV0_1), "0.1.11");
+}
+
+TEST(GatewayConfig, JsonGenerationKeys) {
+  GatewayConfig c;
+  ApplyGatewayConfigJson(R"({"protocol":"0.0","rate_limit":"10/1",
+      "max_pending_relays_per_sandbox":4,"max_pending_relays":8,
+      "generate_sandboxes":{"prefix":"g","count":3},
+      "sandboxes":[{"name":"x","id":"1","workspace":"team","phase":"ERROR",
+                    "host_key_fingerprint":"SHA256:abc"}]})",
+                         c);
+  EXPECT_EQ(c.protocol, Protocol::kV0_0);
+  EXPECT_EQ(c.rate_limit.count, 10);
+  EXPECT_EQ(c.max_pending_relays_per_sandbox, 4);
+  EXPECT_EQ(c.max_pending_relays, 8);
+  ASSERT_EQ(c.sandboxes.size(), 4u);
+  EXPECT_EQ(c.sandboxes[3].workspace, "team");
+  EXPECT_EQ(c.sandboxes[3].phase, 3);
+  EXPECT_EQ(c.sandboxes[3].host_key_fingerprint, "SHA256:abc");
+  EXPECT_NO_THROW(ValidateGatewayConfig(c));
+  EXPECT_THROW(ApplyGatewayConfigJson(R"({"protocol":"1.0"})", c), std::invalid_argument);
+  EXPECT_THROW(ApplyGatewayConfigJson(R"({"sandboxes":[{"name":"x","id":"1","color":"red"}]})", c),
+               std::invalid_argument);
+}
+
+TEST(GatewayConfig, HostKeyFingerprintFromAPublicKeyFile) {
+  // The same value `ssh-keygen -lf` prints for this key.
+  const std::string path = ::testing::TempDir() + "/osh_host_key.pub";
+  std::ofstream(path) << "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAABAgMEBQYHCAkKCwwNDg8QERITFBUWFxgZGhscHR4f "
+                         "root@sandbox\n";
+  EXPECT_EQ(HostKeyFingerprint(path), "SHA256:ZkAslGjFiUHdGf/WUL8rQvkib4PTvQatUV0OUQSncCA");
+  EXPECT_EQ(HostKeyFingerprint("SHA256:literal"), "SHA256:literal");
+  EXPECT_THROW(HostKeyFingerprint("/nonexistent/key.pub"), std::invalid_argument);
+  std::remove(path.c_str());
+  std::vector<SandboxDecl> sandboxes = {{"a", "1"}, {"b", "2"}};
+  ApplyPerSandboxFlag("*=SHA256:all", "--host-key", sandboxes,
+                      [](SandboxDecl& sb, const std::string& v) { sb.host_key_fingerprint = v; });
+  EXPECT_EQ(sandboxes[1].host_key_fingerprint, "SHA256:all");
+  EXPECT_THROW(ApplyPerSandboxFlag("c=x", "--host-key", sandboxes,
+                                   [](SandboxDecl&, const std::string&) {}),
+               std::invalid_argument);
+}
+
+TEST(TunnelExt, ParseAndFormat) {
+  EXPECT_EQ(tunnel_ext::Parse(""), tunnel_ext::Extensions{});
+  EXPECT_EQ(tunnel_ext::Parse("bogus, ,"), tunnel_ext::Extensions{});
+  const auto all = tunnel_ext::Parse(" Relay-Error,connect-ack ,x,fin-frame");
+  EXPECT_TRUE(all.connect_ack && all.fin_frame && all.relay_error);
+  EXPECT_EQ(tunnel_ext::Format(all), "connect-ack,fin-frame,relay-error");
+  EXPECT_EQ(tunnel_ext::Format(tunnel_ext::Parse("fin-frame")), "fin-frame");
+  EXPECT_EQ(tunnel_ext::Format({}), "");
+  EXPECT_EQ(tunnel_ext::kHeader, "x-osh-tunnel-ext");
 }
 
 }  // namespace

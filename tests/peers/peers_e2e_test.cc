@@ -1,6 +1,10 @@
 // End-to-end tests of the mini peers, in process: a MiniGateway on
 // 127.0.0.1:0, MiniSupervisor instances against it, small TCP targets on
 // ephemeral loopback ports, and a plain gRPC sync client playing the tunnel.
+// Both peers speak the 0.0 generation here (the generated stub's types);
+// peers_generations_test.cc covers 0.1 and the differences. Calls that test
+// the project's extensions ask for them (x-osh-tunnel-ext, tunnel_ext.h);
+// the others get upstream's behaviour.
 // No sleeps for synchronisation: readiness is polled with a deadline, and
 // every client call carries a deadline so a hang fails instead of blocking.
 #include <gtest/gtest.h>
@@ -21,6 +25,7 @@
 
 #include "openshell.grpc.pb.h"
 #include "peers/common/socket.h"
+#include "peers/common/tunnel_ext.h"
 #include "peers/gateway/mini_gateway.h"
 #include "peers/supervisor/mini_supervisor.h"
 #include "tcp_test_server.h"
@@ -109,6 +114,7 @@ class PeersTest : public ::testing::Test {
     config.supervisor_wait = 2s;
     config.relay_claim_timeout = 5s;
     config.version = "mini-gateway test";
+    config.protocol = Protocol::kV0_0;
     if (tweak) tweak(config);
     gateway_ = std::make_unique<MiniGateway>(config);
     gateway_->Start();
@@ -125,6 +131,7 @@ class PeersTest : public ::testing::Test {
     config.gateway_endpoint = "http://127.0.0.1:" + std::to_string(gateway_->port());
     config.sandbox_id = sandbox_id;
     config.ssh_target = ssh_target;
+    config.protocol = Protocol::kV0_0;
     config.initial_backoff = backoff;
     config.max_backoff = std::max(backoff, config.max_backoff);
     supervisors_.push_back(std::make_unique<MiniSupervisor>(config));
@@ -181,9 +188,12 @@ class PeersTest : public ::testing::Test {
     return init;
   }
 
-  std::unique_ptr<ForwardCall> OpenForward(const v1::TcpForwardInit& init) {
+  /// Opens ForwardTcp and writes @init; @ext: the extensions to ask for
+  /// (x-osh-tunnel-ext), "" for upstream behaviour.
+  std::unique_ptr<ForwardCall> OpenForward(const v1::TcpForwardInit& init, const std::string& ext = "") {
     auto call = std::make_unique<ForwardCall>();
     call->ctx.set_deadline(std::chrono::system_clock::now() + kCallTimeout);
+    if (!ext.empty()) call->ctx.AddMetadata(std::string(tunnel_ext::kHeader), ext);
     call->stream = stub_->ForwardTcp(&call->ctx);
     v1::TcpForwardFrame frame;
     *frame.mutable_init() = init;
@@ -211,8 +221,9 @@ class PeersTest : public ::testing::Test {
   }
 
   /// Opens a stream to an echo target and proves it works with a round trip.
-  std::unique_ptr<ForwardCall> OpenEcho(const std::string& token, uint16_t port) {
-    auto call = OpenForward(TcpInit(token, port));
+  std::unique_ptr<ForwardCall> OpenEcho(const std::string& token, uint16_t port,
+                                        const std::string& ext = "") {
+    auto call = OpenForward(TcpInit(token, port), ext);
     EXPECT_TRUE(WriteData(call->stream.get(), "ping"));
     std::string got;
     EXPECT_TRUE(ReadExactly(call->stream.get(), 4, &got));
@@ -252,8 +263,7 @@ TEST_F(PeersTest, HealthAndSandboxPhases) {
     v1::ListSandboxesResponse resp;
     ASSERT_TRUE(stub_->ListSandboxes(&ctx, v1::ListSandboxesRequest(), &resp).ok());
     ASSERT_EQ(resp.sandboxes_size(), 3);
-    EXPECT_EQ(resp.sandboxes(0).metadata().name(), "demo");
-    EXPECT_EQ(resp.sandboxes(0).status().sandbox_name(), "demo");
+    EXPECT_EQ(resp.sandboxes(0).metadata().name(), "demo");  // not status.sandbox_name: gone in 0.1
     EXPECT_EQ(resp.sandboxes(0).status().phase(), v1::SANDBOX_PHASE_READY);
     EXPECT_EQ(resp.sandboxes(1).metadata().id(), kIdleId);
     EXPECT_EQ(resp.sandboxes(1).status().phase(), v1::SANDBOX_PHASE_PROVISIONING);
@@ -319,8 +329,8 @@ TEST_F(PeersTest, CreateAndRevokeSshSession) {
 TEST_F(PeersTest, EchoRoundTripsOneMiB) {  // (2)
   TcpTestServer echo(testing::EchoHandler);
   StartStack();
-  auto call = OpenForward(TcpInit(Token(), echo.port()));
-  call->stream->WaitForInitialMetadata();  // headers: the target is connected
+  auto call = OpenForward(TcpInit(Token(), echo.port()), "connect-ack,fin-frame");
+  call->stream->WaitForInitialMetadata();  // connect-ack: the target is connected
   const std::string sent = Pattern(1 << 20, 42);
   std::thread writer([&] {
     for (size_t off = 0; off < sent.size(); off += 64 * 1024) {
@@ -343,7 +353,7 @@ TEST_F(PeersTest, EchoRoundTripsOneMiB) {  // (2)
 TEST_F(PeersTest, ClientHalfCloseThenReplyThenFinThenOk) {  // (3)
   TcpTestServer digest(testing::DigestHandler);
   StartStack();
-  auto call = OpenForward(TcpInit(Token(), digest.port()));
+  auto call = OpenForward(TcpInit(Token(), digest.port()), "fin-frame");
   const std::string request = Pattern(200 * 1024 + 17, 7);
   for (size_t off = 0; off < request.size(); off += 64 * 1024) {
     ASSERT_TRUE(WriteData(call->stream.get(), request.substr(off, 64 * 1024)));
@@ -363,7 +373,7 @@ TEST_F(PeersTest, ClientHalfCloseThenReplyThenFinThenOk) {  // (3)
 TEST_F(PeersTest, TargetClosesFirst) {  // (4)
   TcpTestServer closer(testing::WriteThenCloseHandler);
   StartStack();
-  auto call = OpenForward(TcpInit(Token(), closer.port()));
+  auto call = OpenForward(TcpInit(Token(), closer.port()), "fin-frame");
   std::string got;
   EXPECT_TRUE(ReadUntilFin(call->stream.get(), &got));
   EXPECT_EQ(got, testing::Greeting());
@@ -543,8 +553,8 @@ TEST_F(PeersTest, ClientCancelResetsTheTarget) {
   CloseObserver observer;
   TcpTestServer target(observer.Handler());
   StartStack();
-  auto call = OpenForward(TcpInit(Token(), target.port()));
-  call->stream->WaitForInitialMetadata();  // headers: the target is connected
+  auto call = OpenForward(TcpInit(Token(), target.port()), "connect-ack");
+  call->stream->WaitForInitialMetadata();  // connect-ack: the target is connected
   ASSERT_TRUE(WriteData(call->stream.get(), "some bytes"));
   call->ctx.TryCancel();
   int result = -1;
@@ -553,11 +563,11 @@ TEST_F(PeersTest, ClientCancelResetsTheTarget) {
   EXPECT_EQ(call->stream->Finish().error_code(), grpc::StatusCode::CANCELLED);
 }
 
-TEST_F(PeersTest, RelayLostIsUnavailable) {
+TEST_F(PeersTest, RelayLostIsUnavailableWithRelayError) {
   TcpTestServer echo(testing::EchoHandler);
   StartGateway();
   MiniSupervisor& supervisor = StartSupervisor(kDemoId);
-  auto call = OpenEcho(Token(), echo.port());
+  auto call = OpenEcho(Token(), echo.port(), "relay-error");
   supervisor.Stop();  // the supervisor "dies": its relays and session go away
   v1::TcpForwardFrame frame;
   while (call->stream->Read(&frame)) {
@@ -590,7 +600,8 @@ TEST_F(PeersTest, NewerSupervisorSessionSupersedesTheOlder) {
 TEST_F(PeersTest, TargetResetCancelsTheRelay) {
   // The target reads the client's bytes, then resets the connection: the
   // supervisor's socket read or write fails, it cancels the RelayStream, and
-  // the client sees the relay lost rather than a FIN.
+  // the client (asking for relay-error) sees the relay lost rather than a
+  // FIN; upstream's OK for a lost relay: peers_generations_test.cc.
   TcpTestServer target([](int fd) {
     char buf[4];
     for (size_t got = 0; got < sizeof buf;) {
@@ -601,7 +612,7 @@ TEST_F(PeersTest, TargetResetCancelsTheRelay) {
     SetLingerZero(fd);  // the server's close() now sends an RST
   });
   StartStack();
-  auto call = OpenForward(TcpInit(Token(), target.port()));
+  auto call = OpenForward(TcpInit(Token(), target.port()), "relay-error");
   ASSERT_TRUE(WriteData(call->stream.get(), "boom"));
   v1::TcpForwardFrame frame;
   while (call->stream->Read(&frame)) {
@@ -659,7 +670,7 @@ TEST_F(PeersTest, StopWithManyRelaysResetsEveryTarget) {
   MiniSupervisor& supervisor = StartSupervisor(kDemoId);
   const std::string token = Token();
   std::vector<std::unique_ptr<ForwardCall>> calls;
-  for (size_t i = 0; i < kRelays; ++i) calls.push_back(OpenEcho(token, target.port()));
+  for (size_t i = 0; i < kRelays; ++i) calls.push_back(OpenEcho(token, target.port(), "relay-error"));
   supervisor.Stop();
   for (auto& call : calls) {
     v1::TcpForwardFrame frame;
@@ -692,6 +703,7 @@ class EchoStreamReactor
                     const std::string& payload, std::chrono::seconds timeout, Counters* counters)
       : payload_(payload), counters_(counters) {
     ctx_.set_deadline(std::chrono::system_clock::now() + timeout);
+    ctx_.AddMetadata(std::string(tunnel_ext::kHeader), std::string(tunnel_ext::kFinFrame));
     *init_.mutable_init() = init;
     data_.set_data(payload);
     stub->async()->ForwardTcp(&ctx_, this);
@@ -786,6 +798,10 @@ TEST_F(PeersTest, ThousandsOfConcurrentStreamsThroughOneGateway) {
   StartGateway([](GatewayConfig& c) {
     c.max_streams_per_sandbox = kManyStreams;
     c.max_streams_per_token = kManyStreams + 1;  // the sandbox cap is the one reached
+    // Thousands of relays may be unclaimed at once (upstream allows 32 per
+    // sandbox: that cap has its own test in peers_generations_test.cc).
+    c.max_pending_relays_per_sandbox = kManyStreams;
+    c.max_pending_relays = kManyStreams;
     // Thousands of opens queue behind each other on a loaded 2-core CI
     // machine (and the echo target has a thread per connection): longer than
     // the usual test timeouts. That neither peer has a thread per stream is
