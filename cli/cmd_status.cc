@@ -59,6 +59,12 @@ void print_status(const json& j) {
                st.value("open_failed", 0), st.value("queue_timeouts", 0), st.value("open_retries", 0));
     fmt::print("tokens: {} pooled, {} minted, {} revoked\n", st.value("tokens_pooled", 0),
                st.value("tokens_minted", 0), st.value("tokens_revoked", 0));
+    fmt::print("connects: settle window {:.1f} ms, {} refusals after it (reset), {} loopback fallbacks\n",
+               st.value("settle_window_us", 0) / 1000.0, st.value("late_refusals", 0),
+               st.value("loopback_fallbacks", 0));
+    fmt::print("gateway refusals (retried): token cap {}, sandbox cap {}, rate limit {}, relay capacity {}\n",
+               st.value("token_cap_hits", 0), st.value("sandbox_cap_hits", 0),
+               st.value("rate_limit_hits", 0), st.value("relay_capacity_hits", 0));
     fmt::print("drops: not a sandbox {}, malformed {}, fragments {}, unsupported {}, tx errors {}\n",
                d.value("not_sandbox", 0), d.value("malformed", 0), d.value("fragment", 0),
                d.value("unsupported", 0), d.value("tx_error", 0));

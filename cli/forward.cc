@@ -618,6 +618,8 @@ int run_forward(const ForwardCommandOptions& o) {
   fo.max_streams_per_sandbox = o.max_streams_per_sandbox;
   fo.max_streams_per_token = o.max_streams_per_token;
   fo.queue_timeout = std::chrono::milliseconds(o.queue_timeout_ms);
+  if (o.connect_settle_ms >= 0) fo.connect_settle = std::chrono::milliseconds(o.connect_settle_ms);
+  fo.request_extensions = !o.no_tunnel_ext;
 
   ForwardCounters c;
   int rc = kExitOk;

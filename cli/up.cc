@@ -89,13 +89,16 @@ void log_counters(const stack::StackCounters& c, const relay::ForwardStats& f) {
       "syn_held={} syn_absorbed={} bytes_up={} bytes_down={} rx_packets={} tx_packets={} "
       "drop_not_sandbox={} drop_malformed={} drop_fragment={} drop_unsupported={} "
       "drop_tx_error={} drop_after_close={} echo_replies={} dns_queries={} streams_opened={} "
-      "stream_open_failed={} queue_timeouts={} open_retries={} tokens_minted={}",
+      "stream_open_failed={} queue_timeouts={} open_retries={} tokens_minted={} late_refusals={} "
+      "loopback_fallbacks={} token_cap_hits={} sandbox_cap_hits={} rate_limit_hits={} "
+      "relay_capacity_hits={}",
       c.conns_opened.load(), c.refused_rst.load(), c.refused_unreachable.load(), c.resets.load(),
       c.syn_held.load(), c.syn_absorbed.load(), c.bytes_up.load(), c.bytes_down.load(),
       c.rx_packets.load(), c.tx_packets.load(), c.drop_not_sandbox.load(), c.drop_malformed.load(),
       c.drop_fragment.load(), c.drop_unsupported.load(), c.drop_tx_error.load(),
       c.drop_after_close.load(), c.echo_replies.load(), c.dns_queries.load(), f.opened,
-      f.open_failed, f.queue_timeouts, f.retries, f.tokens);
+      f.open_failed, f.queue_timeouts, f.retries, f.tokens, f.late_refusals, f.loopback_fallbacks,
+      f.token_cap_hits, f.sandbox_cap_hits, f.rate_limit_hits, f.relay_capacity_hits);
 }
 
 json counters_json(const stack::StackCounters& c, const relay::ForwardStats& f) {
@@ -127,7 +130,14 @@ json counters_json(const stack::StackCounters& c, const relay::ForwardStats& f) 
             {"open_retries", f.retries},
             {"tokens_minted", f.tokens},
             {"tokens_pooled", f.tokens_pooled},
-            {"tokens_revoked", f.tokens_revoked}}}};
+            {"tokens_revoked", f.tokens_revoked},
+            {"late_refusals", f.late_refusals},
+            {"loopback_fallbacks", f.loopback_fallbacks},
+            {"settle_window_us", f.settle_window_us},
+            {"token_cap_hits", f.token_cap_hits},
+            {"sandbox_cap_hits", f.sandbox_cap_hits},
+            {"rate_limit_hits", f.rate_limit_hits},
+            {"relay_capacity_hits", f.relay_capacity_hits}}}};
 }
 
 // The running tunnel: everything `up` built, and the state `status` reports.
@@ -480,6 +490,8 @@ int Tunnel::run() {
     fo.max_streams_per_token = o_.max_streams_per_token;
     fo.queue_timeout = std::chrono::milliseconds(o_.queue_timeout_ms);
     fo.token_idle_timeout = std::chrono::seconds(o_.token_idle_s);
+    if (o_.connect_settle_ms >= 0) fo.connect_settle = std::chrono::milliseconds(o_.connect_settle_ms);
+    fo.request_extensions = !o_.no_tunnel_ext;
     RelayUpstream upstream(gw_, fo);
     upstream_ = &upstream;
     upstream.set_sandbox_names(sandbox_names());

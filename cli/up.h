@@ -24,6 +24,10 @@ struct UpOptions {
   size_t max_streams_per_sandbox = 20;     ///< upstream cap (protocol §2.8)
   size_t max_streams_per_token = 3;
   uint32_t queue_timeout_ms = 10000;
+  /// --connect-settle-ms: -1 = adaptive settle window, 0 = none, else ms
+  /// (relay::ForwardOptions::connect_settle).
+  int32_t connect_settle_ms = -1;
+  bool no_tunnel_ext = false;  ///< --no-tunnel-ext (relay::ForwardOptions::request_extensions)
   uint32_t refresh_ms = 2000;              ///< how often the sandbox list is re-read
   uint32_t keepalive_s = 120;              ///< TCP keepalive idle time towards clients; 0 = off
   uint32_t token_idle_s = 60;              ///< revoke pooled tokens unused this long

@@ -4,7 +4,12 @@
 // under its stream cap (otherwise it waits, up to queue_timeout, then is
 // refused), takes a token from the sandbox's pool (minting one with
 // CreateSshSession when every token already carries max_streams_per_token
-// streams), and starts a ForwardCall.
+// streams), and starts a ForwardCall in the gateway's protocol generation
+// (GatewayClient::Impl::generation, set by health()): ForwardReactor<Frame>
+// is one implementation over the two frame types, 0.0's
+// openshell::v1::TcpForwardFrame (sandbox by UUID, generated stub) and 0.1's
+// openshell::v1::g01::TcpForwardFrame (sandbox by name + workspace, generic
+// stub on the same method path). Exactly one encoding per call.
 //
 // ForwardCall is one gRPC callback bidi reactor per connection
 // (grpc-notes.md, style.md §12): init frame first (the gateway reads it
@@ -16,16 +21,28 @@
 //   read hold:  released when a read returns !ok, or abort() with no read in
 //               flight.
 // OnDone runs once both are gone; it returns the stream's slot and token to
-// the pool and reports on_closed. Reactions may run inline inside Start*()
-// calls, so no mutex is held while calling Start*/RemoveHold, and objects
-// stay alive through shared_ptr copies taken before each call.
+// the pool and reports on_closed, or puts the open back in the queue when a
+// retry is worth it (forward_policy.h classify_open_failure). Reactions may
+// run inline inside Start*() calls, so no mutex is held while calling
+// Start*/RemoveHold, and objects stay alive through shared_ptr copies taken
+// before each call.
+//
+// When is a stream open (on_open_ok)? Every call asks for the project's
+// extensions (tunnel_ext.h). If the response headers confirm connect-ack,
+// they mean "target connected". Otherwise (upstream, protocol §2.4) they only
+// mean "relay requested": the stream is reported open at the first byte from
+// the target, the call's end, or when the settle window (SettleWindow, one
+// per manager = per gateway) elapses on a grpc::Alarm, whichever is first. A
+// dial failure before that is still a refusal, and may be retried once on the
+// other loopback family; one after it is a reset, counted as a late refusal.
 //
 // Wire conventions: client bytes are coalesced into frames of ≤ max_frame
-// bytes while a write is in flight; an empty data frame from the gateway
-// means "target sent FIN" (our extension; upstream gateways never send it and
-// end the stream instead, which we also treat as FIN).
+// bytes while a write is in flight; with fin-frame confirmed an empty data
+// frame from the gateway means "target sent FIN"; without it empty frames are
+// skipped (as upstream clients do) and the call's OK end is the FIN.
 #include "relay/forward.h"
 
+#include <grpcpp/alarm.h>
 #include <grpcpp/grpcpp.h>
 #include <spdlog/spdlog.h>
 
@@ -39,33 +56,95 @@
 #include <unordered_set>
 #include <vector>
 
+#include "relay/forward_policy.h"
 #include "relay/gateway_client_impl.h"
+#include "relay/tunnel_ext.h"
 
 namespace osh::relay {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-using openshell::v1::TcpForwardFrame;
+using Frame00 = openshell::v1::TcpForwardFrame;
+using Frame01 = openshell::v1::g01::TcpForwardFrame;
+
+/// How long a token the gateway called full ("SSH session connection limit
+/// reached") is passed over: its slots free up as the gateway notices our
+/// streams on it ended.
+constexpr auto kTokenFullPause = std::chrono::seconds(1);
 
 struct TokenEntry {
-  std::string sandbox_id;
   std::string token;
   size_t active = 0;
   bool bad = false;
+  Clock::time_point full_until{};               // passed over until then
   Clock::time_point idle_since = Clock::now();  // valid while active == 0
 };
 
+/// The key of a sandbox's token pool and stream count: its id, which both
+/// generations return (0.1 only addresses by name).
+std::string pool_key(const SandboxRef& s) { return s.id.empty() ? s.name : s.id; }
+
+// ---- the two encodings (protocol §1.2; protocol-0.1 §3 ForwardTcp) ----
+
+template <class Init>
+void fill_common_init(Init& init, const ForwardTarget& t, const std::string& token) {
+  init.set_service_id(t.service_id);
+  init.set_authorization_token(token);
+  if (t.ssh) {
+    init.mutable_ssh();
+  } else {
+    init.mutable_tcp()->set_host(t.host);
+    init.mutable_tcp()->set_port(t.port);
+  }
+}
+
+void fill_init(openshell::v1::TcpForwardInit& init, const ForwardTarget& t, const std::string& token,
+               const std::string& /*workspace: 0.0 has none on ForwardTcp*/) {
+  init.set_sandbox_id(t.sandbox.id);
+  fill_common_init(init, t, token);
+}
+
+void fill_init(openshell::v1::g01::TcpForwardInit& init, const ForwardTarget& t,
+               const std::string& token, const std::string& workspace) {
+  init.set_sandbox(t.sandbox.name);
+  init.set_workspace(workspace.empty() ? "default" : workspace);
+  fill_common_init(init, t, token);
+}
+
+void bind_call(GatewayClient::Impl& gw, grpc::ClientContext* ctx,
+               grpc::ClientBidiReactor<Frame00, Frame00>* reactor) {
+  gw.stub->async()->ForwardTcp(ctx, reactor);
+}
+
+void bind_call(GatewayClient::Impl& gw, grpc::ClientContext* ctx,
+               grpc::ClientBidiReactor<Frame01, Frame01>* reactor) {
+  static const std::string kPath(method::kForwardTcp);  // gRPC keeps a pointer to it
+  gw.forward01->PrepareBidiStreamingCall(ctx, kPath, grpc::StubOptions(), reactor);
+}
+
 }  // namespace
 
-class ForwardCall;
+/// One stream, whatever its encoding; what the manager and the public API
+/// call. Thread-safe.
+class ForwardCall : public std::enable_shared_from_this<ForwardCall> {
+ public:
+  virtual ~ForwardCall() = default;
+  virtual void start() = 0;
+  virtual void send(std::string bytes) = 0;
+  virtual void read_more() = 0;
+  virtual void close_write() = 0;
+  virtual void abort() = 0;
+};
 
 struct ForwardManager::Impl : std::enable_shared_from_this<ForwardManager::Impl> {
   struct PendingOpen {
     StreamId id;
     ForwardTarget target;
-    Clock::time_point deadline;           // refused (queue timeout) after this
-    int attempt = 0;                       // retries so far
-    Clock::time_point not_before{};        // retry back-off
+    Clock::time_point deadline;        // refused (queue timeout) after this
+    int attempt = 0;                   // UNAUTHENTICATED retries so far
+    int rate_limited = 0;              // rate-limit refusals so far (back-off exponent)
+    bool fallback_tried = false;       // the other loopback family was tried
+    Clock::time_point not_before{};    // retry back-off
   };
 
   GatewayClient& gw;
@@ -74,6 +153,7 @@ struct ForwardManager::Impl : std::enable_shared_from_this<ForwardManager::Impl>
 
   mutable std::mutex mu;
   std::condition_variable cv;
+  bool kicked = false;  // the queue changed: the worker looks again at once
   std::deque<PendingOpen> pending;
   std::unordered_map<StreamId, std::shared_ptr<ForwardCall>> calls;
   std::unordered_set<StreamId> starting;        // admitted, token being fetched
@@ -81,22 +161,47 @@ struct ForwardManager::Impl : std::enable_shared_from_this<ForwardManager::Impl>
   std::unordered_map<std::string, size_t> active_per_sandbox;
   std::unordered_map<std::string, std::vector<std::shared_ptr<TokenEntry>>> tokens;
   std::vector<std::shared_ptr<TokenEntry>> retired;  // out of the pool, to revoke once idle
+  SettleWindow settle;
+  Clock::time_point admit_not_before{};  // global rate limiter: admit nothing before
   ForwardStats st;
   bool stopping = false;
   std::thread worker;
 
-  Impl(GatewayClient& g, ForwardObserver& o, ForwardOptions op) : gw(g), obs(o), opts(op) {}
+  Impl(GatewayClient& g, ForwardObserver& o, ForwardOptions op)
+      : gw(g), obs(o), opts(op), settle(settle_override(op), op.connect_settle_cap) {}
+
+  static std::optional<SettleWindow::Duration> settle_override(const ForwardOptions& o) {
+    if (!o.connect_settle) return std::nullopt;
+    return std::chrono::duration_cast<SettleWindow::Duration>(*o.connect_settle);
+  }
 
   void run();
   void start_one(PendingOpen p);
-  std::shared_ptr<TokenEntry> acquire_token(const std::string& sandbox_id, CallStatus* err);
+  std::shared_ptr<TokenEntry> acquire_token(const SandboxRef& sandbox, CallStatus* err);
+  std::shared_ptr<ForwardCall> make_call(Generation g, PendingOpen p, std::shared_ptr<TokenEntry> tok);
+  /// What to do with an open that ended with (@code, @message) before it was
+  /// reported open: the PendingOpen to queue again, or nullopt (then
+  /// *waited_out says whether a retryable refusal met the queue deadline).
+  /// Counts the kinds; marks @tok full on the per-token cap. Takes mu.
+  std::optional<PendingOpen> plan_retry(const PendingOpen& p, int code, const std::string& message,
+                                        const std::shared_ptr<TokenEntry>& tok, bool* waited_out);
   /// Returns the stream's slot and token; if `retry` is set and the manager
   /// is running, puts the open back in the queue (same id: the stack still
   /// holds the SYN) in the same critical section, and returns true.
-  /// `queue_timeout`: the gateway still refused (RESOURCE_EXHAUSTED) at the
-  /// queue deadline; counted with the tunnel's own queue timeouts.
-  bool release(StreamId id, const std::string& sandbox_id, const std::shared_ptr<TokenEntry>& tok,
-               int code, const PendingOpen* retry, bool queue_timeout = false);
+  /// `queue_timeout`: the gateway still refused (a cap) at the queue
+  /// deadline; counted with the tunnel's own queue timeouts.
+  bool release(StreamId id, const std::string& key, const std::shared_ptr<TokenEntry>& tok, int code,
+               const PendingOpen* retry, bool queue_timeout = false);
+  /// A call's response headers arrived after @latency (no connect-ack):
+  /// learns it and returns the settle window to apply.
+  SettleWindow::Duration headers_arrived(Clock::duration latency);
+  /// A dial failure arrived @latency after its call's headers.
+  void dial_failed_after_headers(Clock::duration latency, bool late);
+
+  void kick_locked() {
+    kicked = true;
+    cv.notify_all();
+  }
   std::shared_ptr<ForwardCall> find(StreamId id) {
     std::lock_guard lk(mu);
     auto it = calls.find(id);
@@ -104,64 +209,60 @@ struct ForwardManager::Impl : std::enable_shared_from_this<ForwardManager::Impl>
   }
 };
 
-class ForwardCall final : public grpc::ClientBidiReactor<TcpForwardFrame, TcpForwardFrame>,
-                          public std::enable_shared_from_this<ForwardCall> {
- public:
-  ForwardCall(std::shared_ptr<ForwardManager::Impl> mgr, ForwardManager::Impl::PendingOpen open,
-              std::shared_ptr<TokenEntry> token)
-      : mgr_(std::move(mgr)), id_(open.id), target_(std::move(open.target)), token_(std::move(token)),
-        deadline_(open.deadline), attempt_(open.attempt) {}
+namespace {
 
-  void start() {
-    auto* init = init_.mutable_init();
-    init->set_sandbox_id(target_.sandbox_id);
-    init->set_service_id(target_.service_id);
-    init->set_authorization_token(token_->token);
-    if (target_.ssh) {
-      init->mutable_ssh();
-    } else {
-      init->mutable_tcp()->set_host(target_.host);
-      init->mutable_tcp()->set_port(target_.port);
-    }
+using PendingOpen = ForwardManager::Impl::PendingOpen;
+
+template <class Frame>
+class ForwardReactor final : public ForwardCall, public grpc::ClientBidiReactor<Frame, Frame> {
+ public:
+  ForwardReactor(std::shared_ptr<ForwardManager::Impl> mgr, PendingOpen open,
+                 std::shared_ptr<TokenEntry> token)
+      : mgr_(std::move(mgr)), open_(std::move(open)), id_(open_.id), token_(std::move(token)) {}
+
+  void start() override {
+    fill_init(*init_.mutable_init(), open_.target, token_->token, mgr_->gw.options().workspace);
     mgr_->gw.impl().prepare(ctx_);
-    mgr_->gw.impl().stub->async()->ForwardTcp(&ctx_, this);
-    AddMultipleHolds(2);
+    if (mgr_->opts.request_extensions) ctx_.AddMetadata(kTunnelExtKey, kTunnelExtRequest);
+    started_at_ = Clock::now();
+    bind_call(mgr_->gw.impl(), &ctx_, this);
+    this->AddMultipleHolds(2);
     write_in_flight_ = true;
     read_in_flight_ = true;
-    StartWrite(&init_);
-    StartRead(&rx_);
-    StartCall();
+    this->StartWrite(&init_);
+    this->StartRead(&rx_);
+    this->StartCall();
   }
 
-  void send(std::string bytes) {
+  void send(std::string bytes) override {
     std::unique_lock lk(mu_);
     if (w_closed_ || wd_requested_ || aborted_) return;
     pending_.append(bytes);
     if (write_in_flight_) return;
     prepare_write_locked();
     lk.unlock();
-    StartWrite(&tx_);
+    this->StartWrite(&tx_);
   }
 
-  void read_more() {
+  void read_more() override {
     std::unique_lock lk(mu_);
     if (r_closed_ || read_in_flight_ || aborted_) return;
     read_in_flight_ = true;
     lk.unlock();
-    StartRead(&rx_);
+    this->StartRead(&rx_);
   }
 
-  void close_write() {
+  void close_write() override {
     std::unique_lock lk(mu_);
     if (w_closed_ || wd_requested_ || aborted_) return;
     wd_requested_ = true;
     if (write_in_flight_ || !pending_.empty()) return;
     write_in_flight_ = true;
     lk.unlock();
-    StartWritesDone();
+    this->StartWritesDone();
   }
 
-  void abort() {
+  void abort() override {
     std::unique_lock lk(mu_);
     if (aborted_) return;
     aborted_ = true;
@@ -175,8 +276,34 @@ class ForwardCall final : public grpc::ClientBidiReactor<TcpForwardFrame, TcpFor
 
   void OnReadInitialMetadataDone(bool ok) override {
     if (!ok) return;  // trailers-only: OnDone reports the status
-    established_ = true;
-    mgr_->obs.on_open_ok(id_);
+    const auto now = Clock::now();
+    SettleWindow::Duration window;
+    {
+      std::lock_guard lk(open_mu_);
+      headers_at_ = now;
+      headers_seen_ = true;
+      load_ext_locked();
+      if (pending_fin_ && ext_.fin_frame) {  // an empty frame overtook this reaction
+        if (!open_reported_) report_open_locked();
+        mgr_->obs.on_remote_fin(id_);
+      }
+      pending_fin_ = false;
+      if (open_reported_ || ended_) return;
+      window = ext_.connect_ack ? SettleWindow::Duration::zero()
+                                : mgr_->headers_arrived(now - started_at_);
+      if (window <= SettleWindow::Duration::zero()) {
+        report_open_locked();
+        return;
+      }
+    }
+    // Hold the SYN a little longer: a closed port's failure may follow. The
+    // alarm only holds a weak reference: a call that ends first is simply gone.
+    settle_alarm_.emplace();
+    std::weak_ptr<ForwardCall> weak = weak_from_this();
+    settle_alarm_->Set(std::chrono::system_clock::now() + window, [weak](bool fired) {
+      if (!fired) return;  // cancelled: the call is gone
+      if (auto self = weak.lock()) static_cast<ForwardReactor&>(*self).settle_elapsed();
+    });
   }
 
   void OnWriteDone(bool ok) override {
@@ -205,8 +332,8 @@ class ForwardCall final : public grpc::ClientBidiReactor<TcpForwardFrame, TcpFor
     }
     lk.unlock();
     if (done) mgr_->obs.on_write_done(id_, done);
-    if (next == kWrite) StartWrite(&tx_);
-    else if (next == kWritesDone) StartWritesDone();
+    if (next == kWrite) this->StartWrite(&tx_);
+    else if (next == kWritesDone) this->StartWritesDone();
   }
 
   void OnWritesDoneDone(bool) override {
@@ -230,56 +357,119 @@ class ForwardCall final : public grpc::ClientBidiReactor<TcpForwardFrame, TcpFor
       remove_holds(holds);
       return;
     }
-    if (rx_.payload_case() == TcpForwardFrame::kData && !rx_.data().empty()) {
+    const bool is_data = rx_.payload_case() == Frame::kData;
+    if (is_data && !rx_.data().empty()) {
       std::string bytes;
       bytes.swap(*rx_.mutable_data());
       rx_.Clear();
+      got_data_ = true;
       lk.unlock();
+      target_spoke();  // the first byte proves the target connected
       mgr_->obs.on_data(id_, std::move(bytes));
       return;  // the next read waits for read_more()
     }
-    const bool fin = rx_.payload_case() == TcpForwardFrame::kData;  // empty data frame
     rx_.Clear();
     read_in_flight_ = true;
     lk.unlock();
-    if (fin) mgr_->obs.on_remote_fin(id_);
-    StartRead(&rx_);
+    // An empty data frame is the target's FIN only where the gateway
+    // confirmed fin-frame; otherwise it is skipped, as upstream clients do.
+    if (is_data && fin_frame_confirmed()) {
+      target_spoke();
+      mgr_->obs.on_remote_fin(id_);
+    }
+    this->StartRead(&rx_);
   }
 
   void OnDone(const grpc::Status& s) override {
     auto self = shared_from_this();
-    EndKind kind = aborted_ ? EndKind::kReset
-                            : map_forward_status(s.error_code(), s.error_message(), established_);
-    // Before the headers, two failures are worth another try rather than a
-    // refusal (protocol §8.1-8.2): a token the gateway no longer knows
-    // (expired, revoked, or the gateway restarted) -> fresh token; the
-    // gateway's stream caps -> wait for a slot, until the queue deadline.
-    std::optional<ForwardManager::Impl::PendingOpen> retry;
-    bool waited_out = false;  // still RESOURCE_EXHAUSTED at the queue deadline
-    if (!aborted_ && !established_) {
-      const auto now = Clock::now();
-      waited_out = s.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED && now >= deadline_;
-      if (s.error_code() == grpc::StatusCode::UNAUTHENTICATED && attempt_ < 2)
-        retry = ForwardManager::Impl::PendingOpen{id_, target_, deadline_, attempt_ + 1, now};
-      else if (s.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED && now < deadline_)
-        retry = ForwardManager::Impl::PendingOpen{id_, target_, deadline_, attempt_ + 1,
-                                                  now + std::chrono::milliseconds(100)};
+    bool reported = false, saw_headers = false;
+    Clock::time_point headers_at;
+    {
+      std::lock_guard lk(open_mu_);
+      ended_ = true;  // a settle alarm firing now does nothing
+      reported = open_reported_;
+      saw_headers = headers_seen_;
+      headers_at = headers_at_;
     }
-    if (mgr_->release(id_, target_.sandbox_id, token_, s.error_code(), retry ? &*retry : nullptr,
-                      waited_out)) {
-      spdlog::debug("stream {}: {} before headers: retrying", id_, from_grpc(s).to_string());
+    const int code = s.error_code();
+    const std::string& msg = s.error_message();
+    const bool dial_failure = is_dial_failure(code, msg);
+    const bool late_refusal = reported && dial_failure && !got_data_ && !aborted_;
+    if (dial_failure && saw_headers)
+      mgr_->dial_failed_after_headers(Clock::now() - headers_at, late_refusal);
+    if (late_refusal)
+      spdlog::info("stream {}: the target refused after the settle window: reset ({})", id_, msg);
+
+    std::optional<PendingOpen> retry;
+    bool waited_out = false;  // still refused by a cap at the queue deadline
+    if (!aborted_ && !reported) retry = mgr_->plan_retry(open_, code, msg, token_, &waited_out);
+    const std::string key = pool_key(open_.target.sandbox);
+    if (mgr_->release(id_, key, token_, code, retry ? &*retry : nullptr, waited_out)) {
+      spdlog::debug("stream {}: {} before it was open: retrying", id_, from_grpc(s).to_string());
       return;
     }
     if (waited_out) {
       spdlog::warn("stream {}: refused: the gateway had no stream slot for {} ms ({})", id_,
                    mgr_->opts.queue_timeout.count(), from_grpc(s).to_string());
     }
+    // An OK end before the stream was reported open: the target accepted
+    // and closed without a byte (or, upstream, the relay was lost, which
+    // looks the same): the client connects and sees FIN.
+    if (!aborted_ && !reported && s.ok()) mgr_->obs.on_open_ok(id_);
+    const EndKind kind = aborted_ ? EndKind::kReset : map_forward_status(code, msg, reported);
     std::string reason = s.ok() ? "stream ended" : from_grpc(s).to_string();
     spdlog::debug("stream {}: done: {} -> {}", id_, reason, to_string(kind));
     mgr_->obs.on_closed(id_, kind, std::move(reason));
   }
 
  private:
+  // Reads the extensions the gateway confirmed (response initial metadata).
+  // Only from OnReadInitialMetadataDone: ClientContext allows the read once
+  // that operation completed, and a read's reaction may run before it.
+  void load_ext_locked() {
+    if (ext_loaded_) return;
+    ext_loaded_ = true;
+    if (!mgr_->opts.request_extensions) return;  // never asked: ignore any answer
+    const auto& md = ctx_.GetServerInitialMetadata();
+    const auto [first, last] = md.equal_range(kTunnelExtKey);
+    for (auto it = first; it != last; ++it) {
+      const TunnelExt e = parse_tunnel_ext(std::string_view(it->second.data(), it->second.size()));
+      ext_.connect_ack |= e.connect_ack;
+      ext_.fin_frame |= e.fin_frame;
+      ext_.relay_error |= e.relay_error;
+    }
+  }
+
+  // For an empty data frame: whether it is the target's FIN. If the
+  // headers' reaction has not run yet, it decides (pending_fin_).
+  bool fin_frame_confirmed() {
+    std::lock_guard lk(open_mu_);
+    if (!ext_loaded_) {
+      pending_fin_ = true;
+      return false;
+    }
+    return ext_.fin_frame;
+  }
+
+  // The target sent something: it is connected. Reports the stream open if
+  // the settle window still held it; either way, an on_open_ok being
+  // reported on another thread has finished when this returns.
+  void target_spoke() {
+    std::lock_guard lk(open_mu_);
+    if (!open_reported_ && !ended_) report_open_locked();
+  }
+
+  void settle_elapsed() {
+    std::lock_guard lk(open_mu_);
+    if (!open_reported_ && !ended_) report_open_locked();
+  }
+
+  // Under open_mu_, so that no other event of this stream overtakes it.
+  void report_open_locked() {
+    open_reported_ = true;
+    mgr_->obs.on_open_ok(id_);
+  }
+
   void prepare_write_locked() {
     const size_t n = std::min(pending_.size(), mgr_->opts.max_frame);
     if (n == pending_.size()) {
@@ -305,18 +495,27 @@ class ForwardCall final : public grpc::ClientBidiReactor<TcpForwardFrame, TcpFor
     return 1;
   }
   void remove_holds(int n) {
-    for (int i = 0; i < n; ++i) RemoveHold();
+    for (int i = 0; i < n; ++i) this->RemoveHold();
   }
 
-  std::shared_ptr<ForwardManager::Impl> mgr_;
+  const std::shared_ptr<ForwardManager::Impl> mgr_;
+  const PendingOpen open_;
   const StreamId id_;
-  const ForwardTarget target_;
   const std::shared_ptr<TokenEntry> token_;
-  const Clock::time_point deadline_;
-  const int attempt_;
   grpc::ClientContext ctx_;
-  TcpForwardFrame init_, tx_, rx_;
-  std::atomic<bool> established_{false};
+  Frame init_, tx_, rx_;
+  Clock::time_point started_at_;
+
+  // When the stream counts as open (guarded by open_mu_).
+  std::mutex open_mu_;
+  bool open_reported_ = false;  // on_open_ok sent: failures are resets now
+  bool ended_ = false;          // OnDone ran
+  bool headers_seen_ = false;
+  Clock::time_point headers_at_;
+  bool ext_loaded_ = false;
+  bool pending_fin_ = false;  // an empty frame arrived before the headers' reaction
+  TunnelExt ext_;
+  std::optional<grpc::Alarm> settle_alarm_;
 
   std::mutex mu_;
   std::string pending_;       // client bytes not yet in a frame
@@ -324,31 +523,39 @@ class ForwardCall final : public grpc::ClientBidiReactor<TcpForwardFrame, TcpFor
   bool write_in_flight_ = false, read_in_flight_ = false;
   bool wd_requested_ = false, w_closed_ = false, r_closed_ = false;
   bool w_released_ = false, r_released_ = false;
+  std::atomic<bool> got_data_{false};
   std::atomic<bool> aborted_{false};
 };
+
+}  // namespace
 
 // ---- manager ----
 
 void ForwardManager::Impl::run() {
   std::unique_lock lk(mu);
+  auto wake = Clock::now() + std::chrono::milliseconds(100);
   while (!stopping) {
-    cv.wait_for(lk, std::chrono::milliseconds(100));
+    cv.wait_until(lk, wake, [&] { return stopping || kicked; });
+    kicked = false;
     if (stopping) break;
     const auto now = Clock::now();
+    wake = now + std::chrono::milliseconds(100);
     std::vector<PendingOpen> admit, expired;
     for (auto it = pending.begin(); it != pending.end();) {
-      size_t& active = active_per_sandbox[it->target.sandbox_id];
-      if (now < it->not_before) {
-        ++it;
-      } else if (active < opts.max_streams_per_sandbox) {
+      size_t& active = active_per_sandbox[pool_key(it->target.sandbox)];
+      const bool backing_off = now < it->not_before;
+      const bool gated = backing_off || now < admit_not_before;
+      if (!gated && active < opts.max_streams_per_sandbox) {
         ++active;
         starting.insert(it->id);
         admit.push_back(std::move(*it));
         it = pending.erase(it);
-      } else if (now >= it->deadline) {
+      } else if (!backing_off && now >= it->deadline) {
         expired.push_back(std::move(*it));
         it = pending.erase(it);
       } else {
+        if (backing_off) wake = std::min(wake, it->not_before);
+        else if (now < admit_not_before) wake = std::min(wake, admit_not_before);
         ++it;
       }
     }
@@ -390,46 +597,77 @@ void ForwardManager::Impl::run() {
   }
 }
 
-std::shared_ptr<TokenEntry> ForwardManager::Impl::acquire_token(const std::string& sandbox_id,
+std::shared_ptr<TokenEntry> ForwardManager::Impl::acquire_token(const SandboxRef& sandbox,
                                                                 CallStatus* err) {
+  const std::string key = pool_key(sandbox);
   {
     std::lock_guard lk(mu);
-    for (auto& t : tokens[sandbox_id]) {
-      if (!t->bad && t->active < opts.max_streams_per_token) {
+    const auto now = Clock::now();
+    for (auto& t : tokens[key]) {
+      if (!t->bad && now >= t->full_until && t->active < opts.max_streams_per_token) {
         ++t->active;
         return t;
       }
     }
   }
   SshSession session;
-  CallStatus s = gw.create_ssh_session(sandbox_id, &session);
+  CallStatus s = gw.create_ssh_session(sandbox, &session);
   if (!s.ok()) {
     *err = s;
     return nullptr;
   }
   auto t = std::make_shared<TokenEntry>();
-  t->sandbox_id = sandbox_id;
   t->token = session.token;
   t->active = 1;
   std::lock_guard lk(mu);
-  tokens[sandbox_id].push_back(t);
+  tokens[key].push_back(t);
   st.tokens++;
   return t;
 }
 
+std::shared_ptr<ForwardCall> ForwardManager::Impl::make_call(Generation g, PendingOpen p,
+                                                             std::shared_ptr<TokenEntry> tok) {
+  auto self = shared_from_this();
+  if (g == Generation::k0_1)
+    return std::make_shared<ForwardReactor<Frame01>>(std::move(self), std::move(p), std::move(tok));
+  return std::make_shared<ForwardReactor<Frame00>>(std::move(self), std::move(p), std::move(tok));
+}
+
 void ForwardManager::Impl::start_one(PendingOpen p) {
+  const std::string key = pool_key(p.target.sandbox);
+  // The generation is known once health() succeeded (protocol-0.1 §2); a
+  // stream is never opened in a guessed encoding.
+  const Generation gen = gw.impl().generation.load();
   CallStatus err;
-  auto token = acquire_token(p.target.sandbox_id, &err);
+  std::shared_ptr<TokenEntry> token;
+  if (gen == Generation::kUnknown)
+    err = {grpc::StatusCode::FAILED_PRECONDITION, "the gateway's protocol generation is not known yet"};
+  else
+    token = acquire_token(p.target.sandbox, &err);
+  // CreateSshSession also passes the gateway's global rate limiter.
+  bool waited_out = false;
+  std::optional<PendingOpen> retry;
+  if (!token && gen != Generation::kUnknown &&
+      classify_open_failure(err.code, err.message) == OpenFailure::kRateLimit)
+    retry = plan_retry(p, err.code, err.message, nullptr, &waited_out);
   std::unique_lock lk(mu);
   starting.erase(p.id);
   const bool aborted = abort_requested.erase(p.id) > 0;
   if (!token || aborted || stopping) {
     if (token) --token->active;
-    --active_per_sandbox[p.target.sandbox_id];
+    --active_per_sandbox[key];
+    if (retry && !aborted && !stopping) {
+      pending.push_back(std::move(*retry));
+      st.retries++;
+      st.queued_now = pending.size();
+      kick_locked();
+      return;
+    }
     st.open_failed++;
+    if (waited_out) st.queue_timeouts++;
     cv.notify_all();
     lk.unlock();
-    if (!token) {
+    if (!token && !aborted) {
       EndKind kind = map_session_status(err.code, err.message);
       spdlog::info("stream {}: CreateSshSession failed: {}", p.id, err.to_string());
       obs.on_closed(p.id, kind, "CreateSshSession: " + err.to_string());
@@ -439,7 +677,7 @@ void ForwardManager::Impl::start_one(PendingOpen p) {
     return;
   }
   const StreamId id = p.id;
-  auto call = std::make_shared<ForwardCall>(shared_from_this(), std::move(p), token);
+  auto call = make_call(gen, std::move(p), token);
   calls.emplace(id, call);
   st.opened++;
   st.active_now = calls.size();
@@ -447,14 +685,74 @@ void ForwardManager::Impl::start_one(PendingOpen p) {
   call->start();
 }
 
-bool ForwardManager::Impl::release(StreamId id, const std::string& sandbox_id,
+std::optional<PendingOpen> ForwardManager::Impl::plan_retry(const PendingOpen& p, int code,
+                                                            const std::string& message,
+                                                            const std::shared_ptr<TokenEntry>& tok,
+                                                            bool* waited_out) {
+  const auto now = Clock::now();
+  const bool in_time = now < p.deadline;
+  PendingOpen next = p;
+  next.not_before = now;
+  std::lock_guard lk(mu);
+  switch (classify_open_failure(code, message)) {
+    case OpenFailure::kFinal:
+      return std::nullopt;
+    case OpenFailure::kUnauthenticated:  // fresh token (release() retires the pool), twice at most
+      if (p.attempt >= 2) return std::nullopt;
+      next.attempt++;
+      return next;
+    case OpenFailure::kTokenCap:  // that token is full at the gateway: another or a new one
+      st.token_cap_hits++;
+      if (tok) tok->full_until = now + kTokenFullPause;
+      break;
+    case OpenFailure::kSandboxCap:
+      st.sandbox_cap_hits++;
+      next.not_before = now + kCapRetryDelay;
+      break;
+    case OpenFailure::kRelayCapacity:
+      st.relay_capacity_hits++;
+      next.not_before = now + kCapRetryDelay;
+      break;
+    case OpenFailure::kRateLimit: {
+      // Global limiter: back off, and admit no other open meanwhile (each
+      // open costs a call; pooled tokens already keep CreateSshSession rare).
+      st.rate_limit_hits++;
+      const auto delay = rate_limit_backoff(p.rate_limited);
+      next.rate_limited++;
+      next.not_before = now + delay;
+      admit_not_before = std::max(admit_not_before, now + delay);
+      break;
+    }
+    case OpenFailure::kDialRefused:
+    case OpenFailure::kDialFamily: {
+      // Nothing listens on this loopback family: try the other one before
+      // answering the SYN (a service bound only to 127.0.0.1 or ::1).
+      auto other = other_loopback(p.target.host);
+      if (p.target.ssh || p.fallback_tried || !other) return std::nullopt;
+      st.loopback_fallbacks++;
+      spdlog::debug("stream {}: {}:{} refused; trying {}", p.id, p.target.host, p.target.port, *other);
+      next.target.host = *other;
+      next.fallback_tried = true;
+      return next;
+    }
+  }
+  // The caps: retry until the queue deadline (the last try at the deadline).
+  if (!in_time) {
+    *waited_out = true;
+    return std::nullopt;
+  }
+  next.not_before = std::min(next.not_before, p.deadline);
+  return next;
+}
+
+bool ForwardManager::Impl::release(StreamId id, const std::string& key,
                                    const std::shared_ptr<TokenEntry>& tok, int code,
                                    const PendingOpen* retry, bool queue_timeout) {
   std::lock_guard lk(mu);
   if (queue_timeout) st.queue_timeouts++;
   calls.erase(id);
   st.active_now = calls.size();
-  --active_per_sandbox[sandbox_id];
+  --active_per_sandbox[key];
   if (--tok->active == 0) tok->idle_since = Clock::now();
   if (code == grpc::StatusCode::UNAUTHENTICATED && !tok->bad) {
     // Token expired or revoked, or the gateway restarted and forgot every
@@ -462,7 +760,7 @@ bool ForwardManager::Impl::release(StreamId id, const std::string& sandbox_id,
     // sandbox's pooled tokens again: after a restart each retry would
     // otherwise draw the next dead one and fail (streams already open on
     // them are unaffected). The retry mints a fresh token.
-    auto& v = tokens[sandbox_id];
+    auto& v = tokens[key];
     for (auto& t : v) {
       t->bad = true;
       if (t != tok) retired.push_back(t);  // maybe still valid: revoked once idle
@@ -475,7 +773,23 @@ bool ForwardManager::Impl::release(StreamId id, const std::string& sandbox_id,
   pending.push_back(*retry);
   st.retries++;
   st.queued_now = pending.size();
+  kick_locked();
   return true;
+}
+
+SettleWindow::Duration ForwardManager::Impl::headers_arrived(Clock::duration latency) {
+  std::lock_guard lk(mu);
+  settle.observe_header_latency(std::chrono::duration_cast<SettleWindow::Duration>(latency));
+  const auto w = settle.window();
+  st.settle_window_us = static_cast<uint64_t>(w.count());
+  return w;
+}
+
+void ForwardManager::Impl::dial_failed_after_headers(Clock::duration latency, bool late) {
+  std::lock_guard lk(mu);
+  settle.observe_dial_failure(std::chrono::duration_cast<SettleWindow::Duration>(latency));
+  st.settle_window_us = static_cast<uint64_t>(settle.window().count());
+  if (late) st.late_refusals++;
 }
 
 ForwardManager::ForwardManager(GatewayClient& gateway, ForwardObserver& observer,
@@ -496,9 +810,10 @@ void ForwardManager::open(StreamId id, ForwardTarget target) {
     }).detach();
     return;
   }
-  impl_->pending.push_back({id, std::move(target), Clock::now() + impl_->opts.queue_timeout, 0, {}});
+  Impl::PendingOpen p{id, std::move(target), Clock::now() + impl_->opts.queue_timeout};
+  impl_->pending.push_back(std::move(p));
   impl_->st.queued_now = impl_->pending.size();
-  impl_->cv.notify_all();
+  impl_->kick_locked();
 }
 
 void ForwardManager::send(StreamId id, std::string bytes) {

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "relay/gateway_client.h"
@@ -33,14 +34,19 @@ struct ForwardTarget {
 class ForwardObserver {
  public:
   virtual ~ForwardObserver() = default;
-  /// Response headers arrived: with the mini-gateway the target accepted;
-  /// with the upstream gateway only that the relay was requested (§2.4).
+  /// The stream is established: complete the client's handshake. When the
+  /// gateway confirmed connect-ack (relay/tunnel_ext.h): its response
+  /// headers, which it sends once the target connected. Otherwise (upstream,
+  /// where headers only mean "relay requested", protocol §2.4): the first
+  /// byte from the target, the call's end, or the settle window after the
+  /// headers, whichever comes first (forward_policy.h SettleWindow).
   virtual void on_open_ok(StreamId id) = 0;
   /// A non-empty data frame (≤ 64 KiB normally). The next one is read only
   /// after ForwardManager::read_more(id).
   virtual void on_data(StreamId id, std::string bytes) = 0;
-  /// The target half-closed: an empty data frame (our extension, see
-  /// docs/ARCHITECTURE.md "Half-close on the wire").
+  /// The target half-closed: an empty data frame on a call whose gateway
+  /// confirmed fin-frame (docs/ARCHITECTURE.md "Half-close on the wire").
+  /// Without it the call's OK end (on_closed kOk) is the target's FIN.
   virtual void on_remote_fin(StreamId id) = 0;
   /// `bytes` of data handed to send() were written to the stream.
   virtual void on_write_done(StreamId id, size_t bytes) = 0;
@@ -60,6 +66,17 @@ struct ForwardOptions {
   std::chrono::milliseconds token_idle_timeout{60000};
   /// Largest data frame sent, bytes (upstream CLI: 64 KiB, protocol §2.5).
   size_t max_frame = 64 * 1024;
+  /// Ask for the project's extensions (kTunnelExtRequest metadata) on every
+  /// ForwardTcp. Upstream ignores it; false makes the mini-gateway behave
+  /// exactly like upstream (tests of the default semantics).
+  bool request_extensions = true;
+  /// Settle window override (--connect-settle-ms): nullopt = adaptive
+  /// (SettleWindow's formula, capped at connect_settle_cap), 0 = report a
+  /// stream open as soon as its headers arrive. Ignored on calls whose
+  /// gateway confirmed connect-ack (no window there).
+  std::optional<std::chrono::milliseconds> connect_settle;
+  /// Cap of the adaptive settle window.
+  std::chrono::milliseconds connect_settle_cap{25};
 };
 
 /// Counters, for status output.
@@ -69,6 +86,20 @@ struct ForwardStats {
   uint64_t retries = 0;  ///< opens retried after UNAUTHENTICATED / RESOURCE_EXHAUSTED
   uint64_t tokens_pooled = 0;   ///< tokens held now
   uint64_t tokens_revoked = 0;  ///< idle tokens revoked
+  /// Dial failures (closed port) that arrived after the settle window, when
+  /// the client's connection was already accepted: a reset, not a refusal.
+  uint64_t late_refusals = 0;
+  /// Opens retried on the other loopback family (127.0.0.1 <-> ::1) after
+  /// the first one was refused.
+  uint64_t loopback_fallbacks = 0;
+  /// Opens refused before their headers, by kind (protocol-0.1 §3), each
+  /// then retried until the queue deadline:
+  uint64_t token_cap_hits = 0;      ///< "SSH session connection limit reached" (per token)
+  uint64_t sandbox_cap_hits = 0;    ///< "sandbox SSH connection limit reached" (per sandbox)
+  uint64_t rate_limit_hits = 0;     ///< "gRPC rate limit exceeded" (global; backed off)
+  uint64_t relay_capacity_hits = 0; ///< UNAVAILABLE "relay capacity reached" (pending relays)
+  /// The settle window now in use, microseconds (0 = none).
+  uint64_t settle_window_us = 0;
 };
 
 /// Owns every live ForwardTcp stream. All methods are thread-safe and

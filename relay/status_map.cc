@@ -24,6 +24,11 @@ bool contains(std::string_view s, std::string_view what) {
 // The dial failure carries the OS error text ("... (os error 111)"); the
 // others carry the gateway's or gRPC's own wording.
 EndKind map_unavailable(std::string_view msg) {
+  // The pending-relay caps (32 per sandbox, 256 in all) come wrapped as
+  // "supervisor relay failed: ... relay capacity reached" (protocol §2.3).
+  // The relay retries them like the stream caps; one still refused at the
+  // queue deadline is a queue timeout: RST, as for RESOURCE_EXHAUSTED.
+  if (contains(msg, "relay capacity reached")) return EndKind::kRefused;
   if (contains(msg, "supervisor relay failed") || contains(msg, "failed to connect to all addresses") ||
       contains(msg, "Socket closed") || contains(msg, "keepalive") || contains(msg, "relay lost"))
     return EndKind::kUnreachable;

@@ -1,6 +1,6 @@
 // The one table that turns a ForwardTcp outcome into what the user's TCP
 // client sees (design.md §3, protocol §2.3). Unit-tested in
-// tests/relay/status_map_test.cc; docs/ARCHITECTURE.md repeats it.
+// tests/relay/relay_unit_test.cc; docs/ARCHITECTURE.md repeats it.
 #pragma once
 
 #include <string_view>

@@ -1,10 +1,14 @@
 // relay/ units without a network: the status table (docs/ARCHITECTURE.md
-// "Error mapping") and endpoint parsing.
+// "Connection semantics and the error table"), endpoint parsing, and the
+// forward policy (forward_policy.h: settle window, failure kinds, loopback
+// fallback, back-off; tunnel_ext.h parsing).
 #include <grpcpp/support/status.h>
 #include <gtest/gtest.h>
 
 #include "relay/endpoint.h"
+#include "relay/forward_policy.h"
 #include "relay/status_map.h"
+#include "relay/tunnel_ext.h"
 
 namespace osh::relay {
 namespace {
@@ -32,6 +36,8 @@ TEST(StatusMap, BeforeHeaders) {
       {StatusCode::UNAUTHENTICATED, "SSH session token expired", EndKind::kUnreachable},
       {StatusCode::PERMISSION_DENIED, "scope 'sandbox:write' required", EndKind::kUnreachable},
       {StatusCode::RESOURCE_EXHAUSTED, "sandbox SSH connection limit reached", EndKind::kRefused},
+      // the pending-relay caps, still refused at the queue deadline: RST
+      {StatusCode::UNAVAILABLE, "supervisor relay failed: relay capacity reached", EndKind::kRefused},
       {StatusCode::INVALID_ARGUMENT, "tcp target host must be loopback", EndKind::kRefused},
       {StatusCode::CANCELLED, "", EndKind::kReset},
       {StatusCode::INTERNAL, "fetch sandbox failed", EndKind::kReset},
@@ -80,6 +86,105 @@ TEST(Endpoint, RejectsWithAReason) {
     EXPECT_FALSE(parse_endpoint(bad, &err)) << bad;
     EXPECT_NE(err.find("invalid gateway endpoint"), std::string::npos) << bad;
   }
+}
+
+// ---- forward policy ----
+
+using std::chrono::microseconds;
+using namespace std::chrono_literals;
+
+TEST(SettleWindow, StartsAtTwiceTheHeaderLatency) {
+  SettleWindow w;
+  EXPECT_EQ(w.window(), 0us);
+  w.observe_header_latency(2000us);
+  EXPECT_EQ(w.window(), 4000us);
+  w.observe_header_latency(6000us);  // smoothed: (3 * 2000 + 6000) / 4
+  EXPECT_EQ(w.header_latency(), 3000us);
+  EXPECT_EQ(w.window(), 6000us);
+}
+
+TEST(SettleWindow, LearnsFromDialFailures) {
+  SettleWindow w;
+  w.observe_header_latency(1000us);
+  w.observe_dial_failure(8000us);  // slower than 2 x headers: 1.5 x the slowest
+  EXPECT_EQ(w.window(), 12000us);
+  w.observe_dial_failure(3000us);
+  EXPECT_EQ(w.window(), 12000us);
+  for (int i = 0; i < 16; ++i) w.observe_dial_failure(2000us);  // the slow one aged out
+  EXPECT_EQ(w.window(), 3000us);
+}
+
+TEST(SettleWindow, IsCappedAndCanBeOverridden) {
+  SettleWindow w;
+  w.observe_header_latency(40000us);
+  EXPECT_EQ(w.window(), SettleWindow::kDefaultCap);
+  w.observe_dial_failure(900000us);
+  EXPECT_EQ(w.window(), 25000us);
+  SettleWindow fixed(microseconds(100000));  // above the cap: an override wins
+  fixed.observe_header_latency(1000us);
+  EXPECT_EQ(fixed.window(), 100000us);
+  SettleWindow none(microseconds(0));
+  none.observe_dial_failure(5000us);
+  EXPECT_EQ(none.window(), 0us);
+}
+
+TEST(OpenFailure, ToldApartByMessage) {
+  struct Case {
+    StatusCode code;
+    const char* msg;
+    OpenFailure want;
+  } cases[] = {
+      {StatusCode::RESOURCE_EXHAUSTED, "SSH session connection limit reached", OpenFailure::kTokenCap},
+      {StatusCode::RESOURCE_EXHAUSTED, "sandbox SSH connection limit reached", OpenFailure::kSandboxCap},
+      {StatusCode::RESOURCE_EXHAUSTED, "gRPC rate limit exceeded", OpenFailure::kRateLimit},
+      {StatusCode::RESOURCE_EXHAUSTED, "something new", OpenFailure::kSandboxCap},
+      {StatusCode::UNAVAILABLE,
+       "supervisor relay failed: status: ResourceExhausted, message: \"relay capacity reached\"",
+       OpenFailure::kRelayCapacity},
+      {StatusCode::UNAVAILABLE, "Connection refused (os error 111)", OpenFailure::kDialRefused},
+      {StatusCode::UNAVAILABLE, "Cannot assign requested address (os error 99)", OpenFailure::kDialFamily},
+      {StatusCode::UNAVAILABLE, "Network is unreachable (os error 101)", OpenFailure::kDialFamily},
+      {StatusCode::UNAVAILABLE, "Connection timed out (os error 110)", OpenFailure::kFinal},
+      {StatusCode::UNAVAILABLE, "supervisor relay failed: supervisor session not connected",
+       OpenFailure::kFinal},
+      {StatusCode::UNAVAILABLE, "relay lost", OpenFailure::kFinal},
+      {StatusCode::UNAUTHENTICATED, "SSH session token expired", OpenFailure::kUnauthenticated},
+      {StatusCode::NOT_FOUND, "sandbox not found", OpenFailure::kFinal},
+  };
+  for (const auto& c : cases)
+    EXPECT_EQ(classify_open_failure(c.code, c.msg), c.want) << c.code << " " << c.msg;
+  EXPECT_TRUE(is_dial_failure(StatusCode::UNAVAILABLE, "Connection refused (os error 111)"));
+  EXPECT_FALSE(is_dial_failure(StatusCode::UNAVAILABLE, "relay lost"));
+  EXPECT_FALSE(is_dial_failure(StatusCode::INTERNAL, "Connection refused (os error 111)"));
+}
+
+TEST(OpenFailure, RateLimitBackOffDoublesToTwoSeconds) {
+  EXPECT_EQ(rate_limit_backoff(0), 50ms);
+  EXPECT_EQ(rate_limit_backoff(1), 100ms);
+  EXPECT_EQ(rate_limit_backoff(5), 1600ms);
+  EXPECT_EQ(rate_limit_backoff(6), 2000ms);
+  EXPECT_EQ(rate_limit_backoff(60), 2000ms);
+}
+
+TEST(OpenFailure, OtherLoopback) {
+  EXPECT_EQ(other_loopback("127.0.0.1"), "::1");
+  EXPECT_EQ(other_loopback("::1"), "127.0.0.1");
+  EXPECT_EQ(other_loopback("127.0.0.2"), std::nullopt);
+  EXPECT_EQ(other_loopback("localhost"), std::nullopt);
+}
+
+TEST(TunnelExt, ParsesTheConfirmedSubset) {
+  TunnelExt e = parse_tunnel_ext("connect-ack, fin-frame");
+  EXPECT_TRUE(e.connect_ack);
+  EXPECT_TRUE(e.fin_frame);
+  EXPECT_FALSE(e.relay_error);
+  e = parse_tunnel_ext(kTunnelExtRequest);
+  EXPECT_TRUE(e.connect_ack && e.fin_frame && e.relay_error);
+  e = parse_tunnel_ext("relay-error,future-thing,");
+  EXPECT_FALSE(e.connect_ack);
+  EXPECT_TRUE(e.relay_error);
+  e = parse_tunnel_ext("");
+  EXPECT_FALSE(e.connect_ack || e.fin_frame || e.relay_error);
 }
 
 }  // namespace

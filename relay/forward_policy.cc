@@ -1,0 +1,108 @@
+#include "relay/forward_policy.h"
+
+#include <grpcpp/support/status.h>
+
+#include <algorithm>
+#include <cctype>
+
+#include "relay/tunnel_ext.h"
+
+namespace osh::relay {
+namespace {
+
+bool contains(std::string_view s, std::string_view what) {
+  return s.find(what) != std::string_view::npos;
+}
+
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  return s;
+}
+
+bool iequals(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+           return std::tolower(static_cast<unsigned char>(x)) == std::tolower(static_cast<unsigned char>(y));
+         });
+}
+
+}  // namespace
+
+TunnelExt parse_tunnel_ext(std::string_view value) {
+  TunnelExt ext;
+  while (!value.empty()) {
+    const size_t comma = value.find(',');
+    const std::string_view item = trim(value.substr(0, comma));
+    if (iequals(item, kExtConnectAck)) ext.connect_ack = true;
+    else if (iequals(item, kExtFinFrame)) ext.fin_frame = true;
+    else if (iequals(item, kExtRelayError)) ext.relay_error = true;
+    if (comma == std::string_view::npos) break;
+    value.remove_prefix(comma + 1);
+  }
+  return ext;
+}
+
+void SettleWindow::observe_header_latency(Duration d) {
+  if (!have_header_) {
+    header_ewma_ = d;
+    have_header_ = true;
+    return;
+  }
+  header_ewma_ = (header_ewma_ * 3 + d) / 4;
+}
+
+void SettleWindow::observe_dial_failure(Duration d) {
+  failures_[failures_next_] = d;
+  failures_next_ = (failures_next_ + 1) % failures_.size();
+}
+
+SettleWindow::Duration SettleWindow::window() const {
+  if (override_) return *override_;
+  const Duration slowest_failure = *std::max_element(failures_.begin(), failures_.end());
+  const Duration w = std::max(header_ewma_ * 2, slowest_failure * 3 / 2);
+  return std::min(w, cap_);
+}
+
+bool is_dial_failure(int code, std::string_view msg) {
+  // The supervisor's dial error is the Rust io::Error text, "... (os error
+  // N)" (protocol §2.3); the gateway's own UNAVAILABLE texts never carry it.
+  return code == grpc::StatusCode::UNAVAILABLE && contains(msg, "os error") &&
+         !contains(msg, "supervisor relay failed") && !contains(msg, "relay capacity reached");
+}
+
+OpenFailure classify_open_failure(int code, std::string_view msg) {
+  switch (code) {
+    case grpc::StatusCode::UNAUTHENTICATED:
+      return OpenFailure::kUnauthenticated;
+    case grpc::StatusCode::RESOURCE_EXHAUSTED:
+      // Told apart by message (protocol-0.1 §3 ForwardTcp).
+      if (contains(msg, "rate limit")) return OpenFailure::kRateLimit;
+      if (contains(msg, "SSH session connection limit")) return OpenFailure::kTokenCap;
+      return OpenFailure::kSandboxCap;  // "sandbox SSH connection limit reached", or unknown
+    case grpc::StatusCode::UNAVAILABLE:
+      if (contains(msg, "relay capacity reached")) return OpenFailure::kRelayCapacity;
+      if (!is_dial_failure(code, msg)) return OpenFailure::kFinal;
+      if (contains(msg, "os error 111") || contains(msg, "Connection refused"))
+        return OpenFailure::kDialRefused;
+      if (contains(msg, "os error 99") || contains(msg, "os error 101") || contains(msg, "os error 97"))
+        return OpenFailure::kDialFamily;
+      return OpenFailure::kFinal;
+    default:
+      return OpenFailure::kFinal;
+  }
+}
+
+std::optional<std::string> other_loopback(std::string_view host) {
+  if (host == "127.0.0.1") return std::string("::1");
+  if (host == "::1") return std::string("127.0.0.1");
+  return std::nullopt;
+}
+
+std::chrono::milliseconds rate_limit_backoff(int n) {
+  constexpr std::chrono::milliseconds kFirst{50}, kCap{2000};
+  if (n < 0) n = 0;
+  if (n >= 6) return kCap;  // 50 << 6 = 3200 > cap
+  return std::min(kCap, kFirst * (1 << n));
+}
+
+}  // namespace osh::relay

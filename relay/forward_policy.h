@@ -1,0 +1,100 @@
+// The decisions relay/forward.cc makes about one ForwardTcp open, kept free
+// of gRPC so that tests/relay can check them directly: how long to hold a
+// client's SYN after upstream-style response headers (the settle window),
+// what a failed open means (retry how, or give up), and the loopback family
+// fallback. docs/ARCHITECTURE.md "Connection semantics" and "SSH-session
+// tokens and caps" describe the behaviour these implement.
+#pragma once
+
+#include <array>
+#include <chrono>
+#include <cstddef>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace osh::relay {
+
+/// SettleWindow - how long after the response headers a stream is still
+/// treated as "not yet connected" when the gateway did not confirm the
+/// connect-ack extension.
+///
+/// Upstream sends ForwardTcp's headers before the supervisor dials the target
+/// (protocol §2.4); a closed port arrives shortly after as a trailing
+/// UNAVAILABLE with the OS error text. Holding the client's SYN for a short
+/// window lets that failure still become a refusal (ECONNREFUSED) instead of
+/// connect-then-reset. The window is
+///
+///   min(cap, max(2 x smoothed header latency, 1.5 x the slowest of the last
+///   16 dial failures this gateway has shown))
+///
+/// where header latency = call start -> response headers (EWMA, 1/4 weight
+/// per sample) and a dial failure's latency = headers -> its trailing status.
+/// An override (ForwardOptions::connect_settle, --connect-settle-ms) replaces
+/// the formula, 0 included. Not thread-safe: the owner serialises calls.
+class SettleWindow {
+ public:
+  using Duration = std::chrono::microseconds;
+  static constexpr Duration kDefaultCap{25000};
+
+  explicit SettleWindow(std::optional<Duration> override_window = std::nullopt,
+                        Duration cap = kDefaultCap)
+      : override_(override_window), cap_(cap) {}
+
+  /// One call's time from its start to its response headers.
+  void observe_header_latency(Duration d);
+  /// One dial failure's time from the response headers to its status.
+  void observe_dial_failure(Duration d);
+  /// The window to apply now: the override if set, else the formula above
+  /// (0 before any observation). Never above the cap unless overridden.
+  Duration window() const;
+
+  /// Smoothed header latency (0 before the first observation).
+  Duration header_latency() const { return header_ewma_; }
+
+ private:
+  std::optional<Duration> override_;
+  Duration cap_;
+  Duration header_ewma_{0};
+  bool have_header_ = false;
+  std::array<Duration, 16> failures_{};  // ring of the latest dial-failure latencies
+  size_t failures_next_ = 0;
+};
+
+/// What a ForwardTcp that ended before the stream was reported open means
+/// for the open (protocol §2.3 tables, protocol-0.1 §3 "RESOURCE_EXHAUSTED").
+enum class OpenFailure {
+  kFinal,           ///< nothing to retry: map the status (status_map.h)
+  kUnauthenticated, ///< token unknown/expired/revoked: fresh token, retry
+  kTokenCap,        ///< RESOURCE_EXHAUSTED "SSH session connection limit reached" (3 per token)
+  kSandboxCap,      ///< RESOURCE_EXHAUSTED "sandbox SSH connection limit reached" (20 per
+                    ///< sandbox), or a RESOURCE_EXHAUSTED with another text
+  kRateLimit,       ///< RESOURCE_EXHAUSTED "gRPC rate limit exceeded" (global limiter)
+  kRelayCapacity,   ///< UNAVAILABLE "... relay capacity reached" (pending-relay caps, 32/256)
+  kDialRefused,     ///< UNAVAILABLE "Connection refused (os error 111)": target port closed
+  kDialFamily,      ///< UNAVAILABLE with an OS error saying the address family is unusable
+                    ///< (EADDRNOTAVAIL 99, ENETUNREACH 101, EAFNOSUPPORT 97): no ::1 / 127.0.0.1
+};
+
+/// classify_open_failure() - @code is a grpc::StatusCode value, @message the
+/// status message. Thread: any.
+OpenFailure classify_open_failure(int code, std::string_view message);
+
+/// is_dial_failure() - the status is the supervisor's failed dial of the
+/// target (UNAVAILABLE carrying an OS error text, protocol §2.3 "after
+/// response headers"), the kind a settle window waits for.
+bool is_dial_failure(int code, std::string_view message);
+
+/// other_loopback() - "::1" for "127.0.0.1" and the reverse; nullopt for any
+/// other host (only the two loopback families are tried, protocol §2.2).
+std::optional<std::string> other_loopback(std::string_view host);
+
+/// rate_limit_backoff() - delay before retry number @n (0-based) of an open
+/// the global rate limiter refused: 50 ms doubling, capped at 2 s.
+std::chrono::milliseconds rate_limit_backoff(int n);
+
+/// Delay between retries while a stream cap or the relay capacity refuses
+/// (the caps free up as other streams end; protocol §2.8).
+inline constexpr std::chrono::milliseconds kCapRetryDelay{100};
+
+}  // namespace osh::relay

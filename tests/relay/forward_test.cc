@@ -1,0 +1,461 @@
+// relay::ForwardManager against an in-process scripted gateway
+// (fake_gateway.h): which encoding each generation's init frame uses, when a
+// stream is reported open (settle window, connect-ack, first byte), the
+// loopback family fallback, the RESOURCE_EXHAUSTED / relay-capacity kinds,
+// and a target that closes first. docs/ARCHITECTURE.md "Connection semantics"
+// and "SSH-session tokens and caps" describe the behaviour checked here.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "fake_gateway.h"
+#include "relay/forward.h"
+#include "relay/forward_policy.h"
+#include "relay/tunnel_ext.h"
+
+namespace osh::relay {
+namespace {
+
+using namespace std::chrono_literals;
+using testing::FakeGateway;
+using testing::Script;
+using testing::SeenInit;
+using Clock = std::chrono::steady_clock;
+
+const grpc::Status kRefused(grpc::StatusCode::UNAVAILABLE, "Connection refused (os error 111)");
+
+/// Records one stream's events in order, with the time of on_open_ok.
+class Recorder final : public ForwardObserver {
+ public:
+  void on_open_ok(StreamId) override { add("open", &opened_at_); }
+  void on_data(StreamId, std::string bytes) override {
+    std::lock_guard lk(mu_);
+    events_.push_back("data:" + bytes);
+    data_ += bytes;
+    unread_ = true;
+    cv_.notify_all();
+  }
+  void on_remote_fin(StreamId) override { add("fin"); }
+  void on_write_done(StreamId, size_t) override {}
+  void on_closed(StreamId, EndKind kind, std::string reason) override {
+    std::lock_guard lk(mu_);
+    events_.push_back(std::string("closed:") + to_string(kind));
+    reason_ = std::move(reason);
+    closed_ = true;
+    cv_.notify_all();
+  }
+
+  /// Waits for on_closed (reading on as data arrives, as the stack would);
+  /// false on timeout.
+  bool wait_closed(ForwardManager& mgr, StreamId id, std::chrono::milliseconds limit = 5000ms) {
+    const auto deadline = Clock::now() + limit;
+    std::unique_lock lk(mu_);
+    while (!closed_) {
+      if (unread_) {
+        unread_ = false;
+        lk.unlock();
+        mgr.read_more(id);
+        lk.lock();
+        continue;
+      }
+      if (cv_.wait_until(lk, deadline) == std::cv_status::timeout && !closed_ && !unread_) return false;
+    }
+    return true;
+  }
+  /// Waits for on_open_ok or on_closed; true if opened.
+  bool wait_open(std::chrono::milliseconds limit = 5000ms) {
+    std::unique_lock lk(mu_);
+    cv_.wait_for(lk, limit, [&] { return opened_at_ != Clock::time_point{} || closed_; });
+    return opened_at_ != Clock::time_point{};
+  }
+  std::vector<std::string> events() {
+    std::lock_guard lk(mu_);
+    return events_;
+  }
+  std::string data() {
+    std::lock_guard lk(mu_);
+    return data_;
+  }
+  Clock::time_point opened_at() {
+    std::lock_guard lk(mu_);
+    return opened_at_;
+  }
+
+ private:
+  void add(std::string e, Clock::time_point* when = nullptr) {
+    std::lock_guard lk(mu_);
+    events_.push_back(std::move(e));
+    if (when) *when = Clock::now();
+    cv_.notify_all();
+  }
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<std::string> events_;
+  std::string data_, reason_;
+  bool unread_ = false, closed_ = false;
+  Clock::time_point opened_at_{};
+};
+
+GatewayOptions options_for(const FakeGateway& fake, Generation gen, std::string workspace = "default") {
+  GatewayOptions o;
+  std::string err;
+  o.endpoint = *parse_endpoint(fake.endpoint(), &err);
+  o.force_generation = gen;
+  o.workspace = std::move(workspace);
+  return o;
+}
+
+ForwardTarget target(std::string host = "127.0.0.1", uint16_t port = 8080) {
+  ForwardTarget t;
+  t.sandbox = {"0b6c1f7e-uuid", "demo"};
+  t.host = std::move(host);
+  t.port = port;
+  t.service_id = "test";
+  return t;
+}
+
+Script data_then_ok(std::vector<std::string> frames) {
+  Script s;
+  s.frames = std::move(frames);
+  return s;
+}
+
+Script headers_then(grpc::Status end, std::chrono::milliseconds delay = 0ms) {
+  Script s;
+  s.end_delay = delay;
+  s.end = std::move(end);
+  return s;
+}
+
+std::vector<std::string> want(std::initializer_list<const char*> l) { return {l.begin(), l.end()}; }
+
+// ---- the two encodings (item: init frame contents per generation) ----
+
+TEST(ForwardGeneration, ZeroOneSendsNameAndWorkspace) {
+  FakeGateway fake(Generation::k0_1, [](const SeenInit&) { return data_then_ok({"hi"}); });
+  GatewayClient gw(options_for(fake, Generation::k0_1, "team-a"));
+  Recorder rec;
+  ForwardManager mgr(gw, rec, {});
+  mgr.open(1, target());
+  ASSERT_TRUE(rec.wait_closed(mgr, 1));
+  EXPECT_EQ(rec.events(), want({"open", "data:hi", "closed:ok"}));
+  auto inits = fake.inits();
+  ASSERT_EQ(inits.size(), 1u);
+  EXPECT_EQ(inits[0].sandbox, "demo");
+  EXPECT_EQ(inits[0].workspace, "team-a");
+  EXPECT_EQ(inits[0].host, "127.0.0.1");
+  EXPECT_EQ(inits[0].port, 8080u);
+  EXPECT_EQ(inits[0].token, "tok-1");
+  EXPECT_EQ(inits[0].ext_request, kTunnelExtRequest);
+}
+
+TEST(ForwardGeneration, ZeroZeroSendsTheUuidAndExtensionsCanBeOff) {
+  FakeGateway fake(Generation::k0_0, [](const SeenInit&) { return data_then_ok({"hi"}); });
+  GatewayClient gw(options_for(fake, Generation::k0_0, "team-a"));
+  Recorder rec;
+  ForwardOptions fo;
+  fo.request_extensions = false;
+  ForwardManager mgr(gw, rec, fo);
+  ForwardTarget t = target();
+  t.ssh = true;
+  mgr.open(1, t);
+  ASSERT_TRUE(rec.wait_closed(mgr, 1));
+  auto inits = fake.inits();
+  ASSERT_EQ(inits.size(), 1u);
+  EXPECT_EQ(inits[0].sandbox_id, "0b6c1f7e-uuid");
+  EXPECT_TRUE(inits[0].ssh);
+  EXPECT_EQ(inits[0].ext_request, "");
+}
+
+// ---- a target that closes first ----
+
+TEST(ForwardEnd, OkEndDeliversEveryByteThenFin) {
+  FakeGateway fake(Generation::k0_1, [](const SeenInit&) { return data_then_ok({"a", "bb", "ccc"}); });
+  GatewayClient gw(options_for(fake, Generation::k0_1));
+  Recorder rec;
+  ForwardManager mgr(gw, rec, {});
+  mgr.open(1, target());
+  ASSERT_TRUE(rec.wait_closed(mgr, 1));
+  EXPECT_EQ(rec.events(), want({"open", "data:a", "data:bb", "data:ccc", "closed:ok"}));
+}
+
+TEST(ForwardEnd, EmptyFrameIsFinOnlyWhenFinFrameIsConfirmed) {
+  auto script = [](std::string ext) {
+    return [ext](const SeenInit&) {
+      Script s = data_then_ok({"x", ""});
+      s.confirm_ext = ext;
+      s.wait_for_half_close = true;  // the call stays open until the client's FIN
+      return s;
+    };
+  };
+  for (const char* ext : {"fin-frame", ""}) {
+    FakeGateway fake(Generation::k0_1, script(ext));
+    GatewayClient gw(options_for(fake, Generation::k0_1));
+    Recorder rec;
+    ForwardManager mgr(gw, rec, {});
+    mgr.open(1, target());
+    ASSERT_TRUE(rec.wait_open());
+    std::this_thread::sleep_for(100ms);
+    mgr.read_more(1);
+    std::this_thread::sleep_for(100ms);
+    mgr.close_write(1);
+    ASSERT_TRUE(rec.wait_closed(mgr, 1));
+    if (std::string(ext) == "fin-frame")
+      EXPECT_EQ(rec.events(), want({"open", "data:x", "fin", "closed:ok"}));
+    else
+      EXPECT_EQ(rec.events(), want({"open", "data:x", "closed:ok"}));
+  }
+}
+
+// ---- when a stream counts as open ----
+
+TEST(ForwardSettle, RefusalInsideTheWindowIsARefusal) {
+  FakeGateway fake(Generation::k0_1, [](const SeenInit&) { return headers_then(kRefused, 20ms); });
+  GatewayClient gw(options_for(fake, Generation::k0_1));
+  Recorder rec;
+  ForwardOptions fo;
+  fo.connect_settle = 1000ms;
+  ForwardManager mgr(gw, rec, fo);
+  mgr.open(1, target());
+  ASSERT_TRUE(rec.wait_closed(mgr, 1));
+  EXPECT_EQ(rec.events(), want({"closed:refused"}));  // in both families
+  EXPECT_EQ(mgr.stats().late_refusals, 0u);
+  EXPECT_EQ(mgr.stats().settle_window_us, 1000000u);
+}
+
+TEST(ForwardSettle, RefusalAfterTheWindowIsACountedReset) {
+  FakeGateway fake(Generation::k0_1, [](const SeenInit&) { return headers_then(kRefused, 20ms); });
+  GatewayClient gw(options_for(fake, Generation::k0_1));
+  Recorder rec;
+  ForwardOptions fo;
+  fo.connect_settle = 0ms;  // --connect-settle-ms 0: open at the headers
+  ForwardManager mgr(gw, rec, fo);
+  mgr.open(1, target());
+  ASSERT_TRUE(rec.wait_closed(mgr, 1));
+  EXPECT_EQ(rec.events(), want({"open", "closed:reset"}));
+  EXPECT_EQ(mgr.stats().late_refusals, 1u);
+  EXPECT_EQ(mgr.stats().loopback_fallbacks, 0u);  // too late to try ::1
+}
+
+TEST(ForwardSettle, AdaptiveWindowIsCappedAndLearns) {
+  // The dial fails 150 ms after the headers: beyond the 25 ms cap, so the
+  // connection was already accepted (reset, counted), and the window it
+  // learns stays at the cap.
+  FakeGateway fake(Generation::k0_1, [](const SeenInit&) { return headers_then(kRefused, 150ms); });
+  GatewayClient gw(options_for(fake, Generation::k0_1));
+  Recorder rec;
+  ForwardManager mgr(gw, rec, {});
+  const auto t0 = Clock::now();
+  mgr.open(1, target());
+  ASSERT_TRUE(rec.wait_closed(mgr, 1));
+  EXPECT_EQ(rec.events(), want({"open", "closed:reset"}));
+  EXPECT_LT(rec.opened_at() - t0, 140ms);  // opened by the window, not by the end
+  EXPECT_EQ(mgr.stats().late_refusals, 1u);
+  EXPECT_EQ(mgr.stats().settle_window_us, 25000u);
+}
+
+TEST(ForwardSettle, FirstByteEndsTheWindow) {
+  FakeGateway fake(Generation::k0_1, [](const SeenInit&) {
+    Script s = data_then_ok({"hello"});
+    s.gap = 30ms;
+    return s;
+  });
+  GatewayClient gw(options_for(fake, Generation::k0_1));
+  Recorder rec;
+  ForwardOptions fo;
+  fo.connect_settle = 10000ms;
+  ForwardManager mgr(gw, rec, fo);
+  const auto t0 = Clock::now();
+  mgr.open(1, target());
+  ASSERT_TRUE(rec.wait_open(3000ms));
+  EXPECT_LT(rec.opened_at() - t0, 2000ms);
+  ASSERT_TRUE(rec.wait_closed(mgr, 1));
+  EXPECT_EQ(rec.events(), want({"open", "data:hello", "closed:ok"}));
+}
+
+TEST(ForwardSettle, ConfirmedConnectAckOpensAtTheHeaders) {
+  FakeGateway fake(Generation::k0_1, [](const SeenInit&) {
+    Script s = headers_then(grpc::Status::OK, 1500ms);
+    s.confirm_ext = "connect-ack,fin-frame,relay-error";
+    return s;
+  });
+  GatewayClient gw(options_for(fake, Generation::k0_1));
+  Recorder rec;
+  ForwardOptions fo;
+  fo.connect_settle = 10000ms;  // ignored: the gateway acknowledges connects
+  ForwardManager mgr(gw, rec, fo);
+  const auto t0 = Clock::now();
+  mgr.open(1, target());
+  ASSERT_TRUE(rec.wait_open(3000ms));
+  EXPECT_LT(rec.opened_at() - t0, 1000ms);
+  ASSERT_TRUE(rec.wait_closed(mgr, 1));
+  EXPECT_EQ(rec.events(), want({"open", "closed:ok"}));
+}
+
+TEST(ForwardSettle, OkEndInsideTheWindowIsConnectThenFin) {
+  FakeGateway fake(Generation::k0_0, [](const SeenInit&) { return headers_then(grpc::Status::OK); });
+  GatewayClient gw(options_for(fake, Generation::k0_0));
+  Recorder rec;
+  ForwardOptions fo;
+  fo.connect_settle = 10000ms;
+  ForwardManager mgr(gw, rec, fo);
+  mgr.open(1, target());
+  ASSERT_TRUE(rec.wait_closed(mgr, 1, 3000ms));
+  EXPECT_EQ(rec.events(), want({"open", "closed:ok"}));
+}
+
+// ---- loopback families ----
+
+TEST(ForwardLoopback, RefusedFamilyFallsBackToTheOther) {
+  for (const char* first : {"127.0.0.1", "::1"}) {
+    FakeGateway fake(Generation::k0_1, [first](const SeenInit& i) {
+      return i.host == first ? headers_then(kRefused) : data_then_ok({"from " + i.host});
+    });
+    GatewayClient gw(options_for(fake, Generation::k0_1));
+    Recorder rec;
+    ForwardOptions fo;
+    fo.connect_settle = 2000ms;
+    ForwardManager mgr(gw, rec, fo);
+    mgr.open(1, target(first));
+    ASSERT_TRUE(rec.wait_closed(mgr, 1));
+    const std::string other = std::string(first) == "::1" ? "127.0.0.1" : "::1";
+    EXPECT_EQ(rec.events(), want({"open", ("data:from " + other).c_str(), "closed:ok"}));
+    auto inits = fake.inits();
+    ASSERT_EQ(inits.size(), 2u);
+    EXPECT_EQ(inits[0].host, first);
+    EXPECT_EQ(inits[1].host, other);
+    EXPECT_EQ(mgr.stats().loopback_fallbacks, 1u);
+  }
+}
+
+TEST(ForwardLoopback, FallbackAlsoAfterATrailersOnlyRefusal) {
+  // A connect-ack gateway refuses before its headers.
+  FakeGateway fake(Generation::k0_1, [](const SeenInit& i) {
+    Script s = i.host == "127.0.0.1" ? Script{} : data_then_ok({"v6"});
+    if (i.host == "127.0.0.1") s.reject = kRefused;
+    s.confirm_ext = "connect-ack";
+    return s;
+  });
+  GatewayClient gw(options_for(fake, Generation::k0_1));
+  Recorder rec;
+  ForwardManager mgr(gw, rec, {});
+  mgr.open(1, target());
+  ASSERT_TRUE(rec.wait_closed(mgr, 1));
+  EXPECT_EQ(rec.events(), want({"open", "data:v6", "closed:ok"}));
+}
+
+TEST(ForwardLoopback, ClosedInBothFamiliesIsRefusedQuickly) {
+  FakeGateway fake(Generation::k0_1, [](const SeenInit&) { return headers_then(kRefused); });
+  GatewayClient gw(options_for(fake, Generation::k0_1));
+  Recorder rec;
+  ForwardOptions fo;
+  fo.connect_settle = 2000ms;
+  ForwardManager mgr(gw, rec, fo);
+  const auto t0 = Clock::now();
+  mgr.open(1, target("::1"));
+  ASSERT_TRUE(rec.wait_closed(mgr, 1));
+  EXPECT_LT(Clock::now() - t0, 1000ms);
+  EXPECT_EQ(rec.events(), want({"closed:refused"}));
+  EXPECT_EQ(fake.inits().size(), 2u);
+  EXPECT_EQ(mgr.stats().loopback_fallbacks, 1u);
+}
+
+// ---- RESOURCE_EXHAUSTED and relay capacity, told apart ----
+
+Script reject(grpc::StatusCode code, const char* msg) {
+  Script s;
+  s.reject = grpc::Status(code, msg);
+  return s;
+}
+
+TEST(ForwardExhausted, TokenCapTakesAnotherToken) {
+  FakeGateway fake(Generation::k0_1, [](const SeenInit& i) {
+    return i.call_index == 0 ? reject(grpc::StatusCode::RESOURCE_EXHAUSTED, "SSH session connection limit reached")
+                             : data_then_ok({"ok"});
+  });
+  GatewayClient gw(options_for(fake, Generation::k0_1));
+  Recorder rec;
+  ForwardManager mgr(gw, rec, {});
+  mgr.open(1, target());
+  ASSERT_TRUE(rec.wait_closed(mgr, 1));
+  EXPECT_EQ(rec.events(), want({"open", "data:ok", "closed:ok"}));
+  auto inits = fake.inits();
+  ASSERT_EQ(inits.size(), 2u);
+  EXPECT_NE(inits[0].token, inits[1].token);
+  const ForwardStats st = mgr.stats();
+  EXPECT_EQ(st.token_cap_hits, 1u);
+  EXPECT_EQ(st.sandbox_cap_hits, 0u);
+  EXPECT_EQ(st.retries, 1u);
+}
+
+TEST(ForwardExhausted, SandboxCapWaitsForASlot) {
+  FakeGateway fake(Generation::k0_0, [](const SeenInit& i) {
+    return i.call_index < 2 ? reject(grpc::StatusCode::RESOURCE_EXHAUSTED, "sandbox SSH connection limit reached")
+                            : data_then_ok({"ok"});
+  });
+  GatewayClient gw(options_for(fake, Generation::k0_0));
+  Recorder rec;
+  ForwardManager mgr(gw, rec, {});
+  const auto t0 = Clock::now();
+  mgr.open(1, target());
+  ASSERT_TRUE(rec.wait_closed(mgr, 1));
+  EXPECT_GE(Clock::now() - t0, 2 * kCapRetryDelay);
+  EXPECT_EQ(rec.events(), want({"open", "data:ok", "closed:ok"}));
+  EXPECT_EQ(mgr.stats().sandbox_cap_hits, 2u);
+  EXPECT_EQ(fake.tokens_minted(), 1);  // the same pooled token, retried
+}
+
+TEST(ForwardExhausted, RateLimitBacksOffExponentially) {
+  FakeGateway fake(Generation::k0_1, [](const SeenInit& i) {
+    return i.call_index < 3 ? reject(grpc::StatusCode::RESOURCE_EXHAUSTED, "gRPC rate limit exceeded")
+                            : data_then_ok({"ok"});
+  });
+  GatewayClient gw(options_for(fake, Generation::k0_1));
+  Recorder rec;
+  ForwardManager mgr(gw, rec, {});
+  const auto t0 = Clock::now();
+  mgr.open(1, target());
+  ASSERT_TRUE(rec.wait_closed(mgr, 1));
+  EXPECT_GE(Clock::now() - t0, 50ms + 100ms + 200ms);
+  EXPECT_EQ(rec.events(), want({"open", "data:ok", "closed:ok"}));
+  EXPECT_EQ(mgr.stats().rate_limit_hits, 3u);
+}
+
+TEST(ForwardExhausted, RelayCapacityQueuesAndRetries) {
+  FakeGateway fake(Generation::k0_1, [](const SeenInit& i) {
+    return i.call_index == 0
+               ? reject(grpc::StatusCode::UNAVAILABLE,
+                        "supervisor relay failed: status: ResourceExhausted, message: \"relay capacity reached\"")
+               : data_then_ok({"ok"});
+  });
+  GatewayClient gw(options_for(fake, Generation::k0_1));
+  Recorder rec;
+  ForwardManager mgr(gw, rec, {});
+  mgr.open(1, target());
+  ASSERT_TRUE(rec.wait_closed(mgr, 1));
+  EXPECT_EQ(rec.events(), want({"open", "data:ok", "closed:ok"}));
+  EXPECT_EQ(mgr.stats().relay_capacity_hits, 1u);
+}
+
+TEST(ForwardExhausted, RelayCapacityAtTheQueueDeadlineIsARefusal) {
+  FakeGateway fake(Generation::k0_1, [](const SeenInit&) {
+    return reject(grpc::StatusCode::UNAVAILABLE, "supervisor relay failed: relay capacity reached");
+  });
+  GatewayClient gw(options_for(fake, Generation::k0_1));
+  Recorder rec;
+  ForwardOptions fo;
+  fo.queue_timeout = 350ms;
+  ForwardManager mgr(gw, rec, fo);
+  mgr.open(1, target());
+  ASSERT_TRUE(rec.wait_closed(mgr, 1));
+  EXPECT_EQ(rec.events(), want({"closed:refused"}));
+  EXPECT_EQ(mgr.stats().queue_timeouts, 1u);
+  EXPECT_GE(mgr.stats().relay_capacity_hits, 2u);
+}
+
+}  // namespace
+}  // namespace osh::relay
