@@ -3,6 +3,7 @@
 #include <CLI/CLI.hpp>
 #include <fcntl.h>
 #include <fmt/format.h>
+#include <pwd.h>
 #include <spdlog/spdlog.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -103,7 +104,7 @@ void add_up_command(CLI::App& app, int* exit_code) {
                   "state (stable addresses, pid), control socket, ssh include")->capture_default_str();
   cmd->add_option("--ssh-config", opts->ssh_config,
                   "ssh config that gets an Include for Host *.<domain> (default ~/.ssh/config of "
-                  "$SUDO_USER, else of root)");
+                  "$OPENSHELL_TUNNEL_USER, else of $SUDO_USER, else of root)");
   cmd->add_flag("--no-ssh-config", opts->no_ssh_config, "do not touch any ssh config");
   cmd->add_option("--dns", opts->dns,
                   "names via the hosts file, systemd-resolved (~<domain> to the tunnel's DNS), or both")
@@ -127,11 +128,34 @@ void add_up_command(CLI::App& app, int* exit_code) {
       ->capture_default_str();
   cmd->add_option("--token-idle-s", opts->token_idle_s, "revoke pooled SSH-session tokens unused this long")
       ->capture_default_str()->check(CLI::Range(1, 86400));
-  cmd->callback([opts, gw, background, exit_code] {
+  cmd->callback([cmd, opts, gw, background, exit_code] {
+    // OPENSHELL_TUNNEL_USER (the service's EnvironmentFile; there is no
+    // $SUDO_USER under systemd): the user whose ~/.ssh/config gets the
+    // Include and whose ~/.config/openshell holds the gateway configuration,
+    // unless --ssh-config / --config-dir say otherwise.
+    if (const char* u = std::getenv("OPENSHELL_TUNNEL_USER"); u && *u) {
+      const passwd* pw = ::getpwnam(u);
+      if (!pw) {
+        fmt::print(stderr, "error: OPENSHELL_TUNNEL_USER={}: no such user\n", u);
+        *exit_code = kExitUsage;
+        return;
+      }
+      if (opts->ssh_config.empty()) opts->ssh_config = std::string(pw->pw_dir) + "/.ssh/config";
+      if (cmd->count("--config-dir") == 0) gw->config_dir = std::string(pw->pw_dir) + "/.config/openshell";
+    }
     if (!resolve_for_command(*gw, &opts->gateway, "error")) {
       *exit_code = kExitUsage;
       return;
     }
+    // SIGHUP: the same flags and environment, the config files read again.
+    opts->reload_gateway = [gw](std::string* error) -> std::optional<relay::GatewayOptions> {
+      try {
+        return resolve_gateway(*gw);
+      } catch (const ConfigError& e) {
+        *error = e.what();
+        return std::nullopt;
+      }
+    };
     if (*background) {
       *exit_code = detach(*opts);
       return;

@@ -18,6 +18,9 @@
 // rename fails with EBUSY/EXDEV; the temp file is removed and the target is
 // rewritten in place: pwrite the new text at offset 0, ftruncate to its
 // length, fsync. That window is not atomic, but the file is never empty.
+// The same in-place rewrite serves an existing file whose directory is
+// read-only (EROFS from mkostemp): the packaged systemd unit makes only
+// /etc/hosts writable, not /etc (packaging/openshell-tunnel.service).
 #include "cli/hosts_file.h"
 
 #include <fcntl.h>
@@ -191,7 +194,16 @@ void replace_file(const fs::path& target, std::string_view data) {
   if (dir.empty()) dir = ".";
   std::string tmpl = (dir / ("." + target.filename().string() + ".osh-XXXXXX")).string();
   Fd fd(::mkostemp(tmpl.data(), O_CLOEXEC));
-  if (fd.fd < 0) throw_errno(errno, "create temporary file for", target);
+  if (fd.fd < 0) {
+    // A read-only directory around a writable file: systemd's
+    // ProtectSystem=strict with ReadWritePaths=/etc/hosts (the packaged
+    // unit) bind-mounts the file writable, /etc stays read-only.
+    if (errno == EROFS && exists) {
+      rewrite_in_place(target, data);
+      return;
+    }
+    throw_errno(errno, "create temporary file for", target);
+  }
   const fs::path tmp = tmpl;
   try {
     write_all_at(fd.fd, data, tmp);

@@ -10,6 +10,7 @@
 
 #include "cli/commands.h"
 #include "cli/up.h"
+#include "osh_version.h"  // generated at build time (cmake/version.cmake)
 
 namespace {
 
@@ -43,7 +44,9 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
   app.add_flag("-v,--verbose", verbose, "same as --log-level debug");
-  app.set_version_flag("--version", "openshell-tunnel 0.1.0");
+  // OSH_VERSION: CMakeLists.txt's project version, "~git<hash>" appended
+  // for untagged builds (cmake/version.cmake).
+  app.set_version_flag("--version", "openshell-tunnel " OSH_VERSION);
   app.parse_complete_callback([&] {
     auto logger = spdlog::stderr_color_mt("openshell-tunnel");
     spdlog::set_default_logger(logger);

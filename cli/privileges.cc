@@ -27,7 +27,9 @@ unsigned long long kept_capabilities_mask() {
 std::string drop_privileges() {
   // Bounding set first: dropping from it needs CAP_SETPCAP, which goes next.
   for (cap_value_t c = 0; c <= CAP_LAST_CAP; ++c) {
-    if (kept(c) || !CAP_IS_SUPPORTED(c)) continue;
+    // Already outside the bounding set (systemd's CapabilityBoundingSet=):
+    // nothing to drop, and dropping would need CAP_SETPCAP, which is gone too.
+    if (kept(c) || !CAP_IS_SUPPORTED(c) || prctl(PR_CAPBSET_READ, c, 0, 0, 0) != 1) continue;
     if (prctl(PR_CAPBSET_DROP, c, 0, 0, 0) != 0 && errno != EINVAL)
       return std::string("PR_CAPBSET_DROP: ") + std::strerror(errno);
   }

@@ -10,7 +10,9 @@ namespace osh::cli {
 /// addresses, link teardown, stale-link removal), CAP_DAC_OVERRIDE,
 /// CAP_FOWNER and CAP_CHOWN (state directory, control socket, hosts file and
 /// the user's ssh config, with owners kept); clears the ambient set; sets
-/// PR_SET_NO_NEW_PRIVS so no child (resolvectl) can gain more.
+/// PR_SET_NO_NEW_PRIVS so nothing it executes could gain more. Capabilities
+/// already outside the bounding set (systemd's CapabilityBoundingSet=) are
+/// left alone.
 ///
 /// Thread: must run before any other thread exists. Capabilities are per
 /// thread on Linux and threads inherit the creator's, so dropping them in

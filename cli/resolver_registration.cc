@@ -1,236 +1,219 @@
 // Theory of operation.
 //
 // systemd-resolved keeps per-link DNS settings that a link manager (here: the
-// tunnel) may set over D-Bus; resolvectl is its command line front end, and
-// the per-link settings are dropped again by `resolvectl revert LINK`. The
-// tunnel's responder only knows "<sandbox>.<domain>", so the link gets the
-// routing-only domain "~<domain>" and default-route=false: resolved then
-// sends exactly the names under <domain> to our server and nothing else.
+// tunnel) sets over D-Bus (org.freedesktop.resolve1(5)); RevertLink drops
+// them again. The tunnel's responder only knows "<sandbox>.<domain>", so the
+// link gets the routing-only domain "~<domain>" and default-route=false:
+// resolved then sends exactly the names under <domain> to our server and
+// nothing else.
 //
-// Commands run through run_program(): posix_spawnp with stdin/stdout on
-// /dev/null and stderr on a pipe that is read to EOF before waitpid, so the
-// error text of a failed command ends up in the exception. No shell is
-// involved; arguments are passed as they are.
+// Every operation opens its own connection to the system bus (sd-bus), makes
+// its calls synchronously with a 10 s timeout, and closes it: registration
+// and revert are rare, happen on the main thread, and a bus that restarted in
+// between must not leave the revert with a dead connection.
 //
-// The constructor applies the commands in order; on the first failure it runs
-// the revert (best effort) and throws, so a half-made registration never
+// The constructor applies the calls in order; on the first failure it calls
+// RevertLink (best effort) and throws, so a half-made registration never
 // outlives the constructor. The destructor reverts and logs a failure.
 #include "cli/resolver_registration.h"
 
-#include <fcntl.h>
-#include <spawn.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
-#include <algorithm>
-#include <cerrno>
-#include <cstdlib>
-#include <filesystem>
+#include <arpa/inet.h>
+#include <net/if.h>
 #include <spdlog/spdlog.h>
-#include <string_view>
-#include <system_error>
-#include <utility>
+#include <sys/socket.h>
+#include <systemd/sd-bus.h>
 
-extern char** environ;
+#include <cerrno>
+#include <cstring>
+#include <memory>
+#include <string_view>
+#include <utility>
 
 namespace osh::cli {
 
 namespace {
 
-constexpr const char* kResolvedRunDir = "/run/systemd/resolve";
-constexpr const char* kResolvectl = "resolvectl";
-constexpr size_t kMaxStderr = 4096;  // bytes of stderr kept
+constexpr const char* kService = "org.freedesktop.resolve1";
+constexpr const char* kPath = "/org/freedesktop/resolve1";
+constexpr const char* kManager = "org.freedesktop.resolve1.Manager";
+constexpr uint64_t kCallTimeoutUs = 10'000'000;  // per D-Bus call
 
-// Closes an fd on scope exit.
-class Fd {
+struct BusUnref {
+  void operator()(sd_bus* b) const noexcept { sd_bus_flush_close_unref(b); }
+};
+using Bus = std::unique_ptr<sd_bus, BusUnref>;
+struct MessageUnref {
+  void operator()(sd_bus_message* m) const noexcept { sd_bus_message_unref(m); }
+};
+using Message = std::unique_ptr<sd_bus_message, MessageUnref>;
+
+// sd_bus_error with its free.
+class BusError {
  public:
-  explicit Fd(int fd = -1) noexcept : fd_(fd) {}
-  ~Fd() { reset(); }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  int get() const noexcept { return fd_; }
-  void reset() noexcept {
-    if (fd_ >= 0) ::close(fd_);
-    fd_ = -1;
+  BusError() = default;
+  ~BusError() { sd_bus_error_free(&e_); }
+  BusError(const BusError&) = delete;
+  BusError& operator=(const BusError&) = delete;
+  sd_bus_error* get() noexcept { return &e_; }
+  // "<name>: <message>", or strerror(-rc) when the bus gave no error.
+  std::string text(int rc) const {
+    if (sd_bus_error_is_set(&e_))
+      return std::string(e_.name) + (e_.message ? std::string(": ") + e_.message : "");
+    return std::strerror(-rc);
   }
 
  private:
-  int fd_;
+  sd_bus_error e_ = SD_BUS_ERROR_NULL;
 };
 
-// posix_spawn_file_actions_t with its destroy.
-class FileActions {
- public:
-  FileActions() {
-    if (int rc = posix_spawn_file_actions_init(&fa_); rc != 0)
-      throw std::system_error(rc, std::generic_category(), "posix_spawn_file_actions_init");
-  }
-  ~FileActions() { posix_spawn_file_actions_destroy(&fa_); }
-  FileActions(const FileActions&) = delete;
-  FileActions& operator=(const FileActions&) = delete;
-  posix_spawn_file_actions_t* get() noexcept { return &fa_; }
-
- private:
-  posix_spawn_file_actions_t fa_;
-};
-
-void check_spawn(int rc, const char* what) {
-  if (rc != 0) throw std::system_error(rc, std::generic_category(), what);
+// The system bus, or ResolverError.
+Bus open_system_bus() {
+  sd_bus* raw = nullptr;
+  if (int rc = sd_bus_open_system(&raw); rc < 0)
+    throw ResolverError(std::string("cannot connect to the D-Bus system bus: ") + std::strerror(-rc));
+  Bus bus(raw);
+  (void)sd_bus_set_method_call_timeout(bus.get(), kCallTimeoutUs);
+  return bus;
 }
 
-std::string join(const std::vector<std::string>& argv) {
+// Throws ResolverError naming the method when rc < 0.
+void check_call(int rc, const char* method, const BusError& err) {
+  if (rc < 0) throw ResolverError(std::string("resolved ") + method + ": " + err.text(rc));
+}
+
+// Throws ResolverError when building a message failed.
+void check_build(int rc, const char* method) {
+  if (rc < 0) throw ResolverError(std::string("building the ") + method + " call: " + std::strerror(-rc));
+}
+
+void set_link_dns(sd_bus* bus, int ifindex, const std::vector<ResolvedDnsAddress>& addrs) {
+  sd_bus_message* raw = nullptr;
+  check_build(sd_bus_message_new_method_call(bus, &raw, kService, kPath, kManager, "SetLinkDNS"), "SetLinkDNS");
+  Message m(raw);
+  check_build(sd_bus_message_append(m.get(), "i", ifindex), "SetLinkDNS");
+  check_build(sd_bus_message_open_container(m.get(), 'a', "(iay)"), "SetLinkDNS");
+  for (const ResolvedDnsAddress& a : addrs) {
+    check_build(sd_bus_message_open_container(m.get(), 'r', "iay"), "SetLinkDNS");
+    check_build(sd_bus_message_append(m.get(), "i", a.family), "SetLinkDNS");
+    check_build(sd_bus_message_append_array(m.get(), 'y', a.bytes.data(), a.bytes.size()), "SetLinkDNS");
+    check_build(sd_bus_message_close_container(m.get()), "SetLinkDNS");
+  }
+  check_build(sd_bus_message_close_container(m.get()), "SetLinkDNS");
+  BusError err;
+  check_call(sd_bus_call(bus, m.get(), kCallTimeoutUs, err.get(), nullptr), "SetLinkDNS", err);
+}
+
+void set_link_domain(sd_bus* bus, int ifindex, const std::string& domain) {
+  BusError err;
+  const int rc = sd_bus_call_method(bus, kService, kPath, kManager, "SetLinkDomains", err.get(), nullptr,
+                                    "ia(sb)", ifindex, 1, domain.c_str(), 1 /* routing only */);
+  check_call(rc, "SetLinkDomains", err);
+}
+
+void set_link_default_route(sd_bus* bus, int ifindex, bool enable) {
+  BusError err;
+  const int rc = sd_bus_call_method(bus, kService, kPath, kManager, "SetLinkDefaultRoute", err.get(),
+                                    nullptr, "ib", ifindex, enable ? 1 : 0);
+  check_call(rc, "SetLinkDefaultRoute", err);
+}
+
+void revert_link(int ifindex) {
+  Bus bus = open_system_bus();
+  BusError err;
+  const int rc = sd_bus_call_method(bus.get(), kService, kPath, kManager, "RevertLink", err.get(), nullptr,
+                                    "i", ifindex);
+  check_call(rc, "RevertLink", err);
+}
+
+std::string join(const std::vector<std::string>& v) {
   std::string s;
-  for (const std::string& a : argv) {
-    if (!s.empty()) s += ' ';
-    s += a;
-  }
-  return s;
-}
-
-// Runs argv; throws ResolverError naming the command if it fails.
-void run_checked(const std::vector<std::string>& argv) {
-  ProgramResult r;
-  try {
-    r = run_program(argv);
-  } catch (const std::system_error& e) {
-    throw ResolverError("`" + join(argv) + "` could not be started: " + e.what());
-  }
-  if (r.exit_code != 0) {
-    std::string err = r.stderr_text;
-    while (!err.empty() && (err.back() == '\n' || err.back() == '\r')) err.pop_back();
-    throw ResolverError("`" + join(argv) + "` failed with exit status " +
-                        std::to_string(r.exit_code) + (err.empty() ? "" : ": " + err));
-  }
-}
-
-bool executable_in_path(const char* name) {
-  const char* path = std::getenv("PATH");
-  std::string_view rest = path != nullptr ? path : "/usr/bin:/bin";
-  while (true) {
-    const size_t colon = rest.find(':');
-    std::string dir(rest.substr(0, colon));
-    if (dir.empty()) dir = ".";
-    const std::string candidate = dir + "/" + name;
-    struct stat st {};
-    if (::stat(candidate.c_str(), &st) == 0 && S_ISREG(st.st_mode) &&
-        ::access(candidate.c_str(), X_OK) == 0)
-      return true;
-    if (colon == std::string_view::npos) return false;
-    rest.remove_prefix(colon + 1);
-  }
-}
-
-std::string strip_trailing_dots(std::string s) {
-  while (!s.empty() && s.back() == '.') s.pop_back();
+  for (const std::string& a : v) s += (s.empty() ? "" : " ") + a;
   return s;
 }
 
 }  // namespace
 
-ProgramResult run_program(const std::vector<std::string>& argv) {
-  if (argv.empty()) throw std::invalid_argument("run_program: empty argv");
-  int p[2];
-  if (::pipe2(p, O_CLOEXEC) != 0) throw std::system_error(errno, std::generic_category(), "pipe2");
-  Fd rd(p[0]);
-  Fd wr(p[1]);
-
-  FileActions fa;
-  check_spawn(posix_spawn_file_actions_addopen(fa.get(), 0, "/dev/null", O_RDONLY, 0),
-              "posix_spawn_file_actions_addopen");
-  check_spawn(posix_spawn_file_actions_addopen(fa.get(), 1, "/dev/null", O_WRONLY, 0),
-              "posix_spawn_file_actions_addopen");
-  // dup2 onto 2 clears O_CLOEXEC on the child's stderr; both pipe ends
-  // themselves close on exec.
-  check_spawn(posix_spawn_file_actions_adddup2(fa.get(), wr.get(), 2),
-              "posix_spawn_file_actions_adddup2");
-
-  std::vector<char*> cargv;
-  cargv.reserve(argv.size() + 1);
-  for (const std::string& a : argv) cargv.push_back(const_cast<char*>(a.c_str()));
-  cargv.push_back(nullptr);
-
-  pid_t pid = -1;
-  const int rc = posix_spawnp(&pid, cargv[0], fa.get(), nullptr, cargv.data(), environ);
-  if (rc != 0) throw std::system_error(rc, std::generic_category(), "posix_spawnp " + argv[0]);
-  wr.reset();  // so that read() sees EOF when the child exits
-
-  ProgramResult result;
-  char buf[512];
-  while (true) {
-    const ssize_t n = ::read(rd.get(), buf, sizeof buf);
-    if (n > 0) {
-      const size_t keep = std::min(static_cast<size_t>(n), kMaxStderr - result.stderr_text.size());
-      result.stderr_text.append(buf, keep);
-      continue;
-    }
-    if (n < 0 && errno == EINTR) continue;
-    break;  // EOF, or a read error: stop reading, still reap the child
-  }
-  int status = 0;
-  while (::waitpid(pid, &status, 0) < 0) {
-    if (errno != EINTR) throw std::system_error(errno, std::generic_category(), "waitpid");
-  }
-  if (WIFEXITED(status))
-    result.exit_code = WEXITSTATUS(status);
-  else if (WIFSIGNALED(status))
-    result.exit_code = 128 + WTERMSIG(status);
-  return result;
-}
-
 bool ResolverRegistration::available() {
-  std::error_code ec;
-  return std::filesystem::is_directory(kResolvedRunDir, ec) && executable_in_path(kResolvectl);
+  sd_bus* raw = nullptr;
+  if (sd_bus_open_system(&raw) < 0) return false;
+  Bus bus(raw);
+  (void)sd_bus_set_method_call_timeout(bus.get(), kCallTimeoutUs);
+  BusError err;
+  sd_bus_message* reply = nullptr;
+  const int rc = sd_bus_call_method(bus.get(), "org.freedesktop.DBus", "/org/freedesktop/DBus",
+                                    "org.freedesktop.DBus", "NameHasOwner", err.get(), &reply, "s", kService);
+  if (rc < 0) {
+    spdlog::debug("D-Bus system bus: NameHasOwner({}): {}", kService, err.text(rc));
+    return false;
+  }
+  Message m(reply);
+  int has_owner = 0;
+  if (sd_bus_message_read(m.get(), "b", &has_owner) < 0) return false;
+  return has_owner != 0;
 }
 
-std::vector<std::vector<std::string>> ResolverRegistration::register_commands(
-    const std::string& link, const std::vector<std::string>& dns_addresses,
-    const std::string& domain) {
-  std::vector<std::string> dns{kResolvectl, "dns", link};
-  dns.insert(dns.end(), dns_addresses.begin(), dns_addresses.end());
-  return {
-      std::move(dns),
-      {kResolvectl, "domain", link, "~" + strip_trailing_dots(domain)},
-      {kResolvectl, "default-route", link, "false"},
-  };
+std::vector<ResolvedDnsAddress> ResolverRegistration::dns_addresses(const std::vector<std::string>& numeric) {
+  std::vector<ResolvedDnsAddress> out;
+  for (const std::string& s : numeric) {
+    ResolvedDnsAddress a;
+    unsigned char buf[16];
+    if (::inet_pton(AF_INET, s.c_str(), buf) == 1) {
+      a.family = AF_INET;
+      a.bytes.assign(buf, buf + 4);
+    } else if (::inet_pton(AF_INET6, s.c_str(), buf) == 1) {
+      a.family = AF_INET6;
+      a.bytes.assign(buf, buf + 16);
+    } else {
+      throw std::invalid_argument("resolver registration: '" + s + "' is not a numeric IP address");
+    }
+    out.push_back(std::move(a));
+  }
+  return out;
 }
 
-std::vector<std::string> ResolverRegistration::revert_command(const std::string& link) {
-  return {kResolvectl, "revert", link};
+std::string ResolverRegistration::routing_domain(const std::string& domain) {
+  std::string s = domain;
+  while (!s.empty() && s.back() == '.') s.pop_back();
+  return s;
 }
 
-ResolverRegistration::ResolverRegistration(std::string link,
-                                           std::vector<std::string> dns_addresses,
+ResolverRegistration::ResolverRegistration(std::string link, std::vector<std::string> dns_addresses_text,
                                            std::string domain)
     : link_(std::move(link)) {
   if (link_.empty()) throw std::invalid_argument("resolver registration: empty link name");
-  if (dns_addresses.empty())
-    throw std::invalid_argument("resolver registration: no DNS server address");
-  if (strip_trailing_dots(domain).empty())
-    throw std::invalid_argument("resolver registration: empty domain");
+  if (dns_addresses_text.empty()) throw std::invalid_argument("resolver registration: no DNS server address");
+  const std::string routing = routing_domain(domain);
+  if (routing.empty()) throw std::invalid_argument("resolver registration: empty domain");
+  const std::vector<ResolvedDnsAddress> addrs = dns_addresses(dns_addresses_text);
   if (!available()) {
-    spdlog::debug("systemd-resolved not running; ~{} not registered on {}", domain, link_);
+    spdlog::debug("systemd-resolved is not on the D-Bus system bus; ~{} not registered on {}", routing, link_);
     return;
   }
+  ifindex_ = static_cast<int>(::if_nametoindex(link_.c_str()));
+  if (ifindex_ == 0) throw ResolverError("resolver registration: no link " + link_ + ": " + std::strerror(errno));
   try {
-    for (const auto& argv : register_commands(link_, dns_addresses, domain)) run_checked(argv);
+    Bus bus = open_system_bus();
+    set_link_dns(bus.get(), ifindex_, addrs);
+    set_link_domain(bus.get(), ifindex_, routing);
+    set_link_default_route(bus.get(), ifindex_, false);
   } catch (...) {
     try {
-      run_checked(revert_command(link_));
+      revert_link(ifindex_);
     } catch (const std::exception& e) {
       spdlog::warn("undoing a partial resolver registration: {}", e.what());
     }
     throw;
   }
   active_ = true;
-  spdlog::info("systemd-resolved: names under {} go to {} on {}", strip_trailing_dots(domain),
-               join(dns_addresses), link_);
+  spdlog::info("systemd-resolved: names under {} go to {} on {} (ifindex {}, D-Bus)", routing,
+               join(dns_addresses_text), link_, ifindex_);
 }
 
 ResolverRegistration::~ResolverRegistration() {
   if (!active_) return;
   try {
-    run_checked(revert_command(link_));
+    revert_link(ifindex_);
+    spdlog::info("systemd-resolved: registration on {} reverted", link_);
   } catch (const std::exception& e) {
     spdlog::error("removing the resolver registration: {}", e.what());
   }

@@ -1,74 +1,79 @@
 // Registers the tunnel's DNS responder with systemd-resolved as the resolver
-// for "~<domain>" on the tunnel link, and takes the registration back. Uses
-// the resolvectl command line tool (started with posix_spawnp, no shell);
-// nothing is started or configured when resolved is not running.
+// for "~<domain>" on the tunnel link, and takes the registration back.
+// Speaks resolved's D-Bus API (org.freedesktop.resolve1.Manager on the system
+// bus) through libsystemd's sd-bus; no program is started, and nothing is
+// registered when resolved is not on the bus.
 #pragma once
 
+#include <cstdint>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
 namespace osh::cli {
 
-/// A resolvectl command failed (message: the command line, its exit status
-/// and its stderr).
+/// A D-Bus call to systemd-resolved failed, or the system bus could not be
+/// reached (message: the method, the D-Bus error name and its text).
 class ResolverError : public std::runtime_error {
  public:
   using std::runtime_error::runtime_error;
 };
 
-/// How a program run by run_program() ended.
-struct ProgramResult {
-  int exit_code = 0;        ///< exit status, or 128 + signal number if killed
-  std::string stderr_text;  ///< what it wrote to stderr (first 4 KiB)
+/// One DNS server address as resolved's SetLinkDNS takes it: an address
+/// family (AF_INET or AF_INET6) and the address in network byte order
+/// (4 or 16 bytes; D-Bus signature "(iay)").
+struct ResolvedDnsAddress {
+  int family = 0;
+  std::vector<uint8_t> bytes;
+  bool operator==(const ResolvedDnsAddress&) const = default;
 };
-
-/// Runs a program to completion: argv[0] is searched in PATH, stdin and
-/// stdout are /dev/null, stderr is captured. Blocks until it exits (no
-/// timeout of its own; resolvectl's D-Bus calls time out after 25 s).
-/// Thread: any (uses posix_spawnp, safe in a multi-threaded process).
-/// @throws std::invalid_argument if argv is empty;
-///         std::system_error if the program cannot be started (e.g. ENOENT).
-ProgramResult run_program(const std::vector<std::string>& argv);
 
 /// While it lives, systemd-resolved sends queries for names under `domain`
 /// to `dns_addresses` over `link` (systemd-resolved.service(8), "Protocols
-/// and Routing": a "~domain" routing-only domain on a link). Commands, in
-/// order:
+/// and Routing": a routing-only domain "~domain" on a link). Calls, in order,
+/// on org.freedesktop.resolve1 /org/freedesktop/resolve1
+/// org.freedesktop.resolve1.Manager (org.freedesktop.resolve1(5)):
 ///
-///     resolvectl dns <link> <addr>...
-///     resolvectl domain <link> ~<domain>
-///     resolvectl default-route <link> false
+///     SetLinkDNS(i ifindex, a(iay) addresses)
+///     SetLinkDomains(i ifindex, a(sb) [(domain, true)])   -- routing-only
+///     SetLinkDefaultRoute(i ifindex, b false)
 ///
 /// The last one keeps every other name off the tunnel link even on resolved
 /// versions whose heuristics would make it a default route. The destructor
-/// runs `resolvectl revert <link>`, which drops all per-link settings (the
-/// link belongs to the tunnel, so there are none of anyone else's).
+/// calls RevertLink(i ifindex), which drops all per-link settings (the link
+/// belongs to the tunnel, so there are none of anyone else's). resolved
+/// allows these calls to a caller with CAP_NET_ADMIN (root); others go
+/// through polkit.
 ///
 /// If available() is false, construction does nothing and active() is
-/// false. Thread: construct and destroy on one thread; not copyable.
+/// false. Thread: construct and destroy on one thread (each opens its own
+/// system-bus connection and closes it again); not copyable.
 class ResolverRegistration {
  public:
-  /// True if systemd-resolved is running (its runtime directory
-  /// /run/systemd/resolve/ exists) and resolvectl is found in PATH.
-  /// Starts nothing.
+  /// True if the D-Bus system bus answers ($DBUS_SYSTEM_BUS_ADDRESS, else
+  /// /run/dbus/system_bus_socket) and the name org.freedesktop.resolve1 has
+  /// an owner (NameHasOwner: asks the bus, never activates resolved).
   static bool available();
 
-  /// The argument vectors the constructor runs, in order (pure).
-  /// @param link           interface name, e.g. "osh0"
-  /// @param dns_addresses  numeric server addresses, e.g. {"198.18.0.2"}
-  /// @param domain         e.g. "local"; a trailing '.' is dropped
-  static std::vector<std::vector<std::string>> register_commands(
-      const std::string& link, const std::vector<std::string>& dns_addresses,
-      const std::string& domain);
+  /// The addresses as SetLinkDNS takes them (pure).
+  /// @throws std::invalid_argument for a string that is not a numeric IPv4
+  ///         or IPv6 address.
+  static std::vector<ResolvedDnsAddress> dns_addresses(const std::vector<std::string>& numeric);
 
-  /// The argument vector the destructor runs (pure).
-  static std::vector<std::string> revert_command(const std::string& link);
+  /// The routing-only domain registered for `domain` (pure): trailing dots
+  /// dropped, e.g. "local" for "local." (sent as ("local", true), which
+  /// resolvectl shows as "~local").
+  static std::string routing_domain(const std::string& domain);
 
   /// Registers (see the class comment) if available(); otherwise a no-op.
-  /// @throws std::invalid_argument if link, dns_addresses or domain is empty;
-  ///         ResolverError if a command fails (anything already applied is
-  ///         reverted first) or resolvectl cannot be started.
+  /// @param link           interface name, e.g. "osh0" (its index is looked
+  ///                       up in this network namespace: if_nametoindex)
+  /// @param dns_addresses  numeric server addresses, e.g. {"198.18.0.2"}
+  /// @param domain         e.g. "local"; a trailing '.' is dropped
+  /// @throws std::invalid_argument if link, dns_addresses or domain is empty
+  ///         or an address is not numeric; ResolverError if the link does not
+  ///         exist or a call fails (anything already applied is reverted
+  ///         first).
   ResolverRegistration(std::string link, std::vector<std::string> dns_addresses,
                        std::string domain);
 
@@ -84,6 +89,7 @@ class ResolverRegistration {
 
  private:
   std::string link_;
+  int ifindex_ = 0;
   bool active_ = false;
 };
 

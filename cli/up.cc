@@ -9,9 +9,11 @@
 //   4. TUN: create, MTU, addresses, link up (tun/), each change undone on exit;
 //   5. stack (lwIP behind the TUN fd) and relay (one ForwardTcp per connection);
 //   6. names: hosts-file block, ssh Include block; state saved; control socket.
-// Then the main thread loops: sigtimedwait(refresh interval) for SIGINT,
-// SIGTERM or SIGHUP (`down` on the control socket raises SIGTERM), and on
-// each timeout re-reads the sandbox list: new sandboxes get addresses and
+// Then the main thread loops: sigtimedwait(refresh interval) for SIGINT or
+// SIGTERM (stop; `down` on the control socket raises SIGTERM) or SIGHUP
+// (reload: the gateway configuration is resolved again, the bearer token
+// replaced, the gateway re-detected; Tunnel::reload), and on each timeout
+// re-reads the sandbox list: new sandboxes get addresses and
 // names within one interval, deleted ones lose them (their connections are
 // reset by the stack), phases are tracked for `status`. If the gateway
 // cannot be reached, the tunnel stays up and says since when; new
@@ -26,6 +28,7 @@
 #include <pwd.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
+#include <systemd/sd-daemon.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -154,6 +157,7 @@ class Tunnel {
   };
 
   bool check_previous_run();
+  void reload();
   void apply_sandboxes(const std::vector<relay::SandboxInfo>& list, bool initial);
   void refresh();
   void write_names();
@@ -342,6 +346,59 @@ void Tunnel::refresh() {
     gateway_error_ = s.ok() ? "" : s.to_string();
   }
   if (s.ok()) apply_sandboxes(list, false);
+}
+
+// SIGHUP (systemctl reload): what can change without a restart is applied,
+// the rest is named in the log. Flags and environment are the process's own
+// (systemd reads EnvironmentFile= only at start); the OpenShell config files
+// (active_gateway, metadata.json, mtls/, oidc_token.json) are read again.
+// Applied: the bearer token (and the token file it is re-read from), then a
+// Health call that re-detects the gateway's protocol generation and version,
+// then a sandbox-list refresh. Not applied (a warning says "restart"): a
+// different endpoint, TLS material, insecure mode, workspace or forced
+// protocol generation: those are fixed in the gRPC channel and every stream.
+void Tunnel::reload() {
+  sd_notify(0, "RELOADING=1\nSTATUS=re-reading the gateway configuration");
+  spdlog::info("SIGHUP: re-reading the gateway configuration");
+  if (o_.reload_gateway) {
+    std::string err;
+    if (std::optional<relay::GatewayOptions> next = o_.reload_gateway(&err); !next) {
+      spdlog::error("reload: {}; keeping the current configuration", err);
+    } else {
+      const relay::GatewayOptions& cur = gw_.options();
+      auto restart_needed = [](const char* what, const std::string& from, const std::string& to) {
+        spdlog::warn("reload: the gateway's {} changed ({} -> {}): restart the tunnel to use it "
+                     "(systemctl restart openshell-tunnel); keeping {}", what, from, to, from);
+      };
+      if (next->endpoint.to_string() != cur.endpoint.to_string())
+        restart_needed("endpoint", cur.endpoint.to_string(), next->endpoint.to_string());
+      if (next->workspace != cur.workspace) restart_needed("workspace", cur.workspace, next->workspace);
+      if (next->force_generation != cur.force_generation)
+        restart_needed("forced protocol generation", relay::to_string(cur.force_generation),
+                       relay::to_string(next->force_generation));
+      if (next->ca_pem != cur.ca_pem || next->client_cert_pem != cur.client_cert_pem ||
+          next->client_key_pem != cur.client_key_pem || next->insecure_tls != cur.insecure_tls ||
+          next->tls_server_name != cur.tls_server_name)
+        restart_needed("TLS settings", "the files read at start", "the files on disk now");
+      const bool changed = gw_.set_bearer_token(next->bearer_token, next->bearer_token_file,
+                                                next->parse_bearer_token_file);
+      spdlog::info("reload: bearer token {}{}", changed ? "replaced" : "unchanged",
+                   next->token_source.empty() ? "" : " (" + next->token_source + ")");
+    }
+  }
+  std::string version;
+  const relay::CallStatus s = gw_.health(&version);  // re-detects the generation
+  {
+    std::lock_guard lk(mu_);
+    if (s.ok()) gateway_version_ = version;
+  }
+  if (s.ok())
+    spdlog::info("reload: gateway {} answers ({}, protocol {})", o_.gateway.endpoint.to_string(), version,
+                 relay::to_string(gw_.generation()));
+  else
+    spdlog::warn("reload: gateway {} does not answer: {}", o_.gateway.endpoint.to_string(), s.to_string());
+  refresh();
+  sd_notify(0, "READY=1\nSTATUS=tunnel is up (configuration reloaded)");
 }
 
 json Tunnel::status_json() {
@@ -567,14 +624,21 @@ int Tunnel::run() {
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGHUP);
+    // systemd (Type=notify): the tunnel is up; a no-op without $NOTIFY_SOCKET.
+    sd_notify(0, fmt::format("READY=1\nSTATUS=tunnel {} is up, names under .{}", tun_name_, o_.domain).c_str());
     int sig;
     for (;;) {
       const timespec ts{static_cast<time_t>(o_.refresh_ms / 1000),
                         static_cast<long>(o_.refresh_ms % 1000) * 1000000L};
       sig = ::sigtimedwait(&set, nullptr, &ts);
+      if (sig == SIGHUP) {
+        reload();
+        continue;
+      }
       if (sig > 0) break;
       refresh();
     }
+    sd_notify(0, "STOPPING=1");
     fmt::print("\nStopping ({})...\n", strsignal(sig));
     std::fflush(stdout);
 

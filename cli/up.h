@@ -1,8 +1,11 @@
 // `openshell-tunnel up`: brings the tunnel up and runs it until SIGINT,
-// SIGTERM, SIGHUP or `openshell-tunnel down`.
+// SIGTERM or `openshell-tunnel down`; SIGHUP re-reads the gateway
+// configuration (Tunnel::reload in up.cc).
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <optional>
 #include <string>
 
 #include "relay/gateway_client.h"
@@ -11,6 +14,10 @@ namespace osh::cli {
 
 struct UpOptions {
   relay::GatewayOptions gateway;           ///< resolved by cli/gateway_config
+  /// SIGHUP: resolves the gateway configuration again (the same flags and
+  /// environment, the OpenShell config files re-read); nullopt with *error
+  /// set when it is broken. Empty = SIGHUP only re-detects the gateway.
+  std::function<std::optional<relay::GatewayOptions>(std::string* error)> reload_gateway;
   std::string tun_name = "osh0";
   std::string prefix4 = "198.18.0.0/16";   ///< RFC 2544 benchmark range (design.md §4)
   std::string prefix6 = "fd00:6f73:6800::/64";
@@ -42,9 +49,12 @@ enum ExitCode : int {
   kExitNotRunning = 4,   ///< status/down: no tunnel is running
 };
 
-/// Runs `up` in the foreground. Blocks until a termination signal or a
-/// `down` request; returns an ExitCode. Expects SIGINT/SIGTERM/SIGHUP to be
-/// blocked in every thread (main does it).
+/// Runs `up` in the foreground. Blocks until SIGINT, SIGTERM or a `down`
+/// request; SIGHUP reloads (opts.reload_gateway) and goes on. Tells systemd
+/// READY=1 once the tunnel is up, RELOADING=1/READY=1 around a reload and
+/// STOPPING=1 (sd_notify; nothing when $NOTIFY_SOCKET is unset). Returns an
+/// ExitCode. Expects SIGINT/SIGTERM/SIGHUP to be blocked in every thread
+/// (main does it).
 int run_up(const UpOptions& opts);
 
 /// The control socket and state of a tunnel using `state_dir`.

@@ -341,6 +341,23 @@ GatewayClient::GatewayClient(GatewayOptions opts) : opts_(std::move(opts)), impl
 
 GatewayClient::~GatewayClient() = default;
 
+bool GatewayClient::set_bearer_token(const std::string& token, const std::string& token_file,
+                                     std::function<std::string(const std::string&)> parse_token_file) {
+  std::lock_guard lk(impl_->auth_mu);
+  const std::string before = impl_->authorization;
+  impl_->authorization = token.empty() ? std::string() : "Bearer " + token;
+  impl_->token_file = token_file;
+  impl_->parse_token = std::move(parse_token_file);
+  impl_->token_file_mtime_ns = 0;
+  if (!impl_->token_file.empty()) {
+    struct stat st {};
+    if (::stat(impl_->token_file.c_str(), &st) == 0)
+      impl_->token_file_mtime_ns = int64_t{st.st_mtim.tv_sec} * 1000000000 + st.st_mtim.tv_nsec;
+  }
+  impl_->token_checked = std::chrono::steady_clock::now();
+  return impl_->authorization != before;
+}
+
 Generation GatewayClient::generation() const { return impl_->generation.load(); }
 
 CallStatus GatewayClient::health(std::string* version) {

@@ -183,6 +183,16 @@ class GatewayClient {
 
   const GatewayOptions& options() const { return opts_; }
 
+  /// set_bearer_token() - replaces the bearer token (and the OIDC token file
+  /// it is re-read from, with its parser; GatewayOptions::bearer_token*) used
+  /// from the next call or ForwardTcp stream on; streams already open keep
+  /// theirs. For `up`'s SIGHUP reload (cli/up.cc): everything else in
+  /// options() is fixed for the client's life (a new endpoint, TLS material
+  /// or workspace needs a new client). @token "" = no authorization header.
+  /// Returns whether the header changed. Thread: any.
+  bool set_bearer_token(const std::string& token, const std::string& token_file,
+                        std::function<std::string(const std::string&)> parse_token_file);
+
   struct Impl;  ///< relay-internal (gateway_client_impl.h)
   Impl& impl() { return *impl_; }
 

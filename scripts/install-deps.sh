@@ -1,14 +1,27 @@
 #!/usr/bin/env bash
-# Installs every Debian 12 package openshell-tunnel needs to build, test and
-# run its demo. Idempotent; run as root.
+# Installs every Debian 12 package openshell-tunnel needs to build, test,
+# package and run its demo. Idempotent; run as root.
+#
+# Starts no service on the machine: some of these packages enable and start
+# a service in their postinst on a systemd host (openssh-server: ssh.service
+# on port 22; dbus). For the install, a /usr/sbin/policy-rc.d that exits 101
+# ("action forbidden", invoke-rc.d(8) and deb-systemd-invoke honour it) is put
+# in place, and removed afterwards, even on failure, and only if this script
+# created it (an existing one is left as it is).
 set -euo pipefail
 PKGS=(
+  # build
   build-essential cmake ninja-build ccache pkg-config
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   liblwip-dev libnl-3-dev libnl-route-3-dev libspdlog-dev libldns-dev libcap-dev
-  libgtest-dev libgmock-dev libcli11-dev nlohmann-json3-dev
+  libsystemd-dev libgtest-dev libgmock-dev libcli11-dev nlohmann-json3-dev
+  # man page, package (CPack DEB + dpkg-shlibdeps), package test, unit check
+  scdoc dpkg-dev file mmdebstrap systemd
+  # tests and demo (the sandbox's sshd, the browser test's Chromium, the
+  # resolved test's private D-Bus, the benchmark chart)
   openssh-server openssh-client iproute2 iputils-ping procps curl python3 python3-scapy openssl bind9-dnsutils
-  chromium fonts-dejavu-core
+  dbus-daemon dbus-bin
+  chromium fonts-dejavu-core python3-matplotlib
 )
 missing=()
 for p in "${PKGS[@]}"; do
@@ -16,8 +29,19 @@ for p in "${PKGS[@]}"; do
 done
 if ((${#missing[@]})); then
   echo "install-deps: installing ${missing[*]}"
+  POLICY=/usr/sbin/policy-rc.d
+  created_policy=0
+  remove_policy() { if ((created_policy)); then rm -f "$POLICY"; fi; }
+  trap remove_policy EXIT
+  if [[ ! -e $POLICY ]]; then
+    printf '#!/bin/sh\n# openshell-tunnel scripts/install-deps.sh: no service starts during the install\nexit 101\n' >"$POLICY"
+    chmod 755 "$POLICY"
+    created_policy=1
+  fi
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  remove_policy
+  created_policy=0
 fi
 echo "install-deps: all ${#PKGS[@]} packages present"

@@ -32,7 +32,9 @@
 # Usage: bench.sh [--smoke] [--out DIR] [--reps N] [--bulk-mib N] [--latency-n N]
 #                 [--rr-n N] [--storm-n N] [--churn-n N] [--idle-n N] [--paths "A B C D E"]
 #   --smoke   tiny sizes, one repetition (~10 s of measuring): CI's anti-rot check
-# Output: the table on stdout, DIR/bench.json (everything) and DIR/bench.md.
+# Output: the table on stdout, DIR/bench.json (everything), DIR/bench.md and
+# DIR/bench.png (benchchart.py: each path's throughput, latency and CPU per GiB
+# relative to C, the direct relay; needs python3-matplotlib).
 # Binaries: $OSH_TUNNEL, $OSH_GATEWAY, $OSH_SUPERVISOR, else ./build/... of the repo.
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
@@ -169,6 +171,12 @@ EXTRA="$("$PY" -c 'import json,sys; print(json.dumps({"ssh_cipher": sys.argv[1],
   "$CIPHER" "$SMOKE" "$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo unknown)")"
 rc=0
 "$PY" "$TOOL" report "$OUT"/path-*.json --json "$OUT/bench.json" --markdown "$OUT/bench.md" --extra "$EXTRA" || rc=$?
-say "results: $OUT/bench.json, $OUT/bench.md (total $((SECONDS - T_START)) s)"
+# The chart (issue 17.5): every path relative to C, the direct relay.
+if "$PY" -c 'import matplotlib' 2>/dev/null; then
+  "$PY" "$HERE/benchchart.py" "$OUT/bench.json" "$OUT/bench.png" || say "chart failed (see above)"
+else
+  say "no chart: python3-matplotlib is not installed (scripts/install-deps.sh installs it)"
+fi
+say "results: $OUT/bench.json, $OUT/bench.md, $OUT/bench.png (total $((SECONDS - T_START)) s)"
 ((rc == 0)) || say "FAILED: some transfer or connection failed (see 'failures' above)"
 exit "$rc"
