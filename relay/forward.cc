@@ -28,7 +28,7 @@
 // before each call.
 //
 // When is a stream open (on_open_ok)? Every call asks for the project's
-// extensions (tunnel_ext.h). If the response headers confirm connect-ack,
+// extensions (common/tunnel_ext.h). If the response headers confirm connect-ack,
 // they mean "target connected". Otherwise (upstream, protocol §2.4) they only
 // mean "relay requested": the stream is reported open at the first byte from
 // the target, the call's end, or when the settle window (SettleWindow, one
@@ -58,7 +58,7 @@
 
 #include "relay/forward_policy.h"
 #include "relay/gateway_client_impl.h"
-#include "relay/tunnel_ext.h"
+#include "common/tunnel_ext.h"
 
 namespace osh::relay {
 namespace {
@@ -223,7 +223,7 @@ class ForwardReactor final : public ForwardCall, public grpc::ClientBidiReactor<
   void start() override {
     fill_init(*init_.mutable_init(), open_.target, token_->token, mgr_->gw.options().workspace);
     mgr_->gw.impl().prepare(ctx_);
-    if (mgr_->opts.request_extensions) ctx_.AddMetadata(kTunnelExtKey, kTunnelExtRequest);
+    if (mgr_->opts.request_extensions) ctx_.AddMetadata(std::string(tunnel_ext::kHeader), std::string(tunnel_ext::kRequestAll));
     started_at_ = Clock::now();
     bind_call(mgr_->gw.impl(), &ctx_, this);
     this->AddMultipleHolds(2);
@@ -431,13 +431,9 @@ class ForwardReactor final : public ForwardCall, public grpc::ClientBidiReactor<
     ext_loaded_ = true;
     if (!mgr_->opts.request_extensions) return;  // never asked: ignore any answer
     const auto& md = ctx_.GetServerInitialMetadata();
-    const auto [first, last] = md.equal_range(kTunnelExtKey);
-    for (auto it = first; it != last; ++it) {
-      const TunnelExt e = parse_tunnel_ext(std::string_view(it->second.data(), it->second.size()));
-      ext_.connect_ack |= e.connect_ack;
-      ext_.fin_frame |= e.fin_frame;
-      ext_.relay_error |= e.relay_error;
-    }
+    const auto [first, last] = md.equal_range(grpc::string_ref(tunnel_ext::kHeader.data(), tunnel_ext::kHeader.size()));
+    for (auto it = first; it != last; ++it)
+      tunnel_ext::ParseInto(std::string_view(it->second.data(), it->second.size()), ext_);
   }
 
   // For an empty data frame: whether it is the target's FIN. If the
@@ -514,7 +510,7 @@ class ForwardReactor final : public ForwardCall, public grpc::ClientBidiReactor<
   Clock::time_point headers_at_;
   bool ext_loaded_ = false;
   bool pending_fin_ = false;  // an empty frame arrived before the headers' reaction
-  TunnelExt ext_;
+  tunnel_ext::Extensions ext_;
   std::optional<grpc::Alarm> settle_alarm_;
 
   std::mutex mu_;
@@ -637,13 +633,18 @@ void ForwardManager::Impl::start_one(PendingOpen p) {
   const std::string key = pool_key(p.target.sandbox);
   // The generation is known once health() succeeded (protocol-0.1 §2); a
   // stream is never opened in a guessed encoding.
-  const Generation gen = gw.impl().generation.load();
+  // Until then (a gateway that was down when the client started), detect
+  // it here, on the worker thread, like a token mint.
   CallStatus err;
+  Generation gen = gw.generation();
+  if (gen == Generation::kUnknown) {
+    err = gw.health(nullptr);
+    gen = gw.generation();
+    if (err.ok() && gen == Generation::kUnknown)
+      err = {grpc::StatusCode::FAILED_PRECONDITION, "the gateway's protocol generation is unknown"};
+  }
   std::shared_ptr<TokenEntry> token;
-  if (gen == Generation::kUnknown)
-    err = {grpc::StatusCode::FAILED_PRECONDITION, "the gateway's protocol generation is not known yet"};
-  else
-    token = acquire_token(p.target.sandbox, &err);
+  if (gen != Generation::kUnknown) token = acquire_token(p.target.sandbox, &err);
   // CreateSshSession also passes the gateway's global rate limiter.
   bool waited_out = false;
   std::optional<PendingOpen> retry;

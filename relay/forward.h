@@ -35,7 +35,7 @@ class ForwardObserver {
  public:
   virtual ~ForwardObserver() = default;
   /// The stream is established: complete the client's handshake. When the
-  /// gateway confirmed connect-ack (relay/tunnel_ext.h): its response
+  /// gateway confirmed connect-ack (common/tunnel_ext.h): its response
   /// headers, which it sends once the target connected. Otherwise (upstream,
   /// where headers only mean "relay requested", protocol §2.4): the first
   /// byte from the target, the call's end, or the settle window after the
@@ -66,7 +66,7 @@ struct ForwardOptions {
   std::chrono::milliseconds token_idle_timeout{60000};
   /// Largest data frame sent, bytes (upstream CLI: 64 KiB, protocol §2.5).
   size_t max_frame = 64 * 1024;
-  /// Ask for the project's extensions (kTunnelExtRequest metadata) on every
+  /// Ask for the project's extensions (tunnel_ext::kRequestAll in the x-osh-tunnel-ext metadata) on every
   /// ForwardTcp. Upstream ignores it; false makes the mini-gateway behave
   /// exactly like upstream (tests of the default semantics).
   bool request_extensions = true;

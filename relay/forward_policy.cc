@@ -5,8 +5,6 @@
 #include <algorithm>
 #include <cctype>
 
-#include "relay/tunnel_ext.h"
-
 namespace osh::relay {
 namespace {
 
@@ -14,33 +12,7 @@ bool contains(std::string_view s, std::string_view what) {
   return s.find(what) != std::string_view::npos;
 }
 
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
-  return s;
-}
-
-bool iequals(std::string_view a, std::string_view b) {
-  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-           return std::tolower(static_cast<unsigned char>(x)) == std::tolower(static_cast<unsigned char>(y));
-         });
-}
-
 }  // namespace
-
-TunnelExt parse_tunnel_ext(std::string_view value) {
-  TunnelExt ext;
-  while (!value.empty()) {
-    const size_t comma = value.find(',');
-    const std::string_view item = trim(value.substr(0, comma));
-    if (iequals(item, kExtConnectAck)) ext.connect_ack = true;
-    else if (iequals(item, kExtFinFrame)) ext.fin_frame = true;
-    else if (iequals(item, kExtRelayError)) ext.relay_error = true;
-    if (comma == std::string_view::npos) break;
-    value.remove_prefix(comma + 1);
-  }
-  return ext;
-}
 
 void SettleWindow::observe_header_latency(Duration d) {
   if (!have_header_) {

@@ -171,7 +171,8 @@ Status ValidateForwardInit(Protocol protocol, const ForwardInit& init, ForwardTa
 }
 
 /// The extensions a call asks for (x-osh-tunnel-ext request metadata, every
-/// value merged) that this gateway supports: all three (tunnel_ext.h).
+/// value merged) that this gateway supports: all three (tunnel_ext.h), when
+/// the gateway offers them at all (--tunnel-extensions).
 tunnel_ext::Extensions RequestedExtensions(const grpc::ServerContextBase& ctx) {
   tunnel_ext::Extensions ext;
   const auto& md = ctx.client_metadata();
@@ -282,7 +283,10 @@ RelayStreamReactor* NewRelayStreamReactor(ForwardHub& hub, grpc::CallbackServerC
 }
 
 ForwardCall::ForwardCall(const Private&, ForwardHub& hub, grpc::CallbackServerContext* ctx)
-    : hub_(hub), client_ctx_(ctx), channel_id_(NewUuidV4()), ext_(RequestedExtensions(*ctx)) {}
+    : hub_(hub),
+      client_ctx_(ctx),
+      channel_id_(NewUuidV4()),
+      ext_(hub.tunnel_extensions() ? RequestedExtensions(*ctx) : tunnel_ext::Extensions{}) {}
 
 ForwardCall::~ForwardCall() = default;
 

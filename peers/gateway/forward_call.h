@@ -14,7 +14,7 @@
 
 #include "openshell.grpc.pb.h"
 #include "peers/common/protocol.h"
-#include "peers/common/tunnel_ext.h"
+#include "common/tunnel_ext.h"
 #include "peers/gateway/wire.h"
 
 namespace osh::peers {
@@ -35,6 +35,10 @@ class ForwardHub {
 
   /// The generation whose TcpForwardFrame the calls decode and encode.
   virtual Protocol protocol() const = 0;
+
+  /// Whether calls that ask for the tunnel extensions get them
+  /// (GatewayConfig::tunnel_extensions); false = upstream behaviour always.
+  virtual bool tunnel_extensions() const = 0;
 
   /// AdmitClientCall() - the checks before a client method reads anything:
   /// the global rate limit (RESOURCE_EXHAUSTED "gRPC rate limit exceeded",

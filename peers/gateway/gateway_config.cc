@@ -284,6 +284,8 @@ void ApplyGatewayConfigJson(std::string_view json_text, GatewayConfig& config) {
         const auto protocol = ParseProtocol(value.get<std::string>());
         if (!protocol) throw std::invalid_argument("\"protocol\" must be \"0.0\" or \"0.1\"");
         config.protocol = *protocol;
+      } else if (key == "tunnel_extensions") {
+        config.tunnel_extensions = value.get<bool>();
       } else if (key == "rate_limit") {
         config.rate_limit = ParseRateLimit(value.get<std::string>());
       } else if (key == "max_pending_relays_per_sandbox") {

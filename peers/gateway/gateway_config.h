@@ -48,6 +48,11 @@ struct GatewayConfig {
   std::string listen = "0.0.0.0:17670";
   /// Which generation's messages every generation-dependent call uses.
   Protocol protocol = kDefaultProtocol;
+  /// Offer the project's ForwardTcp extensions (common/tunnel_ext.h) to
+  /// calls that ask for them. Off by default: the gateway then ignores the
+  /// x-osh-tunnel-ext metadata, exactly as upstream does, and a tunnel that
+  /// asks falls back to upstream behaviour (settle window, OK ends).
+  bool tunnel_extensions = false;
   std::vector<SandboxDecl> sandboxes;
   /// Concurrent ForwardTcp streams per SSH-session token (protocol §2.8).
   int max_streams_per_token = 3;

@@ -115,6 +115,10 @@ int main(int argc, char** argv) {
   auto* version_opt = app.add_option("--version-string,--health-version", version,
                                      "version reported by Health (default: 0.1.11 with --protocol 0.1, "
                                      "0.0.111 with 0.0)");
+  bool tunnel_extensions = false;
+  app.add_flag("--tunnel-extensions", tunnel_extensions,
+               "offer the project's ForwardTcp extensions (connect-ack, fin-frame, relay-error) to "
+               "calls that ask in x-osh-tunnel-ext metadata; off: upstream behaviour for every call");
   auto* rate_opt = app.add_option("--rate-limit", rate_limit_text,
                                   "global limit on client calls N/SECONDS (token bucket; over it: "
                                   "RESOURCE_EXHAUSTED \"gRPC rate limit exceeded\"); default off");
@@ -152,6 +156,7 @@ int main(int argc, char** argv) {
     if (ttl_opt->count() > 0) config.token_ttl = std::chrono::seconds(token_ttl_secs);
     if (version_opt->count() > 0) config.version = version;
     if (protocol_opt->count() > 0) config.protocol = *osh::peers::ParseProtocol(protocol_text);
+    if (tunnel_extensions) config.tunnel_extensions = true;
     if (rate_opt->count() > 0) config.rate_limit = osh::peers::ParseRateLimit(rate_limit_text);
     if (pending_sb_opt->count() > 0) config.max_pending_relays_per_sandbox = max_pending_per_sandbox;
     if (pending_opt->count() > 0) config.max_pending_relays = max_pending;

@@ -290,6 +290,7 @@ class GatewayService final : public MixedService, public ForwardHub, public Sess
   // ---- shared by ForwardHub and SessionHub ----
 
   Protocol protocol() const override { return config_.protocol; }
+  bool tunnel_extensions() const override { return config_.tunnel_extensions; }
 
   // ---- ForwardHub (see forward_call.h) ----
 

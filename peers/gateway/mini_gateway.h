@@ -16,7 +16,7 @@ namespace osh::peers {
 /// optional mTLS and a bearer token) speaking one wire generation
 /// (GatewayConfig::protocol). Every RPC but Health runs on the gRPC callback
 /// API (no thread per call or stream). By default it behaves like upstream;
-/// the extensions of peers/common/tunnel_ext.h only when a call asks. See
+/// the extensions of common/tunnel_ext.h only when a call asks. See
 /// mini_gateway.cc and forward_call.cc for the theory of operation and
 /// peers/README.md for the generations and the extensions.
 ///

@@ -11,7 +11,7 @@
 #include "peers/common/address.h"
 #include "peers/common/protocol.h"
 #include "peers/common/socket.h"
-#include "peers/common/tunnel_ext.h"
+#include "common/tunnel_ext.h"
 #include "peers/common/uuid.h"
 #include "peers/gateway/gateway_config.h"
 
@@ -287,6 +287,7 @@ TEST(TunnelExt, ParseAndFormat) {
   const auto all = tunnel_ext::Parse(" Relay-Error,connect-ack ,x,fin-frame");
   EXPECT_TRUE(all.connect_ack && all.fin_frame && all.relay_error);
   EXPECT_EQ(tunnel_ext::Format(all), "connect-ack,fin-frame,relay-error");
+  EXPECT_EQ(tunnel_ext::Format(all), tunnel_ext::kRequestAll);  // what the tunnel asks for
   EXPECT_EQ(tunnel_ext::Format(tunnel_ext::Parse("fin-frame")), "fin-frame");
   EXPECT_EQ(tunnel_ext::Format({}), "");
   EXPECT_EQ(tunnel_ext::kHeader, "x-osh-tunnel-ext");

@@ -25,7 +25,7 @@
 
 #include "openshell.grpc.pb.h"
 #include "peers/common/socket.h"
-#include "peers/common/tunnel_ext.h"
+#include "common/tunnel_ext.h"
 #include "peers/gateway/mini_gateway.h"
 #include "peers/supervisor/mini_supervisor.h"
 #include "tcp_test_server.h"
@@ -115,6 +115,7 @@ class PeersTest : public ::testing::Test {
     config.relay_claim_timeout = 5s;
     config.version = "mini-gateway test";
     config.protocol = Protocol::kV0_0;
+    config.tunnel_extensions = true;  // offered; calls get them only when they ask
     if (tweak) tweak(config);
     gateway_ = std::make_unique<MiniGateway>(config);
     gateway_->Start();

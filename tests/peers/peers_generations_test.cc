@@ -1,6 +1,6 @@
 // Tests of the mini peers' two wire generations (--protocol 0.0 / 0.1),
 // their upstream default behaviour and the negotiated extensions
-// (peers/common/tunnel_ext.h). In process, like peers_e2e_test.cc: a
+// (common/tunnel_ext.h). In process, like peers_e2e_test.cc: a
 // MiniGateway on 127.0.0.1:0, MiniSupervisors or a scripted fake supervisor,
 // and a gRPC client typed with the generation's own messages (the generated
 // stub is typed with 0.0 messages, so 0.1 calls go through the same
@@ -24,7 +24,7 @@
 
 #include "openshell.grpc.pb.h"
 #include "openshell_0_1.pb.h"
-#include "peers/common/tunnel_ext.h"
+#include "common/tunnel_ext.h"
 #include "peers/gateway/mini_gateway.h"
 #include "peers/gateway/rate_limiter.h"
 #include "peers/supervisor/mini_supervisor.h"
@@ -288,6 +288,7 @@ class GenerationsTest : public ::testing::Test {
                         {"demo", kOtherWsId, "team"}};
     config.supervisor_wait = 2s;
     config.relay_claim_timeout = 5s;
+    config.tunnel_extensions = true;  // offered; calls get them only when they ask
     if (tweak) tweak(config);
     gateway_ = std::make_unique<MiniGateway>(config);
     gateway_->Start();
@@ -833,6 +834,21 @@ TEST_F(GenerationsTest, ExtensionsAreConfirmedOnlyWhenAsked) {
     call->stream->WritesDone();
     EXPECT_TRUE(call->Drain().ok());
   }
+}
+
+TEST_F(GenerationsTest, ExtensionsAreNotOfferedByDefault) {
+  // Upstream ignores metadata it does not know; so does a mini-gateway
+  // without --tunnel-extensions, even for a call that asks for everything.
+  TcpTestServer echo(testing::EchoHandler);
+  StartGateway(Protocol::kV0_1, [](GatewayConfig& c) { c.tunnel_extensions = false; });
+  StartSupervisor(kDemoId);
+  auto call = Open01(Init01(Token01(), echo.port()), std::string(tunnel_ext::kRequestAll));
+  ASSERT_TRUE(call->Write("x"));
+  std::string got;
+  ASSERT_TRUE(call->ReadExactly(1, &got));
+  EXPECT_EQ(call->ExtAnswer(), "");
+  call->stream->WritesDone();
+  EXPECT_TRUE(call->Drain().ok());
 }
 
 // ---- relay loss ----

@@ -15,7 +15,7 @@
 #include "fake_gateway.h"
 #include "relay/forward.h"
 #include "relay/forward_policy.h"
-#include "relay/tunnel_ext.h"
+#include "common/tunnel_ext.h"
 
 namespace osh::relay {
 namespace {
@@ -150,7 +150,7 @@ TEST(ForwardGeneration, ZeroOneSendsNameAndWorkspace) {
   EXPECT_EQ(inits[0].host, "127.0.0.1");
   EXPECT_EQ(inits[0].port, 8080u);
   EXPECT_EQ(inits[0].token, "tok-1");
-  EXPECT_EQ(inits[0].ext_request, kTunnelExtRequest);
+  EXPECT_EQ(inits[0].ext_request, tunnel_ext::kRequestAll);
 }
 
 TEST(ForwardGeneration, ZeroZeroSendsTheUuidAndExtensionsCanBeOff) {

@@ -18,6 +18,7 @@
 #include <fstream>
 #include <functional>
 #include <map>
+#include <set>
 #include <mutex>
 #include <sstream>
 #include <thread>
@@ -961,6 +962,179 @@ TEST_F(AuthLiveTest, RewrittenOidcTokenFileIsPickedUpWithoutRestart) {
   relay::CallStatus s = gw.list_sandboxes(&list);
   EXPECT_TRUE(s.ok()) << s.to_string();
   EXPECT_EQ(list.size(), 1u);
+}
+
+}  // namespace
+}  // namespace osh
+
+namespace osh {
+namespace {
+
+// GatewayClient against the mini-gateway in either generation (issue 12.1):
+// detection, workspaces, paging, tokens, revocation.
+class GenerationLiveTest : public ::testing::Test {
+ protected:
+  void TearDown() override {
+    if (gateway_) gateway_->Shutdown(200ms);
+  }
+  void Start(peers::Protocol protocol, const std::function<void(peers::GatewayConfig&)>& tweak = nullptr) {
+    peers::GatewayConfig c;
+    c.listen = "127.0.0.1:0";
+    c.protocol = protocol;
+    c.sandboxes = {{"demo", kDemoId}};
+    c.sandboxes.push_back({"other", "9c2e1d3f-1111-4222-8333-444455556666", "team"});
+    c.sandboxes[0].host_key_fingerprint = "SHA256:abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
+    if (tweak) tweak(c);
+    gateway_ = std::make_unique<peers::MiniGateway>(c);
+    gateway_->Start();
+  }
+  relay::GatewayOptions Options(const std::string& workspace = "default") const {
+    relay::GatewayOptions o;
+    std::string err;
+    o.endpoint = *relay::parse_endpoint("http://127.0.0.1:" + std::to_string(gateway_->port()), &err);
+    o.workspace = workspace;
+    return o;
+  }
+  std::unique_ptr<peers::MiniGateway> gateway_;
+};
+
+TEST_F(GenerationLiveTest, DetectsEachGenerationFromHealth) {
+  for (auto [protocol, want] : {std::pair{peers::Protocol::kV0_0, relay::Generation::k0_0},
+                                std::pair{peers::Protocol::kV0_1, relay::Generation::k0_1}}) {
+    Start(protocol);
+    relay::GatewayClient gw(Options());
+    EXPECT_EQ(gw.generation(), relay::Generation::kUnknown);
+    std::string version;
+    ASSERT_TRUE(gw.health(&version).ok());
+    EXPECT_EQ(gw.generation(), want) << version;
+    std::vector<relay::SandboxInfo> list;
+    relay::CallStatus s = gw.list_sandboxes(&list);
+    ASSERT_TRUE(s.ok()) << s.to_string();
+    ASSERT_EQ(list.size(), 1u) << "only the default workspace's sandbox";
+    EXPECT_EQ(list[0].name, "demo");
+    EXPECT_EQ(list[0].id, kDemoId);
+    gateway_->Shutdown(200ms);
+    gateway_.reset();
+  }
+}
+
+TEST_F(GenerationLiveTest, ProbesWhenTheVersionSaysNothing) {
+  // protocol-0.1 §2: a build without git metadata reports 0.0.0; the empty
+  // ListSandboxes tells the generations apart.
+  for (auto [protocol, want] : {std::pair{peers::Protocol::kV0_0, relay::Generation::k0_0},
+                                std::pair{peers::Protocol::kV0_1, relay::Generation::k0_1}}) {
+    Start(protocol, [](peers::GatewayConfig& c) { c.version = "0.0.0"; });
+    relay::GatewayClient gw(Options());
+    std::string version;
+    relay::CallStatus s = gw.health(&version);
+    ASSERT_TRUE(s.ok()) << s.to_string();
+    EXPECT_EQ(version, "0.0.0");
+    EXPECT_EQ(gw.generation(), want);
+    gateway_->Shutdown(200ms);
+    gateway_.reset();
+  }
+}
+
+TEST_F(GenerationLiveTest, ProbeThatCannotDecideIsAnError) {
+  // A bearer-protected gateway answers the probe UNAUTHENTICATED: no signal.
+  Start(peers::Protocol::kV0_1, [](peers::GatewayConfig& c) {
+    c.version = "dev";
+    c.bearer_token = "t";
+  });
+  relay::GatewayClient gw(Options());
+  relay::CallStatus s = gw.health(nullptr);
+  EXPECT_EQ(s.code, kUnauthenticated);
+  EXPECT_NE(s.message.find("could not tell the gateway's protocol generation"), std::string::npos) << s.message;
+  EXPECT_EQ(gw.generation(), relay::Generation::kUnknown);
+  // With the generation given, no probe is needed.
+  auto o = Options();
+  o.force_generation = relay::Generation::k0_1;
+  o.bearer_token = "t";
+  relay::GatewayClient forced(o);
+  EXPECT_TRUE(forced.health(nullptr).ok());
+  std::vector<relay::SandboxInfo> list;
+  EXPECT_TRUE(forced.list_sandboxes(&list).ok());
+  EXPECT_EQ(list.size(), 1u);
+}
+
+TEST_F(GenerationLiveTest, ListsEveryPageOf150Sandboxes) {
+  for (auto protocol : {peers::Protocol::kV0_1, peers::Protocol::kV0_0}) {
+    Start(protocol, [](peers::GatewayConfig& c) {
+      for (auto& d : peers::GenerateSandboxes("sb", 150)) c.sandboxes.push_back(std::move(d));
+    });
+    relay::GatewayClient gw(Options());
+    std::vector<relay::SandboxInfo> list;
+    relay::CallStatus s = gw.list_sandboxes(&list);
+    ASSERT_TRUE(s.ok()) << s.to_string();
+    EXPECT_EQ(list.size(), 151u);
+    std::set<std::string> names;
+    for (const auto& sb : list) names.insert(sb.name);
+    EXPECT_EQ(names.size(), 151u) << "no sandbox twice";
+    gateway_->Shutdown(200ms);
+    gateway_.reset();
+  }
+}
+
+TEST_F(GenerationLiveTest, WorkspaceScopesEveryCall) {
+  Start(peers::Protocol::kV0_1);
+  relay::GatewayClient team(Options("team"));
+  std::vector<relay::SandboxInfo> list;
+  ASSERT_TRUE(team.list_sandboxes(&list).ok());
+  ASSERT_EQ(list.size(), 1u);
+  EXPECT_EQ(list[0].name, "other");
+  relay::SandboxInfo sb;
+  EXPECT_EQ(team.get_sandbox("demo", &sb).code, 5) << "NOT_FOUND outside its workspace";
+  relay::GatewayClient dflt(Options());
+  relay::CallStatus s = dflt.get_sandbox("demo", &sb);
+  ASSERT_TRUE(s.ok()) << s.to_string();
+  EXPECT_EQ(sb.id, kDemoId);
+  EXPECT_EQ(sb.host_key_fingerprint, "SHA256:abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG");
+}
+
+TEST_F(GenerationLiveTest, TokensExpireFromTimestampsAndRevokeIsIdempotent) {
+  for (auto protocol : {peers::Protocol::kV0_1, peers::Protocol::kV0_0}) {
+    Start(protocol, [](peers::GatewayConfig& c) {
+      c.token_ttl = 3600s;
+      c.sandboxes[0].phase = relay::kPhaseReady;  // no supervisor in this test
+    });
+    relay::GatewayClient gw(Options());
+    relay::SshSession session;
+    relay::CallStatus s = gw.create_ssh_session({kDemoId, "demo"}, &session);
+    ASSERT_TRUE(s.ok()) << s.to_string();
+    const int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                               std::chrono::system_clock::now().time_since_epoch())
+                               .count();
+    EXPECT_NEAR(static_cast<double>(session.expires_at_ms - now_ms), 3600e3, 60e3);
+    EXPECT_EQ(session.host_key_fingerprint, "SHA256:abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG");
+    EXPECT_TRUE(gw.revoke_ssh_session(session.token).ok());
+    if (protocol == peers::Protocol::kV0_1) {
+      // COMPLETED again, then ALREADY_ABSENT for a token never issued.
+      EXPECT_TRUE(gw.revoke_ssh_session(session.token).ok());
+      EXPECT_TRUE(gw.revoke_ssh_session("never-issued").ok());
+    }
+    gateway_->Shutdown(200ms);
+    gateway_.reset();
+  }
+  // No expiry: an absent expiration_time is 0 ("never").
+  Start(peers::Protocol::kV0_1, [](peers::GatewayConfig& c) {
+    c.token_ttl = 0s;
+    c.sandboxes[0].phase = relay::kPhaseReady;
+  });
+  relay::GatewayClient gw(Options());
+  relay::SshSession session;
+  ASSERT_TRUE(gw.create_ssh_session({kDemoId, "demo"}, &session).ok());
+  EXPECT_EQ(session.expires_at_ms, 0);
+}
+
+TEST_F(GenerationLiveTest, CompletedSandboxIsListedWithItsPhase) {
+  Start(peers::Protocol::kV0_1, [](peers::GatewayConfig& c) { c.sandboxes[0].phase = 9; });
+  relay::GatewayClient gw(Options());
+  std::vector<relay::SandboxInfo> list;
+  ASSERT_TRUE(gw.list_sandboxes(&list).ok());
+  ASSERT_EQ(list.size(), 1u);
+  EXPECT_EQ(list[0].phase, relay::kPhaseCompleted);
+  EXPECT_TRUE(list[0].may_be_reachable());
+  EXPECT_FALSE(list[0].ready());
 }
 
 }  // namespace

@@ -1,14 +1,13 @@
 // relay/ units without a network: the status table (docs/ARCHITECTURE.md
 // "Connection semantics and the error table"), endpoint parsing, and the
 // forward policy (forward_policy.h: settle window, failure kinds, loopback
-// fallback, back-off; tunnel_ext.h parsing).
+// fallback, back-off).
 #include <grpcpp/support/status.h>
 #include <gtest/gtest.h>
 
 #include "relay/endpoint.h"
 #include "relay/forward_policy.h"
 #include "relay/status_map.h"
-#include "relay/tunnel_ext.h"
 
 namespace osh::relay {
 namespace {
@@ -171,20 +170,6 @@ TEST(OpenFailure, OtherLoopback) {
   EXPECT_EQ(other_loopback("::1"), "127.0.0.1");
   EXPECT_EQ(other_loopback("127.0.0.2"), std::nullopt);
   EXPECT_EQ(other_loopback("localhost"), std::nullopt);
-}
-
-TEST(TunnelExt, ParsesTheConfirmedSubset) {
-  TunnelExt e = parse_tunnel_ext("connect-ack, fin-frame");
-  EXPECT_TRUE(e.connect_ack);
-  EXPECT_TRUE(e.fin_frame);
-  EXPECT_FALSE(e.relay_error);
-  e = parse_tunnel_ext(kTunnelExtRequest);
-  EXPECT_TRUE(e.connect_ack && e.fin_frame && e.relay_error);
-  e = parse_tunnel_ext("relay-error,future-thing,");
-  EXPECT_FALSE(e.connect_ack);
-  EXPECT_TRUE(e.relay_error);
-  e = parse_tunnel_ext("");
-  EXPECT_FALSE(e.connect_ack || e.fin_frame || e.relay_error);
 }
 
 }  // namespace

@@ -31,8 +31,8 @@
 //   relay-error  a lost relay (supervisor gone, RelayStream failed) ends the
 //                call with UNAVAILABLE "relay lost". Default: OK.
 //
-// Header-only and dependency-free so that the tunnel's relay/ and the
-// peers/ share these exact strings.
+// Header-only and dependency-free (common/) so that the tunnel's relay/ and
+// the mini peers in peers/ share these exact strings.
 #pragma once
 
 #include <string>
@@ -101,6 +101,9 @@ inline Extensions Parse(std::string_view value) {
   ParseInto(value, set);
   return set;
 }
+
+/// What the tunnel asks for on every ForwardTcp (unless told not to).
+inline constexpr std::string_view kRequestAll = "connect-ack,fin-frame,relay-error";
 
 /// Format() - the header value for @set: its tokens in the order
 /// connect-ack, fin-frame, relay-error, joined by ","; "" for none.
