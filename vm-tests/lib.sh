@@ -27,6 +27,24 @@ OSH_GW_PORT=17670
 OSH_WORK="$(mktemp -d /tmp/osh-vmtest.XXXXXX)"
 OSH_PIDS=()
 OSH_VERBOSE="${OSH_VERBOSE:-1}"
+# The protocol matrix (issue 12.4; vm-tests/CMakeLists.txt registers the
+# variants). OSH_PROTOCOL: the mini peers' wire generation, 0.1 (upstream's
+# current line, the default) or 0.0. OSH_EXT=1: the mini-gateway offers the
+# project's ForwardTcp extensions (connect-ack, fin-frame, relay-error),
+# which the tunnel always asks for; OSH_EXT=0 (default): upstream behaviour.
+OSH_PROTOCOL="${OSH_PROTOCOL:-0.1}"
+OSH_EXT="${OSH_EXT:-0}"
+# The flags that give the mini peers that behaviour (osh_gateway and
+# osh_supervisor add them; tests that start peers by hand add them too).
+osh_gateway_mode_flags() {
+  echo --protocol "$OSH_PROTOCOL"
+  [[ $OSH_EXT == 1 ]] && echo --tunnel-extensions
+  return 0
+}
+osh_supervisor_mode_flags() { echo --protocol "$OSH_PROTOCOL"; }
+# True when the gateway confirms the extensions (assertions that only hold
+# with them use this; the rest assert upstream's documented behaviour).
+osh_ext() { [[ $OSH_EXT == 1 ]]; }
 
 say() { echo "[$(date +%T)] $*"; }
 n_client() { [[ $OSH_VERBOSE == 1 ]] && echo "  client\$ $*" >&2; ip netns exec "$NS_CLIENT" "$@"; }
@@ -155,16 +173,19 @@ SSHD
 }
 
 osh_gateway() {
-  say "gateway: mini-gateway on $OSH_GW_ADDR:$OSH_GW_PORT, sandbox $OSH_SANDBOX_NAME=$OSH_SANDBOX_ID"
+  say "gateway: mini-gateway on $OSH_GW_ADDR:$OSH_GW_PORT, sandbox $OSH_SANDBOX_NAME=$OSH_SANDBOX_ID" \
+    "(protocol $OSH_PROTOCOL, extensions $(osh_ext && echo offered || echo off))"
+  # shellcheck disable=SC2046 # one flag per word
   osh_spawn "$NS_GW" gateway "$OSH_GATEWAY" --listen "0.0.0.0:$OSH_GW_PORT" \
-    --sandbox "$OSH_SANDBOX_NAME=$OSH_SANDBOX_ID" "$@"
+    --sandbox "$OSH_SANDBOX_NAME=$OSH_SANDBOX_ID" $(osh_gateway_mode_flags) "$@"
   wait_until 10 port_listens "$NS_GW" "$OSH_GW_PORT"
 }
 
 osh_supervisor() {
   say "sandbox: mini-supervisor -> http://198.51.100.1:$OSH_GW_PORT"
+  # shellcheck disable=SC2046
   osh_spawn "$NS_SBX" supervisor "$OSH_SUPERVISOR" --gateway-endpoint "http://198.51.100.1:$OSH_GW_PORT" \
-    --sandbox-id "$OSH_SANDBOX_ID" --ssh-target 127.0.0.1:22
+    --sandbox-id "$OSH_SANDBOX_ID" --ssh-target 127.0.0.1:22 $(osh_supervisor_mode_flags)
   wait_until 15 grep -q "session accepted" "$OSH_WORK/supervisor.log"
 }
 
