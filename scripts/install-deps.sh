@@ -18,9 +18,9 @@ PKGS=(
   # man page, package (CPack DEB + dpkg-shlibdeps), package test, unit check
   scdoc dpkg-dev file mmdebstrap systemd
   # tests and demo (the sandbox's sshd, the browser test's Chromium, the
-  # resolved test's private D-Bus, the benchmark chart)
+  # resolved test's private D-Bus, the unit's syscall check, the benchmark chart)
   openssh-server openssh-client iproute2 iputils-ping procps curl python3 python3-scapy openssl bind9-dnsutils
-  dbus-daemon dbus-bin
+  dbus-daemon dbus-bin strace
   chromium fonts-dejavu-core python3-matplotlib
 )
 missing=()
