@@ -782,6 +782,10 @@ class Recorder : public relay::ForwardObserver {
   }
   bool opened() const { return opened_; }
   bool closed() const { return closed_; }
+  relay::EndKind kind() {
+    std::lock_guard lock(mu_);
+    return kind_;
+  }
   std::string reason() {
     std::lock_guard lock(mu_);
     return reason_;
@@ -1135,6 +1139,57 @@ TEST_F(GenerationLiveTest, CompletedSandboxIsListedWithItsPhase) {
   EXPECT_EQ(list[0].phase, relay::kPhaseCompleted);
   EXPECT_TRUE(list[0].may_be_reachable());
   EXPECT_FALSE(list[0].ready());
+}
+
+TEST_F(GenerationLiveTest, CompletedSandboxWithALiveSupervisorIsReachable) {
+  // protocol-0.1 §3: the readiness gate admits COMPLETED and ERROR while the
+  // supervisor session lives; without one, FAILED_PRECONDITION, which the
+  // tunnel answers as unreachable (EHOSTUNREACH).
+  const int lfd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(lfd, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(lfd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  ASSERT_EQ(::listen(lfd, 8), 0);
+  socklen_t len = sizeof a;
+  ASSERT_EQ(::getsockname(lfd, reinterpret_cast<sockaddr*>(&a), &len), 0);
+  Start(peers::Protocol::kV0_1, [](peers::GatewayConfig& c) {
+    c.sandboxes[0].phase = relay::kPhaseCompleted;
+    c.supervisor_wait = 1s;
+  });
+  relay::GatewayClient gw(Options());
+  relay::ForwardTarget t;
+  t.sandbox = {kDemoId, "demo"};
+  t.host = "127.0.0.1";
+  t.port = ntohs(a.sin_port);
+  {
+    Recorder rec;
+    relay::ForwardManager mgr(gw, rec);
+    mgr.open(1, t);
+    EXPECT_TRUE(Eventually([&] { return rec.closed(); }));
+    EXPECT_EQ(rec.kind(), relay::EndKind::kUnreachable) << rec.reason();
+    mgr.shutdown(2000ms);
+  }
+  peers::SupervisorConfig sc;
+  sc.gateway_endpoint = "http://127.0.0.1:" + std::to_string(gateway_->port());
+  sc.sandbox_id = kDemoId;
+  sc.initial_backoff = 50ms;
+  peers::MiniSupervisor sup(sc);
+  sup.Start();
+  ASSERT_TRUE(Eventually([&] { return gateway_->IsSupervisorConnected(kDemoId); }));
+  {
+    Recorder rec;
+    relay::ForwardManager mgr(gw, rec);
+    mgr.open(2, t);
+    EXPECT_TRUE(Eventually([&] { return rec.opened() || rec.closed(); }));
+    EXPECT_TRUE(rec.opened()) << "stream closed: " << rec.reason();
+    mgr.abort(2);
+    EXPECT_TRUE(Eventually([&] { return rec.closed(); }));
+    mgr.shutdown(2000ms);
+  }
+  sup.Stop();
+  ::close(lfd);
 }
 
 }  // namespace
