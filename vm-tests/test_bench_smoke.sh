@@ -13,13 +13,13 @@ bash "$HERE/bench/bench.sh" --smoke --out "$OUT"
 import json, sys
 d = json.load(open(sys.argv[1]))
 paths = sorted(d["summary"])
-assert paths == ["A", "B", "C", "D", "E"], paths
+assert paths == ["A", "B", "C", "D", "E", "U"], paths
 assert all(d["sha_ok"].values()), d["sha_ok"]
 for p, s in d["summary"].items():
     fails = {k: v for k, v in s.items() if k.endswith("_failed")}
     assert not any(fails.values()), (p, fails)
     assert s["bulk_up_gbps"]["median"] > 0 and s["bulk_down_gbps"]["median"] > 0, p
 assert d["targets"], "no targets evaluated"
-print("  ok: bench.json has all five paths, every sha256 intact, no failures")
+print("  ok: bench.json has all six paths, every sha256 intact, no failures")
 PY
 echo "PASS: bench smoke"

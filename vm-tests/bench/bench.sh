@@ -11,7 +11,14 @@
 #      connection, no TUN)
 #   D  the tunnel: demo.local:9100, IPv4 (`openshell-tunnel up`)
 #   E  the tunnel over IPv6 (a fresh `up`, so its RSS starts clean)
+#   U  the tunnel (IPv4) without the project's extensions (`up --no-tunnel-ext`),
+#      i.e. as against an upstream gateway: every connection waits for the
+#      first target byte or the settle window (docs/ARCHITECTURE.md); every
+#      workload here has the client speak first, so U - D is that cost
 #
+# The mini-gateway offers the extensions (--tunnel-extensions, OSH_EXT=1), so
+# paths C, D and E, whose ratios are the targets, run with connect-ack
+# negotiated, as issue 12.3 asks; U shows what upstream behaviour costs.
 #   ┌──────── client ns ────────┐        ┌──── gw ns ────┐        ┌──────── sbx ns ────────┐
 #   │ benchtool client          │  veth  │ mini-gateway  │  veth  │ mini-supervisor, sshd  │
 #   │ B: ssh -L / C: forward    ├────────┤ :17670        ├────────┤ benchtool serve :9100  │
@@ -26,11 +33,11 @@
 # close), concurrent idle connections (all established end to end; RSS growth
 # of the tunnel process per connection), CPU seconds per GiB of the tunnel
 # process, the gateway and the supervisor. The mini-gateway's caps are raised
-# (5000 streams per sandbox and per token) and so are the tunnel's and
+# (5000 streams per sandbox and per token, 5000 unclaimed relays) and so are the tunnel's and
 # forward's --max-streams-per-sandbox (1100), for the idle test.
 #
 # Usage: bench.sh [--smoke] [--out DIR] [--reps N] [--bulk-mib N] [--latency-n N]
-#                 [--rr-n N] [--storm-n N] [--churn-n N] [--idle-n N] [--paths "A B C D E"]
+#                 [--rr-n N] [--storm-n N] [--churn-n N] [--idle-n N] [--paths "A B C D E U"]
 #   --smoke   tiny sizes, one repetition (~10 s of measuring): CI's anti-rot check
 # Output: the table on stdout, DIR/bench.json (everything), DIR/bench.md and
 # DIR/bench.png (benchchart.py: each path's throughput, latency and CPU per GiB
@@ -52,7 +59,7 @@ STORM_N=50
 STORM_BYTES=$((1 << 20))
 CHURN_N=1000
 IDLE_N=1000
-PATHS="A B C D E"
+PATHS="A B C D E U"
 while (($#)); do
   case "$1" in
     --smoke) SMOKE=1 ;;
@@ -84,6 +91,7 @@ for b in "$OSH_TUNNEL" "$OSH_GATEWAY" "$OSH_SUPERVISOR"; do
   [[ -x $b ]] || { echo "bench.sh: $b is missing: build first (scripts/build.sh)" >&2; exit 1; }
 done
 
+export OSH_EXT="${OSH_EXT:-1}"  # the gateway offers the extensions (see above)
 source "$HERE/../lib.sh"
 trap osh_cleanup EXIT
 ulimit -n "$(ulimit -Hn)"  # 1000 idle connections in every process on the path
@@ -97,7 +105,8 @@ ip -n "$NS_SBX" addr add 203.0.113.2/24 dev "ve$OSH_TAG"
 ip -n "$NS_CLIENT" link set "vd$OSH_TAG" up
 ip -n "$NS_SBX" link set "ve$OSH_TAG" up
 osh_sandbox_services 1
-osh_gateway --max-streams-per-sandbox 5000 --max-streams-per-token 5000
+osh_gateway --max-streams-per-sandbox 5000 --max-streams-per-token 5000 \
+  --max-pending-relays-per-sandbox 5000 --max-pending-relays 5000
 osh_supervisor
 STREAM_BYTES=$((BULK > STORM_BYTES ? BULK : STORM_BYTES))
 say "sandbox: benchtool serve on [::]:9100 (test stream of $((STREAM_BYTES >> 20)) MiB)"
@@ -161,6 +170,12 @@ for p in $PATHS; do
         run_path E "tunnel demo.local (IPv6)" "$(sandbox_v6)" 9100 "$PID_tunnel"
       fi
       stop_tunnel
+      ;;
+    U)
+      osh_tunnel --max-streams-per-sandbox 1100 --no-tunnel-ext
+      run_path U "tunnel, upstream mode (IPv4)" "$(sandbox_v4)" 9100 "$PID_tunnel"
+      stop_tunnel
+      say "path U: $(grep -o 'late_refusals=[0-9]*' "$OSH_WORK/tunnel.log" | tail -n1) (refusals after the settle window)"
       ;;
     *) fail "unknown path $p" ;;
   esac

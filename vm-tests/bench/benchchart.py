@@ -88,7 +88,8 @@ def main(argv):
     m = {p: metrics(by[p]) for p in paths}
     base = m[BASE]
     fig, axes = plt.subplots(1, len(PANELS), figsize=(15, 4.8))
-    colors = {"A": "#9e9e9e", "B": "#d95f02", "C": "#1b9e77", "D": "#7570b3", "E": "#e7298a"}
+    colors = {"A": "#9e9e9e", "B": "#d95f02", "C": "#1b9e77", "D": "#7570b3", "E": "#e7298a",
+              "U": "#e6ab02"}
     ymax = 3.0
     for ax, (title, keys) in zip(axes, PANELS):
         width = 0.8 / len(paths)
