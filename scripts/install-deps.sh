@@ -29,7 +29,7 @@ for p in "${PKGS[@]}"; do
 done
 if ((${#missing[@]})); then
   echo "install-deps: installing ${missing[*]}"
-  POLICY=/usr/sbin/policy-rc.d
+  POLICY="${OSH_POLICY_RC_D:-/usr/sbin/policy-rc.d}"  # overridable for packaging/tests/test_install_deps.sh
   created_policy=0
   remove_policy() { if ((created_policy)); then rm -f "$POLICY"; fi; }
   trap remove_policy EXIT
