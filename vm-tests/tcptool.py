@@ -24,6 +24,11 @@ Clients:
   read     --host H --port P [--rate --slow-secs] read to EOF (slowly at first if asked)
   read-then-send --host H --port P --bytes N    read to EOF, then send N, close
   send     --host H --port P --bytes N          send N (no shutdown), close
+  read-hold-shut --host H --port P --bytes N --secs S [--send-bytes M]
+           read N bytes, then wait S seconds and record whether EOF (or more
+           data) arrived meanwhile ("early_eof", "extra"); then send M bytes,
+           shutdown(SHUT_WR), and read to EOF within --timeout ("eof"): a
+           target's FIN that only reaches the client after its half-close
   hold-many --host H --port P --count N --secs S  open N connections one after
            another, send 100 bytes on each, print "holding N", keep them S seconds
   expect   --bytes N                            print the sha256 of N stream bytes
@@ -216,6 +221,43 @@ def client(a):
             s.settimeout(None)
             out["bytes"], out["sha256"] = recv_all(s)
             out["sent"] = send_stream(s, a.bytes)
+        elif a.cmd == "read-hold-shut":
+            s.settimeout(None)
+            h = hashlib.sha256()
+            got = 0
+            while got < a.bytes:
+                d = s.recv(min(1 << 20, a.bytes - got))
+                if not d:
+                    out["early_eof"] = True
+                    break
+                h.update(d)
+                got += len(d)
+            out["bytes"], out["sha256"] = got, h.hexdigest()
+            if not out.get("early_eof"):
+                # Nothing more may arrive within S seconds: neither data nor EOF.
+                s.settimeout(a.secs)
+                try:
+                    d = s.recv(65536)
+                    out["early_eof"] = d == b""
+                    out["extra"] = len(d)
+                except TimeoutError:
+                    out["early_eof"] = False
+                    out["extra"] = 0
+                out["held_s"] = round(time.monotonic() - t0, 3)
+                s.settimeout(None)
+                out["sent"] = send_stream(s, a.send_bytes) if a.send_bytes else 0
+                s.shutdown(socket.SHUT_WR)
+                t1 = time.monotonic()
+                s.settimeout(a.timeout)
+                rest = 0
+                while True:
+                    d = s.recv(65536)
+                    if not d:
+                        break
+                    rest += len(d)
+                out["eof"] = True
+                out["extra"] += rest
+                out["eof_after_shut_ms"] = round((time.monotonic() - t1) * 1000, 2)
         elif a.cmd == "send":
             s.settimeout(None)
             out["sent"] = send_stream(s, a.bytes, a.rate, a.slow_secs)
@@ -243,6 +285,7 @@ def main():
     p.add_argument("--report", default="")
     p.add_argument("--secs", type=float, default=0)
     p.add_argument("--count", type=int, default=1)
+    p.add_argument("--send-bytes", type=int, default=0)
     a = p.parse_args()
     if a.cmd == "serve":
         if a.host == "127.0.0.1" and "--host" not in sys.argv:

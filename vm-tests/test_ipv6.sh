@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# IPv6 (issue 3.5): each sandbox has a ULA address too; the name resolves to
-# both; curl -6 and ssh -6 work; a service listening only on ::1 in the
-# sandbox is reachable through the v6 address (the family is mapped:
-# v6 clients reach [::1]:PORT, v4 clients 127.0.0.1:PORT).
+# IPv6 (issue 3.5, 12.3): each sandbox has a ULA address too; the name
+# resolves to both; curl -6 and ssh -6 work. Loopback families: a v6 client
+# is relayed to [::1]:PORT and a v4 client to 127.0.0.1:PORT; when that
+# family refuses, the tunnel tries the other one before it answers the SYN:
+#   a server bound only to ::1      is reachable with curl -6 and curl -4;
+#   a server bound only to 127.0.0.1 is reachable with curl -6 and curl -4;
+#   a port closed in both families is refused for both (curl exit 7).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 trap osh_cleanup EXIT
@@ -23,15 +26,26 @@ cat "$OSH_WORK/ahosts"
 check "IPv4 address $V4" grep -q "^$V4 " "$OSH_WORK/ahosts"
 check "IPv6 address $V6" grep -q "^$V6 " "$OSH_WORK/ahosts"
 
-say "curl -6 to a server listening only on [::1]:8081 in the sandbox"
-sum="$(n_client curl -6 -sS --max-time 30 http://demo.local:8081/blob | sha256sum | cut -d' ' -f1)"
-check "download intact over IPv6" [ "$sum" = "$OSH_BLOB_SHA" ]
+for fam in 6 4; do
+  for port in 8081 8080; do
+    bound=$([[ $port == 8081 ]] && echo "[::1]" || echo "127.0.0.1")
+    say "curl -$fam to a server listening only on $bound:$port in the sandbox"
+    sum="$(n_client curl "-$fam" -sS --max-time 30 "http://demo.local:$port/blob" | sha256sum | cut -d' ' -f1)"
+    check "download intact over IPv$fam" [ "$sum" = "$OSH_BLOB_SHA" ]
+  done
+done
 
-say "curl -4 to the same port: 127.0.0.1:8081 is closed in the sandbox"
-rc=0
-n_client curl -4 -sS --max-time 10 -o /dev/null http://demo.local:8081/blob 2>"$OSH_WORK/c4.err" || rc=$?
-cat "$OSH_WORK/c4.err"
-check "refused (curl exit 7)" [ "$rc" -eq 7 ]
+for fam in 6 4; do
+  say "curl -$fam to port 8082, closed in both loopback families"
+  rc=0
+  n_client curl "-$fam" -sS --max-time 10 -o /dev/null http://demo.local:8082/ 2>"$OSH_WORK/c$fam.err" || rc=$?
+  cat "$OSH_WORK/c$fam.err"
+  check "refused (curl exit 7, got $rc)" [ "$rc" -eq 7 ]
+done
+for addr in "$V6" "$V4"; do
+  out="$(client_tcp connect --host "$addr" --port 8082)"
+  check "connect() to $addr:8082: ECONNREFUSED ($out)" [ "$(jfield "$out" error)" = ECONNREFUSED ]
+done
 
 say "ssh -6"
 out="$(osh_ssh -6 root@demo.local 'echo v6-ok')"
@@ -39,4 +53,8 @@ check "ssh -6 printed v6-ok" [ "$out" = v6-ok ]
 
 say "ping -6"
 check "ping -6 answers" n_client ping -6 -c 1 -W 2 demo.local
+stop_tunnel
+check "the two cross-family downloads fell back (loopback_fallbacks $(tunnel_counter loopback_fallbacks))" \
+  [ "$(tunnel_counter loopback_fallbacks)" -ge 2 ]
+check "no late refusal (late_refusals $(tunnel_counter late_refusals))" [ "$(tunnel_counter late_refusals)" -eq 0 ]
 say "PASS: IPv6"
