@@ -1,5 +1,7 @@
 // The userspace TCP stack: lwIP behind a TUN-like packet fd, with a SYN gate
 // in front of it. No lwIP type appears in this header (design.md §2).
+// Three parts under one event loop (stack.cc): the packet gate (gate.h), the
+// connection state machine (conn.h) and the lwIP adapter (lwip_adapter.h).
 #pragma once
 
 #include <atomic>
@@ -10,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "stack/counters.h"
 #include "stack/packet.h"
 #include "stack/upstream.h"
 
@@ -55,30 +58,12 @@ struct StackConfig {
   std::function<std::vector<uint8_t>(std::span<const uint8_t>)> dns_handler;
 };
 
-/// Per-sandbox connection accounting (for `status`).
-struct SandboxStats {
-  std::string sandbox;
-  uint64_t active = 0, opened = 0, bytes_up = 0, bytes_down = 0;
-  uint64_t refused = 0, unreachable = 0, resets = 0;
-};
-
 /// lwIP's TCP control blocks right now (lwIP core lock held while counted).
 /// `active`: every pcb between SYN_RCVD and LAST_ACK (tcp_active_pcbs);
 /// `time_wait`: tcp_tw_pcbs (lwIP keeps them 2*MSL = 120 s, lwip-notes.md);
 /// `listen`: the on-demand per-port listeners (tcp_listen_pcbs).
 struct PcbCounts {
   uint64_t active = 0, time_wait = 0, listen = 0;
-};
-
-/// Drop and event counters, readable from any thread.
-struct StackCounters {
-  std::atomic<uint64_t> rx_packets{0}, tx_packets{0};
-  std::atomic<uint64_t> drop_not_sandbox{0}, drop_malformed{0}, drop_fragment{0},
-      drop_unsupported{0}, drop_tx_error{0}, drop_after_close{0}, dns_queries{0};
-  std::atomic<uint64_t> syn_held{0}, syn_absorbed{0}, conns_opened{0}, conns_closed{0},
-      refused_rst{0}, refused_unreachable{0}, resets{0}, echo_replies{0};
-  std::atomic<uint64_t> bytes_up{0}, bytes_down{0};
-  std::atomic<int64_t> active{0};
 };
 
 /// Owns lwIP (one netif that answers for every sandbox address), the TUN

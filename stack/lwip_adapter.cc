@@ -1,0 +1,374 @@
+// Theory of operation: the lwIP adapter
+// =====================================
+//
+// lwIP (Debian liblwip 2.1.3, NO_SYS=0, core locking) terminates the user's
+// TCP connections. It sees only the TCP segments the packet gate lets
+// through (gate.h), and held SYNs once the state machine releases them
+// (conn.h, inject_syn):
+//
+//   feed() ──► ip_data filled by hand ──► tcp_input()      (I2 path, lwip-notes.md)
+//   lwIP output ──► judge_output() (source filter, MSS rewrite) ──► packet fd
+//   pcb callbacks (accept/recv/sent/err) ──► Connections::on_*  (by ConnId)
+//
+// One lwIP netif answers for every address: lwIP never routes or forwards a
+// packet (no loops, lwip-notes.md "Packets to an IP no netif owns").
+// Listeners are created on demand, one per port, when a held SYN is
+// released. A pcb's callback argument is its ConnId, not a pointer: a late
+// callback for a connection already erased finds nothing.
+//
+// Large segments (lwip-notes.md "Run-time workarounds"): with an MTU above
+// 1500 the SYN-ACK's MSS option is rewritten on output and pcb->mss raised
+// at accept, up to the client's MSS, the link and 32 KiB (two segments in
+// lwIP's 64 KiB send buffer).
+//
+// Locking: everything here runs under the lwIP core lock: the stack thread
+// takes it per packet batch and per posted event; lwIP's tcpip thread holds
+// it while it runs timers, which may call the pcb callbacks.
+#include "stack/lwip_adapter.h"
+
+#include <spdlog/spdlog.h>
+#include <arpa/inet.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <future>
+#include <mutex>
+#include <stdexcept>
+
+// lwipopts.h declares the core-lock functions without extern "C": wrap all.
+extern "C" {
+#include "lwip/init.h"
+#include "lwip/ip.h"
+#include "lwip/ip4.h"
+#include "lwip/ip6.h"
+#include "lwip/netif.h"
+#include "lwip/pbuf.h"
+#include "lwip/priv/tcp_priv.h"
+#include "lwip/tcp.h"
+#include "lwip/tcpip.h"
+}
+
+namespace osh::stack {
+namespace {
+
+IpAddr from_lwip(const ip_addr_t& a) {
+  if (IP_IS_V6_VAL(a)) return IpAddr::v6(reinterpret_cast<const uint8_t*>(ip_2_ip6(&a)->addr));
+  return IpAddr::v4(reinterpret_cast<const uint8_t*>(&ip_2_ip4(&a)->addr));
+}
+
+void to_lwip(const IpAddr& a, ip_addr_t* out) {
+  if (a.family == 6) {
+    ip6_addr_t v6{};
+    std::memcpy(v6.addr, a.bytes.data(), 16);
+    ip_addr_copy_from_ip6(*out, v6);
+  } else {
+    ip4_addr_t v4{};
+    std::memcpy(&v4.addr, a.bytes.data(), 4);
+    ip_addr_copy_from_ip4(*out, v4);
+  }
+}
+
+tcp_pcb* pcb_of(PcbHandle h) { return reinterpret_cast<tcp_pcb*>(static_cast<uintptr_t>(h)); }
+PcbHandle handle_of(tcp_pcb* p) { return static_cast<PcbHandle>(reinterpret_cast<uintptr_t>(p)); }
+ConnId id_of(void* arg) { return static_cast<ConnId>(reinterpret_cast<uintptr_t>(arg)); }
+
+/// Whether the pcb of 4-tuple @f (client view) matches @q.
+bool same_flow(const tcp_pcb* q, const FlowKey& f, const ip_addr_t& src, const ip_addr_t& dst) {
+  return q->remote_port == f.sport && q->local_port == f.dport && ip_addr_cmp(&q->remote_ip, &src) &&
+         ip_addr_cmp(&q->local_ip, &dst);
+}
+
+}  // namespace
+
+CoreLock::CoreLock() { LOCK_TCPIP_CORE(); }
+CoreLock::~CoreLock() { UNLOCK_TCPIP_CORE(); }
+
+struct LwipAdapter::Lwip {
+  static LwipAdapter* self;  // the one adapter (lwIP is process-global)
+  netif nif{};
+  bool nif_added = false;
+  std::unordered_map<uint16_t, tcp_pcb*> listeners;
+
+  // Every packet lwIP writes passes the output filter (gate.h judge_output).
+  static err_t output(pbuf* p) {
+    uint8_t buf[65536];  // tot_len is a u16_t: any packet fits
+    const u16_t n = pbuf_copy_partial(p, buf, p->tot_len, 0);
+    if (!judge_output({buf, n}, self->routes_, self->cfg_.mtu)) {
+      self->counters_.drop_unsupported++;
+      return ERR_OK;
+    }
+    self->emit({buf, n});
+    return ERR_OK;
+  }
+  static err_t output4(netif*, pbuf* p, const ip4_addr_t*) { return output(p); }
+  static err_t output6(netif*, pbuf* p, const ip6_addr_t*) { return output(p); }
+  static err_t netif_init_cb(netif* n) {
+    n->name[0] = 'o';
+    n->name[1] = 's';
+    n->mtu = static_cast<u16_t>(std::min<uint32_t>(self->cfg_.mtu, 65535));
+    n->output = output4;
+    n->output_ip6 = output6;
+    n->flags = 0;  // no NETIF_FLAG_BROADCAST: x.x.x.255 must stay a unicast address
+    return ERR_OK;
+  }
+
+  static err_t accept_cb(void*, tcp_pcb* pcb, err_t err) {
+    if (err != ERR_OK || !pcb || !self || !self->conns_) return ERR_VAL;
+    const FlowKey key{from_lwip(pcb->remote_ip), from_lwip(pcb->local_ip), pcb->remote_port,
+                      pcb->local_port};
+    if (!self->conns_->on_accept(key, handle_of(pcb))) {
+      tcp_abort(pcb);
+      return ERR_ABRT;
+    }
+    return ERR_OK;
+  }
+
+  static err_t recv_cb(void* arg, tcp_pcb* pcb, pbuf* p, err_t) {
+    Connections* conns = self ? self->conns_ : nullptr;
+    if (!p) {  // client FIN
+      if (arg && conns) conns->on_client_fin(id_of(arg));
+      return ERR_OK;
+    }
+    const u16_t n = p->tot_len;
+    std::string bytes(n, '\0');
+    pbuf_copy_partial(p, bytes.data(), n, 0);
+    pbuf_free(p);
+    if (!arg || !conns || !conns->on_client_data(id_of(arg), std::move(bytes))) tcp_recved(pcb, n);
+    return ERR_OK;
+  }
+
+  static err_t sent_cb(void* arg, tcp_pcb*, u16_t) {
+    if (arg && self && self->conns_) self->conns_->on_sent(id_of(arg));
+    return ERR_OK;
+  }
+
+  static void err_cb(void* arg, err_t err) {
+    // ERR_CLSD: both sides closed (we shut down tx, the client closed).
+    if (arg && self && self->conns_) self->conns_->on_pcb_gone(id_of(arg), err == ERR_CLSD);
+  }
+
+  static void detach(tcp_pcb* pcb) {
+    tcp_arg(pcb, nullptr);
+    tcp_recv(pcb, nullptr);
+    tcp_sent(pcb, nullptr);
+    tcp_err(pcb, nullptr);
+  }
+};
+
+LwipAdapter* LwipAdapter::Lwip::self = nullptr;
+
+LwipAdapter::LwipAdapter(const StackConfig& cfg, const RouteTable& routes, StackCounters& counters)
+    : cfg_(cfg), routes_(routes), counters_(counters), lwip_(std::make_unique<Lwip>()) {
+  if (Lwip::self) throw std::logic_error("only one osh::stack::Stack may exist at a time");
+  Lwip::self = this;
+}
+
+LwipAdapter::~LwipAdapter() { Lwip::self = nullptr; }
+
+void LwipAdapter::start() {
+  static std::once_flag lwip_once;
+  std::call_once(lwip_once, [] {
+    std::promise<void> ready;
+    tcpip_init([](void* arg) { static_cast<std::promise<void>*>(arg)->set_value(); }, &ready);
+    ready.get_future().wait();
+  });
+  CoreLock lk;
+  ip4_addr_t addr{}, mask{}, gw{};
+  if (cfg_.netif4.family == 4) std::memcpy(&addr.addr, cfg_.netif4.bytes.data(), 4);
+  mask.addr = cfg_.prefix4 == 0 ? 0 : htonl(~uint32_t{0} << (32 - cfg_.prefix4));
+  if (!netif_add(&lwip_->nif, &addr, &mask, &gw, this, Lwip::netif_init_cb, tcpip_input))
+    throw std::runtime_error("stack: netif_add failed");
+  lwip_->nif_added = true;
+  if (cfg_.netif6.family == 6) {
+    ip6_addr_t a6{};
+    std::memcpy(a6.addr, cfg_.netif6.bytes.data(), 16);
+    netif_ip6_addr_set(&lwip_->nif, 1, &a6);
+    netif_ip6_addr_set_state(&lwip_->nif, 1, IP6_ADDR_PREFERRED);
+  }
+  netif_set_default(&lwip_->nif);
+  netif_set_up(&lwip_->nif);
+  netif_set_link_up(&lwip_->nif);
+}
+
+void LwipAdapter::stop() {
+  for (auto& [port, l] : lwip_->listeners) tcp_close(l);
+  lwip_->listeners.clear();
+  if (lwip_->nif_added) {
+    netif_set_down(&lwip_->nif);
+    netif_remove(&lwip_->nif);
+    lwip_->nif_added = false;
+  }
+}
+
+// ---- output ----
+
+void LwipAdapter::emit(std::span<const uint8_t> pkt) {
+  if (::write(cfg_.packet_fd, pkt.data(), pkt.size()) < 0) {
+    counters_.drop_tx_error++;
+    spdlog::debug("stack: packet write: {}", std::strerror(errno));
+    return;
+  }
+  counters_.tx_packets++;
+}
+
+// ---- input ----
+
+// lwIP 2.1.3 asserts ("insane offset!", tcp_in.c) and aborts the process on
+// a 1-byte segment (data or FIN) whose sequence number is exactly 2^31 away
+// from rcv_nxt; found by fuzz/stack_fuzz. Such a segment is never valid.
+static bool aborts_lwip(const Parsed& p) {
+  const size_t len = p.tcp_payload_len + ((p.tcp_flags & kFin) ? 1 : 0) + ((p.tcp_flags & kSyn) ? 1 : 0);
+  if (len != 1) return false;
+  ip_addr_t src, dst;
+  to_lwip(p.src, &src);
+  to_lwip(p.dst, &dst);
+  for (tcp_pcb* q = tcp_active_pcbs; q; q = q->next)
+    if (same_flow(q, p.flow(), src, dst)) return q->state >= ESTABLISHED && q->rcv_nxt - p.seq == 0x80000000u;
+  return false;
+}
+
+void LwipAdapter::feed(std::span<const uint8_t> pkt, const Parsed& p) {
+  if (aborts_lwip(p)) {
+    counters_.drop_malformed++;
+    return;
+  }
+  pbuf* pb = pbuf_alloc(PBUF_RAW, static_cast<u16_t>(p.total_len), PBUF_RAM);
+  if (!pb) {
+    counters_.drop_tx_error++;
+    return;
+  }
+  pbuf_take(pb, pkt.data(), static_cast<u16_t>(p.total_len));
+  netif* nif = &lwip_->nif;
+  ip_data.current_netif = nif;
+  ip_data.current_input_netif = nif;
+  if (p.src.family == 4) {
+    ip_data.current_ip4_header = static_cast<const ip_hdr*>(pb->payload);
+    ip_data.current_ip6_header = nullptr;
+  } else {
+    ip_data.current_ip4_header = nullptr;
+    ip_data.current_ip6_header = static_cast<ip6_hdr*>(pb->payload);
+  }
+  to_lwip(p.src, &ip_data.current_iphdr_src);
+  to_lwip(p.dst, &ip_data.current_iphdr_dest);
+  ip_data.current_ip_header_tot_len = static_cast<u16_t>(p.ip_header_len);
+  pbuf_remove_header(pb, p.ip_header_len);
+  tcp_input(pb, nif);  // takes ownership of pb
+  ip_data.current_netif = nullptr;
+  ip_data.current_input_netif = nullptr;
+  ip_data.current_ip4_header = nullptr;
+  ip_data.current_ip6_header = nullptr;
+  ip_data.current_ip_header_tot_len = 0;
+  ip_addr_set_zero(&ip_data.current_iphdr_src);
+  ip_addr_set_zero(&ip_data.current_iphdr_dest);
+}
+
+PcbCounts LwipAdapter::pcb_counts() const {
+  PcbCounts n;
+  for (const tcp_pcb* q = tcp_active_pcbs; q; q = q->next) n.active++;
+  for (const tcp_pcb* q = tcp_tw_pcbs; q; q = q->next) n.time_wait++;
+  for (const tcp_pcb_listen* q = tcp_listen_pcbs.listen_pcbs; q; q = q->next) n.listen++;
+  return n;
+}
+
+// ---- PcbOps ----
+
+bool LwipAdapter::ensure_listener(uint16_t port) {
+  if (lwip_->listeners.contains(port)) return true;
+  tcp_pcb* pcb = tcp_new_ip_type(IPADDR_TYPE_ANY);
+  if (!pcb) return false;
+  if (tcp_bind(pcb, IP_ANY_TYPE, port) != ERR_OK) {
+    tcp_abort(pcb);
+    return false;
+  }
+  tcp_pcb* l = tcp_listen_with_backlog(pcb, 255);
+  if (!l) {
+    tcp_abort(pcb);
+    return false;
+  }
+  tcp_arg(l, nullptr);
+  tcp_accept(l, Lwip::accept_cb);
+  lwip_->listeners.emplace(port, l);
+  return true;
+}
+
+// A new connection reusing the 4-tuple of one lwIP still holds in TIME_WAIT
+// (lwIP closed first; the client's kernel already freed the port) would be
+// answered from TIME_WAIT instead of with a SYN-ACK and hang. The client
+// has moved on: drop the old pcb before the SYN goes in.
+void LwipAdapter::inject_syn(const FlowKey& f, std::span<const uint8_t> syn) {
+  ip_addr_t src, dst;
+  to_lwip(f.src, &src);
+  to_lwip(f.dst, &dst);
+  for (tcp_pcb* q = tcp_tw_pcbs; q; q = q->next) {
+    if (same_flow(q, f, src, dst)) {
+      tcp_abort(q);  // a TIME_WAIT pcb has no callbacks and sends no RST
+      break;
+    }
+  }
+  feed(syn, classify(syn));
+}
+
+void LwipAdapter::attach(PcbHandle h, ConnId id, uint16_t peer_mss) {
+  tcp_pcb* pcb = pcb_of(h);
+  // A retransmitted SYN makes lwIP re-read the client's MSS option and
+  // forget the link MTU: keep segments within it (fuzz/stack_fuzz).
+  const u16_t max_mss = static_cast<u16_t>(cfg_.mtu - (IP_IS_V6_VAL(pcb->remote_ip) ? 60 : 40));
+  if (pcb->mss > max_mss) pcb->mss = max_mss;
+  // With a large MTU, send large segments too (lwIP clamps the peer's MSS
+  // to TCP_MSS): up to the client's MSS, the link, and half of lwIP's
+  // 64 KiB send buffer so that two segments can be in flight.
+  if (cfg_.mtu > 1500 && peer_mss > pcb->mss) pcb->mss = std::min<u16_t>({peer_mss, max_mss, u16_t{32768}});
+  tcp_arg(pcb, reinterpret_cast<void*>(static_cast<uintptr_t>(id)));
+  tcp_recv(pcb, Lwip::recv_cb);
+  tcp_sent(pcb, Lwip::sent_cb);
+  tcp_err(pcb, Lwip::err_cb);
+  tcp_nagle_disable(pcb);
+  if (cfg_.keepalive_idle_ms > 0) {
+    ip_set_option(pcb, SOF_KEEPALIVE);
+    pcb->keep_idle = cfg_.keepalive_idle_ms;
+    pcb->keep_intvl = cfg_.keepalive_intvl_ms;
+    pcb->keep_cnt = cfg_.keepalive_count;
+  }
+}
+
+size_t LwipAdapter::send_room(PcbHandle h) {
+  tcp_pcb* pcb = pcb_of(h);
+  if (tcp_sndqueuelen(pcb) >= TCP_SND_QUEUELEN - 4) return 0;
+  return std::min<size_t>(tcp_sndbuf(pcb), 0xffff);
+}
+
+WriteResult LwipAdapter::write(PcbHandle h, std::span<const char> bytes) {
+  const err_t e = tcp_write(pcb_of(h), bytes.data(), static_cast<u16_t>(bytes.size()), TCP_WRITE_FLAG_COPY);
+  if (e == ERR_OK) return WriteResult::kOk;
+  if (e == ERR_MEM) return WriteResult::kFull;
+  spdlog::debug("stack: tcp_write: {}", static_cast<int>(e));
+  return WriteResult::kError;
+}
+
+void LwipAdapter::output(PcbHandle h) { tcp_output(pcb_of(h)); }
+
+void LwipAdapter::recved(PcbHandle h, size_t n) {
+  while (n > 0) {
+    const u16_t k = static_cast<u16_t>(std::min<size_t>(n, 0xffff));
+    tcp_recved(pcb_of(h), k);
+    n -= k;
+  }
+}
+
+void LwipAdapter::shutdown_tx(PcbHandle h) { tcp_shutdown(pcb_of(h), 0, 1); }
+
+void LwipAdapter::close(PcbHandle h) {
+  tcp_pcb* pcb = pcb_of(h);
+  Lwip::detach(pcb);
+  if (tcp_close(pcb) != ERR_OK) tcp_abort(pcb);
+}
+
+void LwipAdapter::abort(PcbHandle h) {
+  tcp_pcb* pcb = pcb_of(h);
+  Lwip::detach(pcb);
+  tcp_abort(pcb);  // sends RST
+}
+
+}  // namespace osh::stack
