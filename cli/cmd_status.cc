@@ -62,6 +62,8 @@ void print_status(const json& j) {
     fmt::print("connects: settle window {:.1f} ms, {} refusals after it (reset), {} loopback fallbacks\n",
                st.value("settle_window_us", 0) / 1000.0, st.value("late_refusals", 0),
                st.value("loopback_fallbacks", 0));
+    fmt::print("loopback families: {} moved after the settle window (bytes replayed), {} sent to the remembered family\n",
+               st.value("late_fallbacks", 0), st.value("loopback_memory_hits", 0));
     fmt::print("gateway refusals (retried): token cap {}, sandbox cap {}, rate limit {}, relay capacity {}\n",
                st.value("token_cap_hits", 0), st.value("sandbox_cap_hits", 0),
                st.value("rate_limit_hits", 0), st.value("relay_capacity_hits", 0));

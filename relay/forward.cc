@@ -34,7 +34,31 @@
 // the target, the call's end, or when the settle window (SettleWindow, one
 // per manager = per gateway) elapses on a grpc::Alarm, whichever is first. A
 // dial failure before that is still a refusal, and may be retried once on the
-// other loopback family; one after it is a reset, counted as a late refusal.
+// other loopback family (a new call through the queue: the SYN is still held).
+//
+// Late loopback fallback (issue 12.3: on a loaded machine the refusal often
+// comes after the window): a "Connection refused" (or unusable-family) end of
+// a call already reported open, before any byte or FIN from the target, is
+// retried on the other family by a successor reactor - a new call with its
+// own ClientContext, the same StreamId, stream slot and token - created in
+// the failed call's OnDone. Until the target's first byte each call keeps a
+// copy of every client byte (replay_, at most late_fallback_replay_bytes;
+// past that the copy is dropped and a late refusal stays a reset). The copy
+// becomes the successor's first data frames, followed by WritesDone if the
+// client had half-closed. on_write_done stays exactly-once per byte: the
+// successor skips the offsets its predecessor already reported
+// (reported_upto_); bytes of the failed call's last write were never
+// reported and are reported by the successor. The hand-over happens under
+// the manager's mu and the old call's mu_ (in that order): the map entry is
+// replaced and the old call's successor_ set, so an API call that still
+// reaches the old object is forwarded; bytes sent between the old call's
+// write failure and its OnDone were kept in replay_. Only when the second
+// family refuses too is it a reset (late_refusals).
+//
+// Family memory (LoopbackMemory, under mu): the family that answered after a
+// fallback is tried first by later opens of the same (sandbox, port) from
+// clients of either family, for loopback_memory_ttl; a refusal of that
+// family forgets it.
 //
 // Wire conventions: client bytes are coalesced into frames of ≤ max_frame
 // bytes while a write is in flight; with fin-frame confirmed an empty data
@@ -47,6 +71,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <atomic>
 #include <condition_variable>
 #include <deque>
 #include <mutex>
@@ -144,6 +169,7 @@ struct ForwardManager::Impl : std::enable_shared_from_this<ForwardManager::Impl>
     int attempt = 0;                   // UNAUTHENTICATED retries so far
     int rate_limited = 0;              // rate-limit refusals so far (back-off exponent)
     bool fallback_tried = false;       // the other loopback family was tried
+    bool remembered = false;           // target.host is the family LoopbackMemory named
     Clock::time_point not_before{};    // retry back-off
   };
 
@@ -162,13 +188,18 @@ struct ForwardManager::Impl : std::enable_shared_from_this<ForwardManager::Impl>
   std::unordered_map<std::string, std::vector<std::shared_ptr<TokenEntry>>> tokens;
   std::vector<std::shared_ptr<TokenEntry>> retired;  // out of the pool, to revoke once idle
   SettleWindow settle;
+  LoopbackMemory family_memory;  // guarded by mu
   Clock::time_point admit_not_before{};  // global rate limiter: admit nothing before
   ForwardStats st;
   bool stopping = false;
   std::thread worker;
 
   Impl(GatewayClient& g, ForwardObserver& o, ForwardOptions op)
-      : gw(g), obs(o), opts(op), settle(settle_override(op), op.connect_settle_cap) {}
+      : gw(g),
+        obs(o),
+        opts(op),
+        settle(settle_override(op), op.connect_settle_cap),
+        family_memory(op.loopback_memory_ttl, op.loopback_memory_entries) {}
 
   static std::optional<SettleWindow::Duration> settle_override(const ForwardOptions& o) {
     if (!o.connect_settle) return std::nullopt;
@@ -197,6 +228,10 @@ struct ForwardManager::Impl : std::enable_shared_from_this<ForwardManager::Impl>
   SettleWindow::Duration headers_arrived(Clock::duration latency);
   /// A dial failure arrived @latency after its call's headers.
   void dial_failed_after_headers(Clock::duration latency, bool late);
+  /// Family memory (LoopbackMemory): @p reached its target on a family a
+  /// fallback or the memory chose / was refused on its family. Take mu.
+  void note_answered(const PendingOpen& p);
+  void note_refused(const PendingOpen& p);
 
   void kick_locked() {
     kicked = true;
@@ -218,7 +253,16 @@ class ForwardReactor final : public ForwardCall, public grpc::ClientBidiReactor<
  public:
   ForwardReactor(std::shared_ptr<ForwardManager::Impl> mgr, PendingOpen open,
                  std::shared_ptr<TokenEntry> token)
-      : mgr_(std::move(mgr)), open_(std::move(open)), id_(open_.id), token_(std::move(token)) {}
+      : mgr_(std::move(mgr)), open_(std::move(open)), id_(open_.id), token_(std::move(token)) {
+    // Until start() has issued the init frame (always the first write) and
+    // the first read, bytes sent meanwhile wait in pending_.
+    write_in_flight_ = true;
+    read_in_flight_ = true;
+    // Keep a copy of the client's bytes while a late refusal could still be
+    // moved to the other loopback family (late_fallback()).
+    recording_ = mgr_->opts.late_fallback_replay_bytes > 0 && !open_.target.ssh &&
+                 !open_.fallback_tried && other_loopback(open_.target.host).has_value();
+  }
 
   void start() override {
     fill_init(*init_.mutable_init(), open_.target, token_->token, mgr_->gw.options().workspace);
@@ -227,8 +271,6 @@ class ForwardReactor final : public ForwardCall, public grpc::ClientBidiReactor<
     started_at_ = Clock::now();
     bind_call(mgr_->gw.impl(), &ctx_, this);
     this->AddMultipleHolds(2);
-    write_in_flight_ = true;
-    read_in_flight_ = true;
     this->StartWrite(&init_);
     this->StartRead(&rx_);
     this->StartCall();
@@ -236,7 +278,10 @@ class ForwardReactor final : public ForwardCall, public grpc::ClientBidiReactor<
 
   void send(std::string bytes) override {
     std::unique_lock lk(mu_);
-    if (w_closed_ || wd_requested_ || aborted_) return;
+    if (successor_) return forward_to_successor(lk, [&](ForwardCall& c) { c.send(std::move(bytes)); });
+    if (wd_requested_ || aborted_) return;
+    record_locked(bytes);
+    if (w_closed_) return;  // the call is ending; kept for a late fallback if recording
     pending_.append(bytes);
     if (write_in_flight_) return;
     prepare_write_locked();
@@ -246,6 +291,7 @@ class ForwardReactor final : public ForwardCall, public grpc::ClientBidiReactor<
 
   void read_more() override {
     std::unique_lock lk(mu_);
+    if (successor_) return forward_to_successor(lk, [](ForwardCall& c) { c.read_more(); });
     if (r_closed_ || read_in_flight_ || aborted_) return;
     read_in_flight_ = true;
     lk.unlock();
@@ -254,9 +300,10 @@ class ForwardReactor final : public ForwardCall, public grpc::ClientBidiReactor<
 
   void close_write() override {
     std::unique_lock lk(mu_);
-    if (w_closed_ || wd_requested_ || aborted_) return;
-    wd_requested_ = true;
-    if (write_in_flight_ || !pending_.empty()) return;
+    if (successor_) return forward_to_successor(lk, [](ForwardCall& c) { c.close_write(); });
+    if (wd_requested_ || aborted_) return;
+    wd_requested_ = true;  // also when w_closed_: a late fallback replays it
+    if (w_closed_ || write_in_flight_ || !pending_.empty()) return;
     write_in_flight_ = true;
     lk.unlock();
     this->StartWritesDone();
@@ -264,6 +311,7 @@ class ForwardReactor final : public ForwardCall, public grpc::ClientBidiReactor<
 
   void abort() override {
     std::unique_lock lk(mu_);
+    if (successor_) return forward_to_successor(lk, [](ForwardCall& c) { c.abort(); });
     if (aborted_) return;
     aborted_ = true;
     int holds = 0;
@@ -283,6 +331,11 @@ class ForwardReactor final : public ForwardCall, public grpc::ClientBidiReactor<
       headers_at_ = now;
       headers_seen_ = true;
       load_ext_locked();
+      if (ext_.connect_ack) {  // headers mean "target connected": no late refusal can come
+        note_answered_locked();
+        std::lock_guard g(mu_);  // lock order: open_mu_, then mu_
+        stop_recording_locked();
+      }
       if (pending_fin_ && ext_.fin_frame) {  // an empty frame overtook this reaction
         if (!open_reported_) report_open_locked();
         mgr_->obs.on_remote_fin(id_);
@@ -316,12 +369,19 @@ class ForwardReactor final : public ForwardCall, public grpc::ClientBidiReactor<
     // trailers-only RESOURCE_EXHAUSTED that overtook the init write's
     // completion). Nothing more will be written; keeping the write hold
     // would delay OnDone until the channel dies and hang the held SYN.
+    // A failed write's bytes are not reported: a late fallback writes (and
+    // reports) them again.
     if (!ok || aborted_ || r_closed_) {
       const int holds = release_write_locked();
       lk.unlock();
       remove_holds(holds);
       return;
     }
+    // Exactly once per byte: a successor call replays bytes its predecessor
+    // already reported; only what lies past reported_upto_ is new.
+    written_ += done;
+    const size_t report = written_ > reported_upto_ ? written_ - reported_upto_ : 0;
+    reported_upto_ = std::max(reported_upto_, written_);
     enum { kNone, kWrite, kWritesDone } next = kNone;
     if (!pending_.empty()) {
       prepare_write_locked();
@@ -331,7 +391,7 @@ class ForwardReactor final : public ForwardCall, public grpc::ClientBidiReactor<
       next = kWritesDone;
     }
     lk.unlock();
-    if (done) mgr_->obs.on_write_done(id_, done);
+    if (report) mgr_->obs.on_write_done(id_, report);
     if (next == kWrite) this->StartWrite(&tx_);
     else if (next == kWritesDone) this->StartWritesDone();
   }
@@ -362,7 +422,7 @@ class ForwardReactor final : public ForwardCall, public grpc::ClientBidiReactor<
       std::string bytes;
       bytes.swap(*rx_.mutable_data());
       rx_.Clear();
-      got_data_ = true;
+      target_spoke_locked();
       lk.unlock();
       target_spoke();  // the first byte proves the target connected
       mgr_->obs.on_data(id_, std::move(bytes));
@@ -374,6 +434,10 @@ class ForwardReactor final : public ForwardCall, public grpc::ClientBidiReactor<
     // An empty data frame is the target's FIN only where the gateway
     // confirmed fin-frame; otherwise it is skipped, as upstream clients do.
     if (is_data && fin_frame_confirmed()) {
+      {
+        std::lock_guard g(mu_);
+        target_spoke_locked();
+      }
       target_spoke();
       mgr_->obs.on_remote_fin(id_);
     }
@@ -393,12 +457,24 @@ class ForwardReactor final : public ForwardCall, public grpc::ClientBidiReactor<
     }
     const int code = s.error_code();
     const std::string& msg = s.error_message();
+    const OpenFailure failure = classify_open_failure(code, msg);
+    const bool refused = failure == OpenFailure::kDialRefused || failure == OpenFailure::kDialFamily;
+    if (refused && !aborted_) mgr_->note_refused(open_);
+    if (s.ok() && !aborted_) note_answered();
     const bool dial_failure = is_dial_failure(code, msg);
+    // Refused after the stream was reported open but before the target
+    // spoke: move the connection to the other loopback family, unseen by
+    // the client, if its bytes so far were kept.
+    if (reported && refused && !got_data_ && !aborted_ && late_fallback()) {
+      if (saw_headers) mgr_->dial_failed_after_headers(Clock::now() - headers_at, false);
+      return;
+    }
     const bool late_refusal = reported && dial_failure && !got_data_ && !aborted_;
     if (dial_failure && saw_headers)
       mgr_->dial_failed_after_headers(Clock::now() - headers_at, late_refusal);
     if (late_refusal)
-      spdlog::info("stream {}: the target refused after the settle window: reset ({})", id_, msg);
+      spdlog::info("stream {}: the target refused after the settle window: reset ({}{})", id_, msg,
+                   open_.fallback_tried ? ", in both loopback families" : "");
 
     std::optional<PendingOpen> retry;
     bool waited_out = false;  // still refused by a cap at the queue deadline
@@ -423,6 +499,83 @@ class ForwardReactor final : public ForwardCall, public grpc::ClientBidiReactor<
   }
 
  private:
+  // The late loopback fallback (docs/ARCHITECTURE.md "Connection
+  // semantics"): from OnDone of a call that was reported open and then
+  // refused before any target byte. Starts a new call (new ClientContext,
+  // same StreamId, slot and token) on the other family whose first frames
+  // are the kept client bytes, then a replayed WritesDone if the client
+  // half-closed; this call forwards every later API call to it. False (and
+  // nothing changed) when the bytes were not kept (bound exceeded, SSH,
+  // second family already), the stream was aborted, or the manager stops.
+  bool late_fallback() {
+    const auto other = other_loopback(open_.target.host);
+    if (!other || open_.target.ssh || open_.fallback_tried) return false;
+    PendingOpen next_open = open_;
+    next_open.target.host = *other;
+    next_open.fallback_tried = true;
+    next_open.remembered = false;
+    auto next = std::make_shared<ForwardReactor>(mgr_, std::move(next_open), token_);
+    size_t replay_bytes = 0;
+    bool replay_fin = false;
+    {
+      // Lock order: the manager's mu, then a call's mu_ (nothing takes them
+      // the other way round). `next` is not shared yet: its fields are ours.
+      std::lock_guard mlk(mgr_->mu);
+      if (mgr_->stopping) return false;
+      std::lock_guard lk(mu_);
+      if (aborted_ || !recording_ || got_data_) return false;
+      replay_bytes = replay_.size();
+      replay_fin = wd_requested_;
+      next->pending_ = std::move(replay_);
+      next->reported_upto_ = reported_upto_;
+      next->wd_requested_ = wd_requested_;
+      next->open_reported_ = true;  // the client's connection is open already
+      recording_ = false;
+      successor_ = next;
+      mgr_->calls[id_] = next;  // same slot, same token: the counts stay
+      mgr_->st.loopback_fallbacks++;
+      mgr_->st.late_fallbacks++;
+    }
+    spdlog::info("stream {}: {}:{} refused after the settle window; moving to {} ({} client bytes{} replayed)",
+                 id_, open_.target.host, open_.target.port, *other, replay_bytes,
+                 replay_fin ? " and FIN" : "");
+    next->start();
+    return true;
+  }
+
+  // Runs @fn on the successor without holding mu_ (its reactions may run
+  // inline), keeping it alive through the call.
+  template <class Fn>
+  void forward_to_successor(std::unique_lock<std::mutex>& lk, Fn&& fn) {
+    std::shared_ptr<ForwardCall> next = successor_;
+    lk.unlock();
+    fn(*next);
+  }
+
+  // Keeps @bytes for a late fallback, up to the bound; past it the copy is
+  // dropped for good (a late refusal is then a reset).
+  void record_locked(const std::string& bytes) {
+    if (!recording_) return;
+    if (replay_.size() + bytes.size() > mgr_->opts.late_fallback_replay_bytes) {
+      recording_ = false;
+      std::string().swap(replay_);
+      return;
+    }
+    replay_.append(bytes);
+  }
+
+  // The target sent a byte or a FIN: it is connected, no fallback can
+  // follow. Under mu_.
+  void target_spoke_locked() {
+    got_data_ = true;
+    stop_recording_locked();
+  }
+  void stop_recording_locked() {
+    if (!recording_) return;
+    recording_ = false;
+    std::string().swap(replay_);
+  }
+
   // Reads the extensions the gateway confirmed (response initial metadata).
   // Only from OnReadInitialMetadataDone: ClientContext allows the read once
   // that operation completed, and a read's reaction may run before it.
@@ -452,12 +605,25 @@ class ForwardReactor final : public ForwardCall, public grpc::ClientBidiReactor<
   // reported on another thread has finished when this returns.
   void target_spoke() {
     std::lock_guard lk(open_mu_);
+    note_answered_locked();
     if (!open_reported_ && !ended_) report_open_locked();
   }
 
   void settle_elapsed() {
     std::lock_guard lk(open_mu_);
     if (!open_reported_ && !ended_) report_open_locked();
+  }
+
+  // The target is reached: if a fallback or the family memory chose this
+  // family, (re)remember it for the (sandbox, port). Once per call.
+  void note_answered() {
+    std::lock_guard lk(open_mu_);
+    note_answered_locked();
+  }
+  void note_answered_locked() {
+    if (answered_noted_) return;
+    answered_noted_ = true;
+    if (open_.fallback_tried || open_.remembered) mgr_->note_answered(open_);
   }
 
   // Under open_mu_, so that no other event of this stream overtakes it.
@@ -507,6 +673,7 @@ class ForwardReactor final : public ForwardCall, public grpc::ClientBidiReactor<
   bool open_reported_ = false;  // on_open_ok sent: failures are resets now
   bool ended_ = false;          // OnDone ran
   bool headers_seen_ = false;
+  bool answered_noted_ = false;  // note_answered ran
   Clock::time_point headers_at_;
   bool ext_loaded_ = false;
   bool pending_fin_ = false;  // an empty frame arrived before the headers' reaction
@@ -516,9 +683,19 @@ class ForwardReactor final : public ForwardCall, public grpc::ClientBidiReactor<
   std::mutex mu_;
   std::string pending_;       // client bytes not yet in a frame
   size_t inflight_bytes_ = 0; // bytes of the write in flight
+  // Write accounting, in stream offsets from the client's first byte:
+  // written_ = bytes this call wrote successfully; reported_upto_ = bytes
+  // on_write_done covered (a successor starts with its predecessor's).
+  size_t written_ = 0, reported_upto_ = 0;
   bool write_in_flight_ = false, read_in_flight_ = false;
   bool wd_requested_ = false, w_closed_ = false, r_closed_ = false;
   bool w_released_ = false, r_released_ = false;
+  // Late fallback: every client byte since the stream began while
+  // recording_ (until the target's first byte or the bound); successor_ is
+  // the call that took the connection over (then every API call goes there).
+  bool recording_ = false;
+  std::string replay_;
+  std::shared_ptr<ForwardCall> successor_;
   std::atomic<bool> got_data_{false};
   std::atomic<bool> aborted_{false};
 };
@@ -793,6 +970,16 @@ void ForwardManager::Impl::dial_failed_after_headers(Clock::duration latency, bo
   if (late) st.late_refusals++;
 }
 
+void ForwardManager::Impl::note_answered(const PendingOpen& p) {
+  std::lock_guard lk(mu);
+  family_memory.answered(pool_key(p.target.sandbox), p.target.port, p.target.host, Clock::now());
+}
+
+void ForwardManager::Impl::note_refused(const PendingOpen& p) {
+  std::lock_guard lk(mu);
+  family_memory.refused(pool_key(p.target.sandbox), p.target.port, p.target.host);
+}
+
 ForwardManager::ForwardManager(GatewayClient& gateway, ForwardObserver& observer,
                                ForwardOptions opts)
     : impl_(std::make_shared<Impl>(gateway, observer, opts)) {
@@ -811,7 +998,18 @@ void ForwardManager::open(StreamId id, ForwardTarget target) {
     }).detach();
     return;
   }
-  Impl::PendingOpen p{id, std::move(target), Clock::now() + impl_->opts.queue_timeout};
+  const auto now = Clock::now();
+  Impl::PendingOpen p{id, std::move(target), now + impl_->opts.queue_timeout};
+  // A loopback port whose other family answered lately: go there first.
+  if (!p.target.ssh && other_loopback(p.target.host)) {
+    if (auto host = impl_->family_memory.preferred(pool_key(p.target.sandbox), p.target.port, now)) {
+      p.remembered = true;
+      if (*host != p.target.host) {
+        p.target.host = std::move(*host);
+        impl_->st.loopback_memory_hits++;
+      }
+    }
+  }
   impl_->pending.push_back(std::move(p));
   impl_->st.queued_now = impl_->pending.size();
   impl_->kick_locked();

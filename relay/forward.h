@@ -48,7 +48,10 @@ class ForwardObserver {
   /// confirmed fin-frame (docs/ARCHITECTURE.md "Half-close on the wire").
   /// Without it the call's OK end (on_closed kOk) is the target's FIN.
   virtual void on_remote_fin(StreamId id) = 0;
-  /// `bytes` of data handed to send() were written to the stream.
+  /// `bytes` of data handed to send() were written to the stream. Exactly
+  /// once per byte that is ever written, also across a late loopback
+  /// fallback, which writes the bytes again on a new call (not reported
+  /// twice); bytes of a failed stream may never be reported.
   virtual void on_write_done(StreamId id, size_t bytes) = 0;
   /// The stream is over; exactly once per open(), last event for `id`.
   virtual void on_closed(StreamId id, EndKind kind, std::string reason) = 0;
@@ -77,6 +80,18 @@ struct ForwardOptions {
   std::optional<std::chrono::milliseconds> connect_settle;
   /// Cap of the adaptive settle window.
   std::chrono::milliseconds connect_settle_cap{25};
+  /// Client bytes a stream keeps (a copy) until the target's first byte, so
+  /// that a dial refusal arriving after the stream was reported open can be
+  /// retried on the other loopback family with those bytes replayed
+  /// (docs/ARCHITECTURE.md "Connection semantics"). A client that sends more
+  /// before any reply loses that retry: a late refusal is then a reset.
+  /// 0 turns the late fallback off.
+  size_t late_fallback_replay_bytes = 256 * 1024;
+  /// Loopback family memory (forward_policy.h LoopbackMemory): how long the
+  /// family that answered after a fallback is tried first for its
+  /// (sandbox, port), and how many such entries are kept (LRU; 0 = none).
+  std::chrono::milliseconds loopback_memory_ttl{60000};
+  size_t loopback_memory_entries = 4096;
 };
 
 /// Counters, for status output.
@@ -90,8 +105,14 @@ struct ForwardStats {
   /// the client's connection was already accepted: a reset, not a refusal.
   uint64_t late_refusals = 0;
   /// Opens retried on the other loopback family (127.0.0.1 <-> ::1) after
-  /// the first one was refused.
+  /// the first one was refused (late_fallbacks included).
   uint64_t loopback_fallbacks = 0;
+  /// Of those, the ones whose refusal came after the stream was reported
+  /// open: a new call on the other family, the client's bytes replayed.
+  uint64_t late_fallbacks = 0;
+  /// Opens sent straight to the loopback family that answered last time for
+  /// their (sandbox, port), instead of the client's own family.
+  uint64_t loopback_memory_hits = 0;
   /// Opens refused before their headers, by kind (protocol-0.1 §3), each
   /// then retried until the queue deadline:
   uint64_t token_cap_hits = 0;      ///< "SSH session connection limit reached" (per token)

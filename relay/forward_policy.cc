@@ -70,6 +70,51 @@ std::optional<std::string> other_loopback(std::string_view host) {
   return std::nullopt;
 }
 
+std::string LoopbackMemory::key_of(const std::string& sandbox, uint16_t port) {
+  std::string k = sandbox;
+  k.push_back('\0');  // sandbox keys are ids or names: never a NUL
+  k.append(std::to_string(port));
+  return k;
+}
+
+std::optional<std::string> LoopbackMemory::preferred(const std::string& sandbox, uint16_t port,
+                                                     Clock::time_point now) {
+  auto it = index_.find(key_of(sandbox, port));
+  if (it == index_.end()) return std::nullopt;
+  if (now >= it->second->expires) {
+    lru_.erase(it->second);
+    index_.erase(it);
+    return std::nullopt;
+  }
+  lru_.splice(lru_.begin(), lru_, it->second);
+  return it->second->host;
+}
+
+void LoopbackMemory::answered(const std::string& sandbox, uint16_t port, const std::string& host,
+                              Clock::time_point now) {
+  if (capacity_ == 0) return;
+  std::string key = key_of(sandbox, port);
+  if (auto it = index_.find(key); it != index_.end()) {
+    it->second->host = host;
+    it->second->expires = now + ttl_;
+    lru_.splice(lru_.begin(), lru_, it->second);
+    return;
+  }
+  while (index_.size() >= capacity_) {
+    index_.erase(lru_.back().key);
+    lru_.pop_back();
+  }
+  lru_.push_front(Entry{key, host, now + ttl_});
+  index_.emplace(std::move(key), lru_.begin());
+}
+
+void LoopbackMemory::refused(const std::string& sandbox, uint16_t port, const std::string& host) {
+  auto it = index_.find(key_of(sandbox, port));
+  if (it == index_.end() || it->second->host != host) return;
+  lru_.erase(it->second);
+  index_.erase(it);
+}
+
 std::chrono::milliseconds rate_limit_backoff(int n) {
   constexpr std::chrono::milliseconds kFirst{50}, kCap{2000};
   if (n < 0) n = 0;

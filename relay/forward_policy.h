@@ -9,9 +9,12 @@
 #include <array>
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
+#include <list>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 
 namespace osh::relay {
 
@@ -88,6 +91,54 @@ bool is_dial_failure(int code, std::string_view message);
 /// other_loopback() - "::1" for "127.0.0.1" and the reverse; nullopt for any
 /// other host (only the two loopback families are tried, protocol §2.2).
 std::optional<std::string> other_loopback(std::string_view host);
+
+/// LoopbackMemory - which loopback family ("127.0.0.1" or "::1") answered
+/// for one (sandbox, port) after the other one refused, so that later
+/// connections to that port, from clients of either family, try it first
+/// (issue 12.3: a service bound to one family only; each wrong first try
+/// costs a round trip, or a replay after the settle window).
+///
+/// An entry is made by answered() when a connection reached its target on
+/// a family chosen by a fallback (or by this memory: that refreshes it), and
+/// is dropped by refused() when that family later refuses, or after `ttl`
+/// without a refresh (services move: a restart may bind the other family).
+/// At most `capacity` entries; the least recently used goes first. Times are
+/// passed in (steady clock) so that tests need not sleep. Not thread-safe:
+/// the owner (ForwardManager::Impl, under its mutex) serialises calls.
+class LoopbackMemory {
+ public:
+  using Clock = std::chrono::steady_clock;
+  static constexpr std::chrono::milliseconds kDefaultTtl{60000};
+  static constexpr size_t kDefaultCapacity = 4096;
+
+  explicit LoopbackMemory(std::chrono::milliseconds ttl = kDefaultTtl,
+                          size_t capacity = kDefaultCapacity)
+      : ttl_(ttl), capacity_(capacity) {}
+
+  /// The family to try first for @sandbox (a pool key) and @port, if one is
+  /// remembered and not expired at @now; marks the entry recently used.
+  std::optional<std::string> preferred(const std::string& sandbox, uint16_t port, Clock::time_point now);
+  /// @host (a loopback family) answered after a fallback at @now: remember
+  /// it, or refresh it, for ttl.
+  void answered(const std::string& sandbox, uint16_t port, const std::string& host, Clock::time_point now);
+  /// @host refused: forget the entry if it named @host (no-op otherwise).
+  void refused(const std::string& sandbox, uint16_t port, const std::string& host);
+
+  size_t size() const { return index_.size(); }
+
+ private:
+  struct Entry {
+    std::string key;
+    std::string host;
+    Clock::time_point expires;
+  };
+  static std::string key_of(const std::string& sandbox, uint16_t port);
+
+  std::chrono::milliseconds ttl_;
+  size_t capacity_;
+  std::list<Entry> lru_;  // most recently used first
+  std::unordered_map<std::string, std::list<Entry>::iterator> index_;
+};
 
 /// rate_limit_backoff() - delay before retry number @n (0-based) of an open
 /// the global rate limiter refused: 50 ms doubling, capped at 2 s.

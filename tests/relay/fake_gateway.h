@@ -44,9 +44,16 @@ struct Script {
   std::optional<grpc::Status> reject;
   /// Response initial metadata x-osh-tunnel-ext ("" = none: upstream).
   std::string confirm_ext;
+  /// After the headers, before the frames: wait until at least this many
+  /// client data bytes arrived on the call (0 = do not wait), and/or for
+  /// the client's half-close (a target that answers a complete request).
+  size_t wait_for_bytes = 0;
+  bool half_close_first = false;
   /// After the headers: data frames ("" = an empty frame), each after `gap`.
   std::vector<std::string> frames;
   std::chrono::milliseconds gap{0};
+  /// After the frames: one frame echoing every client byte received so far.
+  bool echo = false;
   /// Then, before the end: wait this long, and/or for the client's half-close.
   std::chrono::milliseconds end_delay{0};
   bool wait_for_half_close = false;
@@ -82,6 +89,11 @@ class FakeGateway {
   std::string received(size_t index) const {
     std::lock_guard lk(mu_);
     return index < received_.size() ? received_[index] : std::string();
+  }
+  /// Whether the client half-closed (WritesDone) call @index.
+  bool half_closed(size_t index) const {
+    std::lock_guard lk(mu_);
+    return index < half_closed_.size() && half_closed_[index];
   }
 
  private:
@@ -143,6 +155,7 @@ class FakeGateway {
   std::condition_variable cv_;
   std::vector<SeenInit> inits_;
   std::vector<std::string> received_;
+  std::vector<bool> half_closed_;
   int minted_ = 0;
   int drivers_ = 0;
 };
@@ -205,6 +218,10 @@ class FakeGateway::ForwardReactor final : public grpc::ServerGenericBidiReactor 
     std::unique_lock lk(mu_);
     if (!ok) {
       half_closed_ = true;
+      if (have_init_) {
+        std::lock_guard g(gw_.mu_);
+        gw_.half_closed_[index_] = true;
+      }
       cv_.notify_all();
       return;
     }
@@ -214,8 +231,11 @@ class FakeGateway::ForwardReactor final : public grpc::ServerGenericBidiReactor 
       lk.unlock();
       begin(bytes);
     } else {
+      const std::string data = gw_.data_of(bytes);
+      received_bytes_ += data.size();
+      cv_.notify_all();
       std::lock_guard g(gw_.mu_);
-      gw_.received_[index_] += gw_.data_of(bytes);
+      gw_.received_[index_] += data;
     }
     StartRead(&in_);
   }
@@ -252,6 +272,7 @@ class FakeGateway::ForwardReactor final : public grpc::ServerGenericBidiReactor 
       seen.call_index = index_ = static_cast<int>(gw_.inits_.size());
       gw_.inits_.push_back(seen);
       gw_.received_.emplace_back();
+      gw_.half_closed_.push_back(false);
       gw_.drivers_++;
     }
     Script script = gw_.scripter_(seen);
@@ -270,7 +291,16 @@ class FakeGateway::ForwardReactor final : public grpc::ServerGenericBidiReactor 
     if (!s.confirm_ext.empty()) ctx_->AddInitialMetadata("x-osh-tunnel-ext", s.confirm_ext);
     StartSendInitialMetadata();
     wait_op();
-    for (const auto& f : s.frames) {
+    if (s.wait_for_bytes > 0 || s.half_close_first) {
+      std::unique_lock lk(mu_);
+      cv_.wait(lk, [&] {
+        return done_ || ((!s.half_close_first || half_closed_) &&
+                         (received_bytes_ >= s.wait_for_bytes || half_closed_));
+      });
+    }
+    std::vector<std::string> frames = s.frames;
+    if (s.echo) frames.push_back(gw_.received(index_));
+    for (const auto& f : frames) {
       if (s.gap.count() > 0) std::this_thread::sleep_for(s.gap);
       out_ = make_buffer(frame_bytes(f));
       StartWrite(&out_);
@@ -319,6 +349,7 @@ class FakeGateway::ForwardReactor final : public grpc::ServerGenericBidiReactor 
   std::mutex mu_;
   std::condition_variable cv_;
   bool have_init_ = false, half_closed_ = false, op_done_ = false, done_ = false, driving_ = false;
+  size_t received_bytes_ = 0;
   int index_ = 0;
 };
 

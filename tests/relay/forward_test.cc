@@ -6,8 +6,10 @@
 // and "SSH-session tokens and caps" describe the behaviour checked here.
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <thread>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -40,7 +42,10 @@ class Recorder final : public ForwardObserver {
     cv_.notify_all();
   }
   void on_remote_fin(StreamId) override { add("fin"); }
-  void on_write_done(StreamId, size_t) override {}
+  void on_write_done(StreamId, size_t bytes) override {
+    std::lock_guard lk(mu_);
+    written_ += bytes;
+  }
   void on_closed(StreamId, EndKind kind, std::string reason) override {
     std::lock_guard lk(mu_);
     events_.push_back(std::string("closed:") + to_string(kind));
@@ -84,6 +89,21 @@ class Recorder final : public ForwardObserver {
     std::lock_guard lk(mu_);
     return opened_at_;
   }
+  /// Sum of on_write_done bytes.
+  size_t written() {
+    std::lock_guard lk(mu_);
+    return written_;
+  }
+  /// Forgets everything: for the next of several sequential streams.
+  void reset() {
+    std::lock_guard lk(mu_);
+    events_.clear();
+    data_.clear();
+    reason_.clear();
+    unread_ = closed_ = false;
+    opened_at_ = {};
+    written_ = 0;
+  }
 
  private:
   void add(std::string e, Clock::time_point* when = nullptr) {
@@ -98,6 +118,7 @@ class Recorder final : public ForwardObserver {
   std::string data_, reason_;
   bool unread_ = false, closed_ = false;
   Clock::time_point opened_at_{};
+  size_t written_ = 0;
 };
 
 GatewayOptions options_for(const FakeGateway& fake, Generation gen, std::string workspace = "default") {
@@ -228,6 +249,8 @@ TEST(ForwardSettle, RefusalInsideTheWindowIsARefusal) {
 }
 
 TEST(ForwardSettle, RefusalAfterTheWindowIsACountedReset) {
+  // Closed in both families, each refusal after the window: the late
+  // fallback tries ::1 too, and only then is it a reset, counted once.
   FakeGateway fake(Generation::k0_1, [](const SeenInit&) { return headers_then(kRefused, 20ms); });
   GatewayClient gw(options_for(fake, Generation::k0_1));
   Recorder rec;
@@ -238,7 +261,11 @@ TEST(ForwardSettle, RefusalAfterTheWindowIsACountedReset) {
   ASSERT_TRUE(rec.wait_closed(mgr, 1));
   EXPECT_EQ(rec.events(), want({"open", "closed:reset"}));
   EXPECT_EQ(mgr.stats().late_refusals, 1u);
-  EXPECT_EQ(mgr.stats().loopback_fallbacks, 0u);  // too late to try ::1
+  EXPECT_EQ(mgr.stats().late_fallbacks, 1u);
+  EXPECT_EQ(mgr.stats().loopback_fallbacks, 1u);
+  auto inits = fake.inits();
+  ASSERT_EQ(inits.size(), 2u);
+  EXPECT_EQ(inits[1].host, "::1");
 }
 
 TEST(ForwardSettle, AdaptiveWindowIsCappedAndLearns) {
@@ -362,6 +389,233 @@ TEST(ForwardLoopback, ClosedInBothFamiliesIsRefusedQuickly) {
   EXPECT_EQ(rec.events(), want({"closed:refused"}));
   EXPECT_EQ(fake.inits().size(), 2u);
   EXPECT_EQ(mgr.stats().loopback_fallbacks, 1u);
+}
+
+// ---- late loopback fallback (issue 12.3: refusals after the settle window) ----
+
+/// ::1 answers the headers and refuses well after a 10 ms window (a loaded
+/// machine); 127.0.0.1 runs `v4`.
+FakeGateway::Scripter late_v6_refusal(Script v4) {
+  return [v4](const SeenInit& i) { return i.host == "::1" ? headers_then(kRefused, 300ms) : v4; };
+}
+
+ForwardOptions late_options() {
+  ForwardOptions fo;
+  fo.connect_settle = 10ms;
+  return fo;
+}
+
+TEST(ForwardLateFallback, EarlyBytesArriveIntactAtTheOtherFamily) {
+  const std::string part1 = "GET /blob HTTP/1.1\r\n", part2 = "Host: demo.local\r\n\r\n";
+  const std::string request = part1 + part2;
+  for (Generation gen : {Generation::k0_1, Generation::k0_0}) {
+    Script v4;
+    v4.wait_for_bytes = request.size();
+    v4.echo = true;  // the reply is the request, then FIN (OK end)
+    FakeGateway fake(gen, late_v6_refusal(v4));
+    GatewayClient gw(options_for(fake, gen));
+    Recorder rec;
+    ForwardManager mgr(gw, rec, late_options());
+    mgr.open(1, target("::1"));
+    ASSERT_TRUE(rec.wait_open());  // by the window: the refusal is still to come
+    mgr.send(1, part1);
+    std::this_thread::sleep_for(20ms);
+    mgr.send(1, part2);
+    ASSERT_TRUE(rec.wait_closed(mgr, 1));
+    EXPECT_EQ(rec.events(), want({"open", ("data:" + request).c_str(), "closed:ok"}));
+    auto inits = fake.inits();
+    ASSERT_EQ(inits.size(), 2u);
+    EXPECT_EQ(inits[0].host, "::1");
+    EXPECT_EQ(inits[1].host, "127.0.0.1");
+    EXPECT_EQ(fake.received(0), request);  // written once on the refused call...
+    EXPECT_EQ(fake.received(1), request);  // ...and replayed on the new one
+    EXPECT_EQ(rec.written(), request.size());  // on_write_done exactly once per byte
+    const ForwardStats st = mgr.stats();
+    EXPECT_EQ(st.late_refusals, 0u);
+    EXPECT_EQ(st.late_fallbacks, 1u);
+    EXPECT_EQ(st.loopback_fallbacks, 1u);
+    EXPECT_EQ(st.active_now, 0u);
+  }
+}
+
+TEST(ForwardLateFallback, BytesAfterTheMoveAndAHalfCloseFollowTheConnection) {
+  // The client sends, the refusal moves the stream, the client sends more
+  // and half-closes: the second target sees everything once, then FIN.
+  Script v4;
+  v4.half_close_first = true;
+  v4.echo = true;
+  FakeGateway fake(Generation::k0_1, late_v6_refusal(v4));
+  GatewayClient gw(options_for(fake, Generation::k0_1));
+  Recorder rec;
+  ForwardManager mgr(gw, rec, late_options());
+  mgr.open(1, target("::1"));
+  ASSERT_TRUE(rec.wait_open());
+  mgr.send(1, "early ");
+  const auto deadline = Clock::now() + 5s;
+  while (fake.inits().size() < 2 && Clock::now() < deadline) std::this_thread::sleep_for(5ms);
+  ASSERT_EQ(fake.inits().size(), 2u);
+  mgr.send(1, "late");
+  mgr.close_write(1);
+  ASSERT_TRUE(rec.wait_closed(mgr, 1));
+  EXPECT_EQ(rec.events(), want({"open", "data:early late", "closed:ok"}));
+  EXPECT_EQ(fake.received(1), "early late");
+  EXPECT_TRUE(fake.half_closed(1));
+  EXPECT_EQ(rec.written(), std::string("early late").size());
+}
+
+TEST(ForwardLateFallback, AnEarlierHalfCloseIsReplayed) {
+  Script v4;
+  v4.half_close_first = true;  // answers only a complete (half-closed) request
+  v4.echo = true;
+  FakeGateway fake(Generation::k0_1, late_v6_refusal(v4));
+  GatewayClient gw(options_for(fake, Generation::k0_1));
+  Recorder rec;
+  ForwardManager mgr(gw, rec, late_options());
+  mgr.open(1, target("::1"));
+  ASSERT_TRUE(rec.wait_open());
+  mgr.send(1, "request");
+  mgr.close_write(1);
+  ASSERT_TRUE(rec.wait_closed(mgr, 1));
+  EXPECT_EQ(rec.events(), want({"open", "data:request", "closed:ok"}));
+  EXPECT_TRUE(fake.half_closed(0));
+  EXPECT_TRUE(fake.half_closed(1));
+  EXPECT_EQ(fake.received(1), "request");
+  EXPECT_EQ(rec.written(), 7u);
+}
+
+TEST(ForwardLateFallback, BothFamiliesRefusingLateIsACountedReset) {
+  FakeGateway fake(Generation::k0_1, [](const SeenInit&) { return headers_then(kRefused, 200ms); });
+  GatewayClient gw(options_for(fake, Generation::k0_1));
+  Recorder rec;
+  ForwardManager mgr(gw, rec, late_options());
+  mgr.open(1, target("::1"));
+  ASSERT_TRUE(rec.wait_open());
+  mgr.send(1, "hello");
+  ASSERT_TRUE(rec.wait_closed(mgr, 1));
+  EXPECT_EQ(rec.events(), want({"open", "closed:reset"}));
+  auto inits = fake.inits();
+  ASSERT_EQ(inits.size(), 2u);
+  EXPECT_EQ(inits[1].host, "127.0.0.1");
+  EXPECT_EQ(fake.received(1), "hello");
+  const ForwardStats st = mgr.stats();
+  EXPECT_EQ(st.late_refusals, 1u);
+  EXPECT_EQ(st.late_fallbacks, 1u);
+  EXPECT_EQ(st.active_now, 0u);
+}
+
+TEST(ForwardLateFallback, BytesOverTheReplayBoundMeanAReset) {
+  const size_t bound = ForwardOptions{}.late_fallback_replay_bytes;
+  for (size_t total : {bound, bound + 1}) {
+    Script v4;
+    v4.wait_for_bytes = total;
+    v4.frames = {"got it"};
+    FakeGateway fake(Generation::k0_1, late_v6_refusal(v4));
+    GatewayClient gw(options_for(fake, Generation::k0_1));
+    Recorder rec;
+    ForwardManager mgr(gw, rec, late_options());
+    mgr.open(1, target("::1"));
+    ASSERT_TRUE(rec.wait_open());
+    const std::string chunk(16 * 1024, 'x');
+    for (size_t sent = 0; sent < total; sent += chunk.size())
+      mgr.send(1, chunk.substr(0, std::min(chunk.size(), total - sent)));
+    ASSERT_TRUE(rec.wait_closed(mgr, 1));
+    if (total <= bound) {
+      EXPECT_EQ(rec.events(), want({"open", "data:got it", "closed:ok"}));
+      EXPECT_EQ(fake.received(1).size(), total);
+      EXPECT_EQ(rec.written(), total);
+      EXPECT_EQ(mgr.stats().late_fallbacks, 1u);
+    } else {
+      EXPECT_EQ(rec.events(), want({"open", "closed:reset"}));
+      EXPECT_EQ(fake.inits().size(), 1u);
+      EXPECT_EQ(mgr.stats().late_refusals, 1u);
+      EXPECT_EQ(mgr.stats().late_fallbacks, 0u);
+    }
+  }
+}
+
+// ---- loopback family memory ----
+
+/// Opens stream @id to @host, waits for its end; the recorder is reset first.
+std::vector<std::string> connect_once(ForwardManager& mgr, Recorder& rec, StreamId id, const char* host) {
+  rec.reset();
+  mgr.open(id, target(host));
+  EXPECT_TRUE(rec.wait_closed(mgr, id));
+  return rec.events();
+}
+
+size_t dials_to(const FakeGateway& fake, const std::string& host) {
+  size_t n = 0;
+  for (const auto& i : fake.inits()) n += i.host == host;
+  return n;
+}
+
+TEST(ForwardFamilyMemory, LaterConnectionsGoStraightToTheFamilyThatAnsweredAndItExpires) {
+  FakeGateway fake(Generation::k0_1, [](const SeenInit& i) {
+    return i.host == "::1" ? headers_then(kRefused) : data_then_ok({"v4"});
+  });
+  GatewayClient gw(options_for(fake, Generation::k0_1));
+  Recorder rec;
+  ForwardOptions fo;
+  fo.connect_settle = 2000ms;  // refusals inside the window: the early fallback
+  fo.loopback_memory_ttl = 400ms;
+  ForwardManager mgr(gw, rec, fo);
+  EXPECT_EQ(connect_once(mgr, rec, 1, "::1"), want({"open", "data:v4", "closed:ok"}));
+  EXPECT_EQ(dials_to(fake, "::1"), 1u);
+  // An IPv6 client again: straight to 127.0.0.1, no second ::1 dial.
+  EXPECT_EQ(connect_once(mgr, rec, 2, "::1"), want({"open", "data:v4", "closed:ok"}));
+  EXPECT_EQ(dials_to(fake, "::1"), 1u);
+  EXPECT_EQ(fake.inits().size(), 3u);
+  EXPECT_EQ(mgr.stats().loopback_memory_hits, 1u);
+  // An IPv4 client: its own family is the remembered one (not a hit).
+  EXPECT_EQ(connect_once(mgr, rec, 3, "127.0.0.1"), want({"open", "data:v4", "closed:ok"}));
+  EXPECT_EQ(mgr.stats().loopback_memory_hits, 1u);
+  EXPECT_EQ(mgr.stats().loopback_fallbacks, 1u);
+  // Another port of the same sandbox is not covered.
+  rec.reset();
+  ForwardTarget other = target("::1", 9090);
+  mgr.open(4, other);
+  ASSERT_TRUE(rec.wait_closed(mgr, 4));
+  EXPECT_EQ(dials_to(fake, "::1"), 2u);
+  // After the ttl (last refreshed by stream 3's answer) ::1 is tried again.
+  std::this_thread::sleep_for(500ms);
+  EXPECT_EQ(connect_once(mgr, rec, 5, "::1"), want({"open", "data:v4", "closed:ok"}));
+  EXPECT_EQ(dials_to(fake, "::1"), 3u);
+  EXPECT_EQ(mgr.stats().loopback_memory_hits, 1u);
+}
+
+TEST(ForwardFamilyMemory, ARefusalOfTheRememberedFamilyForgetsIt) {
+  std::atomic<bool> v4_up{true};  // which family the service listens on
+  FakeGateway fake(Generation::k0_1, [&v4_up](const SeenInit& i) {
+    const bool up = (i.host == "127.0.0.1") == v4_up.load();
+    return up ? data_then_ok({"hi " + i.host}) : headers_then(kRefused);
+  });
+  GatewayClient gw(options_for(fake, Generation::k0_1));
+  Recorder rec;
+  ForwardOptions fo;
+  fo.connect_settle = 2000ms;
+  ForwardManager mgr(gw, rec, fo);
+  EXPECT_EQ(connect_once(mgr, rec, 1, "::1"), want({"open", "data:hi 127.0.0.1", "closed:ok"}));
+  v4_up = false;  // the service restarts bound to ::1 only
+  // The remembered 127.0.0.1 refuses: forgotten, ::1 tried, and remembered.
+  EXPECT_EQ(connect_once(mgr, rec, 2, "::1"), want({"open", "data:hi ::1", "closed:ok"}));
+  EXPECT_EQ(connect_once(mgr, rec, 3, "127.0.0.1"), want({"open", "data:hi ::1", "closed:ok"}));
+  std::vector<std::string> hosts;
+  for (const auto& i : fake.inits()) hosts.push_back(i.host);
+  EXPECT_EQ(hosts, (std::vector<std::string>{"::1", "127.0.0.1", "127.0.0.1", "::1", "::1"}));
+  EXPECT_EQ(mgr.stats().loopback_memory_hits, 2u);
+}
+
+TEST(ForwardFamilyMemory, ALateFallbackIsRememberedToo) {
+  Script v4 = data_then_ok({"v4"});
+  FakeGateway fake(Generation::k0_1, late_v6_refusal(v4));
+  GatewayClient gw(options_for(fake, Generation::k0_1));
+  Recorder rec;
+  ForwardManager mgr(gw, rec, late_options());
+  mgr.open(1, target("::1"));
+  ASSERT_TRUE(rec.wait_closed(mgr, 1));
+  EXPECT_EQ(mgr.stats().late_fallbacks, 1u);
+  EXPECT_EQ(connect_once(mgr, rec, 2, "::1"), want({"open", "data:v4", "closed:ok"}));
+  EXPECT_EQ(dials_to(fake, "::1"), 1u);
 }
 
 // ---- RESOURCE_EXHAUSTED and relay capacity, told apart ----

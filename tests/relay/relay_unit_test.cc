@@ -172,5 +172,47 @@ TEST(OpenFailure, OtherLoopback) {
   EXPECT_EQ(other_loopback("localhost"), std::nullopt);
 }
 
+TEST(LoopbackMemory, RemembersPerSandboxAndPortUntilTheTtl) {
+  using C = LoopbackMemory::Clock;
+  const C::time_point t0{};
+  LoopbackMemory m(60000ms, 16);
+  EXPECT_EQ(m.preferred("sb", 8080, t0), std::nullopt);
+  m.answered("sb", 8080, "127.0.0.1", t0);
+  EXPECT_EQ(m.preferred("sb", 8080, t0 + 59s), "127.0.0.1");
+  EXPECT_EQ(m.preferred("sb", 8081, t0), std::nullopt);
+  EXPECT_EQ(m.preferred("sb2", 8080, t0), std::nullopt);
+  EXPECT_EQ(m.preferred("sb", 8080, t0 + 60s), std::nullopt);  // expired, and dropped
+  EXPECT_EQ(m.size(), 0u);
+  m.answered("sb", 8080, "::1", t0);
+  m.answered("sb", 8080, "::1", t0 + 30s);  // a refresh
+  EXPECT_EQ(m.preferred("sb", 8080, t0 + 80s), "::1");
+}
+
+TEST(LoopbackMemory, ARefusalOfTheRememberedFamilyForgetsIt) {
+  const LoopbackMemory::Clock::time_point t0{};
+  LoopbackMemory m;
+  m.answered("sb", 22000, "127.0.0.1", t0);
+  m.refused("sb", 22000, "::1");  // the other family: no news
+  EXPECT_EQ(m.preferred("sb", 22000, t0), "127.0.0.1");
+  m.refused("sb", 22000, "127.0.0.1");
+  EXPECT_EQ(m.preferred("sb", 22000, t0), std::nullopt);
+}
+
+TEST(LoopbackMemory, IsBoundedLeastRecentlyUsedFirst) {
+  const LoopbackMemory::Clock::time_point t0{};
+  LoopbackMemory m(60000ms, 3);
+  for (uint16_t port = 1; port <= 3; ++port) m.answered("sb", port, "::1", t0);
+  EXPECT_EQ(m.preferred("sb", 1, t0), "::1");  // 1 is now the most recent; 2 the least
+  m.answered("sb", 4, "::1", t0);
+  EXPECT_EQ(m.size(), 3u);
+  EXPECT_EQ(m.preferred("sb", 2, t0), std::nullopt);
+  EXPECT_EQ(m.preferred("sb", 1, t0), "::1");
+  EXPECT_EQ(m.preferred("sb", 3, t0), "::1");
+  EXPECT_EQ(m.preferred("sb", 4, t0), "::1");
+  LoopbackMemory off(60000ms, 0);
+  off.answered("sb", 1, "::1", t0);
+  EXPECT_EQ(off.preferred("sb", 1, t0), std::nullopt);
+}
+
 }  // namespace
 }  // namespace osh::relay
