@@ -1,9 +1,9 @@
 // Theory of operation: the mini-supervisor's relays
 // =================================================
 //
-// Threads. One event-loop thread (EventLoop: epoll + posted tasks) owns every
-// Relay and all of its state: the target socket, the RelayStream's frames
-// and flags. gRPC runs the reactions (OnReadDone, OnWriteDone,
+// Threads. One event-loop thread (osh::EventLoop, common/event_loop.h:
+// epoll, a callback per socket, posted tasks) owns every Relay and all of
+// its state: the target socket, the RelayStream's frames and flags. gRPC runs the reactions (OnReadDone, OnWriteDone,
 // OnWritesDoneDone, OnDone) on its own threads; each reaction only posts a
 // task to the loop and returns, so no relay state has a lock and no reaction
 // ever blocks. Every Start*/RemoveHold/TryCancel call is made on the loop
@@ -83,7 +83,7 @@
 
 #include "peers/common/log.h"
 #include "peers/common/socket.h"
-#include "peers/supervisor/event_loop.h"
+#include "common/event_loop.h"
 
 namespace osh::peers {
 namespace {
@@ -103,12 +103,11 @@ class Relay;
 }  // namespace
 
 /// The loop-side table of relays and what they share. All members are used
-/// on the loop thread only, except loop.Post() and WaitIdle().
+/// on the loop thread only, except loop.post() and WaitIdle().
 class RelayBridgeCore {
  public:
   explicit RelayBridgeCore(v1::OpenShell::Stub* s)
-      : stub(s), loop([this](uint64_t token, uint32_t events) { OnEvents(token, events); }),
-        scratch(kRelayChunkBytes) {}
+      : stub(s), scratch(kRelayChunkBytes) {}
 
   /// Creates a relay for @request and starts its dial. Thread: loop.
   void Add(RelayOpenRequest request);
@@ -120,17 +119,17 @@ class RelayBridgeCore {
   void ShutdownAll();
   /// Blocks until ShutdownAll() ran and no relay is left. Thread: not loop.
   void WaitIdle();
+  /// Socket readiness of relay @id (ignored if it is gone). Thread: loop.
+  void OnEvents(uint64_t id, uint32_t events);
 
   v1::OpenShell::Stub* const stub;
-  EventLoop loop;
+  osh::EventLoop loop;
   std::vector<char> scratch;  // the one target read buffer of every relay
   bool stopping = false;
 
  private:
-  void OnEvents(uint64_t token, uint32_t events);
-
   std::unordered_map<uint64_t, std::unique_ptr<Relay>> relays_;
-  uint64_t next_id_ = 1;  // epoll token 0 is the loop's own eventfd
+  uint64_t next_id_ = 1;
   std::atomic<size_t> live_{0};
   std::mutex idle_mu_;
   std::condition_variable idle_cv_;
@@ -155,20 +154,20 @@ class Relay final : public grpc::ClientBidiReactor<v1::RelayFrame, v1::RelayFram
   void OnShutdown();
 
   void OnWriteDone(bool ok) override {
-    core_->loop.Post([this, ok] { HandleWriteDone(ok); });
+    core_->loop.post([this, ok] { HandleWriteDone(ok); });
   }
   void OnWritesDoneDone(bool /*ok*/) override {
-    core_->loop.Post([this] { HandleWritesDoneDone(); });
+    core_->loop.post([this] { HandleWritesDoneDone(); });
   }
   void OnReadDone(bool ok) override {
-    core_->loop.Post([this, ok] { HandleReadDone(ok); });
+    core_->loop.post([this, ok] { HandleReadDone(ok); });
   }
   void OnDone(const grpc::Status& status) override {
     // The last reaction: every earlier one has posted already. The task may
     // destroy this relay, so nothing touches `this` after Post().
     RelayBridgeCore* core = core_;
     const uint64_t id = id_;
-    core->loop.Post([core, id, status] {
+    core->loop.post([core, id, status] {
       core->WithRelay(id, [&status](Relay& relay) { relay.HandleDone(status); });
     });
   }
@@ -191,6 +190,7 @@ class Relay final : public grpc::ClientBidiReactor<v1::RelayFrame, v1::RelayFram
   void CloseSocket(bool reset);
   uint32_t WantedEvents() const;
   int UpdateWatch();
+  int SetInterest(int fd, uint32_t wanted);
 
   RelayBridgeCore* const core_;
   const uint64_t id_;
@@ -201,6 +201,7 @@ class Relay final : public grpc::ClientBidiReactor<v1::RelayFrame, v1::RelayFram
   ScopedFd fd_;  // the connected target socket
   State state_ = State::kDialing;
   uint32_t watched_ = 0;  // the socket's current epoll interest
+  int watched_fd_ = -1;   // the socket registered with the loop while watched_ != 0
 
   grpc::ClientContext ctx_;
   v1::RelayFrame tx_;         // the frame being written (init or data)
@@ -230,7 +231,7 @@ void Relay::HandleDialStep(TargetDialer::Step step) {
       RelayBridgeCore* core = core_;
       const uint64_t id = id_;
       results_->SendOpenResult(channel_, true, std::string(), [core, id](bool written) {
-        core->loop.Post([core, id, written] {
+        core->loop.post([core, id, written] {
           core->WithRelay(id, [written](Relay& relay) { relay.OnResultWritten(written); });
         });
       });
@@ -245,8 +246,7 @@ void Relay::HandleDialStep(TargetDialer::Step step) {
 void Relay::FailDial(int err) {
   const std::string error = OsErrorText(err);
   Log()->info("relay {}: dial {} failed: {}", channel_, where_, error);
-  core_->loop.Watch(dialer_.fd(), id_, watched_, 0);
-  watched_ = 0;
+  SetInterest(dialer_.fd(), 0);
   results_->SendOpenResult(channel_, false, error, nullptr);
   results_.reset();
   state_ = State::kFinished;
@@ -284,8 +284,7 @@ void Relay::StartStream() {
 void Relay::OnShutdown() {
   switch (state_) {
     case State::kDialing:  // abandoned: the session is gone or going
-      core_->loop.Watch(dialer_.fd(), id_, watched_, 0);
-      watched_ = 0;
+      SetInterest(dialer_.fd(), 0);
       results_.reset();
       state_ = State::kFinished;
       return;
@@ -306,8 +305,7 @@ void Relay::OnShutdown() {
 void Relay::OnSocketEvents(uint32_t events) {
   if (state_ == State::kDialing) {
     // The dialer may close this socket and open the next one: leave the set first.
-    core_->loop.Watch(dialer_.fd(), id_, watched_, 0);
-    watched_ = 0;
+    SetInterest(dialer_.fd(), 0);
     HandleDialStep(dialer_.OnWritable());
     return;
   }
@@ -498,14 +496,37 @@ int Relay::UpdateWatch() {
   const uint32_t wanted = WantedEvents();
   if (wanted == watched_) return 0;
   const int fd = state_ == State::kDialing ? dialer_.fd() : fd_.get();
-  const int err = core_->loop.Watch(fd, id_, watched_, wanted);
-  if (err == 0) {
-    watched_ = wanted;
-    return 0;
-  }
+  const int err = SetInterest(fd, wanted);
+  if (err == 0) return 0;
   Log()->warn("relay {}: epoll_ctl failed: {}", channel_, OsErrorText(err));
   if (wanted == 0) watched_ = 0;  // closing the socket removes it anyway
   if (state_ == State::kStreaming && !call_over_) EndCall(/*cancel=*/true);
+  return err;
+}
+
+// SetInterest() - makes @wanted (EPOLLIN/EPOLLOUT, 0: none) the loop
+// interest of socket @fd: registered with the loop on the first interest,
+// unregistered when there is none (a socket without interest leaves the
+// epoll set, see "Threads"). Return: 0 or the errno of the failed epoll_ctl()
+// (the interest is then unchanged). Thread: loop.
+int Relay::SetInterest(int fd, uint32_t wanted) {
+  if (wanted == watched_) return 0;
+  if (wanted == 0) {
+    core_->loop.unwatch(watched_fd_);
+    watched_ = 0;
+    watched_fd_ = -1;
+    return 0;
+  }
+  int err = 0;
+  if (watched_ == 0) {
+    RelayBridgeCore* core = core_;
+    const uint64_t id = id_;
+    err = core->loop.watch(fd, wanted, [core, id](uint32_t events) { core->OnEvents(id, events); });
+    if (err == 0) watched_fd_ = fd;
+  } else {
+    err = core_->loop.modify(fd, wanted);
+  }
+  if (err == 0) watched_ = wanted;
   return err;
 }
 
@@ -535,8 +556,8 @@ void RelayBridgeCore::WithRelay(uint64_t id, Fn&& fn) {
   }
 }
 
-void RelayBridgeCore::OnEvents(uint64_t token, uint32_t events) {
-  WithRelay(token, [events](Relay& relay) { relay.OnSocketEvents(events); });
+void RelayBridgeCore::OnEvents(uint64_t id, uint32_t events) {
+  WithRelay(id, [events](Relay& relay) { relay.OnSocketEvents(events); });
 }
 
 void RelayBridgeCore::ShutdownAll() {
@@ -565,13 +586,13 @@ RelayBridge::~RelayBridge() { Shutdown(); }
 void RelayBridge::Start() {
   std::lock_guard lock(shutdown_mu_);
   if (started_ || shut_down_) throw std::runtime_error("relay bridge already started or shut down");
-  core_->loop.Start();
+  core_->loop.start();
   started_ = true;
 }
 
 void RelayBridge::Open(RelayOpenRequest request) {
   RelayBridgeCore* core = core_.get();
-  core->loop.Post([core, request = std::move(request)]() mutable { core->Add(std::move(request)); });
+  core->loop.post([core, request = std::move(request)]() mutable { core->Add(std::move(request)); });
 }
 
 void RelayBridge::Shutdown() {
@@ -580,10 +601,10 @@ void RelayBridge::Shutdown() {
   shut_down_ = true;
   if (started_) {
     RelayBridgeCore* core = core_.get();
-    core->loop.Post([core] { core->ShutdownAll(); });
+    core->loop.post([core] { core->ShutdownAll(); });
     core->WaitIdle();
   }
-  core_->loop.Stop();
+  core_->loop.stop();
 }
 
 }  // namespace osh::peers
