@@ -3,7 +3,10 @@
 # ForwardTcp streams via mini-gateway and mini-supervisor,
 #   - ssh root@demo.local 'echo tunnel-ok' prints tunnel-ok;
 #   - curl http://demo.local:8080/blob matches the file's sha256;
-#   - 20 parallel downloads all match;
+#   - 20 parallel downloads all match (curl tries the IPv6 address first:
+#     the server listens on 127.0.0.1 only, so the tunnel falls back from
+#     ::1 to 127.0.0.1 for each);
+#   - status names the gateway's version and wire generation (OSH_PROTOCOL);
 #   - SIGTERM removes the TUN and the hosts block, exit status 0.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -14,6 +17,12 @@ osh_sandbox_services 64
 osh_gateway
 osh_supervisor
 osh_tunnel
+
+say "check: status names the gateway's version and the generation in use"
+n_client "$OSH_TUNNEL" status --state-dir "$OSH_STATE" | tee "$OSH_WORK/status.txt" | head -n 2
+want_version=$([[ $OSH_PROTOCOL == 0.0 ]] && echo 0.0.111 || echo 0.1.11)
+grep -q "reachable ($want_version, protocol $OSH_PROTOCOL, workspace default)" "$OSH_WORK/status.txt" ||
+  { echo "FAIL: status does not say '$want_version, protocol $OSH_PROTOCOL'"; exit 1; }
 
 say "check: the name resolves in the client namespace"
 grep -q "demo.local" "$OSH_HOSTS"

@@ -12,8 +12,10 @@ source "$(dirname "$0")/lib.sh"
 NS_V="osh-v-$OSH_TAG"
 cleanup_all() {
   local rc=$?
-  ip netns del "$NS_V" 2>/dev/null || true
-  (exit $rc)
+  set +e  # with set -e, the failing "(exit $rc)" below would end the trap before osh_cleanup
+  [[ -n ${holder:-} ]] && kill -KILL "$holder" 2>/dev/null
+  ip netns del "$NS_V" 2>/dev/null
+  (exit $rc)  # osh_cleanup reads the test's status from $?
   osh_cleanup
 }
 trap cleanup_all EXIT
@@ -21,10 +23,19 @@ trap cleanup_all EXIT
 N="${OSH_VANISH_CONNS:-10000}"
 osh_topology
 osh_sandbox_services 1
-osh_gateway --max-streams-per-sandbox $((N + 50)) --max-streams-per-token 100
+# Stream caps and the pending-relay caps (32 per sandbox, 256 in all by
+# default) raised: the client opens relays far faster than one at a time.
+osh_gateway --max-streams-per-sandbox $((N + 50)) --max-streams-per-token 100 \
+  --max-pending-relays-per-sandbox $((N + 50)) --max-pending-relays $((N + 50))
 osh_supervisor
 sbx_tcp_server sink 9006 discard
-osh_tunnel --max-streams-per-sandbox $((N + 50)) --max-streams-per-token 100 --keepalive-s 2 --token-idle-s 3
+# --connect-settle-ms 0: hold-many connects one connection after another and
+# speaks first, to a server that never answers, so each connect would wait
+# out the settle window (up to 25 ms; 10,000 of them: minutes). Connect
+# semantics are vm_refusal's; this test is about what a vanished client
+# leaves behind.
+osh_tunnel --max-streams-per-sandbox $((N + 50)) --max-streams-per-token 100 --keepalive-s 2 --token-idle-s 3 \
+  --connect-settle-ms 0
 V4="$(sandbox_v4)"
 status_field() {
   ip netns exec "$NS_CLIENT" "$OSH_TUNNEL" status --state-dir "$OSH_STATE" --json |
@@ -47,6 +58,7 @@ ip netns exec "$NS_V" /usr/bin/python3 "$OSH_TCPTOOL" hold-many --host "$V4" --p
   --count "$N" --secs 900 --timeout 30 >"$OSH_WORK/holder.out" 2>&1 &
 holder=$!
 wait_until $((60 + N / 50)) grep -q "holding $N" "$OSH_WORK/holder.out"
+say "  status: $(status_field 'd["counters"]["connections_active"], d["counters"]["streams"]["active"], d["counters"]["streams"]["queued"]')"
 check "$N connections active in status" [ "$(status_field 'd["counters"]["connections_active"]')" -ge "$N" ]
 check "$N streams active" [ "$(status_field 'd["counters"]["streams"]["active"]')" -ge "$N" ]
 threads() { ls "/proc/$1/task" | wc -l; }
@@ -58,6 +70,7 @@ say "the client vanishes: link gone first (no FIN or RST can get out), then its 
 ip -n "$NS_V" link del "vv$OSH_TAG"
 kill -KILL "$holder"
 wait "$holder" 2>/dev/null || true
+holder=""
 ip netns del "$NS_V"
 t0=$SECONDS
 # connections, streams, pooled tokens, lwIP pcbs (active and TIME_WAIT)
