@@ -72,8 +72,8 @@ TEST(EventLoop, PostsFromManyThreadsAllRun) {
 }
 
 TEST(EventLoop, ReadableFdCallsItsHandlerUntilParked) {
+  SocketPair sp;  // outlives the loop (its thread reads the fds)
   EventLoop loop;
-  SocketPair sp;
   std::promise<uint32_t> got;
   int calls = 0;
   ASSERT_EQ(loop.watch(sp.a.get(), EPOLLIN, [&](uint32_t ev) {
@@ -95,16 +95,16 @@ TEST(EventLoop, ReadableFdCallsItsHandlerUntilParked) {
 }
 
 TEST(EventLoop, WritableAndHangupAreReported) {
+  SocketPair sp;  // outlives the loop (its thread reads the fds)
   EventLoop loop;
-  SocketPair sp;
   std::promise<uint32_t> writable, hangup;
   ASSERT_EQ(loop.watch(sp.a.get(), EPOLLOUT, [&](uint32_t ev) {
     writable.set_value(ev);
     loop.modify(sp.a.get(), EPOLLIN);
     loop.unwatch(sp.a.get());
     loop.watch(sp.a.get(), EPOLLIN, [&](uint32_t ev2) {
-      hangup.set_value(ev2);
       loop.unwatch(sp.a.get());
+      hangup.set_value(ev2);
     });
   }), 0);
   loop.start();
@@ -118,8 +118,8 @@ TEST(EventLoop, WritableAndHangupAreReported) {
 }
 
 TEST(EventLoop, WatchTwiceIsEexistAndModifyUnknownIsEnoent) {
+  SocketPair sp;  // outlives the loop (its thread reads the fds)
   EventLoop loop;
-  SocketPair sp;
   EXPECT_EQ(loop.watch(sp.a.get(), EPOLLIN, [](uint32_t) {}), 0);
   EXPECT_EQ(loop.watch(sp.a.get(), EPOLLIN, [](uint32_t) {}), EEXIST);
   EXPECT_EQ(loop.modify(sp.b.get(), EPOLLIN), ENOENT);
@@ -130,8 +130,8 @@ TEST(EventLoop, WatchTwiceIsEexistAndModifyUnknownIsEnoent) {
 }
 
 TEST(EventLoop, AnEventForAnFdUnwatchedEarlierInTheBatchIsNotDelivered) {
-  EventLoop loop;
   SocketPair one, two;
+  EventLoop loop;
   int calls = 0;
   // Both readable before the loop runs: one epoll_wait returns both. The
   // first handler to run unwatches the other fd.
