@@ -42,20 +42,28 @@ bool write_all(int fd, const std::string& s) {
   return true;
 }
 
-// Reads up to '\n' (not included) or EOF; false on error/timeout/oversize.
-bool read_line(int fd, std::string* out) {
-  char buf[1024];
-  while (out->size() < 4096) {
+// Limits of one line: a request is a small JSON object; an answer is the
+// status JSON, about 0.5 KiB per sandbox (1,000 sandboxes: ~0.5 MiB).
+constexpr size_t kMaxRequest = 4096;
+constexpr size_t kMaxAnswer = 64u << 20;
+
+// Reads up to '\n' (not included) or EOF; false on error/timeout, or when
+// more than @max bytes come without a newline.
+bool read_line(int fd, std::string* out, size_t max) {
+  char buf[16384];
+  while (out->size() <= max) {
     ssize_t n = ::recv(fd, buf, sizeof buf, 0);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) return false;
     if (n == 0) return !out->empty();
+    const size_t scanned = out->size();
     out->append(buf, static_cast<size_t>(n));
-    if (auto nl = out->find('\n'); nl != std::string::npos) {
+    if (auto nl = out->find('\n', scanned); nl != std::string::npos) {
       out->resize(nl);
       return true;
     }
   }
+  errno = EMSGSIZE;
   return false;
 }
 
@@ -111,7 +119,7 @@ void ControlServer::run() {
     if (c < 0) continue;
     set_timeouts(c, std::chrono::milliseconds(2000));
     std::string req;
-    if (read_line(c, &req)) {
+    if (read_line(c, &req, kMaxRequest)) {
       std::string resp = handler_(req);
       resp.push_back('\n');
       write_all(c, resp);
@@ -136,7 +144,7 @@ std::optional<std::string> control_request(const std::filesystem::path& path, co
   }
   std::string line = request + "\n";
   std::string resp;
-  const bool ok = write_all(fd, line) && read_line(fd, &resp);
+  const bool ok = write_all(fd, line) && read_line(fd, &resp, kMaxAnswer);
   const int err = errno;
   ::close(fd);
   if (!ok) {
