@@ -19,12 +19,14 @@
 #include "relay/gateway_client.h"
 
 #include <grpcpp/grpcpp.h>
+#include <grpcpp/resource_quota.h>
 #include <grpcpp/security/tls_certificate_verifier.h>
 #include <grpcpp/security/tls_credentials_options.h>
 
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <fstream>
 #include <future>
 #include <sstream>
@@ -318,6 +320,15 @@ GatewayClient::GatewayClient(GatewayOptions opts) : opts_(std::move(opts)), impl
   args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
   args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
   args.SetMaxReceiveMessageSize(4 * 1024 * 1024);
+  // One memory quota for the channel's buffers (gRPC shrinks its HTTP/2
+  // flow-control windows under pressure): without it BDP probing grew a
+  // stalled stream's window until one paused download held ~70 MiB of RSS
+  // (vm_backpressure). 0 = gRPC's default (unbounded).
+  if (opts_.grpc_memory_quota > 0) {
+    grpc::ResourceQuota quota("osh-gateway-channel");
+    quota.Resize(opts_.grpc_memory_quota);
+    args.SetResourceQuota(quota);
+  }
   // Fail fast and come back quickly after a gateway outage.
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 250);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
@@ -422,8 +433,8 @@ CallStatus GatewayClient::list_sandboxes(std::vector<SandboxInfo>* out) {
   if (CallStatus s = ensure_generation(&g); !s.ok()) return s;
   if (g == Generation::k0_1) {
     // protocol-0.1 §3: page tokens; resend every other parameter unchanged.
-    constexpr int32_t kPage = 1000;   // the gateway's maximum
-    constexpr int kMaxPages = 10000;  // a gateway that never ends the list
+    const auto page_size = static_cast<int32_t>(std::clamp<uint32_t>(opts_.list_page_size, 1, 1000));
+    constexpr int kMaxPages = 100000;  // a gateway that never ends the list
     std::string token;
     for (int page = 0;; ++page) {
       if (page == kMaxPages)
@@ -431,7 +442,7 @@ CallStatus GatewayClient::list_sandboxes(std::vector<SandboxInfo>* out) {
                                             std::to_string(kMaxPages) + " pages"};
       auto ctx = make_context(opts_.rpc_timeout, *impl_);
       g01::ListSandboxesRequest req;
-      req.set_page_size(kPage);
+      req.set_page_size(page_size);
       req.set_page_token(token);
       req.mutable_workspace_scope()->set_workspace(opts_.workspace);
       g01::ListSandboxesResponse resp;
@@ -445,18 +456,19 @@ CallStatus GatewayClient::list_sandboxes(std::vector<SandboxInfo>* out) {
     }
     return {};
   }
-  constexpr uint32_t kPage = 1000;  // server clamps to 1000 (protocol §1.3)
-  for (uint32_t offset = 0;; offset += kPage) {
+  // The server clamps the limit to 1000 (protocol §1.3).
+  const uint32_t page = std::clamp<uint32_t>(opts_.list_page_size, 1, 1000);
+  for (uint32_t offset = 0;; offset += page) {
     auto ctx = make_context(opts_.rpc_timeout, *impl_);
     openshell::v1::ListSandboxesRequest req;
-    req.set_limit(kPage);
+    req.set_limit(page);
     req.set_offset(offset);
     req.set_workspace(opts_.workspace);
     openshell::v1::ListSandboxesResponse resp;
     grpc::Status s = impl_->stub->ListSandboxes(ctx.get(), req, &resp);
     if (!s.ok()) return from_grpc(s);
     for (const auto& sb : resp.sandboxes()) out->push_back(to_info(sb));
-    if (static_cast<uint32_t>(resp.sandboxes_size()) < kPage) break;
+    if (static_cast<uint32_t>(resp.sandboxes_size()) < page) break;
   }
   return {};
 }

@@ -99,6 +99,12 @@ struct GatewayOptions {
   std::string workspace = "default";
   /// Force a generation instead of detecting it (kUnknown = detect).
   Generation force_generation = Generation::kUnknown;
+  /// ListSandboxes page size (both generations; upstream coerces more than
+  /// 1000 to 1000, protocol-0.1 §3).
+  uint32_t list_page_size = 1000;
+  /// gRPC ResourceQuota of the channel, bytes: bounds the memory its
+  /// streams' receive buffers take in all (issue 15); 0 = unbounded.
+  size_t grpc_memory_quota = size_t{32} << 20;
 
   // TLS, https endpoints only (ignored for http://, which is h2c).
   /// PEM trust anchors for the server certificate; "" = the system roots.

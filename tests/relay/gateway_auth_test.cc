@@ -1066,7 +1066,9 @@ TEST_F(GenerationLiveTest, ListsEveryPageOf150Sandboxes) {
     Start(protocol, [](peers::GatewayConfig& c) {
       for (auto& d : peers::GenerateSandboxes("sb", 150)) c.sandboxes.push_back(std::move(d));
     });
-    relay::GatewayClient gw(Options());
+    auto o = Options();
+    o.list_page_size = 40;  // 151 sandboxes: four pages
+    relay::GatewayClient gw(o);
     std::vector<relay::SandboxInfo> list;
     relay::CallStatus s = gw.list_sandboxes(&list);
     ASSERT_TRUE(s.ok()) << s.to_string();
