@@ -27,15 +27,8 @@ void add_forward_command(CLI::App& app, int* exit_code) {
                   "SANDBOX[:PORT]: sandbox name and the port on its loopback (default: LOCAL; "
                   "22 is the sandbox's SSH server)")
       ->required()->option_text("SANDBOX[:PORT]");
-  add_stream_flags(cmd, opts->max_streams_per_sandbox, opts->max_streams_per_token, opts->queue_timeout_ms);
-  cmd->add_option("--connect-settle-ms", opts->connect_settle_ms,
-                  "after the gateway's response headers, hold a new connection this long for a "
-                  "refusal from the sandbox (-1: adaptive, at most 25 ms; 0: none; ignored when the "
-                  "gateway confirms connects itself)")
-      ->capture_default_str()->check(CLI::Range(-1, 60000));
-  cmd->add_flag("--no-tunnel-ext", opts->no_tunnel_ext,
-                "do not ask the gateway for the project's ForwardTcp extensions (connect-ack, "
-                "fin-frame, relay-error): behave exactly as against upstream");
+  add_stream_flags(cmd, opts->max_streams_per_sandbox, opts->max_streams_per_token, opts->queue_timeout_ms,
+                   opts->connect_settle_ms, opts->no_tunnel_ext);
   cmd->callback([opts, gw, local, target, exit_code] {
     std::string err;
     auto spec = parse_forward_spec(*local, *target, &err);

@@ -111,15 +111,8 @@ void add_up_command(CLI::App& app, int* exit_code) {
       ->capture_default_str()->check(CLI::IsMember({"hosts", "resolver", "both"}));
   cmd->add_option("--mtu", opts->mtu, "TUN MTU in bytes")
       ->capture_default_str()->check(CLI::Range(1280, 65535));
-  add_stream_flags(cmd, opts->max_streams_per_sandbox, opts->max_streams_per_token, opts->queue_timeout_ms);
-  cmd->add_option("--connect-settle-ms", opts->connect_settle_ms,
-                  "after the gateway's response headers, hold a new connection this long for a "
-                  "refusal from the sandbox (-1: adaptive, at most 25 ms; 0: none; ignored when the "
-                  "gateway confirms connects itself)")
-      ->capture_default_str()->check(CLI::Range(-1, 60000));
-  cmd->add_flag("--no-tunnel-ext", opts->no_tunnel_ext,
-                "do not ask the gateway for the project's ForwardTcp extensions (connect-ack, "
-                "fin-frame, relay-error): behave exactly as against upstream");
+  add_stream_flags(cmd, opts->max_streams_per_sandbox, opts->max_streams_per_token, opts->queue_timeout_ms,
+                   opts->connect_settle_ms, opts->no_tunnel_ext);
   cmd->add_option("--refresh-ms", opts->refresh_ms, "how often the sandbox list is re-read")
       ->capture_default_str()->check(CLI::Range(100, 600000));
   cmd->add_option("--keepalive-s", opts->keepalive_s,
