@@ -320,10 +320,9 @@ GatewayClient::GatewayClient(GatewayOptions opts) : opts_(std::move(opts)), impl
   args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
   args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
   args.SetMaxReceiveMessageSize(4 * 1024 * 1024);
-  // One memory quota for the channel's buffers (gRPC shrinks its HTTP/2
-  // flow-control windows under pressure): without it BDP probing grew a
-  // stalled stream's window until one paused download held ~70 MiB of RSS
-  // (vm_backpressure). 0 = gRPC's default (unbounded).
+  // An optional memory quota for the channel's buffers (gRPC shrinks its
+  // HTTP/2 flow-control windows under pressure, and cancels calls under
+  // extreme pressure; see GatewayOptions::grpc_memory_quota).
   if (opts_.grpc_memory_quota > 0) {
     grpc::ResourceQuota quota("osh-gateway-channel");
     quota.Resize(opts_.grpc_memory_quota);

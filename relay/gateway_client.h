@@ -102,9 +102,12 @@ struct GatewayOptions {
   /// ListSandboxes page size (both generations; upstream coerces more than
   /// 1000 to 1000, protocol-0.1 §3).
   uint32_t list_page_size = 1000;
-  /// gRPC ResourceQuota of the channel, bytes: bounds the memory its
-  /// streams' receive buffers take in all (issue 15); 0 = unbounded.
-  size_t grpc_memory_quota = size_t{32} << 20;
+  /// gRPC ResourceQuota of the channel, bytes; 0 = none (gRPC's default).
+  /// Off by default: a 32 MiB quota kept one paused download at 34 MiB of
+  /// RSS, but under 20 parallel downloads gRPC's reclamation then reset
+  /// streams mid-transfer (vm_skeleton, vm_limits). Bounding memory per
+  /// connection is issue 15's work.
+  size_t grpc_memory_quota = 0;
 
   // TLS, https endpoints only (ignored for http://, which is h2c).
   /// PEM trust anchors for the server certificate; "" = the system roots.
