@@ -284,15 +284,22 @@ void GatewayClient::Impl::prepare(grpc::ClientContext& ctx) {
   if (!auth.empty()) ctx.AddMetadata("authorization", auth);
 }
 
+namespace {
+// Modification time of @path in ns, or 0 when it cannot be read.
+int64_t mtime_ns(const std::string& path) {
+  struct stat st {};
+  if (path.empty() || ::stat(path.c_str(), &st) != 0) return 0;
+  return int64_t{st.st_mtim.tv_sec} * 1000000000 + st.st_mtim.tv_nsec;
+}
+}  // namespace
+
 void GatewayClient::Impl::reload_token_locked() {
   if (token_file.empty() || !parse_token) return;
   const auto now = std::chrono::steady_clock::now();
   if (now - token_checked < std::chrono::seconds(1)) return;
   token_checked = now;
-  struct stat st {};
-  if (::stat(token_file.c_str(), &st) != 0) return;  // kept: it may be mid-rewrite
-  const int64_t mtime = int64_t{st.st_mtim.tv_sec} * 1000000000 + st.st_mtim.tv_nsec;
-  if (mtime == token_file_mtime_ns) return;
+  const int64_t mtime = mtime_ns(token_file);
+  if (mtime == 0 || mtime == token_file_mtime_ns) return;  // 0: kept, it may be mid-rewrite
   std::ifstream in(token_file, std::ios::binary);
   std::stringstream text;
   text << in.rdbuf();
@@ -337,15 +344,7 @@ GatewayClient::GatewayClient(GatewayOptions opts) : opts_(std::move(opts)), impl
       grpc::CreateCustomChannel(opts_.endpoint.grpc_target(), make_channel_credentials(opts_), args);
   impl_->stub = openshell::v1::OpenShell::NewStub(impl_->channel);
   impl_->forward01 = std::make_unique<decltype(impl_->forward01)::element_type>(impl_->channel);
-  if (!opts_.bearer_token.empty()) impl_->authorization = "Bearer " + opts_.bearer_token;
-  impl_->token_file = opts_.bearer_token_file;
-  impl_->parse_token = opts_.parse_bearer_token_file;
-  if (!impl_->token_file.empty()) {
-    struct stat st {};
-    if (::stat(impl_->token_file.c_str(), &st) == 0)
-      impl_->token_file_mtime_ns = int64_t{st.st_mtim.tv_sec} * 1000000000 + st.st_mtim.tv_nsec;
-    impl_->token_checked = std::chrono::steady_clock::now();
-  }
+  set_bearer_token(opts_.bearer_token, opts_.bearer_token_file, opts_.parse_bearer_token_file);
   impl_->generation = opts_.force_generation;
 }
 
@@ -358,12 +357,7 @@ bool GatewayClient::set_bearer_token(const std::string& token, const std::string
   impl_->authorization = token.empty() ? std::string() : "Bearer " + token;
   impl_->token_file = token_file;
   impl_->parse_token = std::move(parse_token_file);
-  impl_->token_file_mtime_ns = 0;
-  if (!impl_->token_file.empty()) {
-    struct stat st {};
-    if (::stat(impl_->token_file.c_str(), &st) == 0)
-      impl_->token_file_mtime_ns = int64_t{st.st_mtim.tv_sec} * 1000000000 + st.st_mtim.tv_nsec;
-  }
+  impl_->token_file_mtime_ns = mtime_ns(impl_->token_file);
   impl_->token_checked = std::chrono::steady_clock::now();
   return impl_->authorization != before;
 }
