@@ -24,14 +24,16 @@ void SettleWindow::observe_header_latency(Duration d) {
 }
 
 void SettleWindow::observe_dial_failure(Duration d) {
+  have_failure_ = true;
   failures_[failures_next_] = d;
   failures_next_ = (failures_next_ + 1) % failures_.size();
 }
 
 SettleWindow::Duration SettleWindow::window() const {
   if (override_) return *override_;
+  if (!have_header_ && !have_failure_) return Duration::zero();
   const Duration slowest_failure = *std::max_element(failures_.begin(), failures_.end());
-  const Duration w = std::max(header_ewma_ * 2, slowest_failure * 3 / 2);
+  const Duration w = std::max(header_ewma_ * 2, slowest_failure * 2) + kSchedulingSlack;
   return std::min(w, cap_);
 }
 

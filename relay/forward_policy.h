@@ -28,17 +28,22 @@ namespace osh::relay {
 /// window lets that failure still become a refusal (ECONNREFUSED) instead of
 /// connect-then-reset. The window is
 ///
-///   min(cap, max(2 x smoothed header latency, 1.5 x the slowest of the last
-///   16 dial failures this gateway has shown))
+///   min(cap, max(2 x smoothed header latency, 2 x the slowest of the last
+///   16 dial failures this gateway has shown) + scheduling slack)
 ///
 /// where header latency = call start -> response headers (EWMA, 1/4 weight
 /// per sample) and a dial failure's latency = headers -> its trailing status.
+/// The slack (4 ms) covers a loaded host: a dial failure crosses three
+/// processes (gateway, supervisor, gateway) and each wake-up can wait a
+/// scheduler slice behind a busy CPU; without it a 2-core machine running
+/// two CPU hogs turned about one closed-port connect in 40 into a reset.
 /// An override (ForwardOptions::connect_settle, --connect-settle-ms) replaces
 /// the formula, 0 included. Not thread-safe: the owner serialises calls.
 class SettleWindow {
  public:
   using Duration = std::chrono::microseconds;
   static constexpr Duration kDefaultCap{25000};
+  static constexpr Duration kSchedulingSlack{4000};
 
   explicit SettleWindow(std::optional<Duration> override_window = std::nullopt,
                         Duration cap = kDefaultCap)
@@ -60,6 +65,7 @@ class SettleWindow {
   Duration cap_;
   Duration header_ewma_{0};
   bool have_header_ = false;
+  bool have_failure_ = false;
   std::array<Duration, 16> failures_{};  // ring of the latest dial-failure latencies
   size_t failures_next_ = 0;
 };

@@ -92,25 +92,25 @@ TEST(Endpoint, RejectsWithAReason) {
 using std::chrono::microseconds;
 using namespace std::chrono_literals;
 
-TEST(SettleWindow, StartsAtTwiceTheHeaderLatency) {
+TEST(SettleWindow, StartsAtTwiceTheHeaderLatencyPlusSlack) {
   SettleWindow w;
   EXPECT_EQ(w.window(), 0us);
   w.observe_header_latency(2000us);
-  EXPECT_EQ(w.window(), 4000us);
+  EXPECT_EQ(w.window(), 4000us + SettleWindow::kSchedulingSlack);
   w.observe_header_latency(6000us);  // smoothed: (3 * 2000 + 6000) / 4
   EXPECT_EQ(w.header_latency(), 3000us);
-  EXPECT_EQ(w.window(), 6000us);
+  EXPECT_EQ(w.window(), 6000us + SettleWindow::kSchedulingSlack);
 }
 
 TEST(SettleWindow, LearnsFromDialFailures) {
   SettleWindow w;
   w.observe_header_latency(1000us);
-  w.observe_dial_failure(8000us);  // slower than 2 x headers: 1.5 x the slowest
-  EXPECT_EQ(w.window(), 12000us);
+  w.observe_dial_failure(8000us);  // slower than headers: 2 x the slowest
+  EXPECT_EQ(w.window(), 16000us + SettleWindow::kSchedulingSlack);
   w.observe_dial_failure(3000us);
-  EXPECT_EQ(w.window(), 12000us);
+  EXPECT_EQ(w.window(), 16000us + SettleWindow::kSchedulingSlack);
   for (int i = 0; i < 16; ++i) w.observe_dial_failure(2000us);  // the slow one aged out
-  EXPECT_EQ(w.window(), 3000us);
+  EXPECT_EQ(w.window(), 4000us + SettleWindow::kSchedulingSlack);
 }
 
 TEST(SettleWindow, IsCappedAndCanBeOverridden) {
