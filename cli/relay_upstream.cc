@@ -40,7 +40,7 @@ void RelayUpstream::open(const stack::OpenRequest& req) {
     if (auto it = name_by_id_.find(req.sandbox); it != name_by_id_.end()) t.sandbox.name = it->second;
   }
   t.ssh = req.port == 22;
-  t.host = req.sandbox_addr.family == 6 ? "::1" : "127.0.0.1";
+  t.host = req.sandbox_addr.is_v6() ? "::1" : "127.0.0.1";
   t.port = req.port;
   t.service_id = "openshell-tunnel:" + req.sandbox + ":" + std::to_string(req.port);
   mgr_.open(req.id, std::move(t));

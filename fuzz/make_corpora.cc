@@ -110,7 +110,7 @@ Bytes ip6(const Addr& s, const Addr& d, uint8_t next, const Bytes& payload, uint
 }
 
 Bytes ip(const Addr& s, const Addr& d, uint8_t proto, const Bytes& payload) {
-  return s.family == 4 ? ip4(s, d, proto, payload) : ip6(s, d, proto, payload);
+  return s.is_v4() ? ip4(s, d, proto, payload) : ip6(s, d, proto, payload);
 }
 
 // ---- TCP ----
@@ -188,7 +188,7 @@ Bytes icmp4(uint8_t type, uint8_t code, uint32_t rest, const Bytes& body) {
   return m + body;
 }
 Bytes echo(const Addr& s, const Addr& d, uint16_t id = 0x4242, uint16_t seq = 1) {
-  const bool v4 = s.family == 4;
+  const bool v4 = s.is_v4();
   Bytes m = icmp4(v4 ? 8 : 128, 0, (uint32_t{id} << 16) | seq, text("osh-ping-data-0123456789"));
   return good(ip(s, d, v4 ? 1 : 58, m));
 }

@@ -46,7 +46,7 @@ inline void wr32(uint8_t* p, uint32_t v) {
 /// ipv4_header_checksum_ok() - RFC 791 header checksum of an IPv4 packet
 /// classify() accepted (true for IPv6, which has none).
 inline bool ipv4_header_checksum_ok(std::span<const uint8_t> pkt, const Parsed& p) {
-  if (p.src.family != 4) return true;
+  if (!p.src.is_v4()) return true;
   return stack::checksum_fold(stack::checksum_add(0, pkt.first(p.ip_header_len))) == 0;
 }
 
@@ -82,7 +82,7 @@ inline bool transport_checksum_ok(std::span<const uint8_t> pkt, const Parsed& p)
   const size_t l4_len = p.total_len - p.ip_header_len;
   if (l4_len < field + 2) return false;
   const auto l4 = pkt.subspan(p.ip_header_len, l4_len);
-  if (p.protocol == 17 && p.src.family == 4 && rd16(&l4[6]) == 0) return true;
+  if (p.protocol == 17 && p.src.is_v4() && rd16(&l4[6]) == 0) return true;
   return stack::checksum_fold(stack::checksum_add(pseudo_sum(p, l4_len), l4)) == 0;
 }
 
@@ -93,7 +93,7 @@ inline bool transport_checksum_ok(std::span<const uint8_t> pkt, const Parsed& p)
 inline void fix_checksums(std::vector<uint8_t>& pkt) {
   const Parsed p = stack::classify(pkt);
   if (p.kind == Parsed::Kind::kMalformed) return;
-  if (p.src.family == 4) {
+  if (p.src.is_v4()) {
     wr16(&pkt[10], 0);
     wr16(&pkt[10], stack::checksum_fold(stack::checksum_add(0, {pkt.data(), p.ip_header_len})));
   }
@@ -137,7 +137,8 @@ inline std::string check_packet(std::span<const uint8_t> pkt) {
   if (p.kind == Parsed::Kind::kMalformed) return "";
   // The lengths classify reports.
   const uint8_t version = pkt[0] >> 4;
-  if (p.src.family != version || p.dst.family != version) return "classify: family != version";
+  const int family = version == 4 ? AF_INET : AF_INET6;
+  if (p.src.family != family || p.dst.family != family) return "classify: family != version";
   if (p.total_len > pkt.size()) return "classify: total_len past the buffer";
   if (p.ip_header_len > p.total_len) return "classify: header longer than the packet";
   if (p.ip_header_len < (version == 4 ? 20u : 40u)) return "classify: header too short";

@@ -51,7 +51,7 @@ namespace osh::fuzz {
 using stack::CloseKind;
 using stack::ConnId;
 using stack::FlowKey;
-using stack::IpAddr;
+using stack::IpAddress;
 
 namespace {
 
@@ -60,7 +60,7 @@ constexpr auto kDeadline = std::chrono::seconds(10);  // per wait; a miss is a h
 constexpr int kSettleRounds = 64;
 constexpr size_t kSourceFrame1 = 3000, kSourceFrame2 = 100;  // bytes, port % 8 == 3
 
-IpAddr ip(const char* s) { return *IpAddr::parse(s); }
+IpAddress ip(const char* s) { return *IpAddress::parse(s); }
 
 /// What the fake upstream does for a destination port (port % 8).
 enum class UpstreamBehaviour {
@@ -121,7 +121,7 @@ struct StackHarness::Impl {
   RecordingUpstream upstream;
   stack::Stack* stk = nullptr;
   std::vector<stack::Route> routes_a, routes_b;
-  std::unordered_set<IpAddr, stack::IpAddrHash> served, dns;
+  std::unordered_set<IpAddress, stack::IpAddressHash> served, dns;
   bool b_present = true;
   bool strict = true;  // the known findings are fixed in stack/; OSH_FUZZ_STRICT=0 tolerates them
   bool trace = std::getenv("OSH_FUZZ_TRACE") != nullptr;  // every packet in and out, to stderr
@@ -402,7 +402,7 @@ struct StackHarness::Impl {
     for (tcp_pcb* q = tcp_active_pcbs; q; q = q->next) {
       if (q->remote_port != p.sport || q->local_port != p.dport) continue;
       const bool v6 = IP_IS_V6_VAL(q->remote_ip);
-      if (v6 != (p.src.family == 6)) continue;
+      if (v6 != (p.src.is_v6())) continue;
       const uint8_t* rip = v6 ? reinterpret_cast<const uint8_t*>(ip_2_ip6(&q->remote_ip)->addr)
                               : reinterpret_cast<const uint8_t*>(&ip_2_ip4(&q->remote_ip)->addr);
       const uint8_t* lip = v6 ? reinterpret_cast<const uint8_t*>(ip_2_ip6(&q->local_ip)->addr)

@@ -385,7 +385,7 @@ void Connections::sweep(Clock::time_point now) {
   }
 }
 
-void Connections::drop_unrouted(const std::function<bool(const IpAddr&)>& served) {
+void Connections::drop_unrouted(const std::function<bool(const IpAddress&)>& served) {
   std::vector<Conn*> gone;
   for (auto& [id, c] : conns_)
     if (!served(c->flow.dst)) gone.push_back(c.get());

@@ -166,7 +166,7 @@ class Connections {
   void sweep(Clock::time_point now);
   /// drop_unrouted() - resets every connection whose destination @served
   /// says is no longer served (RST to the client, Upstream::abort).
-  void drop_unrouted(const std::function<bool(const IpAddr&)>& served);
+  void drop_unrouted(const std::function<bool(const IpAddress&)>& served);
   /// abort_all() - resets every connection (Stack::stop).
   void abort_all();
 

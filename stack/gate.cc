@@ -20,7 +20,7 @@
 namespace osh::stack {
 
 Verdict judge(std::span<const uint8_t> pkt, const RouteTable& routes,
-              const std::vector<IpAddr>& dns_addrs, bool dns_on) {
+              const std::vector<IpAddress>& dns_addrs, bool dns_on) {
   Verdict v;
   v.p = classify(pkt);
   const Parsed& p = v.p;
@@ -34,7 +34,7 @@ Verdict judge(std::span<const uint8_t> pkt, const RouteTable& routes,
     v.kind = Verdict::Kind::kDropMalformed;
     return v;
   }
-  const auto is_dns = [&](const IpAddr& a) {
+  const auto is_dns = [&](const IpAddress& a) {
     return std::find(dns_addrs.begin(), dns_addrs.end(), a) != dns_addrs.end();
   };
   if (routes.contains(p.src) || is_dns(p.src)) {
@@ -69,7 +69,7 @@ bool judge_output(std::span<uint8_t> pkt, const RouteTable& routes, uint32_t mtu
   const Parsed ps = classify(pkt);
   if (ps.kind == Parsed::Kind::kMalformed || !routes.contains(ps.src)) return false;
   if (ps.kind == Parsed::Kind::kTcp && (ps.tcp_flags & (kSyn | kAck)) == (kSyn | kAck) && mtu > 1500) {
-    const uint16_t link_mss = static_cast<uint16_t>(mtu - (ps.src.family == 6 ? 60 : 40));
+    const uint16_t link_mss = static_cast<uint16_t>(mtu - (ps.src.is_v6() ? 60 : 40));
     rewrite_tcp_mss(pkt, ps, link_mss);
   }
   return true;

@@ -18,7 +18,7 @@
 namespace osh::stack {
 
 /// Served address -> sandbox key (Route::sandbox).
-using RouteTable = std::unordered_map<IpAddr, std::string, IpAddrHash>;
+using RouteTable = std::unordered_map<IpAddress, std::string, IpAddressHash>;
 
 /// What to do with one packet from the TUN.
 struct Verdict {
@@ -49,7 +49,7 @@ struct Verdict {
 /// a served or DNS address (a "LAND" packet would make lwIP answer itself
 /// through the kernel): malformed.
 Verdict judge(std::span<const uint8_t> pkt, const RouteTable& routes,
-              const std::vector<IpAddr>& dns_addrs, bool dns_on);
+              const std::vector<IpAddress>& dns_addrs, bool dns_on);
 
 /// judge_output() - the output filter for a packet lwIP wrote. Loop
 /// prevention and noise filter: only packets from a served address leave

@@ -53,13 +53,13 @@ extern "C" {
 namespace osh::stack {
 namespace {
 
-IpAddr from_lwip(const ip_addr_t& a) {
-  if (IP_IS_V6_VAL(a)) return IpAddr::v6(reinterpret_cast<const uint8_t*>(ip_2_ip6(&a)->addr));
-  return IpAddr::v4(reinterpret_cast<const uint8_t*>(&ip_2_ip4(&a)->addr));
+IpAddress from_lwip(const ip_addr_t& a) {
+  if (IP_IS_V6_VAL(a)) return IpAddress::v6(reinterpret_cast<const uint8_t*>(ip_2_ip6(&a)->addr));
+  return IpAddress::v4(reinterpret_cast<const uint8_t*>(&ip_2_ip4(&a)->addr));
 }
 
-void to_lwip(const IpAddr& a, ip_addr_t* out) {
-  if (a.family == 6) {
+void to_lwip(const IpAddress& a, ip_addr_t* out) {
+  if (a.is_v6()) {
     ip6_addr_t v6{};
     std::memcpy(v6.addr, a.bytes.data(), 16);
     ip_addr_copy_from_ip6(*out, v6);
@@ -176,12 +176,12 @@ void LwipAdapter::start() {
   });
   CoreLock lk;
   ip4_addr_t addr{}, mask{}, gw{};
-  if (cfg_.netif4.family == 4) std::memcpy(&addr.addr, cfg_.netif4.bytes.data(), 4);
+  if (cfg_.netif4.is_v4()) std::memcpy(&addr.addr, cfg_.netif4.bytes.data(), 4);
   mask.addr = cfg_.prefix4 == 0 ? 0 : htonl(~uint32_t{0} << (32 - cfg_.prefix4));
   if (!netif_add(&lwip_->nif, &addr, &mask, &gw, this, Lwip::netif_init_cb, tcpip_input))
     throw std::runtime_error("stack: netif_add failed");
   lwip_->nif_added = true;
-  if (cfg_.netif6.family == 6) {
+  if (cfg_.netif6.is_v6()) {
     ip6_addr_t a6{};
     std::memcpy(a6.addr, cfg_.netif6.bytes.data(), 16);
     netif_ip6_addr_set(&lwip_->nif, 1, &a6);
@@ -243,7 +243,7 @@ void LwipAdapter::feed(std::span<const uint8_t> pkt, const Parsed& p) {
   netif* nif = &lwip_->nif;
   ip_data.current_netif = nif;
   ip_data.current_input_netif = nif;
-  if (p.src.family == 4) {
+  if (p.src.is_v4()) {
     ip_data.current_ip4_header = static_cast<const ip_hdr*>(pb->payload);
     ip_data.current_ip6_header = nullptr;
   } else {

@@ -32,7 +32,7 @@ void wr32(uint8_t* p, uint32_t v) {
 }
 
 // Pseudo-header sum for TCP/UDP/ICMPv6 checksums (RFC 9293 §3.1, RFC 8200 §8.1).
-uint32_t pseudo_sum(const IpAddr& src, const IpAddr& dst, uint8_t proto, size_t len) {
+uint32_t pseudo_sum(const IpAddress& src, const IpAddress& dst, uint8_t proto, size_t len) {
   uint32_t sum = checksum_add(0, {src.bytes.data(), src.size()});
   sum = checksum_add(sum, {dst.bytes.data(), dst.size()});
   sum += proto;
@@ -42,9 +42,9 @@ uint32_t pseudo_sum(const IpAddr& src, const IpAddr& dst, uint8_t proto, size_t 
 
 // Writes an IP header for `payload_len` bytes of `proto` at the front of
 // `out` (which must be sized), returning the header length.
-size_t write_ip_header(std::vector<uint8_t>& out, const IpAddr& src, const IpAddr& dst,
+size_t write_ip_header(std::vector<uint8_t>& out, const IpAddress& src, const IpAddress& dst,
                        uint8_t proto, size_t payload_len) {
-  if (src.family == 4) {
+  if (src.is_v4()) {
     uint8_t* h = out.data();
     h[0] = 0x45; h[1] = 0;
     wr16(h + 2, static_cast<uint16_t>(20 + payload_len));
@@ -67,45 +67,13 @@ size_t write_ip_header(std::vector<uint8_t>& out, const IpAddr& src, const IpAdd
 
 }  // namespace
 
-IpAddr IpAddr::v4(const uint8_t* p) {
-  IpAddr a; a.family = 4; std::memcpy(a.bytes.data(), p, 4); return a;
-}
-IpAddr IpAddr::v6(const uint8_t* p) {
-  IpAddr a; a.family = 6; std::memcpy(a.bytes.data(), p, 16); return a;
-}
-
-std::optional<IpAddr> IpAddr::parse(const std::string& text) {
-  IpAddr a;
-  if (inet_pton(AF_INET, text.c_str(), a.bytes.data()) == 1) { a.family = 4; return a; }
-  if (inet_pton(AF_INET6, text.c_str(), a.bytes.data()) == 1) { a.family = 6; return a; }
-  return std::nullopt;
-}
-
-std::string IpAddr::to_string() const {
-  char buf[INET6_ADDRSTRLEN] = {};
-  if (family == 4) inet_ntop(AF_INET, bytes.data(), buf, sizeof buf);
-  else if (family == 6) inet_ntop(AF_INET6, bytes.data(), buf, sizeof buf);
-  else return "?";
-  return buf;
-}
-
-size_t IpAddrHash::operator()(const IpAddr& a) const noexcept {
-  uint64_t h = 1469598103934665603ull ^ a.family;  // FNV-1a
-  for (size_t i = 0; i < a.size(); ++i) h = (h ^ a.bytes[i]) * 1099511628211ull;
-  return static_cast<size_t>(h);
-}
-
 size_t FlowKeyHash::operator()(const FlowKey& k) const noexcept {
-  IpAddrHash h;
+  IpAddressHash h;
   return h(k.src) * 31 + h(k.dst) * 17 + (size_t{k.sport} << 16) + k.dport;
 }
 
 std::string FlowKey::to_string() const {
-  auto fmt = [](const IpAddr& a, uint16_t p) {
-    return a.family == 6 ? "[" + a.to_string() + "]:" + std::to_string(p)
-                         : a.to_string() + ":" + std::to_string(p);
-  };
-  return fmt(src, sport) + " -> " + fmt(dst, dport);
+  return host_port(src, sport) + " -> " + host_port(dst, dport);
 }
 
 uint32_t checksum_add(uint32_t sum, std::span<const uint8_t> d) {
@@ -130,8 +98,8 @@ Parsed classify(std::span<const uint8_t> pkt) {
     const size_t ihl = size_t{static_cast<uint8_t>(pkt[0] & 0x0f)} * 4;
     const size_t tot = rd16(&pkt[2]);
     if (ihl < 20 || tot < ihl || tot > pkt.size()) return p;
-    p.src = IpAddr::v4(&pkt[12]);
-    p.dst = IpAddr::v4(&pkt[16]);
+    p.src = IpAddress::v4(&pkt[12]);
+    p.dst = IpAddress::v4(&pkt[16]);
     p.ip_header_len = ihl;
     p.total_len = tot;
     p.protocol = pkt[9];
@@ -142,8 +110,8 @@ Parsed classify(std::span<const uint8_t> pkt) {
     if (pkt.size() < 40) return p;
     const size_t plen = rd16(&pkt[4]);
     if (40 + plen > pkt.size()) return p;
-    p.src = IpAddr::v6(&pkt[8]);
-    p.dst = IpAddr::v6(&pkt[24]);
+    p.src = IpAddress::v6(&pkt[8]);
+    p.dst = IpAddress::v6(&pkt[24]);
     p.ip_header_len = 40;
     p.total_len = 40 + plen;
     p.protocol = pkt[6];
@@ -194,7 +162,7 @@ Parsed classify(std::span<const uint8_t> pkt) {
 }
 
 bool ip_header_checksum_ok(std::span<const uint8_t> pkt, const Parsed& p) {
-  return p.src.family != 4 || checksum_fold(checksum_add(0, pkt.first(p.ip_header_len))) == 0;
+  return !p.src.is_v4() || checksum_fold(checksum_add(0, pkt.first(p.ip_header_len))) == 0;
 }
 
 bool checksums_ok(std::span<const uint8_t> pkt, const Parsed& p) {
@@ -210,7 +178,7 @@ bool checksums_ok(std::span<const uint8_t> pkt, const Parsed& p) {
   const size_t l4_len = p.total_len - p.ip_header_len;
   if (l4_len < field + 2) return false;
   const auto l4 = pkt.subspan(p.ip_header_len, l4_len);
-  if (p.protocol == kProtoUdp && p.src.family == 4 && rd16(&l4[6]) == 0) return true;
+  if (p.protocol == kProtoUdp && p.src.is_v4() && rd16(&l4[6]) == 0) return true;
   const uint32_t sum = p.protocol == kProtoIcmp ? 0 : pseudo_sum(p.src, p.dst, p.protocol, l4_len);
   return checksum_fold(checksum_add(sum, l4)) == 0;
 }
@@ -254,7 +222,7 @@ bool rewrite_tcp_mss(std::span<uint8_t> pkt, const Parsed& p, uint16_t mss) {
 }
 
 std::vector<uint8_t> make_rst_for_syn(const Parsed& syn) {
-  const size_t iphl = syn.dst.family == 4 ? 20 : 40;
+  const size_t iphl = syn.dst.is_v4() ? 20 : 40;
   std::vector<uint8_t> out(iphl + 20, 0);
   write_ip_header(out, syn.dst, syn.src, kProtoTcp, 20);
   uint8_t* t = out.data() + iphl;
@@ -275,7 +243,7 @@ std::vector<uint8_t> make_unreachable(std::span<const uint8_t> pkt, const Parsed
   // Quote as much of the offending packet as fits in the minimum MTU
   // (RFC 1812 §4.3.2.3 for IPv4: at least header + 8 bytes; RFC 4443 §3.1:
   // as much as fits in 1280 bytes).
-  const bool v4 = p.src.family == 4;
+  const bool v4 = p.src.is_v4();
   const size_t iphl = v4 ? 20 : 40;
   const size_t quote = std::min(p.total_len, v4 ? size_t{548} : size_t{1280 - 48});
   std::vector<uint8_t> out(iphl + 8 + quote, 0);
@@ -290,7 +258,7 @@ std::vector<uint8_t> make_unreachable(std::span<const uint8_t> pkt, const Parsed
 }
 
 std::vector<uint8_t> make_udp_reply(const Parsed& req, std::span<const uint8_t> payload) {
-  const size_t iphl = req.src.family == 4 ? 20 : 40;
+  const size_t iphl = req.src.is_v4() ? 20 : 40;
   const size_t ulen = 8 + payload.size();
   std::vector<uint8_t> out(iphl + ulen, 0);
   write_ip_header(out, req.dst, req.src, kProtoUdp, ulen);
@@ -305,7 +273,7 @@ std::vector<uint8_t> make_udp_reply(const Parsed& req, std::span<const uint8_t> 
 }
 
 std::vector<uint8_t> make_echo_reply(std::span<const uint8_t> pkt, const Parsed& p) {
-  const bool v4 = p.src.family == 4;
+  const bool v4 = p.src.is_v4();
   const size_t iphl = v4 ? 20 : 40;
   const size_t icmp_len = p.total_len - p.ip_header_len;
   std::vector<uint8_t> out(iphl + icmp_len, 0);

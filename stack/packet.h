@@ -13,30 +13,18 @@
 #include <string>
 #include <vector>
 
+#include "common/ip_address.h"
+
 namespace osh::stack {
 
-/// An IPv4 or IPv6 address in network byte order. IPv4 uses bytes[0..3].
-struct IpAddr {
-  uint8_t family = 0;  ///< 4 or 6; 0 = unset
-  std::array<uint8_t, 16> bytes{};
-
-  static IpAddr v4(const uint8_t* p);
-  static IpAddr v6(const uint8_t* p);
-  /// Parses a numeric IPv4 or IPv6 literal; nullopt on anything else.
-  static std::optional<IpAddr> parse(const std::string& text);
-  std::string to_string() const;
-  size_t size() const { return family == 6 ? 16 : 4; }
-  bool operator==(const IpAddr&) const = default;
-};
-
-struct IpAddrHash {
-  size_t operator()(const IpAddr& a) const noexcept;
-};
+/// The tree's one address type (common/ip_address.h), under stack's name.
+using osh::IpAddress;
+using osh::IpAddressHash;
 
 /// A TCP 4-tuple as seen from the client: src = the user's side (kernel),
 /// dst = the sandbox address and port.
 struct FlowKey {
-  IpAddr src, dst;
+  IpAddress src, dst;
   uint16_t sport = 0, dport = 0;
   bool operator==(const FlowKey&) const = default;
   std::string to_string() const;
@@ -62,7 +50,7 @@ struct Parsed {
     kMalformed,     ///< truncated or inconsistent headers
   };
   Kind kind = Kind::kMalformed;
-  IpAddr src, dst;
+  IpAddress src, dst;
   size_t ip_header_len = 0;   ///< bytes, incl. IPv4 options
   size_t total_len = 0;       ///< bytes of the IP packet (from its header)
   uint8_t protocol = 0;

@@ -159,7 +159,7 @@ struct Stack::Impl final : UpstreamEvents {
   void apply_routes(std::vector<Route> rs) {
     RouteTable next;
     for (auto& r : rs) next.emplace(r.addr, std::move(r.sandbox));
-    conns.drop_unrouted([&](const IpAddr& a) { return next.contains(a); });
+    conns.drop_unrouted([&](const IpAddress& a) { return next.contains(a); });
     routes = std::move(next);
   }
 };

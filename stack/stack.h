@@ -20,7 +20,7 @@ namespace osh::stack {
 
 /// One address the stack serves, and the sandbox it belongs to.
 struct Route {
-  IpAddr addr;
+  IpAddress addr;
   std::string sandbox;  ///< opaque key handed back in OpenRequest::sandbox
 };
 
@@ -33,13 +33,13 @@ struct StackConfig {
   /// Address of the kernel side of the link (the TUN's own address), v4 and
   /// v6 (either may be unset). lwIP's netif gets an address next to it so
   /// that its routing finds the one netif.
-  IpAddr peer4, peer6;
-  IpAddr netif4, netif6;
+  IpAddress peer4, peer6;
+  IpAddress netif4, netif6;
   uint8_t prefix4 = 16, prefix6 = 64;
   /// Addresses answering UDP port 53 (the DNS responder), and the handler:
   /// query payload in, reply payload out (empty: no reply). Called on the
   /// stack thread; must be fast and must not call into the Stack.
-  std::vector<IpAddr> dns_addrs;
+  std::vector<IpAddress> dns_addrs;
   /// TCP keepalive towards the client (RFC 1122 §4.2.3.6), so that the
   /// connections of a client that vanished without FIN or RST are found and
   /// released: first probe after `keepalive_idle_ms` of silence, then every

@@ -18,7 +18,7 @@ using ConnId = uint64_t;
 struct OpenRequest {
   ConnId id = 0;
   std::string sandbox;   ///< opaque sandbox key the address table maps to
-  IpAddr sandbox_addr;   ///< the address the client dialled (v4 or v6)
+  IpAddress sandbox_addr;   ///< the address the client dialled (v4 or v6)
   uint16_t port = 0;     ///< destination TCP port
   FlowKey flow;          ///< for logs
 };

@@ -1,57 +1,17 @@
-// Theory of operation: IpAddress/IpPrefix are plain values. Parsing delegates
-// the address part to inet_pton (strict: no host names, no zone ids, no
-// leading zeros in IPv4 octets) and the length to std::from_chars. Prefix
+// Theory of operation: IpPrefix is a plain value. Parsing delegates the
+// address part to IpAddress::parse (common/ip_address.h; inet_pton: no host
+// names, no zone ids, no leading zeros in IPv4 octets) and the length to
+// std::from_chars. Prefix
 // arithmetic (network(), contains(), nth()) works bit by bit on the
 // network-order byte array, so IPv4 and IPv6 share one code path; nth() adds
 // a 64-bit index to the low-order bytes and refuses indexes that would carry
 // into the network bits.
 #include "tun/ip_prefix.h"
 
-#include <arpa/inet.h>
-
 #include <charconv>
 #include <stdexcept>
 
 namespace osh::tun {
-
-std::optional<IpAddress> IpAddress::parse(std::string_view text) {
-  // INET6_ADDRSTRLEN (46) bounds every valid literal; longer input is invalid.
-  char buf[INET6_ADDRSTRLEN + 1];
-  if (text.empty() || text.size() >= sizeof buf) return std::nullopt;
-  text.copy(buf, text.size());
-  buf[text.size()] = '\0';
-
-  IpAddress a;
-  if (text.find(':') == std::string_view::npos) {
-    if (inet_pton(AF_INET, buf, a.bytes.data()) != 1) return std::nullopt;
-    a.family = AF_INET;
-  } else {
-    if (inet_pton(AF_INET6, buf, a.bytes.data()) != 1) return std::nullopt;
-    a.family = AF_INET6;
-  }
-  return a;
-}
-
-IpAddress IpAddress::v4(const std::array<uint8_t, 4>& b) {
-  IpAddress a;
-  a.family = AF_INET;
-  for (std::size_t i = 0; i < b.size(); ++i) a.bytes[i] = b[i];
-  return a;
-}
-
-IpAddress IpAddress::v6(const std::array<uint8_t, 16>& b) {
-  IpAddress a;
-  a.family = AF_INET6;
-  a.bytes = b;
-  return a;
-}
-
-std::string IpAddress::to_string() const {
-  if (family != AF_INET && family != AF_INET6) return {};
-  char buf[INET6_ADDRSTRLEN];
-  if (inet_ntop(family, bytes.data(), buf, sizeof buf) == nullptr) return {};
-  return buf;
-}
 
 std::optional<IpPrefix> IpPrefix::parse(std::string_view text) {
   const auto slash = text.find('/');

@@ -9,43 +9,12 @@
 #include <string>
 #include <string_view>
 
-#include <sys/socket.h>  // AF_INET, AF_INET6
+#include "common/ip_address.h"
 
 namespace osh::tun {
 
-/// An IPv4 or IPv6 address in network byte order.
-///
-/// Invariant: `family` is AF_INET (bytes[0..3] used, bytes[4..15] zero),
-/// AF_INET6 (all 16 bytes used), or AF_UNSPEC (0) for a default-constructed,
-/// unset value (all bytes zero). Comparison orders by family, then bytes.
-struct IpAddress {
-  int family = 0;  ///< AF_INET, AF_INET6, or 0 (unset)
-  std::array<uint8_t, 16> bytes{};
-
-  /// Parses a numeric literal ("198.18.0.1", "fd00:6f73:6800::1").
-  /// Returns nullopt for anything else: host names, zone ids ("%eth0"),
-  /// prefixes, surrounding whitespace, leading zeros in IPv4 octets.
-  static std::optional<IpAddress> parse(std::string_view text);
-
-  /// Builds an IPv4 address from its 4 bytes in network order.
-  static IpAddress v4(const std::array<uint8_t, 4>& b);
-  /// Builds an IPv6 address from its 16 bytes in network order.
-  static IpAddress v6(const std::array<uint8_t, 16>& b);
-
-  bool is_v4() const { return family == AF_INET; }
-  bool is_v6() const { return family == AF_INET6; }
-  /// Length of the address in bytes: 4, 16, or 0 when unset.
-  std::size_t size() const { return is_v4() ? 4 : is_v6() ? 16 : 0; }
-  /// Length of the address in bits: 32, 128, or 0 when unset.
-  unsigned bits() const { return static_cast<unsigned>(size() * 8); }
-
-  /// Canonical text (inet_ntop form: "198.18.0.1", "fd00:6f73:6800::1");
-  /// "" when unset.
-  std::string to_string() const;
-
-  friend bool operator==(const IpAddress&, const IpAddress&) = default;
-  friend auto operator<=>(const IpAddress&, const IpAddress&) = default;
-};
+/// The tree's one address type (common/ip_address.h), under tun's name.
+using osh::IpAddress;
 
 /// An address with a prefix length, e.g. a network ("198.18.0.0/16") or an
 /// interface address with its on-link prefix ("198.18.0.1/16").

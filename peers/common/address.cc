@@ -102,17 +102,6 @@ std::optional<HostPort> ParseHostPort(std::string_view text) {
   return out;
 }
 
-std::string FormatHostPort(std::string_view host, uint16_t port) {
-  std::string out;
-  if (host.find(':') != std::string_view::npos) {
-    out.append("[").append(host).append("]");
-  } else {
-    out.append(host);
-  }
-  out.append(":").append(std::to_string(port));
-  return out;
-}
-
 std::string GrpcTargetFromEndpoint(std::string_view url) {
   constexpr std::string_view kHttp = "http://";
   constexpr std::string_view kHttps = "https://";
@@ -130,7 +119,7 @@ std::string GrpcTargetFromEndpoint(std::string_view url) {
   if (!hp || hp->port == 0) {
     throw std::invalid_argument("gateway endpoint '" + shown + "' must look like http://HOST:PORT");
   }
-  return FormatHostPort(hp->host, hp->port);
+  return host_port(hp->host, hp->port);
 }
 
 }  // namespace osh::peers

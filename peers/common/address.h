@@ -8,6 +8,8 @@
 #include <string>
 #include <string_view>
 
+#include "common/ip_address.h"
+
 namespace osh::peers {
 
 /// TrimAscii() - @text without leading and trailing ASCII whitespace
@@ -60,9 +62,9 @@ struct HostPort {
 /// Thread: any.
 std::optional<HostPort> ParseHostPort(std::string_view text);
 
-/// FormatHostPort() - "host:port", with brackets around an IPv6 host
-/// (any host containing ':'). Thread: any.
-std::string FormatHostPort(std::string_view host, uint16_t port);
+/// "host:port" is formatted by osh::host_port() (common/ip_address.h), the
+/// tree's one formatter.
+using osh::host_port;
 
 /// GrpcTargetFromEndpoint() - turns a gateway endpoint URL into a gRPC target.
 /// @url: "http://HOST:PORT" (an optional trailing "/" is accepted); IPv6 hosts

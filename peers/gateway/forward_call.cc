@@ -495,7 +495,7 @@ void ForwardCall::HandleInitLocked(bool ok) {
   if (target.tcp) {
     open_.mutable_tcp()->set_host(target.host);
     open_.mutable_tcp()->set_port(target.port);
-    what_ = "tcp " + FormatHostPort(target.host, static_cast<uint16_t>(target.port));
+    what_ = "tcp " + host_port(target.host, static_cast<uint16_t>(target.port));
   } else {
     open_.mutable_ssh();
     what_ = "ssh";

@@ -924,7 +924,7 @@ class MiniGateway::Impl {
     port_ = static_cast<uint16_t>(selected_port);
     supervisor_port_ = static_cast<uint16_t>(supervisor_port);
     service_->set_port(port_);
-    bound_ = FormatHostPort(listen.host, port_);
+    bound_ = host_port(listen.host, port_);
   }
 
   uint16_t port() const {

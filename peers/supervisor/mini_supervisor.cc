@@ -524,7 +524,7 @@ class MiniSupervisor::Impl {
       session->SendOpenResult(channel, false, reject, nullptr);
       return;
     }
-    std::string where = FormatHostPort(target.host, target.port);
+    std::string where = host_port(target.host, target.port);
     ResolveResult resolved = ResolveTcpTarget(target.host, target.port);
     if (!resolved.ok()) {
       Log()->info("relay {}: dial {} failed: {}", channel, where, resolved.error);

@@ -102,8 +102,8 @@ TEST(HostPort, Parses) {
   EXPECT_FALSE(ParseHostPort("host:65536"));
   EXPECT_FALSE(ParseHostPort("host:-1"));
   EXPECT_FALSE(ParseHostPort("[::1]22"));
-  EXPECT_EQ(FormatHostPort("::1", 5), "[::1]:5");
-  EXPECT_EQ(FormatHostPort("127.0.0.1", 5), "127.0.0.1:5");
+  EXPECT_EQ(host_port("::1", 5), "[::1]:5");
+  EXPECT_EQ(host_port("127.0.0.1", 5), "127.0.0.1:5");
 }
 
 TEST(Endpoint, HttpUrlBecomesGrpcTarget) {

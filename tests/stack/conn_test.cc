@@ -511,7 +511,7 @@ TEST_F(ConnLifecycle, RemovedRoutesResetTheirConnections) {
   TcpSpec other;
   other.dst = addr("198.18.0.11");
   const ConnId gone = established(other);
-  conns.drop_unrouted([](const IpAddr& a) { return a == addr("198.18.0.10"); });
+  conns.drop_unrouted([](const IpAddress& a) { return a == addr("198.18.0.10"); });
   EXPECT_EQ(ops.take(), (Lines{"abort"}));
   EXPECT_EQ(up.take(), (Lines{"abort " + std::to_string(gone)}));
   EXPECT_NE(conns.find(kept), nullptr);

@@ -16,7 +16,7 @@ using K = Verdict::Kind;
 class Gate : public ::testing::Test {
  protected:
   RouteTable routes{{addr("198.18.0.10"), "sb"}, {addr("fd00::10"), "sb"}};
-  std::vector<IpAddr> dns{addr("198.18.0.2")};
+  std::vector<IpAddress> dns{addr("198.18.0.2")};
   K verdict(const std::vector<uint8_t>& pkt, bool dns_on = true) { return judge(pkt, routes, dns, dns_on).kind; }
 };
 

@@ -121,8 +121,8 @@ TEST(Craft, UnreachableQuotesThePacket) {
     EXPECT_EQ(r.dst, syn.src);
     EXPECT_TRUE(transport_checksum_ok(icmp));
     const size_t l4 = r.ip_header_len;
-    EXPECT_EQ(icmp[l4], syn.src.family == 4 ? 3 : 1);
-    EXPECT_EQ(icmp[l4 + 1], syn.src.family == 4 ? 1 : 3);
+    EXPECT_EQ(icmp[l4], syn.src.is_v4() ? 3 : 1);
+    EXPECT_EQ(icmp[l4 + 1], syn.src.is_v4() ? 1 : 3);
     EXPECT_TRUE(std::equal(pkt.begin(), pkt.end(), icmp.begin() + static_cast<long>(l4 + 8)));
   }
 }

@@ -184,7 +184,7 @@ class FakeUpstream final : public Upstream {
   std::thread worker_;
 };
 
-IpAddr ip(const char* s) { return *IpAddr::parse(s); }
+IpAddress ip(const char* s) { return *IpAddress::parse(s); }
 
 Stack* g_stack = nullptr;  // the child's stack, for tests that read its counters
 

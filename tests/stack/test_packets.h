@@ -12,10 +12,10 @@ namespace osh::stack::testing {
 
 /// The addresses the unit tests use: client 198.18.0.1 / fd00::1, served
 /// 198.18.0.10 / fd00::10, DNS 198.18.0.2.
-inline IpAddr addr(const char* text) { return *IpAddr::parse(text); }
+inline IpAddress addr(const char* text) { return *IpAddress::parse(text); }
 
 struct TcpSpec {
-  IpAddr src = addr("198.18.0.1"), dst = addr("198.18.0.10");
+  IpAddress src = addr("198.18.0.1"), dst = addr("198.18.0.10");
   uint16_t sport = 40000, dport = 80;
   uint32_t seq = 1000, ack = 0;
   uint8_t flags = kSyn;
@@ -29,9 +29,9 @@ inline void put32(uint8_t* p, uint32_t v) { put16(p, static_cast<uint16_t>(v >> 
 /// An IP header for @l4_len bytes of protocol @proto, then the L4 bytes; the
 /// transport checksum at @csum_off (from the L4 start) is filled in (ICMPv4:
 /// without pseudo header).
-inline std::vector<uint8_t> ip_packet(const IpAddr& src, const IpAddr& dst, uint8_t proto,
+inline std::vector<uint8_t> ip_packet(const IpAddress& src, const IpAddress& dst, uint8_t proto,
                                       std::vector<uint8_t> l4, size_t csum_off) {
-  const bool v6 = src.family == 6;
+  const bool v6 = src.is_v6();
   const size_t hl = v6 ? 40 : 20;
   std::vector<uint8_t> out(hl, 0);
   if (v6) {
@@ -82,22 +82,22 @@ inline std::vector<uint8_t> tcp(const TcpSpec& s) {
   return ip_packet(s.src, s.dst, 6, std::move(t), 16);
 }
 
-inline std::vector<uint8_t> udp(const IpAddr& src, const IpAddr& dst, uint16_t dport, const std::string& payload) {
+inline std::vector<uint8_t> udp(const IpAddress& src, const IpAddress& dst, uint16_t dport, const std::string& payload) {
   std::vector<uint8_t> u(8, 0);
   put16(&u[0], 5353);
   put16(&u[2], dport);
   put16(&u[4], static_cast<uint16_t>(8 + payload.size()));
   u.insert(u.end(), payload.begin(), payload.end());
-  return ip_packet(src, dst, src.family == 6 ? 17 : 17, std::move(u), 6);
+  return ip_packet(src, dst, src.is_v6() ? 17 : 17, std::move(u), 6);
 }
 
-inline std::vector<uint8_t> echo_request(const IpAddr& src, const IpAddr& dst) {
+inline std::vector<uint8_t> echo_request(const IpAddress& src, const IpAddress& dst) {
   std::vector<uint8_t> m(8 + 4, 0);
-  m[0] = src.family == 6 ? 128 : 8;
+  m[0] = src.is_v6() ? 128 : 8;
   put16(&m[4], 7);
   put16(&m[6], 1);
   m[8] = 'p';
-  return ip_packet(src, dst, src.family == 6 ? 58 : 1, std::move(m), 2);
+  return ip_packet(src, dst, src.is_v6() ? 58 : 1, std::move(m), 2);
 }
 
 }  // namespace osh::stack::testing
