@@ -123,23 +123,38 @@ struct ForwardStats {
   uint64_t settle_window_us = 0;
 };
 
+/// The data-plane calls on ForwardTcp streams, as ForwardManager offers them;
+/// an interface so that a stream user (relay/socket_bridge.h) can be tested
+/// against a fake. Every method is thread-safe and non-blocking; answers come
+/// to the ForwardObserver the implementation was given, never synchronously
+/// from these calls. Calls for an unknown or ended @id are ignored.
+class ForwardStreams {
+ public:
+  virtual ~ForwardStreams() = default;
+  /// Starts opening a stream; the answer is on_open_ok or on_closed.
+  virtual void open(StreamId id, ForwardTarget target) = 0;
+  /// Queues client bytes; frames of ≤ max_frame bytes, one write in flight.
+  virtual void send(StreamId id, std::string bytes) = 0;
+  /// Starts the next read (after on_data).
+  virtual void read_more(StreamId id) = 0;
+  /// Half-closes the client->target direction after queued bytes (WritesDone).
+  virtual void close_write(StreamId id) = 0;
+  /// Cancels the stream; on_closed still follows.
+  virtual void abort(StreamId id) = 0;
+};
+
 /// Owns every live ForwardTcp stream. All methods are thread-safe and
 /// non-blocking (token minting runs on an internal worker thread).
-class ForwardManager {
+class ForwardManager final : public ForwardStreams {
  public:
   ForwardManager(GatewayClient& gateway, ForwardObserver& observer, ForwardOptions opts = {});
-  ~ForwardManager();  ///< calls shutdown()
+  ~ForwardManager() override;  ///< calls shutdown()
 
-  /// Starts opening a stream; the answer is on_open_ok or on_closed.
-  void open(StreamId id, ForwardTarget target);
-  /// Queues client bytes; frames of ≤ max_frame bytes, one write in flight.
-  void send(StreamId id, std::string bytes);
-  /// Starts the next read (after on_data).
-  void read_more(StreamId id);
-  /// Half-closes the client->target direction after queued bytes (WritesDone).
-  void close_write(StreamId id);
-  /// Cancels the stream; on_closed still follows.
-  void abort(StreamId id);
+  void open(StreamId id, ForwardTarget target) override;
+  void send(StreamId id, std::string bytes) override;
+  void read_more(StreamId id) override;
+  void close_write(StreamId id) override;
+  void abort(StreamId id) override;
 
   /// Cancels every stream, waits up to `grace` for them to end, revokes the
   /// pooled tokens. Idempotent.

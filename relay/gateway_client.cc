@@ -182,6 +182,8 @@ std::shared_ptr<grpc::ChannelCredentials> make_channel_credentials(const Gateway
   return grpc::SslCredentials(ssl);
 }
 
+bool CallStatus::not_found() const { return code == static_cast<int>(grpc::StatusCode::NOT_FOUND); }
+
 std::string CallStatus::to_string() const {
   return message.empty() ? code_name(code) : std::string(code_name(code)) + ": " + message;
 }

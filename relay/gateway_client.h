@@ -20,6 +20,8 @@ struct CallStatus {
   int code = 0;
   std::string message;
   bool ok() const { return code == 0; }
+  /// True for NOT_FOUND (e.g. GetSandbox of a name the gateway does not know).
+  bool not_found() const;
   /// "UNAVAILABLE: failed to connect ..." style text for users.
   std::string to_string() const;
 };
