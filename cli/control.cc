@@ -1,14 +1,14 @@
-// Theory of operation: one thread polls the listening socket and an eventfd
-// (stop). Each accepted client gets a 2 s receive timeout, one request line
-// (≤ 4 KiB), one response line; clients are served one at a time (status
+// Theory of operation: one osh::EventLoop thread watches the listening
+// socket (non-blocking); the destructor stops the loop. Each accepted client
+// gets a 2 s receive timeout, one request line (≤ 4 KiB), one response line,
+// on that thread; clients are served one at a time (status
 // requests are rare and answered in microseconds). Only root can connect:
 // the socket is created under umask 077 and chmod 0600, in a directory the
 // daemon creates 0700.
 #include "cli/control.h"
 
-#include <poll.h>
 #include <spdlog/spdlog.h>
-#include <sys/eventfd.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -82,49 +82,37 @@ ControlServer::ControlServer(std::filesystem::path path, Handler handler)
   ::chmod(path_.parent_path().c_str(), 0700);
   ::unlink(path_.c_str());
   sockaddr_un a = make_addr(path_);
-  listen_fd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (listen_fd_ < 0) throw std::system_error(errno, std::generic_category(), "control socket");
+  listen_fd_.reset(::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  if (!listen_fd_) throw std::system_error(errno, std::generic_category(), "control socket");
   const mode_t old = ::umask(077);
-  const int rc = ::bind(listen_fd_, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  const int rc = ::bind(listen_fd_.get(), reinterpret_cast<sockaddr*>(&a), sizeof a);
   const int err = errno;
   ::umask(old);
-  if (rc < 0 || ::listen(listen_fd_, 8) < 0) {
-    ::close(listen_fd_);
+  if (rc < 0 || ::listen(listen_fd_.get(), 8) < 0)
     throw std::system_error(rc < 0 ? err : errno, std::generic_category(), "bind " + path_.string());
-  }
   ::chmod(path_.c_str(), 0600);
-  stop_fd_ = ::eventfd(0, EFD_CLOEXEC);
-  thread_ = std::thread([this] { run(); });
+  if (const int e = loop_.watch(listen_fd_.get(), EPOLLIN, [this](uint32_t) { serve_one(); }); e != 0)
+    throw std::system_error(e, std::generic_category(), "epoll_ctl(control socket)");
+  loop_.start();
 }
 
 ControlServer::~ControlServer() {
-  uint64_t one = 1;
-  (void)!::write(stop_fd_, &one, sizeof one);
-  if (thread_.joinable()) thread_.join();
-  ::close(listen_fd_);
-  ::close(stop_fd_);
+  loop_.stop();
+  loop_.unwatch(listen_fd_.get());
+  listen_fd_.reset();
   ::unlink(path_.c_str());
 }
 
-void ControlServer::run() {
-  for (;;) {
-    pollfd fds[2] = {{listen_fd_, POLLIN, 0}, {stop_fd_, POLLIN, 0}};
-    if (::poll(fds, 2, -1) < 0) {
-      if (errno == EINTR) continue;
-      spdlog::error("control socket: poll: {}", std::strerror(errno));
-      return;
-    }
-    if (fds[1].revents) return;
-    int c = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
-    if (c < 0) continue;
-    set_timeouts(c, std::chrono::milliseconds(2000));
-    std::string req;
-    if (read_line(c, &req, kMaxRequest)) {
-      std::string resp = handler_(req);
-      resp.push_back('\n');
-      write_all(c, resp);
-    }
-    ::close(c);
+// One client per wake-up (level-triggered: the next one wakes the loop again).
+void ControlServer::serve_one() {
+  ScopedFd c(::accept4(listen_fd_.get(), nullptr, nullptr, SOCK_CLOEXEC));  // blocking, with timeouts
+  if (!c) return;  // EAGAIN (the client left), EINTR, ECONNABORTED, EMFILE...
+  set_timeouts(c.get(), std::chrono::milliseconds(2000));
+  std::string req;
+  if (read_line(c.get(), &req, kMaxRequest)) {
+    std::string resp = handler_(req);
+    resp.push_back('\n');
+    write_all(c.get(), resp);
   }
 }
 

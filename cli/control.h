@@ -4,23 +4,25 @@
 // answers one JSON line and closes.
 #pragma once
 
-#include <atomic>
 #include <chrono>
 #include <filesystem>
 #include <functional>
 #include <optional>
 #include <string>
-#include <thread>
+
+#include "common/event_loop.h"
+#include "common/scoped_fd.h"
 
 namespace osh::cli {
 
 class ControlServer {
  public:
-  /// Handler: request line in, response line out. Runs on the server thread.
+  /// Handler: request line in, response line out. Runs on the server's
+  /// thread (an osh::EventLoop of its own).
   using Handler = std::function<std::string(const std::string& request)>;
 
   /// Binds `path` (removing a stale socket file first), mode 0600, and starts
-  /// the accept thread. @throws std::system_error if it cannot bind.
+  /// the server's thread. @throws std::system_error if it cannot bind.
   ControlServer(std::filesystem::path path, Handler handler);
   /// Stops the thread and removes the socket file.
   ~ControlServer();
@@ -28,12 +30,11 @@ class ControlServer {
   ControlServer& operator=(const ControlServer&) = delete;
 
  private:
-  void run();
+  void serve_one();
   std::filesystem::path path_;
   Handler handler_;
-  int listen_fd_ = -1;
-  int stop_fd_ = -1;  // eventfd
-  std::thread thread_;
+  ScopedFd listen_fd_;  // non-blocking
+  osh::EventLoop loop_;
 };
 
 /// Sends one request line to the daemon at `path` and returns its answer;

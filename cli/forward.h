@@ -1,20 +1,17 @@
 // `openshell-tunnel forward [BIND:]LOCAL SANDBOX[:PORT]`: a local port
 // forward over ForwardTcp, without a TUN (like upstream's `openshell forward
-// service`, protocol §5.2), and the stream-event plumbing it shares with
-// `ssh-proxy` (cli/ssh_proxy.h).
+// service`, protocol §5.2), and the sandbox lookup it shares with `ssh-proxy`
+// (cli/ssh_proxy.h). The bridging itself is relay/socket_bridge.h.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
-#include <vector>
 
 #include "relay/forward.h"
 #include "relay/gateway_client.h"
-#include "tun/scoped_fd.h"
 
 namespace osh::cli {
 
@@ -48,56 +45,6 @@ std::optional<ForwardSpec> parse_forward_spec(std::string_view local, std::strin
 /// protocol generation).
 std::optional<relay::SandboxInfo> find_ready_sandbox(relay::GatewayClient& gw,
                                                      const std::string& name, std::string* error);
-
-/// One relay::ForwardObserver callback, as a value.
-struct StreamEvent {
-  enum class Kind { kOpenOk, kData, kRemoteFin, kWriteDone, kClosed };
-  Kind kind = Kind::kOpenOk;
-  relay::StreamId id = 0;
-  std::string bytes;                             ///< kData: the frame's payload
-  size_t written = 0;                            ///< kWriteDone: bytes written
-  relay::EndKind end = relay::EndKind::kOk;      ///< kClosed: how it ended
-  std::string reason;                            ///< kClosed: for logs
-};
-
-/// A ForwardObserver that queues every event and makes an eventfd readable,
-/// so one event-loop thread can own all connection state (no locks there).
-/// Callbacks run on gRPC or relay threads; they only lock a mutex and write
-/// the eventfd, never block otherwise.
-class StreamEventQueue final : public relay::ForwardObserver {
- public:
-  /// Creates the eventfd. Throws std::system_error when it cannot.
-  StreamEventQueue();
-
-  /// The eventfd (EFD_NONBLOCK): readable while events are queued.
-  int fd() const { return efd_.get(); }
-  /// Takes every queued event, in arrival order, and resets the eventfd.
-  /// Thread: the loop thread.
-  std::vector<StreamEvent> drain();
-  /// Makes fd() readable without an event (used to wake the loop).
-  /// Thread: any.
-  void wake();
-
-  void on_open_ok(relay::StreamId id) override;
-  void on_data(relay::StreamId id, std::string bytes) override;
-  void on_remote_fin(relay::StreamId id) override;
-  void on_write_done(relay::StreamId id, size_t bytes) override;
-  void on_closed(relay::StreamId id, relay::EndKind kind, std::string reason) override;
-
- private:
-  void push(StreamEvent ev);
-
-  tun::ScopedFd efd_;
-  std::mutex mu_;
-  std::vector<StreamEvent> q_;  // guarded by mu_
-};
-
-/// Largest chunk read from a local socket or stdin into one data frame,
-/// bytes (upstream's CLI uses 64 KiB frames, protocol §2.5).
-inline constexpr size_t kForwardChunk = 64 * 1024;
-/// Client bytes handed to the relay whose write has not completed yet, per
-/// connection: one frame in flight in gRPC and at most one more queued.
-inline constexpr size_t kForwardUpWindow = 2 * kForwardChunk;
 
 /// Everything `forward` needs after flag parsing.
 struct ForwardCommandOptions {

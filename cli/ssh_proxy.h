@@ -21,7 +21,7 @@ struct SshProxyOptions {
 /// "ssh-proxy:<id>") and pipes in_fd -> stream and stream -> out_fd until the
 /// stream ends. EOF on in_fd -> WritesDone (the target sees FIN, replies
 /// still flow); the target's FIN (an empty data frame) -> out_fd is closed.
-/// Back-pressure: at most kForwardUpWindow bytes read from in_fd and not yet
+/// Back-pressure: at most relay::kBridgeUpWindow bytes read from in_fd and not yet
 /// written to the stream; the next frame is read from the stream only after
 /// the previous one is wholly written to out_fd.
 /// SIGINT/SIGTERM/SIGHUP (ssh sends SIGHUP when it exits) abort the stream.
