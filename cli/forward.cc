@@ -41,6 +41,7 @@
 
 #include "cli/up.h"
 #include "common/event_loop.h"
+#include "common/ip_address.h"
 #include "common/scoped_fd.h"
 #include "relay/socket_bridge.h"
 
@@ -56,22 +57,9 @@ std::optional<uint16_t> parse_port(std::string_view s, bool allow_zero) {
 }
 
 bool is_ip_literal(const std::string& s, bool* v6) {
-  in6_addr a6;
-  in_addr a4;
-  if (inet_pton(AF_INET, s.c_str(), &a4) == 1) {
-    *v6 = false;
-    return true;
-  }
-  if (inet_pton(AF_INET6, s.c_str(), &a6) == 1) {
-    *v6 = true;
-    return true;
-  }
-  return false;
-}
-
-std::string host_port(const std::string& host, uint16_t port) {
-  return host.find(':') != std::string::npos ? fmt::format("[{}]:{}", host, port)
-                                             : fmt::format("{}:{}", host, port);
+  const auto a = IpAddress::parse(s);
+  if (a) *v6 = a->is_v6();
+  return a.has_value();
 }
 
 // How often a running `forward` re-checks its sandbox (upstream's
@@ -100,26 +88,14 @@ int wait_for_signal(std::chrono::milliseconds period, const std::function<bool()
 
 ScopedFd open_listener(const std::string& bind, uint16_t port, uint16_t* bound_port,
                             std::string* error) {
-  bool v6 = false;
-  if (!is_ip_literal(bind, &v6)) {
+  const auto addr = IpAddress::parse(bind);
+  if (!addr) {
     *error = fmt::format("bind address '{}' is not an IP address", bind);
     return {};
   }
+  const bool v6 = addr->is_v6();
   sockaddr_storage ss{};
-  socklen_t len = 0;
-  if (v6) {
-    auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
-    a->sin6_family = AF_INET6;
-    a->sin6_port = htons(port);
-    inet_pton(AF_INET6, bind.c_str(), &a->sin6_addr);
-    len = sizeof *a;
-  } else {
-    auto* a = reinterpret_cast<sockaddr_in*>(&ss);
-    a->sin_family = AF_INET;
-    a->sin_port = htons(port);
-    inet_pton(AF_INET, bind.c_str(), &a->sin_addr);
-    len = sizeof *a;
-  }
+  socklen_t len = addr->to_sockaddr(port, &ss);
   ScopedFd fd(socket(v6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
   if (!fd) {
     *error = fmt::format("socket: {}", std::strerror(errno));

@@ -3,6 +3,7 @@
 #include "common/ip_address.h"
 
 #include <arpa/inet.h>
+#include <netinet/in.h>
 
 #include <cstring>
 
@@ -42,6 +43,25 @@ IpAddress IpAddress::v6(const uint8_t* p) {
   a.family = AF_INET6;
   std::memcpy(a.bytes.data(), p, 16);
   return a;
+}
+
+socklen_t IpAddress::to_sockaddr(uint16_t port, sockaddr_storage* out) const {
+  *out = sockaddr_storage{};
+  if (is_v4()) {
+    auto* a = reinterpret_cast<sockaddr_in*>(out);
+    a->sin_family = AF_INET;
+    a->sin_port = htons(port);
+    std::memcpy(&a->sin_addr, bytes.data(), 4);
+    return sizeof *a;
+  }
+  if (is_v6()) {
+    auto* a = reinterpret_cast<sockaddr_in6*>(out);
+    a->sin6_family = AF_INET6;
+    a->sin6_port = htons(port);
+    std::memcpy(&a->sin6_addr, bytes.data(), 16);
+    return sizeof *a;
+  }
+  return 0;
 }
 
 std::string IpAddress::to_string() const {

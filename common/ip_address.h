@@ -48,6 +48,11 @@ struct IpAddress {
   /// Length of the address in bits: 32, 128, or 0 when unset.
   unsigned bits() const { return static_cast<unsigned>(size() * 8); }
 
+  /// Fills @out with this address and @port (host order) as a sockaddr_in
+  /// or sockaddr_in6. Return: the length to pass to bind()/connect(), or 0
+  /// (and @out zeroed) when the address is unset.
+  socklen_t to_sockaddr(uint16_t port, sockaddr_storage* out) const;
+
   /// Canonical text (inet_ntop form: "198.18.0.1", "fd00:6f73:6800::1");
   /// "" when unset.
   std::string to_string() const;

@@ -1,13 +1,12 @@
 #include "relay/endpoint.h"
 
+#include "common/ip_address.h"
+
 #include <charconv>
 
 namespace osh::relay {
 
-std::string Endpoint::grpc_target() const {
-  const bool v6 = host.find(':') != std::string::npos;
-  return (v6 ? "[" + host + "]" : host) + ":" + std::to_string(port);
-}
+std::string Endpoint::grpc_target() const { return host_port(host, port); }
 
 std::string Endpoint::to_string() const {
   return std::string(tls ? "https://" : "http://") + grpc_target();

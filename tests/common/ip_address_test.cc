@@ -2,7 +2,9 @@
 // (parsing rules are tested with tun's prefix tests, tests/tun).
 #include "common/ip_address.h"
 
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
 
 #include <unordered_set>
 
@@ -39,6 +41,21 @@ TEST(IpAddress, HashesEqualAddressesAlikeAndFamiliesApart) {
   set.insert(*IpAddress::parse("::ffff:198.18.0.1"));  // another family, same low bytes
   set.insert(*IpAddress::parse("::1"));
   EXPECT_EQ(set.size(), 3u);
+}
+
+TEST(IpAddress, FillsASockaddrForBindAndConnect) {
+  sockaddr_storage ss;
+  ASSERT_EQ(IpAddress::parse("127.0.0.1")->to_sockaddr(8080, &ss), sizeof(sockaddr_in));
+  const auto* a4 = reinterpret_cast<const sockaddr_in*>(&ss);
+  EXPECT_EQ(a4->sin_family, AF_INET);
+  EXPECT_EQ(ntohs(a4->sin_port), 8080);
+  EXPECT_EQ(ntohl(a4->sin_addr.s_addr), 0x7f000001u);
+  ASSERT_EQ(IpAddress::parse("::1")->to_sockaddr(22, &ss), sizeof(sockaddr_in6));
+  const auto* a6 = reinterpret_cast<const sockaddr_in6*>(&ss);
+  EXPECT_EQ(a6->sin6_family, AF_INET6);
+  EXPECT_EQ(ntohs(a6->sin6_port), 22);
+  EXPECT_EQ(a6->sin6_addr.s6_addr[15], 1);
+  EXPECT_EQ(IpAddress{}.to_sockaddr(1, &ss), 0u);
 }
 
 TEST(HostPort, BracketsIpv6Only) {
