@@ -68,7 +68,10 @@ say "the gateway restarts with token T2: T1 is refused"
 kill -TERM "$PID_gateway"
 wait "$PID_gateway" || true
 osh_gateway --bearer-token "$T2"
-wait_until 15 bash -c "[ \$(grep -c 'session accepted' '$OSH_WORK/supervisor.log') -ge 2 ]"
+# The supervisor reconnects with upstream's backoff (1 s doubling to 30 s,
+# protocol §3.1): a gateway that took 10 s to come back on a loaded machine
+# was next tried 16 s later, so wait past one 30 s step.
+wait_until 70 bash -c "[ \$(grep -c 'session accepted' '$OSH_WORK/supervisor.log') -ge 2 ]"
 wait_until 15 bash -c "! ip netns exec $NS_CLIENT $OSH_TUNNEL status --state-dir $OSH_STATE --json | grep -q '\"reachable\":true'"
 status_json >"$OSH_WORK/status.json"
 check "status: unreachable, UNAUTHENTICATED" grep -q UNAUTHENTICATED "$OSH_WORK/status.json"

@@ -347,6 +347,13 @@ class MiniSupervisor::Impl {
     args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 20000);
     args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
     args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
+    // The session's own backoff (1 s..30 s, above) is the only one, as with
+    // upstream's supervisor, which dials afresh on each attempt: gRPC's
+    // channel backoff (up to 120 s by default) would otherwise fail an
+    // attempt fast while the gateway is already back (seen in vm_service).
+    args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 1000);
+    args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 1000);
+    args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
     channel_ = grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
     stub_ = v1::OpenShell::NewStub(channel_);
     bridge_ = std::make_unique<RelayBridge>(stub_.get());
