@@ -8,8 +8,8 @@
 
 #include <fstream>
 
-#include "cli/hosts_file.h"
-#include "cli/ssh_config.h"
+#include "names/hosts_file.h"
+#include "names/ssh_config.h"
 #include "tun/link_config.h"
 
 namespace osh::cli {
@@ -21,7 +21,7 @@ RunState RunState::load(const fs::path& dir) {
   RunState st;
   const fs::path file = dir / "state.json";
   try {
-    auto text = read_text_file(file);
+    auto text = names::read_text_file(file);
     if (!text) return st;
     json j = json::parse(*text);
     st.pid = j.value("pid", 0);
@@ -53,7 +53,7 @@ void RunState::save(const fs::path& dir) const {
   fs::create_directories(dir);
   ::chmod(dir.c_str(), 0700);
   const fs::path file = dir / "state.json";
-  replace_text_file(file, j.dump(2) + "\n");
+  names::replace_text_file(file, j.dump(2) + "\n");
   ::chmod(file.c_str(), 0600);
 }
 
@@ -77,12 +77,12 @@ void cleanup_stale(const RunState& st) {
   }
   if (!st.hosts_file.empty()) {
     try {
-      HostsFile(st.hosts_file).remove_block();
+      names::HostsFile(st.hosts_file).remove_block();
     } catch (const std::exception& e) {
       spdlog::warn("removing the names block from {}: {}", st.hosts_file, e.what());
     }
   }
-  if (!st.ssh_config.empty()) SshConfigInclude(st.ssh_config, st.ssh_include, "").remove();
+  if (!st.ssh_config.empty()) names::SshConfigInclude(st.ssh_config, st.ssh_include, "").remove();
 }
 
 }  // namespace osh::cli

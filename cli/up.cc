@@ -43,12 +43,12 @@
 
 #include "cli/addressing.h"
 #include "cli/control.h"
-#include "cli/dns_responder.h"
-#include "cli/resolver_registration.h"
-#include "cli/hosts_file.h"
 #include "cli/relay_upstream.h"
-#include "cli/ssh_config.h"
 #include "cli/state.h"
+#include "names/dns_responder.h"
+#include "names/hosts_file.h"
+#include "names/resolver_registration.h"
+#include "names/ssh_config.h"
 #include "relay/gateway_client.h"
 #include "stack/stack.h"
 #include "tun/link_config.h"
@@ -59,13 +59,6 @@ namespace {
 
 using json = nlohmann::json;
 using Clock = std::chrono::system_clock;
-
-stack::IpAddr to_stack(const tun::IpAddress& a) {
-  stack::IpAddr s;
-  s.family = a.is_v6() ? 6 : 4;
-  s.bytes = a.bytes;
-  return s;
-}
 
 std::string iso_time(Clock::time_point t) {
   const std::time_t tt = Clock::to_time_t(t);
@@ -177,9 +170,9 @@ class Tunnel {
   RunState state_;
   std::optional<stack::Stack>* stack_ = nullptr;
   RelayUpstream* upstream_ = nullptr;
-  std::optional<HostsFile> hosts_;
-  std::optional<DnsResponder> dns_;
-  std::optional<SshConfigInclude> ssh_;
+  std::optional<names::HostsFile> hosts_;
+  std::optional<names::DnsResponder> dns_;
+  std::optional<names::SshConfigInclude> ssh_;
   std::string tun_name_;
   const Clock::time_point started_ = Clock::now();
 
@@ -257,14 +250,14 @@ void Tunnel::apply_sandboxes(const std::vector<relay::SandboxInfo>& list, bool i
   {
     std::lock_guard lk(mu_);
     for (const auto& [id, s] : sandboxes_) {
-      routes.push_back({to_stack(s.addr.v4), id});
-      routes.push_back({to_stack(s.addr.v6), id});
+      routes.push_back({s.addr.v4, id});
+      routes.push_back({s.addr.v6, id});
     }
   }
   if (upstream_) upstream_->set_sandbox_names(sandbox_names());
   if (stack_ && *stack_) (*stack_)->set_routes(std::move(routes));
   if (dns_) {
-    DnsResponder::NameTable table;
+    names::DnsResponder::NameTable table;
     {
       std::lock_guard lk(mu_);
       for (const auto& [id, s] : sandboxes_) {
@@ -287,7 +280,7 @@ void Tunnel::apply_sandboxes(const std::vector<relay::SandboxInfo>& list, bool i
 
 void Tunnel::write_names() {
   if (!hosts_) return;
-  std::vector<HostEntry> entries;
+  std::vector<names::HostEntry> entries;
   {
     std::lock_guard lk(mu_);
     for (const auto& [id, s] : sandboxes_) {
@@ -558,17 +551,17 @@ int Tunnel::run() {
     stack::StackConfig sc;
     sc.packet_fd = dev.fd();
     sc.mtu = o_.mtu;
-    sc.peer4 = to_stack(plan_->tunnel4());
-    sc.peer6 = to_stack(plan_->tunnel6());
-    sc.netif4 = to_stack(plan_->netif4());
-    sc.netif6 = to_stack(plan_->netif6());
+    sc.peer4 = plan_->tunnel4();
+    sc.peer6 = plan_->tunnel6();
+    sc.netif4 = plan_->netif4();
+    sc.netif6 = plan_->netif6();
     sc.prefix4 = p4_->len;
     sc.prefix6 = p6_->len;
     sc.keepalive_idle_ms = o_.keepalive_s * 1000;
     sc.keepalive_intvl_ms = std::max<uint32_t>(1000, std::min<uint32_t>(15000, o_.keepalive_s * 250));
     sc.keepalive_count = 4;
     // The DNS responder answers on the second address of each prefix.
-    sc.dns_addrs = {to_stack(plan_->dns4()), to_stack(plan_->dns6())};
+    sc.dns_addrs = {plan_->dns4(), plan_->dns6()};
     sc.dns_handler = [this](std::span<const uint8_t> q) { return dns_->respond(q); };
     std::optional<stack::Stack> stk;
     stk.emplace(sc, upstream);
@@ -584,8 +577,8 @@ int Tunnel::run() {
     if (hosts_) fmt::print("✓ names written to {}\n", o_.hosts_file);
     fmt::print("✓ DNS for *.{} answers on {} and {} (port 53)\n", o_.domain, plan_->dns4().to_string(),
                plan_->dns6().to_string());
-    std::optional<ResolverRegistration> resolver;
-    if (o_.dns != "hosts" && ResolverRegistration::available()) {
+    std::optional<names::ResolverRegistration> resolver;
+    if (o_.dns != "hosts" && names::ResolverRegistration::available()) {
       try {
         resolver.emplace(tun_name_, std::vector<std::string>{plan_->dns4().to_string(), plan_->dns6().to_string()},
                          o_.domain);
@@ -601,7 +594,7 @@ int Tunnel::run() {
       const std::string cfg = o_.ssh_config.empty() ? default_ssh_config() : o_.ssh_config;
       const std::filesystem::path inc = state_dir_ / "ssh_config";
       try {
-        SshConfigInclude ssh(cfg, inc, o_.domain);
+        names::SshConfigInclude ssh(cfg, inc, o_.domain);
         ssh.install();
         ssh_.emplace(std::move(ssh));
         state_.ssh_config = cfg;

@@ -1,4 +1,4 @@
-// libFuzzer harness for DnsResponder::respond() (cli/dns_responder.h).
+// libFuzzer harness for DnsResponder::respond() (names/dns_responder.h).
 //
 // Each input is one UDP query datagram. Besides "no crash, no sanitizer
 // report", it checks the properties every reply must have: sent only for a
@@ -9,14 +9,14 @@
 #include <cstdio>
 #include <cstdlib>
 
-#include "cli/dns_responder.h"
-#include "cli/ldns_cxx.h"
+#include "names/dns_responder.h"
+#include "names/ldns_cxx.h"
 
 namespace {
 
-const osh::cli::DnsResponder& responder() {
-  static const osh::cli::DnsResponder* r = [] {
-    auto* d = new osh::cli::DnsResponder("local", 5);
+const osh::names::DnsResponder& responder() {
+  static const osh::names::DnsResponder* r = [] {
+    auto* d = new osh::names::DnsResponder("local", 5);
     d->set_names({
         {"demo", {{"198.18.0.2"}, {"fd00:6f73:6800::2"}}},
         {"multi", {{"198.18.0.3", "198.18.0.4"}, {}}},
@@ -41,7 +41,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     return 0;
   }
   if (out.empty()) fail("no reply to a datagram with a full header and QR clear");
-  if (out.size() > osh::cli::DnsResponder::kEdnsPayload) fail("reply larger than 1232 bytes");
+  if (out.size() > osh::names::DnsResponder::kEdnsPayload) fail("reply larger than 1232 bytes");
   ldns_pkt* p = nullptr;
   if (ldns_wire2pkt(&p, out.data(), out.size()) != LDNS_STATUS_OK) fail("reply does not parse");
   const bool ok = ldns_pkt_qr(p) && ldns_pkt_id(p) == LDNS_ID_WIRE(data);

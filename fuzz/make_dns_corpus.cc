@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "cli/ldns_cxx.h"
+#include "names/ldns_cxx.h"
 
 namespace {
 

@@ -29,7 +29,7 @@
 //
 // The name table is an immutable snapshot (shared_ptr<const Table>); the
 // mutex is held only to copy or swap the pointer.
-#include "cli/dns_responder.h"
+#include "names/dns_responder.h"
 
 #include <arpa/inet.h>
 
@@ -39,9 +39,9 @@
 #include <new>
 #include <stdexcept>
 
-#include "cli/ldns_cxx.h"
+#include "names/ldns_cxx.h"
 
-namespace osh::cli {
+namespace osh::names {
 
 namespace {
 
@@ -356,4 +356,4 @@ std::vector<uint8_t> DnsResponder::respond(std::span<const uint8_t> query) const
   return {};
 }
 
-}  // namespace osh::cli
+}  // namespace osh::names

@@ -1,9 +1,9 @@
 // The tunnel's DNS responder, message layer only: one UDP query datagram in,
 // one response datagram out. It answers A and AAAA for <sandbox>.<domain>
 // from a name table, NXDOMAIN for other names in the domain and REFUSED for
-// anything else (design.md §4). The socket that carries the datagrams lives
-// elsewhere (cli/); the DNS wire format is read and written with ldns, whose
-// types stay in the .cc.
+// anything else (design.md §4). The datagrams are carried elsewhere (the
+// stack's UDP hook, StackConfig::dns_handler, wired up in cli/up.cc); the DNS
+// wire format is read and written with ldns, whose types stay in the .cc.
 #pragma once
 
 #include <cstdint>
@@ -15,7 +15,7 @@
 #include <utility>
 #include <vector>
 
-namespace osh::cli {
+namespace osh::names {
 
 /// Authoritative responder for one domain (e.g. "local": names are
 /// "<sandbox>.local"). Rules, in the order they are applied (RFC 1035 §4.1,
@@ -112,4 +112,4 @@ class DnsResponder {
   std::shared_ptr<const Table> table_;  // guarded by mu_; never null
 };
 
-}  // namespace osh::cli
+}  // namespace osh::names

@@ -21,7 +21,7 @@
 // The same in-place rewrite serves an existing file whose directory is
 // read-only (EROFS from mkostemp): the packaged systemd unit makes only
 // /etc/hosts writable, not /etc (packaging/openshell-tunnel.service).
-#include "cli/hosts_file.h"
+#include "names/hosts_file.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -33,7 +33,9 @@
 #include <system_error>
 #include <utility>
 
-namespace osh::cli {
+#include "common/scoped_fd.h"
+
+namespace osh::names {
 
 namespace fs = std::filesystem;
 
@@ -122,29 +124,17 @@ std::string render_block(const std::vector<HostEntry>& entries) {
   throw std::system_error(err, std::generic_category(), what + " " + p.string());
 }
 
-// Owns a descriptor (cli/ cannot use tun::ScopedFd without linking tun/).
-struct Fd {
-  int fd = -1;
-  explicit Fd(int f) : fd(f) {}
-  ~Fd() {
-    if (fd >= 0) ::close(fd);
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  int release() { return std::exchange(fd, -1); }
-};
-
 // The whole file, or nullopt if it does not exist.
 std::optional<std::string> read_file(const fs::path& p) {
-  Fd fd(::open(p.c_str(), O_RDONLY | O_CLOEXEC));
-  if (fd.fd < 0) {
+  ScopedFd fd(::open(p.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd.valid()) {
     if (errno == ENOENT) return std::nullopt;
     throw_errno(errno, "open", p);
   }
   std::string data;
   char buf[8192];
   for (;;) {
-    const ssize_t n = ::read(fd.fd, buf, sizeof buf);
+    const ssize_t n = ::read(fd.get(), buf, sizeof buf);
     if (n < 0) {
       if (errno == EINTR) continue;
       throw_errno(errno, "read", p);
@@ -176,11 +166,11 @@ void fsync_dir(const fs::path& dir) noexcept {
 }
 
 void rewrite_in_place(const fs::path& target, std::string_view data) {
-  Fd fd(::open(target.c_str(), O_WRONLY | O_CLOEXEC));
-  if (fd.fd < 0) throw_errno(errno, "open for writing", target);
-  write_all_at(fd.fd, data, target);
-  if (::ftruncate(fd.fd, static_cast<off_t>(data.size())) < 0) throw_errno(errno, "truncate", target);
-  if (::fsync(fd.fd) < 0) throw_errno(errno, "fsync", target);
+  ScopedFd fd(::open(target.c_str(), O_WRONLY | O_CLOEXEC));
+  if (!fd.valid()) throw_errno(errno, "open for writing", target);
+  write_all_at(fd.get(), data, target);
+  if (::ftruncate(fd.get(), static_cast<off_t>(data.size())) < 0) throw_errno(errno, "truncate", target);
+  if (::fsync(fd.get()) < 0) throw_errno(errno, "fsync", target);
   if (::close(fd.release()) < 0) throw_errno(errno, "close", target);
 }
 
@@ -193,8 +183,8 @@ void replace_file(const fs::path& target, std::string_view data) {
   fs::path dir = target.parent_path();
   if (dir.empty()) dir = ".";
   std::string tmpl = (dir / ("." + target.filename().string() + ".osh-XXXXXX")).string();
-  Fd fd(::mkostemp(tmpl.data(), O_CLOEXEC));
-  if (fd.fd < 0) {
+  ScopedFd fd(::mkostemp(tmpl.data(), O_CLOEXEC));
+  if (!fd.valid()) {
     // A read-only directory around a writable file: systemd's
     // ProtectSystem=strict with ReadWritePaths=/etc/hosts (the packaged
     // unit) bind-mounts the file writable, /etc stays read-only.
@@ -206,10 +196,10 @@ void replace_file(const fs::path& target, std::string_view data) {
   }
   const fs::path tmp = tmpl;
   try {
-    write_all_at(fd.fd, data, tmp);
-    if (::fchmod(fd.fd, mode) < 0) throw_errno(errno, "chmod", tmp);
-    if (exists) (void)::fchown(fd.fd, st.st_uid, st.st_gid);  // best effort (needs root)
-    if (::fsync(fd.fd) < 0) throw_errno(errno, "fsync", tmp);
+    write_all_at(fd.get(), data, tmp);
+    if (::fchmod(fd.get(), mode) < 0) throw_errno(errno, "chmod", tmp);
+    if (exists) (void)::fchown(fd.get(), st.st_uid, st.st_gid);  // best effort (needs root)
+    if (::fsync(fd.get()) < 0) throw_errno(errno, "fsync", tmp);
     if (::close(fd.release()) < 0) throw_errno(errno, "close", tmp);
   } catch (...) {
     ::unlink(tmp.c_str());
@@ -298,4 +288,4 @@ void HostsFile::remove_block() {
   replace_file(target, next);
 }
 
-}  // namespace osh::cli
+}  // namespace osh::names

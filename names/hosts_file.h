@@ -9,7 +9,7 @@
 #include <string_view>
 #include <vector>
 
-namespace osh::cli {
+namespace osh::names {
 
 /// The whole file at `path` (symlinks followed), or nullopt if it does not
 /// exist. @throws std::system_error (message names the path) on I/O errors.
@@ -91,4 +91,4 @@ class HostsFile {
   std::filesystem::path path_;
 };
 
-}  // namespace osh::cli
+}  // namespace osh::names

@@ -15,7 +15,7 @@
 // The constructor applies the calls in order; on the first failure it calls
 // RevertLink (best effort) and throws, so a half-made registration never
 // outlives the constructor. The destructor reverts and logs a failure.
-#include "cli/resolver_registration.h"
+#include "names/resolver_registration.h"
 
 #include <arpa/inet.h>
 #include <net/if.h>
@@ -29,7 +29,7 @@
 #include <string_view>
 #include <utility>
 
-namespace osh::cli {
+namespace osh::names {
 
 namespace {
 
@@ -219,4 +219,4 @@ ResolverRegistration::~ResolverRegistration() {
   }
 }
 
-}  // namespace osh::cli
+}  // namespace osh::names

@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-namespace osh::cli {
+namespace osh::names {
 
 /// A D-Bus call to systemd-resolved failed, or the system bus could not be
 /// reached (message: the method, the D-Bus error name and its text).
@@ -93,4 +93,4 @@ class ResolverRegistration {
   bool active_ = false;
 };
 
-}  // namespace osh::cli
+}  // namespace osh::names

@@ -1,13 +1,13 @@
-#include "cli/ssh_config.h"
+#include "names/ssh_config.h"
 
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
 
 #include <fstream>
 
-#include "cli/hosts_file.h"
+#include "names/hosts_file.h"
 
-namespace osh::cli {
+namespace osh::names {
 
 namespace fs = std::filesystem;
 
@@ -65,4 +65,4 @@ void SshConfigInclude::remove() noexcept {
   }
 }
 
-}  // namespace osh::cli
+}  // namespace osh::names

@@ -8,7 +8,7 @@
 #include <filesystem>
 #include <string>
 
-namespace osh::cli {
+namespace osh::names {
 
 class SshConfigInclude {
  public:
@@ -36,4 +36,4 @@ class SshConfigInclude {
   std::string domain_;
 };
 
-}  // namespace osh::cli
+}  // namespace osh::names

@@ -2,7 +2,7 @@
 // replies parsed with ldns again; every rule of the class comment has a test,
 // and malformed input (prefixes, bit flips, random bytes, the fuzz corpus)
 // must never crash and must only ever produce well-formed replies.
-#include "cli/dns_responder.h"
+#include "names/dns_responder.h"
 
 #include <gtest/gtest.h>
 
@@ -19,9 +19,9 @@
 #include <thread>
 #include <vector>
 
-#include "cli/ldns_cxx.h"
+#include "names/ldns_cxx.h"
 
-namespace osh::cli {
+namespace osh::names {
 namespace {
 
 struct PktFree {
@@ -643,4 +643,4 @@ TEST(DnsResponderCorpus, ReplayFuzzCorpus) {
 }
 
 }  // namespace
-}  // namespace osh::cli
+}  // namespace osh::names

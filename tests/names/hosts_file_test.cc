@@ -1,7 +1,7 @@
 // HostsFile tests: render/strip on strings, then real files in a temporary
 // directory. The bind-mount fallback runs in a forked child with its own
 // mount namespace. The machine's /etc/hosts is never touched.
-#include "cli/hosts_file.h"
+#include "names/hosts_file.h"
 
 #include <gtest/gtest.h>
 #include <sys/mount.h>
@@ -17,7 +17,7 @@
 
 #include "netns_child.h"
 
-namespace osh::cli {
+namespace osh::names {
 namespace {
 
 namespace fs = std::filesystem;
@@ -274,4 +274,4 @@ TEST_F(HostsFileTest, BindMountedFileIsRewrittenInPlace) {
 }
 
 }  // namespace
-}  // namespace osh::cli
+}  // namespace osh::names

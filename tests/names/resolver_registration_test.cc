@@ -2,7 +2,7 @@
 // given) and its behaviour without systemd-resolved on the bus. The D-Bus
 // calls themselves run against a real systemd-resolved in the vm-test
 // vm_resolved (vm-tests/test_resolved.sh).
-#include "cli/resolver_registration.h"
+#include "names/resolver_registration.h"
 
 #include <gtest/gtest.h>
 #include <sys/socket.h>
@@ -12,7 +12,7 @@
 #include <string>
 #include <vector>
 
-namespace osh::cli {
+namespace osh::names {
 namespace {
 
 TEST(ResolverRegistration, DnsAddressesAsSetLinkDnsTakesThem) {
@@ -61,4 +61,4 @@ TEST(ResolverRegistration, InactiveWithoutSystemBus) {
 }
 
 }  // namespace
-}  // namespace osh::cli
+}  // namespace osh::names
