@@ -141,13 +141,18 @@ class FakeStreams final : public ForwardStreams {
     std::unique_lock lk(mu_);
     return cv_.wait_for(lk, limit, [&] { return pred(*this); });
   }
-  /// Waits until @value() stays the same for @quiet: the flow stalled.
+  /// Waits until @value() (called under the lock) stays the same for
+  /// @quiet: the flow stalled.
   template <class Get>
   auto wait_stall(Get value, std::chrono::milliseconds quiet = 400ms) {
-    auto last = value(*this);
+    auto locked = [&] {
+      std::lock_guard lk(mu_);
+      return value(*this);
+    };
+    auto last = locked();
     for (;;) {
       std::this_thread::sleep_for(quiet);
-      auto now = value(*this);
+      auto now = locked();
       if (now == last) return now;
       last = now;
     }
