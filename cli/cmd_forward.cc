@@ -5,6 +5,7 @@
 #include "cli/commands.h"
 #include "cli/forward.h"
 #include "cli/gateway_config.h"
+#include "cli/stream_flags.h"
 #include "cli/up.h"
 
 namespace osh::cli {
@@ -27,8 +28,7 @@ void add_forward_command(CLI::App& app, int* exit_code) {
                   "SANDBOX[:PORT]: sandbox name and the port on its loopback (default: LOCAL; "
                   "22 is the sandbox's SSH server)")
       ->required()->option_text("SANDBOX[:PORT]");
-  add_stream_flags(cmd, opts->max_streams_per_sandbox, opts->max_streams_per_token, opts->queue_timeout_ms,
-                   opts->connect_settle_ms, opts->no_tunnel_ext);
+  add_stream_flags(cmd, opts->forward);
   cmd->callback([opts, gw, local, target, exit_code] {
     std::string err;
     auto spec = parse_forward_spec(*local, *target, &err);

@@ -18,6 +18,7 @@
 #include "cli/control.h"
 #include "cli/gateway_config.h"
 #include "cli/privileges.h"
+#include "cli/stream_flags.h"
 #include "cli/up.h"
 
 namespace osh::cli {
@@ -111,16 +112,14 @@ void add_up_command(CLI::App& app, int* exit_code) {
       ->capture_default_str()->check(CLI::IsMember({"hosts", "resolver", "both"}));
   cmd->add_option("--mtu", opts->mtu, "TUN MTU in bytes")
       ->capture_default_str()->check(CLI::Range(1280, 65535));
-  add_stream_flags(cmd, opts->max_streams_per_sandbox, opts->max_streams_per_token, opts->queue_timeout_ms,
-                   opts->connect_settle_ms, opts->no_tunnel_ext);
+  add_stream_flags(cmd, opts->forward);
   cmd->add_option("--refresh-ms", opts->refresh_ms, "how often the sandbox list is re-read")
       ->capture_default_str()->check(CLI::Range(100, 600000));
   cmd->add_option("--keepalive-s", opts->keepalive_s,
                   "TCP keepalive towards clients: first probe after this many idle seconds (0 = off); "
                   "connections of a vanished client are released after 4 unanswered probes")
       ->capture_default_str();
-  cmd->add_option("--token-idle-s", opts->token_idle_s, "revoke pooled SSH-session tokens unused this long")
-      ->capture_default_str()->check(CLI::Range(1, 86400));
+  add_token_idle_flag(cmd, opts->forward);
   cmd->callback([cmd, opts, gw, background, exit_code] {
     // OPENSHELL_TUNNEL_USER (the service's EnvironmentFile; there is no
     // $SUDO_USER under systemd): the user whose ~/.ssh/config gets the

@@ -215,12 +215,7 @@ int run_forward(const ForwardCommandOptions& o) {
   base.port = o.spec.target_port;
   base.service_id = fmt::format("openshell-tunnel-forward:{}:127.0.0.1:{}", o.spec.sandbox,
                                 o.spec.target_port);
-  relay::ForwardOptions fo;
-  fo.max_streams_per_sandbox = o.max_streams_per_sandbox;
-  fo.max_streams_per_token = o.max_streams_per_token;
-  fo.queue_timeout = std::chrono::milliseconds(o.queue_timeout_ms);
-  if (o.connect_settle_ms >= 0) fo.connect_settle = std::chrono::milliseconds(o.connect_settle_ms);
-  fo.request_extensions = !o.no_tunnel_ext;
+  const relay::ForwardOptions& fo = o.forward;
 
   relay::BridgeCounters c;
   int rc = kExitOk;

@@ -50,13 +50,8 @@ std::optional<relay::SandboxInfo> find_ready_sandbox(relay::GatewayClient& gw,
 struct ForwardCommandOptions {
   relay::GatewayOptions gateway;   ///< resolved by cli/gateway_config
   ForwardSpec spec;
-  size_t max_streams_per_sandbox = 20;  ///< upstream cap (protocol §2.8); more connections wait
-  size_t max_streams_per_token = 3;
-  uint32_t queue_timeout_ms = 10000;
-  /// --connect-settle-ms: -1 = adaptive settle window, 0 = none, else ms
-  /// (relay::ForwardOptions::connect_settle).
-  int32_t connect_settle_ms = -1;
-  bool no_tunnel_ext = false;  ///< --no-tunnel-ext (relay::ForwardOptions::request_extensions)
+  /// The stream settings, with relay's defaults (cli/stream_flags.h).
+  relay::ForwardOptions forward;
 };
 
 /// run_forward() - looks the sandbox up (READY), listens on BIND:LOCAL,

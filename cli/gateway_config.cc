@@ -388,26 +388,6 @@ void load_gateway_env(GatewayFlags& f, const EnvLookup& env) {
   }
 }
 
-void add_stream_flags(CLI::App* cmd, size_t& per_sandbox, size_t& per_token, uint32_t& queue_timeout_ms,
-                      int32_t& connect_settle_ms, bool& no_tunnel_ext) {
-  cmd->add_option("--max-streams-per-sandbox", per_sandbox,
-                  "concurrent ForwardTcp streams per sandbox; more connections wait")
-      ->capture_default_str()->check(CLI::Range(size_t{1}, size_t{1000000}));
-  cmd->add_option("--max-streams-per-token", per_token, "concurrent streams per SSH-session token")
-      ->capture_default_str()->check(CLI::Range(size_t{1}, size_t{1000000}));
-  cmd->add_option("--queue-timeout-ms", queue_timeout_ms,
-                  "how long a connection may wait for a stream slot before it is refused")
-      ->capture_default_str();
-  cmd->add_option("--connect-settle-ms", connect_settle_ms,
-                  "after the gateway's response headers, hold a new connection this long for a "
-                  "refusal from the sandbox (-1: adaptive, at most 25 ms; 0: none; ignored when the "
-                  "gateway confirms connects itself)")
-      ->capture_default_str()->check(CLI::Range(-1, 60000));
-  cmd->add_flag("--no-tunnel-ext", no_tunnel_ext,
-                "do not ask the gateway for the project's ForwardTcp extensions (connect-ack, "
-                "fin-frame, relay-error): behave exactly as against upstream");
-}
-
 void add_gateway_flags(CLI::App* cmd, GatewayFlags& f) {
   load_gateway_env(f, process_env());
   cmd->add_option("--gateway-endpoint", f.endpoint,

@@ -88,13 +88,6 @@ void load_gateway_env(GatewayFlags& flags, const EnvLookup& env);
 /// --config-dir to `cmd`, with the environment (load_gateway_env) as defaults.
 void add_gateway_flags(CLI::App* cmd, GatewayFlags& flags);
 
-/// Adds the stream flags shared by `up` and `forward`: upstream's caps
-/// (--max-streams-per-sandbox, --max-streams-per-token, --queue-timeout-ms;
-/// protocol §2.8) and the connection semantics against an upstream gateway
-/// (--connect-settle-ms, --no-tunnel-ext; docs/ARCHITECTURE.md).
-void add_stream_flags(CLI::App* cmd, size_t& per_sandbox, size_t& per_token, uint32_t& queue_timeout_ms,
-                      int32_t& connect_settle_ms, bool& no_tunnel_ext);
-
 /// The outcome of resolution, with the facts behind it (for logs and tests).
 struct GatewayResolution {
   relay::GatewayOptions options;

@@ -18,9 +18,12 @@
 // reset by the stack), phases are tracked for `status`. If the gateway
 // cannot be reached, the tunnel stays up and says since when; new
 // connections fail fast (EHOSTUNREACH) until it is back.
-// Teardown, reverse order: control socket, names, stack (resets live
-// connections), streams and tokens, TUN; the state file keeps the addresses
-// and forgets the pid.
+// Teardown is written once: every step of the set-up pushes its undo onto
+// one UndoStack (common/undo_stack.h) as soon as it has changed something,
+// and the stack unwinds newest first on a stop and after a failed set-up
+// alike: control socket, ssh Include, resolved registration, hosts block,
+// stack (resets live connections), streams and tokens, TUN link
+// configuration, TUN; the state file keeps the addresses and forgets the pid.
 #include "cli/up.h"
 
 #include <fmt/format.h>
@@ -45,6 +48,7 @@
 #include "cli/control.h"
 #include "cli/relay_upstream.h"
 #include "cli/state.h"
+#include "common/undo_stack.h"
 #include "names/dns_responder.h"
 #include "names/hosts_file.h"
 #include "names/resolver_registration.h"
@@ -168,11 +172,16 @@ class Tunnel {
   std::optional<AddressPlan> plan_;
   std::optional<tun::IpPrefix> p4_, p6_;
   RunState state_;
-  std::optional<stack::Stack>* stack_ = nullptr;
-  RelayUpstream* upstream_ = nullptr;
   std::optional<names::HostsFile> hosts_;
   std::optional<names::DnsResponder> dns_;
   std::optional<names::SshConfigInclude> ssh_;
+  // What bring_up() builds, each taken down by a step of undo_.
+  std::optional<tun::TunDevice> dev_;
+  std::optional<tun::LinkConfig> link_;
+  std::optional<RelayUpstream> upstream_;
+  std::optional<stack::Stack> stack_;
+  std::optional<names::ResolverRegistration> resolver_;
+  std::optional<ControlServer> control_;
   std::string tun_name_;
   const Clock::time_point started_ = Clock::now();
 
@@ -183,6 +192,14 @@ class Tunnel {
   std::string gateway_version_, gateway_error_;
   /// The served sandboxes' names by id (for RelayUpstream).
   std::unordered_map<std::string, std::string> sandbox_names();
+
+  /// Steps 4-6 of the theory of operation; each change pushes its undo
+  /// onto undo_ as soon as it is made. @throws on the first failure (what
+  /// was done so far is still on undo_).
+  void bring_up(const std::vector<relay::SandboxInfo>& list);
+  /// The one teardown: runs undo_ (newest first), also after a failed
+  /// bring_up(). Declared last so that its destructor runs first.
+  UndoStack undo_;
 };
 
 bool Tunnel::check_previous_run() {
@@ -255,7 +272,7 @@ void Tunnel::apply_sandboxes(const std::vector<relay::SandboxInfo>& list, bool i
     }
   }
   if (upstream_) upstream_->set_sandbox_names(sandbox_names());
-  if (stack_ && *stack_) (*stack_)->set_routes(std::move(routes));
+  if (stack_) stack_->set_routes(std::move(routes));
   if (dns_) {
     names::DnsResponder::NameTable table;
     {
@@ -399,8 +416,8 @@ void Tunnel::reload() {
 
 json Tunnel::status_json() {
   std::map<std::string, stack::SandboxStats> per;
-  if (stack_ && *stack_)
-    for (auto& st : (*stack_)->sandbox_stats()) per[st.sandbox] = st;
+  if (stack_)
+    for (auto& st : stack_->sandbox_stats()) per[st.sandbox] = st;
   std::lock_guard lk(mu_);
   json sbs = json::array();
   for (const auto& [id, s] : sandboxes_) {
@@ -432,9 +449,9 @@ json Tunnel::status_json() {
               {"workspace", gw_.options().workspace},
               {"error", gateway_error_}}},
             {"sandboxes", sbs}};
-  if (stack_ && *stack_ && upstream_) {
-    j["counters"] = counters_json((*stack_)->counters(), upstream_->manager().stats());
-    const stack::PcbCounts pcbs = (*stack_)->pcb_counts();
+  if (stack_ && upstream_) {
+    j["counters"] = counters_json(stack_->counters(), upstream_->manager().stats());
+    const stack::PcbCounts pcbs = stack_->pcb_counts();
     j["counters"]["lwip_pcbs"] = {
         {"active", pcbs.active}, {"time_wait", pcbs.time_wait}, {"listen", pcbs.listen}};
   }
@@ -481,7 +498,7 @@ std::string validate(const UpOptions& o) {
   for (char c : o.domain)
     if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '.'))
       return "--domain may contain only letters, digits, '-' and '.'";
-  if (o.max_streams_per_sandbox == 0 || o.max_streams_per_token == 0)
+  if (o.forward.max_streams_per_sandbox == 0 || o.forward.max_streams_per_token == 0)
     return "--max-streams-per-sandbox and --max-streams-per-token must be at least 1";
   return "";
 }
@@ -526,160 +543,156 @@ int Tunnel::run() {
   }
 
   try {
-    tun::TunDevice dev = tun::TunDevice::open(o_.tun_name);
-    tun_name_ = dev.name();
-    state_.tun_name = tun_name_;
-    tun::LinkConfig link(dev.ifindex());
-    link.set_mtu(o_.mtu);
-    link.set_txqueuelen(10000);  // a connection storm overflows the default 500 (BENCHMARKS.md)
-    link.add_address({plan_->tunnel4(), p4_->len});
-    link.add_address({plan_->tunnel6(), p6_->len});
-    link.set_up();
-    fmt::print("✓ TUN {} up: {}/{} {}/{} mtu {}\n", tun_name_, plan_->tunnel4().to_string(), p4_->len,
-               plan_->tunnel6().to_string(), p6_->len, o_.mtu);
-
-    relay::ForwardOptions fo;
-    fo.max_streams_per_sandbox = o_.max_streams_per_sandbox;
-    fo.max_streams_per_token = o_.max_streams_per_token;
-    fo.queue_timeout = std::chrono::milliseconds(o_.queue_timeout_ms);
-    fo.token_idle_timeout = std::chrono::seconds(o_.token_idle_s);
-    if (o_.connect_settle_ms >= 0) fo.connect_settle = std::chrono::milliseconds(o_.connect_settle_ms);
-    fo.request_extensions = !o_.no_tunnel_ext;
-    RelayUpstream upstream(gw_, fo);
-    upstream_ = &upstream;
-    upstream.set_sandbox_names(sandbox_names());
-    stack::StackConfig sc;
-    sc.packet_fd = dev.fd();
-    sc.mtu = o_.mtu;
-    sc.peer4 = plan_->tunnel4();
-    sc.peer6 = plan_->tunnel6();
-    sc.netif4 = plan_->netif4();
-    sc.netif6 = plan_->netif6();
-    sc.prefix4 = p4_->len;
-    sc.prefix6 = p6_->len;
-    sc.keepalive_idle_ms = o_.keepalive_s * 1000;
-    sc.keepalive_intvl_ms = std::max<uint32_t>(1000, std::min<uint32_t>(15000, o_.keepalive_s * 250));
-    sc.keepalive_count = 4;
-    // The DNS responder answers on the second address of each prefix.
-    sc.dns_addrs = {plan_->dns4(), plan_->dns6()};
-    sc.dns_handler = [this](std::span<const uint8_t> q) { return dns_->respond(q); };
-    std::optional<stack::Stack> stk;
-    stk.emplace(sc, upstream);
-    stack_ = &stk;
-    upstream.set_events(&stk->events());
-    stk->start();
-
-    if (!o_.hosts_file.empty() && o_.dns != "resolver") {
-      hosts_.emplace(o_.hosts_file);
-      state_.hosts_file = o_.hosts_file;
-    }
-    apply_sandboxes(list, true);
-    if (hosts_) fmt::print("✓ names written to {}\n", o_.hosts_file);
-    fmt::print("✓ DNS for *.{} answers on {} and {} (port 53)\n", o_.domain, plan_->dns4().to_string(),
-               plan_->dns6().to_string());
-    std::optional<names::ResolverRegistration> resolver;
-    if (o_.dns != "hosts" && names::ResolverRegistration::available()) {
-      try {
-        resolver.emplace(tun_name_, std::vector<std::string>{plan_->dns4().to_string(), plan_->dns6().to_string()},
-                         o_.domain);
-        if (resolver->active()) fmt::print("✓ systemd-resolved sends *.{} to the tunnel\n", o_.domain);
-      } catch (const std::exception& e) {
-        spdlog::warn("systemd-resolved registration failed (names still work through {}): {}",
-                     o_.hosts_file.empty() ? "the DNS address" : o_.hosts_file, e.what());
-      }
-    } else if (o_.dns == "resolver") {
-      spdlog::warn("--dns resolver: systemd-resolved is not running; use the DNS address directly");
-    }
-    if (!o_.no_ssh_config) {
-      const std::string cfg = o_.ssh_config.empty() ? default_ssh_config() : o_.ssh_config;
-      const std::filesystem::path inc = state_dir_ / "ssh_config";
-      try {
-        names::SshConfigInclude ssh(cfg, inc, o_.domain);
-        ssh.install();
-        ssh_.emplace(std::move(ssh));
-        state_.ssh_config = cfg;
-        state_.ssh_include = inc.string();
-        fmt::print("✓ ssh: `ssh <sandbox>.{}` works without flags (Include in {})\n", o_.domain, cfg);
-      } catch (const std::exception& e) {
-        spdlog::warn("could not add the ssh Include to {}: {}", cfg, e.what());
-      }
-    }
-    state_.pid = ::getpid();
-    save_state();
-    ControlServer control(control_socket_path(o_.state_dir),
-                          [this](const std::string& req) { return handle_control(req); });
-
-    print_table();
-    fmt::print("\nTunnel is up. Try: ssh <sandbox>.{} / curl http://<sandbox>.{}:PORT/\n"
-               "`openshell-tunnel status` shows it; Ctrl-C or `openshell-tunnel down` stops it.\n",
-               o_.domain, o_.domain);
-    std::fflush(stdout);
-
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGHUP);
-    // systemd (Type=notify): the tunnel is up; a no-op without $NOTIFY_SOCKET.
-    sd_notify(0, fmt::format("READY=1\nSTATUS=tunnel {} is up, names under .{}", tun_name_, o_.domain).c_str());
-    int sig;
-    for (;;) {
-      const timespec ts{static_cast<time_t>(o_.refresh_ms / 1000),
-                        static_cast<long>(o_.refresh_ms % 1000) * 1000000L};
-      sig = ::sigtimedwait(&set, nullptr, &ts);
-      if (sig == SIGHUP) {
-        reload();
-        continue;
-      }
-      if (sig > 0) break;
-      refresh();
-    }
-    sd_notify(0, "STOPPING=1");
-    fmt::print("\nStopping ({})...\n", strsignal(sig));
-    std::fflush(stdout);
-
-    // Teardown, reverse order.
-    if (hosts_) {
-      try {
-        hosts_->remove_block();
-      } catch (const std::exception& e) {
-        spdlog::error("removing the names block: {}", e.what());
-      }
-    }
-    if (ssh_) ssh_->remove();
-    upstream.set_events(nullptr);
-    stk->stop();
-    upstream.manager().shutdown();
-    log_counters(stk->counters(), upstream.manager().stats());
-    stack_ = nullptr;
-    upstream_ = nullptr;
-    link.rollback();
+    bring_up(list);
   } catch (const tun::TunError& e) {
     const bool perm = e.error_code() == EPERM || e.error_code() == EACCES;
     fmt::print(stderr, "error: {}{}\n", e.what(),
                perm ? " (creating a TUN needs root or CAP_NET_ADMIN)" : "");
-    state_.pid = 0;
-    save_state();
+    undo_.unwind();
     return kExitSystem;
   } catch (const std::exception& e) {
     fmt::print(stderr, "error: {}\n", e.what());
-    if (hosts_) {
-      try {
-        hosts_->remove_block();
-      } catch (...) {
-      }
-    }
-    if (ssh_) ssh_->remove();
-    state_.pid = 0;
-    save_state();
+    undo_.unwind();
     return kExitSystem;
   }
-  state_.pid = 0;
-  state_.hosts_file.clear();
-  state_.ssh_config.clear();
-  save_state();
+
+  print_table();
+  fmt::print("\nTunnel is up. Try: ssh <sandbox>.{} / curl http://<sandbox>.{}:PORT/\n"
+             "`openshell-tunnel status` shows it; Ctrl-C or `openshell-tunnel down` stops it.\n",
+             o_.domain, o_.domain);
+  std::fflush(stdout);
+
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGHUP);
+  // systemd (Type=notify): the tunnel is up; a no-op without $NOTIFY_SOCKET.
+  sd_notify(0, fmt::format("READY=1\nSTATUS=tunnel {} is up, names under .{}", tun_name_, o_.domain).c_str());
+  int sig;
+  for (;;) {
+    const timespec ts{static_cast<time_t>(o_.refresh_ms / 1000),
+                      static_cast<long>(o_.refresh_ms % 1000) * 1000000L};
+    sig = ::sigtimedwait(&set, nullptr, &ts);
+    if (sig == SIGHUP) {
+      reload();
+      continue;
+    }
+    if (sig > 0) break;
+    refresh();
+  }
+  sd_notify(0, "STOPPING=1");
+  fmt::print("\nStopping ({})...\n", strsignal(sig));
+  std::fflush(stdout);
+  undo_.unwind();
   fmt::print("✓ tunnel down, TUN and names removed\n");
   return kExitOk;
+}
+
+void Tunnel::bring_up(const std::vector<relay::SandboxInfo>& list) {
+  // Pushed first, so run last: whatever happened, no tunnel runs any more.
+  // The names' own steps forget their files once removed; a file whose
+  // block could not be removed stays in the state for the next run.
+  undo_.push("the state file", [this] {
+    state_.pid = 0;
+    save_state();
+  });
+
+  dev_.emplace(tun::TunDevice::open(o_.tun_name));
+  undo_.push("the TUN device", [this] { dev_.reset(); });
+  tun_name_ = dev_->name();
+  state_.tun_name = tun_name_;
+  link_.emplace(dev_->ifindex());
+  undo_.push("the TUN link configuration", [this] {
+    link_->rollback();
+    link_.reset();
+  });
+  link_->set_mtu(o_.mtu);
+  link_->set_txqueuelen(10000);  // a connection storm overflows the default 500 (BENCHMARKS.md)
+  link_->add_address({plan_->tunnel4(), p4_->len});
+  link_->add_address({plan_->tunnel6(), p6_->len});
+  link_->set_up();
+  fmt::print("✓ TUN {} up: {}/{} {}/{} mtu {}\n", tun_name_, plan_->tunnel4().to_string(), p4_->len,
+             plan_->tunnel6().to_string(), p6_->len, o_.mtu);
+
+  upstream_.emplace(gw_, o_.forward);
+  undo_.push("the relay", [this] { upstream_.reset(); });  // cancels streams, revokes tokens
+  upstream_->set_sandbox_names(sandbox_names());
+  stack::StackConfig sc;
+  sc.packet_fd = dev_->fd();
+  sc.mtu = o_.mtu;
+  sc.peer4 = plan_->tunnel4();
+  sc.peer6 = plan_->tunnel6();
+  sc.netif4 = plan_->netif4();
+  sc.netif6 = plan_->netif6();
+  sc.prefix4 = p4_->len;
+  sc.prefix6 = p6_->len;
+  sc.keepalive_idle_ms = o_.keepalive_s * 1000;
+  sc.keepalive_intvl_ms = std::max<uint32_t>(1000, std::min<uint32_t>(15000, o_.keepalive_s * 250));
+  sc.keepalive_count = 4;
+  // The DNS responder answers on the second address of each prefix.
+  sc.dns_addrs = {plan_->dns4(), plan_->dns6()};
+  sc.dns_handler = [this](std::span<const uint8_t> q) { return dns_->respond(q); };
+  stack_.emplace(sc, *upstream_);
+  undo_.push("the stack", [this] {
+    upstream_->set_events(nullptr);
+    stack_->stop();  // resets live connections
+    upstream_->manager().shutdown();
+    log_counters(stack_->counters(), upstream_->manager().stats());
+    stack_.reset();
+  });
+  upstream_->set_events(&stack_->events());
+  stack_->start();
+
+  if (!o_.hosts_file.empty() && o_.dns != "resolver") {
+    hosts_.emplace(o_.hosts_file);
+    state_.hosts_file = o_.hosts_file;
+    undo_.push("the names block in " + o_.hosts_file, [this] {
+      hosts_->remove_block();
+      state_.hosts_file.clear();
+    });
+  }
+  apply_sandboxes(list, true);
+  if (hosts_) fmt::print("✓ names written to {}\n", o_.hosts_file);
+  fmt::print("✓ DNS for *.{} answers on {} and {} (port 53)\n", o_.domain, plan_->dns4().to_string(),
+             plan_->dns6().to_string());
+  if (o_.dns != "hosts" && names::ResolverRegistration::available()) {
+    try {
+      resolver_.emplace(tun_name_, std::vector<std::string>{plan_->dns4().to_string(), plan_->dns6().to_string()},
+                        o_.domain);
+      undo_.push("the systemd-resolved registration", [this] { resolver_.reset(); });
+      if (resolver_->active()) fmt::print("✓ systemd-resolved sends *.{} to the tunnel\n", o_.domain);
+    } catch (const std::exception& e) {
+      spdlog::warn("systemd-resolved registration failed (names still work through {}): {}",
+                   o_.hosts_file.empty() ? "the DNS address" : o_.hosts_file, e.what());
+    }
+  } else if (o_.dns == "resolver") {
+    spdlog::warn("--dns resolver: systemd-resolved is not running; use the DNS address directly");
+  }
+  if (!o_.no_ssh_config) {
+    const std::string cfg = o_.ssh_config.empty() ? default_ssh_config() : o_.ssh_config;
+    const std::filesystem::path inc = state_dir_ / "ssh_config";
+    try {
+      names::SshConfigInclude ssh(cfg, inc, o_.domain);
+      ssh.install();
+      ssh_.emplace(std::move(ssh));
+      state_.ssh_config = cfg;
+      state_.ssh_include = inc.string();
+      undo_.push("the ssh Include in " + cfg, [this] {
+        ssh_->remove();
+        ssh_.reset();
+        state_.ssh_config.clear();
+      });
+      fmt::print("✓ ssh: `ssh <sandbox>.{}` works without flags (Include in {})\n", o_.domain, cfg);
+    } catch (const std::exception& e) {
+      spdlog::warn("could not add the ssh Include to {}: {}", cfg, e.what());
+    }
+  }
+  state_.pid = ::getpid();
+  save_state();
+  control_.emplace(control_socket_path(o_.state_dir),
+                   [this](const std::string& req) { return handle_control(req); });
+  undo_.push("the control socket", [this] { control_.reset(); });  // first down: no status during teardown
 }
 
 }  // namespace

@@ -8,6 +8,7 @@
 #include <optional>
 #include <string>
 
+#include "relay/forward.h"
 #include "relay/gateway_client.h"
 
 namespace osh::cli {
@@ -28,16 +29,11 @@ struct UpOptions {
   bool no_ssh_config = false;              ///< opt out of the ssh Include
   std::string dns = "both";                ///< hosts | resolver | both
   uint32_t mtu = 65000;                    ///< TUN MTU, bytes (large: fewer, bigger segments; lwip-notes.md)
-  size_t max_streams_per_sandbox = 20;     ///< upstream cap (protocol §2.8)
-  size_t max_streams_per_token = 3;
-  uint32_t queue_timeout_ms = 10000;
-  /// --connect-settle-ms: -1 = adaptive settle window, 0 = none, else ms
-  /// (relay::ForwardOptions::connect_settle).
-  int32_t connect_settle_ms = -1;
-  bool no_tunnel_ext = false;  ///< --no-tunnel-ext (relay::ForwardOptions::request_extensions)
+  /// The stream settings (caps, queue, settle window, extensions, token
+  /// idle time), with relay's defaults (cli/stream_flags.h binds the flags).
+  relay::ForwardOptions forward;
   uint32_t refresh_ms = 2000;              ///< how often the sandbox list is re-read
   uint32_t keepalive_s = 120;              ///< TCP keepalive idle time towards clients; 0 = off
-  uint32_t token_idle_s = 60;              ///< revoke pooled tokens unused this long
 };
 
 /// Process exit codes (README "Exit codes").

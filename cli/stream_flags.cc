@@ -1,0 +1,47 @@
+#include "cli/stream_flags.h"
+
+#include <CLI/CLI.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+
+namespace osh::cli {
+
+void add_stream_flags(CLI::App* cmd, relay::ForwardOptions& fo) {
+  cmd->add_option("--max-streams-per-sandbox", fo.max_streams_per_sandbox,
+                  "concurrent ForwardTcp streams per sandbox; more connections wait")
+      ->capture_default_str()->check(CLI::Range(size_t{1}, size_t{1000000}));
+  cmd->add_option("--max-streams-per-token", fo.max_streams_per_token,
+                  "concurrent streams per SSH-session token")
+      ->capture_default_str()->check(CLI::Range(size_t{1}, size_t{1000000}));
+  cmd->add_option_function<uint32_t>(
+         "--queue-timeout-ms", [&fo](const uint32_t& ms) { fo.queue_timeout = std::chrono::milliseconds(ms); },
+         "how long a connection may wait for a stream slot before it is refused")
+      ->default_str(std::to_string(fo.queue_timeout.count()));
+  const int32_t settle_default =
+      fo.connect_settle ? static_cast<int32_t>(fo.connect_settle->count()) : -1;
+  cmd->add_option_function<int32_t>(
+         "--connect-settle-ms",
+         [&fo](const int32_t& ms) {
+           if (ms < 0) fo.connect_settle.reset();
+           else fo.connect_settle = std::chrono::milliseconds(ms);
+         },
+         "after the gateway's response headers, hold a new connection this long for a "
+         "refusal from the sandbox (-1: adaptive, at most 25 ms; 0: none; ignored when the "
+         "gateway confirms connects itself)")
+      ->default_str(std::to_string(settle_default))->check(CLI::Range(-1, 60000));
+  cmd->add_flag_callback("--no-tunnel-ext", [&fo] { fo.request_extensions = false; },
+                         "do not ask the gateway for the project's ForwardTcp extensions (connect-ack, "
+                         "fin-frame, relay-error): behave exactly as against upstream");
+}
+
+void add_token_idle_flag(CLI::App* cmd, relay::ForwardOptions& fo) {
+  const auto secs = std::chrono::duration_cast<std::chrono::seconds>(fo.token_idle_timeout).count();
+  cmd->add_option_function<uint32_t>(
+         "--token-idle-s", [&fo](const uint32_t& s) { fo.token_idle_timeout = std::chrono::seconds(s); },
+         "revoke pooled SSH-session tokens unused this long")
+      ->default_str(std::to_string(secs))->check(CLI::Range(1, 86400));
+}
+
+}  // namespace osh::cli
