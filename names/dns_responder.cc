@@ -39,6 +39,7 @@
 #include <new>
 #include <stdexcept>
 
+#include "common/ip_address.h"
 #include "names/ldns_cxx.h"
 
 namespace osh::names {
@@ -208,16 +209,18 @@ void DnsResponder::set_names(NameTable names) {
   for (auto& [label, addrs] : names) {
     Table::Entry e;
     for (const std::string& a : addrs.first) {
-      std::array<uint8_t, 4> b{};
-      if (inet_pton(AF_INET, a.c_str(), b.data()) != 1)
+      const auto ip = IpAddress::parse(a);
+      if (!ip || !ip->is_v4())
         throw std::invalid_argument("DNS name \"" + label + "\": \"" + a + "\" is not an IPv4 address");
+      std::array<uint8_t, 4> b{};
+      std::copy_n(ip->bytes.begin(), 4, b.begin());
       e.v4.push_back(b);
     }
     for (const std::string& a : addrs.second) {
-      std::array<uint8_t, 16> b{};
-      if (inet_pton(AF_INET6, a.c_str(), b.data()) != 1)
+      const auto ip = IpAddress::parse(a);
+      if (!ip || !ip->is_v6())
         throw std::invalid_argument("DNS name \"" + label + "\": \"" + a + "\" is not an IPv6 address");
-      e.v6.push_back(b);
+      e.v6.push_back(ip->bytes);
     }
     t->names[lower(label)] = std::move(e);
   }

@@ -17,7 +17,6 @@
 // outlives the constructor. The destructor reverts and logs a failure.
 #include "names/resolver_registration.h"
 
-#include <arpa/inet.h>
 #include <net/if.h>
 #include <spdlog/spdlog.h>
 #include <sys/socket.h>
@@ -28,6 +27,8 @@
 #include <memory>
 #include <string_view>
 #include <utility>
+
+#include "common/ip_address.h"
 
 namespace osh::names {
 
@@ -155,17 +156,11 @@ bool ResolverRegistration::available() {
 std::vector<ResolvedDnsAddress> ResolverRegistration::dns_addresses(const std::vector<std::string>& numeric) {
   std::vector<ResolvedDnsAddress> out;
   for (const std::string& s : numeric) {
+    const auto ip = IpAddress::parse(s);
+    if (!ip) throw std::invalid_argument("resolver registration: '" + s + "' is not a numeric IP address");
     ResolvedDnsAddress a;
-    unsigned char buf[16];
-    if (::inet_pton(AF_INET, s.c_str(), buf) == 1) {
-      a.family = AF_INET;
-      a.bytes.assign(buf, buf + 4);
-    } else if (::inet_pton(AF_INET6, s.c_str(), buf) == 1) {
-      a.family = AF_INET6;
-      a.bytes.assign(buf, buf + 16);
-    } else {
-      throw std::invalid_argument("resolver registration: '" + s + "' is not a numeric IP address");
-    }
+    a.family = ip->family;
+    a.bytes.assign(ip->bytes.begin(), ip->bytes.begin() + static_cast<std::ptrdiff_t>(ip->size()));
     out.push_back(std::move(a));
   }
   return out;

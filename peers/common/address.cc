@@ -1,8 +1,5 @@
 #include "peers/common/address.h"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
-
 #include <algorithm>
 #include <cctype>
 #include <charconv>
@@ -46,22 +43,14 @@ LoopbackHost NormalizeLoopbackHost(std::string_view raw) {
   if (host.empty()) return {LoopbackCheck::kEmpty, {}};
   if (EqualsIgnoreCase(host, "localhost")) return {LoopbackCheck::kOk, "127.0.0.1"};
 
-  char text[INET6_ADDRSTRLEN] = {};
-  in_addr v4{};
-  if (inet_pton(AF_INET, host.c_str(), &v4) == 1) {
-    // 127.0.0.0/8: the first octet of the network-order address.
-    if ((ntohl(v4.s_addr) >> 24) != 127) return {LoopbackCheck::kNotLoopback, {}};
-    inet_ntop(AF_INET, &v4, text, sizeof text);
-    return {LoopbackCheck::kOk, text};
-  }
-  in6_addr v6{};
-  if (inet_pton(AF_INET6, host.c_str(), &v6) == 1) {
-    // Only ::1 itself; IPv4-mapped ::ffff:127.0.0.1 fails, as upstream's
-    // Ipv6Addr::is_loopback() does.
-    if (!IN6_IS_ADDR_LOOPBACK(&v6)) return {LoopbackCheck::kNotLoopback, {}};
-    inet_ntop(AF_INET6, &v6, text, sizeof text);
-    return {LoopbackCheck::kOk, text};
-  }
+  const auto ip = IpAddress::parse(host);
+  if (!ip) return {LoopbackCheck::kNotLoopback, {}};
+  // 127.0.0.0/8; for IPv6 only ::1 itself: IPv4-mapped ::ffff:127.0.0.1
+  // fails, as upstream's Ipv6Addr::is_loopback() does.
+  static const IpAddress kV6Loopback = *IpAddress::parse("::1");
+  const bool loopback = ip->is_v4() ? ip->bytes[0] == 127 : *ip == kV6Loopback;
+  if (!loopback) return {LoopbackCheck::kNotLoopback, {}};
+  return {LoopbackCheck::kOk, ip->to_string()};
   return {LoopbackCheck::kNotLoopback, {}};
 }
 

@@ -222,19 +222,7 @@ std::string with_stack(const std::function<std::string()>& body) {
 
 // Fills `ss` with a numeric v4/v6 address and port; returns its length.
 socklen_t make_sockaddr(const char* addr, uint16_t port, sockaddr_storage* ss) {
-  *ss = {};
-  if (strchr(addr, ':')) {
-    auto* s6 = reinterpret_cast<sockaddr_in6*>(ss);
-    s6->sin6_family = AF_INET6;
-    s6->sin6_port = htons(port);
-    inet_pton(AF_INET6, addr, &s6->sin6_addr);
-    return sizeof *s6;
-  }
-  auto* s4 = reinterpret_cast<sockaddr_in*>(ss);
-  s4->sin_family = AF_INET;
-  s4->sin_port = htons(port);
-  inet_pton(AF_INET, addr, &s4->sin_addr);
-  return sizeof *s4;
+  return IpAddress::parse(addr).value_or(IpAddress{}).to_sockaddr(port, ss);
 }
 
 int connect_to(const char* addr, uint16_t port, int* err, long timeout_s = 10) {
