@@ -1,7 +1,7 @@
 // Theory of operation: `openshell-tunnel ssh-proxy SANDBOX`
 // =======================================================
 // OpenSSH runs the proxy with its stdin/stdout as the SSH byte stream
-// (ProxyCommand). The proxy resolves SANDBOX to its id (ListSandboxes, must
+// (ProxyCommand). The proxy resolves SANDBOX to its id (GetSandbox by name, must
 // be READY), and bridges in_fd/out_fd to one ForwardTcp stream with init.ssh
 // (protocol §5.3; the relay mints the CreateSshSession token) with
 // relay::SocketBridge::add_pipes (relay/socket_bridge.cc):
