@@ -8,9 +8,11 @@
 # (no needless rebuilds). The version is:
 #   BASE                  when HEAD carries the tag vBASE (a release), or when
 #                         there is no git metadata (a source tarball);
-#   BASE~git<hash>        otherwise: the 8-hex-digit commit; '~' sorts before
+#   BASE~git<N>.<hash>    otherwise: N = the number of commits up to HEAD
+#                         (so later snapshots sort later: a hash alone does
+#                         not), then the 8-hex-digit commit; '~' sorts before
 #                         the release in Debian's version order (deb-version(7)),
-#                         so 0.2.0~git1234abcd < 0.2.0.
+#                         so 0.2.0~git214.1234abcd < 0.2.0~git215.0badc0de < 0.2.0.
 foreach(v SRC BASE OUT_DIR)
   if(NOT DEFINED ${v})
     message(FATAL_ERROR "version.cmake: -D${v}=... is required")
@@ -25,8 +27,10 @@ if(GIT AND EXISTS "${SRC}/.git")
   if(NOT (tag_rc EQUAL 0 AND tag STREQUAL "v${BASE}"))
     execute_process(COMMAND "${GIT}" -C "${SRC}" rev-parse --short=8 HEAD
                     OUTPUT_VARIABLE hash RESULT_VARIABLE hash_rc ERROR_QUIET OUTPUT_STRIP_TRAILING_WHITESPACE)
-    if(hash_rc EQUAL 0 AND hash MATCHES "^[0-9a-f]+$")
-      set(version "${BASE}~git${hash}")
+    execute_process(COMMAND "${GIT}" -C "${SRC}" rev-list --count HEAD
+                    OUTPUT_VARIABLE count RESULT_VARIABLE count_rc ERROR_QUIET OUTPUT_STRIP_TRAILING_WHITESPACE)
+    if(hash_rc EQUAL 0 AND hash MATCHES "^[0-9a-f]+$" AND count_rc EQUAL 0 AND count MATCHES "^[0-9]+$")
+      set(version "${BASE}~git${count}.${hash}")
     endif()
   endif()
 endif()

@@ -2,9 +2,9 @@
 # Installs every Debian 12 package openshell-tunnel needs to build, test,
 # package and run its demo. Idempotent; run as root.
 #
-# Starts no service on the machine: some of these packages enable and start
-# a service in their postinst on a systemd host (openssh-server: ssh.service
-# on port 22; dbus). For the install, a /usr/sbin/policy-rc.d that exits 101
+# Starts no service on the machine, now or at the next boot: some of these
+# packages enable and start a service in their postinst on a systemd host
+# (openssh-server: ssh.service on port 22; dbus). For the install, a /usr/sbin/policy-rc.d that exits 101
 # ("action forbidden", invoke-rc.d(8) and deb-systemd-invoke honour it) is put
 # in place, and removed afterwards, even on failure, and only if this script
 # created it (an existing one is left as it is).
@@ -41,6 +41,16 @@ if ((${#missing[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # policy-rc.d stops services from starting now, but openssh-server's
+  # postinst still enables ssh.service (deb-systemd-helper), so sshd would
+  # listen on port 22 after the next boot: disable it again when this run
+  # installed it (an ssh server the machine had before is left alone).
+  for p in "${missing[@]}"; do
+    if [[ $p == openssh-server ]] && command -v deb-systemd-helper >/dev/null; then
+      deb-systemd-helper disable ssh.service >/dev/null 2>&1 || true
+      echo "install-deps: ssh.service (enabled by openssh-server's install) disabled again"
+    fi
+  done
   remove_policy
   created_policy=0
 fi

@@ -2,7 +2,7 @@
 # Builds the Debian packages with one command (CPack's DEB generator):
 #   <build>/packages/openshell-tunnel_<version>_<arch>.deb        the tunnel, unit, man page, completion
 #   <build>/packages/openshell-tunnel-peers_<version>_<arch>.deb  the mini gateway/supervisor (/usr/lib/openshell-tunnel)
-# <version> is CMakeLists.txt's project version, with ~git<hash> for an
+# <version> is CMakeLists.txt's project version, with ~git<count>.<hash> for an
 # untagged commit (cmake/version.cmake); Depends: comes from dpkg-shlibdeps.
 # Builds first (scripts/build.sh, so ccache and OSH_BUILD_DIR apply; default
 # build/). Prints the package paths, one a line, on stdout's last lines.

@@ -116,6 +116,7 @@ osh_cleanup() {
   ip netns del "$NS_GW" 2>/dev/null
   ip netns del "$NS_SBX" 2>/dev/null
   rm -rf "/etc/netns/$NS_CLIENT" "$OSH_WORK"
+  if [[ ${OSH_MADE_ETC_NETNS:-0} == 1 ]]; then rmdir /etc/netns 2>/dev/null || true; fi  # only if empty
   return $rc
 }
 
@@ -136,6 +137,7 @@ osh_topology() {
   ip -n "$NS_GW" link set "vh$OSH_TAG" up
   ip -n "$NS_SBX" link set "vs$OSH_TAG" up
   # The client namespace's own hosts file (ip netns exec bind-mounts it on /etc/hosts).
+  [[ -d /etc/netns ]] || OSH_MADE_ETC_NETNS=1
   mkdir -p "/etc/netns/$NS_CLIENT"
   printf '127.0.0.1\tlocalhost\n::1\tlocalhost\n' >"/etc/netns/$NS_CLIENT/hosts"
   OSH_HOSTS="/etc/netns/$NS_CLIENT/hosts"
