@@ -7,6 +7,8 @@
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <string>
+#include <vector>
 
 #include "cli/commands.h"
 #include "cli/up.h"
@@ -44,7 +46,7 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
   app.add_flag("-v,--verbose", verbose, "same as --log-level debug");
-  // OSH_VERSION: CMakeLists.txt's project version, "~git<hash>" appended
+  // OSH_VERSION: CMakeLists.txt's project version, "~git<count>.<hash>" appended
   // for untagged builds (cmake/version.cmake).
   app.set_version_flag("--version", "openshell-tunnel " OSH_VERSION);
   app.parse_complete_callback([&] {
@@ -65,6 +67,14 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
+    // No command recognised but words left over ("openshell-tunnel bogus",
+    // "--bogus"): name them instead of CLI11's "A subcommand is required".
+    const std::vector<std::string> rest = app.remaining();
+    if (e.get_exit_code() != 0 && app.get_subcommands().empty() && !rest.empty()) {
+      std::fprintf(stderr, "error: unknown command or option '%s' (commands: up, status, down, forward, "
+                   "ssh-proxy; see --help)\n", rest.front().c_str());
+      return osh::cli::kExitUsage;
+    }
     const int rc = app.exit(e);
     return rc == 0 ? 0 : osh::cli::kExitUsage;
   }
