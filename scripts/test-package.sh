@@ -48,6 +48,22 @@ depends="$(dpkg-deb -f "$tunnel_deb" Depends)"
 echo "openshell-tunnel $version, Depends (dpkg-shlibdeps): $depends"
 [[ $depends == *libc6* && $depends == *libgrpc++* && $depends == *libsystemd0* ]] ||
   { echo "FAIL: Depends lacks libc6, libgrpc++ or libsystemd0: not computed by dpkg-shlibdeps?" >&2; exit 1; }
+# Each package's own synopsis, and its long description indented by one space
+# (deb-control(5)).
+for d in "${debs[@]}"; do
+  desc="$(dpkg-deb -f "$d" Description)"
+  synopsis="$(head -1 <<<"$desc")"
+  case "$(dpkg-deb -f "$d" Package)" in
+    openshell-tunnel) want="every OpenShell sandbox reachable as a host on your network" ;;
+    openshell-tunnel-peers) want="reference OpenShell gateway and supervisor for openshell-tunnel tests" ;;
+    *) want="$synopsis" ;;
+  esac
+  [[ $synopsis == "$want" ]] || { echo "FAIL: $(basename "$d"): synopsis '$synopsis', want '$want'" >&2; exit 1; }
+  if tail -n +2 <<<"$desc" | grep -qv '^ [^ ]'; then
+    echo "FAIL: $(basename "$d"): long description lines must start with exactly one space" >&2; exit 1
+  fi
+done
+echo "  ok: each package has its own synopsis and a one-space-indented description"
 
 WORK="$(mktemp -d /tmp/osh-pkgtest.XXXXXX)"
 cleanup() {
