@@ -57,6 +57,15 @@ expect "" openshell-tunnel forward 8080 demo ""
 expect "db-1 demo" openshell-tunnel forward --gateway-insecure 8080 ""
 expect "" openshell-tunnel up --domain ""
 
+# What bash really passes for `forward 127.0.0.1:8080 de`: COMP_WORDS split
+# at ':' as well (COMP_WORDBREAKS); the sandbox is still the second argument.
+got="$(bash -c '
+  source "$1"; _OSH_COMP_BIN="$2"
+  COMP_WORDS=(openshell-tunnel forward 127.0.0.1 : 8080 de); COMP_CWORD=5
+  COMP_LINE="openshell-tunnel forward 127.0.0.1:8080 de"; COMP_POINT=${#COMP_LINE}
+  _openshell_tunnel; printf "%s\n" "${COMPREPLY[@]}"' _ "$COMP" "$WORK/stub")"
+if [[ $got == demo ]]; then echo "  ok: [forward 127.0.0.1:8080 de] (split at ':') -> demo"; else echo "FAIL: [forward 127.0.0.1:8080 de] -> '$got'"; bad=1; fi
+
 # Every flag of `up --help` is offered after `up --`.
 flags="$("$BIN" up --help | awk '/^Options:/ {on = 1; next} on && /^  -/ {n = split($1, f, ","); for (i = 1; i <= n; i++) if (f[i] ~ /^--/) print f[i]}' | sort)"
 offered="$(complete_words "$WORK/stub" openshell-tunnel up -- | tr ' ' '\n' | sort)"
