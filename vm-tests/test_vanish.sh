@@ -20,12 +20,13 @@ cleanup_all() {
 }
 trap cleanup_all EXIT
 
-# 2,000 in CI for now (was 10,000): on 2026-12-06, after the upstream-
-# behaviour peers and the stack split landed, 10,000 took ~100 s to establish
-# and about 900 of them ended before the client vanished (the tunnel showed
-# 9,129 active while the holder held 10,000), also on a lightly loaded
-# machine; 2,000 pass in ~7 s. A regression to find (see the closing note of
-# that session); run OSH_VANISH_CONNS=10000 to reproduce.
+# 2,000 in CI (was 10,000). 10,000 pass on a quiet machine (2026-12-06:
+# 50 s to establish, all held, released 10 s after the client vanished; 65 s
+# in all, twice), but not on a loaded one: with a build and another test run
+# sharing the 2 cores the rate of new connections falls from ~230/s to ~30/s
+# past ~6,000 and thousands of held connections end (without a reset) before
+# the client vanishes. Load-dependent and not explained yet; 6,000 pass under
+# that load. OSH_VANISH_CONNS=10000 runs the full size.
 N="${OSH_VANISH_CONNS:-2000}"
 osh_topology
 osh_sandbox_services 1
