@@ -7,7 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 [[ $(id -u) == 0 ]] || { echo "scripts/demo.sh: run as root (it creates network namespaces and a TUN)" >&2; exit 1; }
 scripts/install-deps.sh
-scripts/build.sh
+# Only the three programs the demo runs (scripts/test.sh builds everything).
+OSH_BUILD_TARGETS="openshell-tunnel openshell-mini-gateway openshell-mini-supervisor" scripts/build.sh
 BUILD_DIR="${OSH_BUILD_DIR:-build}"
 export OSH_TUNNEL="$PWD/$BUILD_DIR/cli/openshell-tunnel"
 export OSH_GATEWAY="$PWD/$BUILD_DIR/peers/openshell-mini-gateway"
