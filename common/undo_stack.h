@@ -1,8 +1,9 @@
 // UndoStack: how a multi-step set-up is taken down again, written once.
 // Each step that changed something pushes how to undo it; unwind() runs the
 // undo steps newest first, whether the set-up finished, failed half-way or
-// the program is stopping (the pattern of tun/link_config and OpenVPN 3's
-// tunnetlink create/destroy). `up` builds its tunnel this way (cli/up.cc).
+// the program is stopping (OpenVPN 3's tunnetlink create/destroy). `up`
+// builds its tunnel this way (cli/up.cc), and tun/link_config records its
+// netlink changes in one.
 #pragma once
 
 #include <spdlog/spdlog.h>

@@ -47,6 +47,7 @@
 #include <functional>
 #include <vector>
 
+#include "common/undo_stack.h"
 #include "tun/scoped_fd.h"
 
 namespace osh::tun {
@@ -235,15 +236,26 @@ int write_sysctl(const std::string& path, const std::string& value) {
 }  // namespace
 
 struct LinkConfig::Impl {
-  struct UndoStep {
-    std::string what;          // e.g. "delete address 198.18.0.1/16 from osh0"
-    std::function<NlStatus()> run;
-  };
-
   int ifindex = 0;
   std::string name;
   RouteSocket sock;
-  std::vector<UndoStep> undo;
+  osh::UndoStack undo;  // common/undo_stack.h, as `up` uses
+
+  /// Records how to undo one change, @what e.g. "delete address
+  /// 198.18.0.1/16 from osh0". Run by rollback(): a failure is logged (a
+  /// change that is already gone, e.g. with the link, only at debug level).
+  void record(std::string what, std::function<NlStatus()> run) {
+    undo.push(what, [what, run = std::move(run)] {
+      const NlStatus st = run();
+      if (st.ok()) {
+        tun_log().debug("{}: done", what);
+      } else if (is_gone(st.error_code())) {
+        tun_log().debug("{}: already gone ({})", what, st.reason());
+      } else {
+        tun_log().warn("{}: {}", what, st.reason());
+      }
+    });
+  }
 
   [[noreturn]] void fail(const std::string& what, const NlStatus& st) const {
     throw TunError(what, st.error_code(), st.reason());
@@ -299,12 +311,12 @@ struct LinkConfig::Impl {
     if (int err = write_sysctl(path, "0"); err != 0)
       throw TunError("enable IPv6 on " + name + " (write 0 to " + path + ")", err);
     tun_log().debug("{}: set disable_ipv6 = 0 (was {})", name, *value);
-    undo.push_back({"restore " + path + " to " + *value, [path, old = *value] {
-                      NlStatus st;
-                      st.sys_errno = write_sysctl(path, old);
-                      st.nlerr = st.sys_errno != 0 ? -NLE_FAILURE : 0;
-                      return st;
-                    }});
+    record("restore " + path + " to " + *value, [path, old = *value] {
+      NlStatus st;
+      st.sys_errno = write_sysctl(path, old);
+      st.nlerr = st.sys_errno != 0 ? -NLE_FAILURE : 0;
+      return st;
+    });
   }
 };
 
@@ -342,8 +354,8 @@ void LinkConfig::set_mtu(uint32_t bytes) {
   if (old == bytes) return;
   if (NlStatus st = im.set_mtu_raw(bytes); !st.ok()) im.fail(what, st);
   tun_log().debug("{}: MTU {} -> {}", im.name, old, bytes);
-  im.undo.push_back({"restore MTU " + std::to_string(old) + " on " + im.name,
-                     [&im, old] { return im.set_mtu_raw(old); }});
+  im.record("restore MTU " + std::to_string(old) + " on " + im.name,
+            [&im, old] { return im.set_mtu_raw(old); });
 }
 
 void LinkConfig::set_txqueuelen(uint32_t packets) {
@@ -353,8 +365,8 @@ void LinkConfig::set_txqueuelen(uint32_t packets) {
   const uint32_t old = rtnl_link_get_txqlen(link.get());
   if (old == packets) return;
   if (NlStatus st = im.set_txqlen_raw(packets); !st.ok()) im.fail(what, st);
-  im.undo.push_back({"restore txqueuelen " + std::to_string(old) + " on " + im.name,
-                     [&im, old] { return im.set_txqlen_raw(old); }});
+  im.record("restore txqueuelen " + std::to_string(old) + " on " + im.name,
+            [&im, old] { return im.set_txqlen_raw(old); });
 }
 
 void LinkConfig::set_up() {
@@ -364,7 +376,7 @@ void LinkConfig::set_up() {
   if ((rtnl_link_get_flags(link.get()) & IFF_UP) != 0) return;
   if (NlStatus st = im.set_updown_raw(true); !st.ok()) im.fail(what, st);
   tun_log().debug("{}: up", im.name);
-  im.undo.push_back({"set " + im.name + " down", [&im] { return im.set_updown_raw(false); }});
+  im.record("set " + im.name + " down", [&im] { return im.set_updown_raw(false); });
 }
 
 void LinkConfig::add_address(const IpPrefix& p, AddrFlags flags) {
@@ -388,9 +400,9 @@ void LinkConfig::add_address(const IpPrefix& p, AddrFlags flags) {
   NlStatus st = im.sock.run([&](nl_sock* sk) { return rtnl_addr_add(sk, addr.get(), NLM_F_EXCL); });
   if (!st.ok()) im.fail(what, st);
   tun_log().debug("{}: added address {}", im.name, p.to_string());
-  im.undo.push_back({"delete address " + p.to_string() + " from " + im.name, [&im, addr] {
-                       return im.sock.run([&](nl_sock* sk) { return rtnl_addr_delete(sk, addr.get(), 0); });
-                     }});
+  im.record("delete address " + p.to_string() + " from " + im.name, [&im, addr] {
+    return im.sock.run([&](nl_sock* sk) { return rtnl_addr_delete(sk, addr.get(), 0); });
+  });
 }
 
 void LinkConfig::add_route(const IpPrefix& dst_in) {
@@ -417,30 +429,13 @@ void LinkConfig::add_route(const IpPrefix& dst_in) {
   NlStatus st = im.sock.run([&](nl_sock* sk) { return rtnl_route_add(sk, route.get(), NLM_F_EXCL); });
   if (!st.ok()) im.fail(what, st);
   tun_log().debug("{}: added route {}", im.name, dst.to_string());
-  im.undo.push_back({"delete route " + dst.to_string() + " dev " + im.name, [&im, route] {
-                       return im.sock.run([&](nl_sock* sk) { return rtnl_route_delete(sk, route.get(), 0); });
-                     }});
+  im.record("delete route " + dst.to_string() + " dev " + im.name, [&im, route] {
+    return im.sock.run([&](nl_sock* sk) { return rtnl_route_delete(sk, route.get(), 0); });
+  });
 }
 
 void LinkConfig::rollback() noexcept {
-  if (!impl_) return;
-  auto& undo = impl_->undo;
-  while (!undo.empty()) {
-    Impl::UndoStep step = std::move(undo.back());
-    undo.pop_back();
-    try {
-      const NlStatus st = step.run();
-      if (st.ok()) {
-        tun_log().debug("{}: done", step.what);
-      } else if (is_gone(st.error_code())) {
-        tun_log().debug("{}: already gone ({})", step.what, st.reason());
-      } else {
-        tun_log().warn("{}: {}", step.what, st.reason());
-      }
-    } catch (const std::exception& e) {
-      tun_log().warn("{}: {}", step.what, e.what());
-    }
-  }
+  if (impl_) impl_->undo.unwind();
 }
 
 bool remove_stale_link(std::string_view name) {
