@@ -23,8 +23,9 @@ trap cleanup_all EXIT
 # 2,000 in CI (was 10,000). 10,000 pass on a quiet machine (2026-12-06:
 # 50 s to establish, all held, released 10 s after the client vanished; 65 s
 # in all, twice), but not on a loaded one: with a build and another test run
-# sharing the 2 cores the rate of new connections falls from ~230/s to ~30/s
-# past ~6,000 and thousands of held connections end (without a reset) before
+# sharing the 2 cores the rate of new connections falls from ~300/s (the
+# first 6,000) to ~30/s (near 9,000), and thousands of held connections end
+# (without a reset) before
 # the client vanishes. Load-dependent and not explained yet; 6,000 pass under
 # that load. OSH_VANISH_CONNS=10000 runs the full size.
 N="${OSH_VANISH_CONNS:-2000}"
