@@ -40,6 +40,8 @@ void print_status(const json& j) {
   else
     fmt::print("gateway {}: UNREACHABLE since {}: {}\n", g.value("endpoint", ""), g.value("since", ""),
                g.value("error", ""));
+  if (!g.value("conflict", "").empty()) fmt::print("gateway CONFLICT: {}\n", g.value("conflict", ""));
+  if (!j.value("ipv6", true)) fmt::print("IPv6: off on this host (IPv4-only; names have A records only)\n");
   fmt::print("\n  {:<24} {:<15} {:<38} {:<13} {:>6} {:>7} {:>10} {:>10} {:>7} {:>7} {:>6}\n", "NAME", "IPv4",
              "IPv6", "PHASE", "ACTIVE", "OPENED", "UP", "DOWN", "REFUSED", "UNREACH", "RESETS");
   for (const auto& s : j["sandboxes"]) {

@@ -3,6 +3,10 @@
 // `up` composes the folders (design.md §2) and then supervises them:
 //   1. state: <state-dir>/state.json says whether another tunnel runs (then
 //      refuse) or a previous one died without cleaning up (then clean up);
+//      then the setup check (cli/setup_check.h): a gateway address inside a
+//      prefix, or a prefix overlapping a local address or route, is refused
+//      (exit 1, one line); a stale TUN of our own is deleted; a host with
+//      IPv6 off gets an IPv4-only tunnel (one warning);
 //   2. gateway: Health, then ListSandboxes (relay/GatewayClient);
 //   3. addresses: the ones in the state file first (stable across restarts),
 //      new sandboxes from the address plan (AddressPlan);
@@ -17,7 +21,11 @@
 // names within one interval, deleted ones lose them (their connections are
 // reset by the stack), phases are tracked for `status`. If the gateway
 // cannot be reached, the tunnel stays up and says since when; new
-// connections fail fast (EHOSTUNREACH) until it is back.
+// connections fail fast (EHOSTUNREACH) until it is back. A gateway given by
+// name is resolved again when it becomes unreachable (then at most every
+// 30 s while it stays so, and on SIGHUP), as gRPC re-resolves then: an
+// address inside a prefix is logged as an error and shown in `status`
+// (gateway.conflict); the tunnel keeps running (the name may move back).
 // Teardown is written once: every step of the set-up pushes its undo onto
 // one UndoStack (common/undo_stack.h) as soon as it has changed something,
 // and the stack unwinds newest first on a stop and after a failed set-up
@@ -47,6 +55,7 @@
 #include "cli/addressing.h"
 #include "cli/control.h"
 #include "cli/relay_upstream.h"
+#include "cli/setup_check.h"
 #include "cli/state.h"
 #include "common/undo_stack.h"
 #include "names/dns_responder.h"
@@ -55,6 +64,7 @@
 #include "names/ssh_config.h"
 #include "relay/gateway_client.h"
 #include "stack/stack.h"
+#include "tun/host_network.h"
 #include "tun/link_config.h"
 #include "tun/tun_device.h"
 
@@ -157,6 +167,16 @@ class Tunnel {
   };
 
   bool check_previous_run();
+  /// The setup check of step 1 (cli/setup_check.h) on the live machine.
+  /// @return kExitOk, kExitUsage (refused; one line on stderr) or
+  ///         kExitSystem (a stale own TUN could not be deleted).
+  int check_setup();
+  /// Resolves the gateway's name again and updates gateway_conflict_
+  /// (logged once per change). Main thread; blocks for the lookup.
+  void recheck_gateway();
+  /// The warning for a host without IPv6 (printed once; sets ipv6_ false).
+  void ipv6_off(const std::string& why);
+  SetupPlan setup_plan() const;
   void reload();
   void apply_sandboxes(const std::vector<relay::SandboxInfo>& list, bool initial);
   void refresh();
@@ -190,6 +210,13 @@ class Tunnel {
   bool gateway_ok_ = true;
   Clock::time_point gateway_since_ = Clock::now();
   std::string gateway_version_, gateway_error_;
+  /// A gateway address inside a prefix after a re-resolution ("" if none).
+  std::string gateway_conflict_;
+  /// IPv6 in use: false on a host with IPv6 off (set before any thread but
+  /// the main one exists, read-only afterwards).
+  bool ipv6_ = true;
+  /// Next re-resolution of the gateway's name while it is unreachable.
+  std::chrono::steady_clock::time_point next_resolve_{};
   /// The served sandboxes' names by id (for RelayUpstream).
   std::unordered_map<std::string, std::string> sandbox_names();
 
@@ -215,6 +242,70 @@ bool Tunnel::check_previous_run() {
     state_.pid = 0;
   }
   return true;
+}
+
+SetupPlan Tunnel::setup_plan() const {
+  return SetupPlan{*p4_, ipv6_ ? p6_ : std::nullopt, o_.tun_name};
+}
+
+void Tunnel::ipv6_off(const std::string& why) {
+  if (!ipv6_) return;
+  ipv6_ = false;
+  spdlog::warn("IPv6 is off on this host ({}): the tunnel runs IPv4-only, sandbox names get IPv4 "
+               "addresses only", why);
+}
+
+int Tunnel::check_setup() {
+  const SetupPlan plan = setup_plan();
+  const relay::Endpoint& ep = o_.gateway.endpoint;
+  std::vector<std::string> conflicts;
+  std::string err;
+  if (auto addrs = relay::resolve_host(ep.host, &err))
+    conflicts = gateway_conflicts(*addrs, ep.to_string(), plan);
+  else  // the Health call that follows names the failure
+    spdlog::debug("setup check: {}", err);
+  tun::HostNetwork net;
+  try {
+    net = tun::read_host_network();
+  } catch (const std::exception& e) {
+    spdlog::warn("setup check: cannot read this machine's addresses and routes ({}); not checked", e.what());
+  }
+  for (std::string& c : host_conflicts(net, plan)) conflicts.push_back(std::move(c));
+  if (!conflicts.empty()) {
+    fmt::print(stderr, "error: {}\n", refusal_line(conflicts));
+    return kExitUsage;
+  }
+  for (const std::string& name : stale_links_to_remove(net, plan)) {
+    try {
+      if (tun::remove_stale_link(name))
+        fmt::print("! removed stale interface {} (a TUN no process holds, left by an earlier tunnel)\n", name);
+    } catch (const std::exception& e) {
+      fmt::print(stderr, "error: removing stale interface {}: {}\n", name, e.what());
+      return kExitSystem;
+    }
+  }
+  return kExitOk;
+}
+
+void Tunnel::recheck_gateway() {
+  const relay::Endpoint& ep = o_.gateway.endpoint;
+  if (tun::IpAddress::parse(ep.host)) return;  // a literal never moves: checked at start
+  std::string err;
+  const auto addrs = relay::resolve_host(ep.host, &err);
+  if (!addrs) {
+    spdlog::debug("gateway re-resolution: {}", err);
+    return;
+  }
+  const std::vector<std::string> c = gateway_conflicts(*addrs, ep.to_string(), setup_plan());
+  const std::string line = c.empty() ? std::string{} : refusal_line(c);
+  std::lock_guard lk(mu_);
+  if (line == gateway_conflict_) return;
+  if (!line.empty())
+    spdlog::error("{}; connections fail until the name resolves elsewhere or the tunnel restarts with "
+                  "another prefix", line);
+  else
+    spdlog::info("gateway {} resolves outside the tunnel's prefixes again", ep.to_string());
+  gateway_conflict_ = line;
 }
 
 void Tunnel::apply_sandboxes(const std::vector<relay::SandboxInfo>& list, bool initial) {
@@ -282,7 +373,7 @@ void Tunnel::apply_sandboxes(const std::vector<relay::SandboxInfo>& list, bool i
         for (auto& ch : label) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
         auto& e = table[label];
         e.first.push_back(s.addr.v4.to_string());
-        e.second.push_back(s.addr.v6.to_string());
+        if (ipv6_) e.second.push_back(s.addr.v6.to_string());  // IPv6 off: AAAA queries get NODATA
       }
     }
     try {
@@ -303,7 +394,7 @@ void Tunnel::write_names() {
     for (const auto& [id, s] : sandboxes_) {
       const std::string fqdn = s.info.name + "." + o_.domain;
       entries.push_back({s.addr.v4.to_string(), {fqdn}});
-      entries.push_back({s.addr.v6.to_string(), {fqdn}});
+      if (ipv6_) entries.push_back({s.addr.v6.to_string(), {fqdn}});
     }
   }
   try {
@@ -358,6 +449,12 @@ void Tunnel::refresh() {
     }
     gateway_error_ = s.ok() ? "" : s.to_string();
   }
+  // Unreachable: gRPC re-resolves the name now, so the setup check repeats
+  // (and once more when it is back, to clear a conflict that went away).
+  if (const auto now = std::chrono::steady_clock::now(); was_ok != s.ok() || (!s.ok() && now >= next_resolve_)) {
+    next_resolve_ = now + std::chrono::seconds(30);
+    recheck_gateway();
+  }
   if (s.ok()) apply_sandboxes(list, false);
 }
 
@@ -410,6 +507,7 @@ void Tunnel::reload() {
                  relay::to_string(gw_.generation()));
   else
     spdlog::warn("reload: gateway {} does not answer: {}", o_.gateway.endpoint.to_string(), s.to_string());
+  recheck_gateway();
   refresh();
   sd_notify(0, "READY=1\nSTATUS=tunnel is up (configuration reloaded)");
 }
@@ -427,7 +525,7 @@ json Tunnel::status_json() {
                    {"id", id},
                    {"phase", relay::phase_name(s.info.phase)},
                    {"ipv4", s.addr.v4.to_string()},
-                   {"ipv6", s.addr.v6.to_string()},
+                   {"ipv6", ipv6_ ? s.addr.v6.to_string() : ""},
                    {"connections_active", st.active},
                    {"connections_opened", st.opened},
                    {"bytes_up", st.bytes_up},
@@ -440,6 +538,7 @@ json Tunnel::status_json() {
             {"started", iso_time(started_)},
             {"uptime_s", std::chrono::duration_cast<std::chrono::seconds>(Clock::now() - started_).count()},
             {"domain", o_.domain},
+            {"ipv6", ipv6_},
             {"gateway",
              {{"endpoint", o_.gateway.endpoint.to_string()},
               {"reachable", gateway_ok_},
@@ -447,7 +546,8 @@ json Tunnel::status_json() {
               {"version", gateway_version_},
               {"protocol", relay::to_string(gw_.generation())},
               {"workspace", gw_.options().workspace},
-              {"error", gateway_error_}}},
+              {"error", gateway_error_},
+              {"conflict", gateway_conflict_}}},
             {"sandboxes", sbs}};
   if (stack_ && upstream_) {
     j["counters"] = counters_json(stack_->counters(), upstream_->manager().stats());
@@ -483,7 +583,7 @@ void Tunnel::print_table() {
   fmt::print("\n  {:<28} {:<16} {:<38} {}\n", "NAME", "IPv4", "IPv6", "PHASE");
   for (const auto& [id, s] : sandboxes_)
     fmt::print("  {:<28} {:<16} {:<38} {}\n", s.info.name + "." + o_.domain, s.addr.v4.to_string(),
-               s.addr.v6.to_string(), relay::phase_name(s.info.phase));
+               ipv6_ ? s.addr.v6.to_string() : "(IPv6 off)", relay::phase_name(s.info.phase));
   if (sandboxes_.empty()) fmt::print("  (the gateway lists no sandboxes yet; new ones appear within {} s)\n",
                                      (o_.refresh_ms + 999) / 1000);
 }
@@ -521,6 +621,8 @@ int Tunnel::run() {
     return kExitUsage;
   }
   if (!check_previous_run()) return kExitSystem;
+  if (tun::ipv6_disabled_on_host()) ipv6_off("net.ipv6.conf.all.disable_ipv6 = 1, or booted with ipv6.disable=1");
+  if (const int rc = check_setup(); rc != kExitOk) return rc;
   try {
     dns_.emplace(o_.domain);
   } catch (const std::exception& e) {
@@ -610,10 +712,21 @@ void Tunnel::bring_up(const std::vector<relay::SandboxInfo>& list) {
   link_->set_mtu(o_.mtu);
   link_->set_txqueuelen(10000);  // a connection storm overflows the default 500 (BENCHMARKS.md)
   link_->add_address({plan_->tunnel4(), p4_->len});
-  link_->add_address({plan_->tunnel6(), p6_->len});
+  if (ipv6_) {
+    try {
+      link_->add_address({plan_->tunnel6(), p6_->len});
+    } catch (const tun::TunError& e) {
+      // IPv6 turned off for us in a way the host check did not see (EACCES:
+      // disable_ipv6 on the link; EAFNOSUPPORT: no IPv6 in the kernel; a
+      // read-only /proc/sys in a container): IPv4-only, as on such a host.
+      const int err = e.error_code();
+      if (err != EACCES && err != EAFNOSUPPORT && err != EADDRNOTAVAIL && err != EROFS && err != EPERM) throw;
+      ipv6_off(e.what());
+    }
+  }
   link_->set_up();
-  fmt::print("✓ TUN {} up: {}/{} {}/{} mtu {}\n", tun_name_, plan_->tunnel4().to_string(), p4_->len,
-             plan_->tunnel6().to_string(), p6_->len, o_.mtu);
+  fmt::print("✓ TUN {} up: {}/{} {} mtu {}\n", tun_name_, plan_->tunnel4().to_string(), p4_->len,
+             ipv6_ ? plan_->tunnel6().to_string() + "/" + std::to_string(p6_->len) : "(IPv6 off)", o_.mtu);
 
   upstream_.emplace(gw_, o_.forward);
   undo_.push("the relay", [this] { upstream_.reset(); });  // cancels streams, revokes tokens
@@ -631,7 +744,8 @@ void Tunnel::bring_up(const std::vector<relay::SandboxInfo>& list) {
   sc.keepalive_intvl_ms = std::max<uint32_t>(1000, std::min<uint32_t>(15000, o_.keepalive_s * 250));
   sc.keepalive_count = 4;
   // The DNS responder answers on the second address of each prefix.
-  sc.dns_addrs = {plan_->dns4(), plan_->dns6()};
+  sc.dns_addrs = {plan_->dns4()};
+  if (ipv6_) sc.dns_addrs.push_back(plan_->dns6());
   sc.dns_handler = [this](std::span<const uint8_t> q) { return dns_->respond(q); };
   stack_.emplace(sc, *upstream_);
   undo_.push("the stack", [this] {
@@ -654,12 +768,13 @@ void Tunnel::bring_up(const std::vector<relay::SandboxInfo>& list) {
   }
   apply_sandboxes(list, true);
   if (hosts_) fmt::print("✓ names written to {}\n", o_.hosts_file);
-  fmt::print("✓ DNS for *.{} answers on {} and {} (port 53)\n", o_.domain, plan_->dns4().to_string(),
-             plan_->dns6().to_string());
+  std::vector<std::string> dns_servers{plan_->dns4().to_string()};
+  if (ipv6_) dns_servers.push_back(plan_->dns6().to_string());
+  fmt::print("✓ DNS for *.{} answers on {}{} (port 53)\n", o_.domain, dns_servers[0],
+             dns_servers.size() > 1 ? " and " + dns_servers[1] : std::string{});
   if (o_.dns != "hosts" && names::ResolverRegistration::available()) {
     try {
-      resolver_.emplace(tun_name_, std::vector<std::string>{plan_->dns4().to_string(), plan_->dns6().to_string()},
-                        o_.domain);
+      resolver_.emplace(tun_name_, dns_servers, o_.domain);
       undo_.push("the systemd-resolved registration", [this] { resolver_.reset(); });
       if (resolver_->active()) fmt::print("✓ systemd-resolved sends *.{} to the tunnel\n", o_.domain);
     } catch (const std::exception& e) {

@@ -2,7 +2,12 @@
 
 #include "common/ip_address.h"
 
+#include <netdb.h>
+#include <netinet/in.h>
+
+#include <algorithm>
 #include <charconv>
+#include <memory>
 
 namespace osh::relay {
 
@@ -58,6 +63,35 @@ std::optional<Endpoint> parse_endpoint(std::string_view url, std::string* error)
     ep.port = static_cast<uint16_t>(v);
   }
   return ep;
+}
+
+std::optional<std::vector<IpAddress>> resolve_host(const std::string& host, std::string* error) {
+  if (auto literal = IpAddress::parse(host)) return std::vector<IpAddress>{*literal};
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* raw = nullptr;
+  if (const int rc = ::getaddrinfo(host.c_str(), nullptr, &hints, &raw); rc != 0) {
+    if (error) *error = "resolving " + host + ": " + ::gai_strerror(rc);
+    return std::nullopt;
+  }
+  const std::unique_ptr<addrinfo, decltype(&::freeaddrinfo)> list(raw, &::freeaddrinfo);
+  std::vector<IpAddress> out;
+  for (const addrinfo* ai = list.get(); ai != nullptr; ai = ai->ai_next) {
+    IpAddress a;
+    if (ai->ai_family == AF_INET && ai->ai_addrlen >= sizeof(sockaddr_in))
+      a = IpAddress::v4(reinterpret_cast<const uint8_t*>(&reinterpret_cast<const sockaddr_in*>(ai->ai_addr)->sin_addr));
+    else if (ai->ai_family == AF_INET6 && ai->ai_addrlen >= sizeof(sockaddr_in6))
+      a = IpAddress::v6(reinterpret_cast<const uint8_t*>(&reinterpret_cast<const sockaddr_in6*>(ai->ai_addr)->sin6_addr));
+    else
+      continue;
+    if (std::find(out.begin(), out.end(), a) == out.end()) out.push_back(a);
+  }
+  if (out.empty()) {
+    if (error) *error = "resolving " + host + ": no IPv4 or IPv6 address";
+    return std::nullopt;
+  }
+  return out;
 }
 
 }  // namespace osh::relay

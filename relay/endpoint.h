@@ -6,6 +6,9 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
+
+#include "common/ip_address.h"
 
 namespace osh::relay {
 
@@ -21,5 +24,18 @@ struct Endpoint {
 /// Parses `http://HOST[:PORT][/]` or `https://...`; the port defaults to 17670
 /// (upstream default, protocol §4.1). nullopt with `*error` set otherwise.
 std::optional<Endpoint> parse_endpoint(std::string_view url, std::string* error);
+
+/// resolve_host() - every address `host` stands for: the host itself when it
+/// is an IP literal (no lookup), else getaddrinfo(AF_UNSPEC, SOCK_STREAM)
+/// through the system resolver (hosts file, DNS), duplicates dropped, in the
+/// resolver's order. gRPC's own resolver (c-ares by default) asks the same
+/// DNS servers but may skip the hosts file (GRPC_DNS_RESOLVER=native uses
+/// getaddrinfo too).
+/// @param host   Endpoint::host (no brackets)
+/// @param error  set to the resolver's message when nullopt is returned
+/// Return: at least one address, or nullopt when the name does not resolve.
+/// Thread: any; blocks for the lookup (seconds when a DNS server does not
+/// answer: the resolver's own timeouts).
+std::optional<std::vector<IpAddress>> resolve_host(const std::string& host, std::string* error);
 
 }  // namespace osh::relay

@@ -2,7 +2,7 @@
 // address part to IpAddress::parse (common/ip_address.h; inet_pton: no host
 // names, no zone ids, no leading zeros in IPv4 octets) and the length to
 // std::from_chars. Prefix
-// arithmetic (network(), contains(), nth()) works bit by bit on the
+// arithmetic (network(), contains(), overlaps(), nth()) works bit by bit on the
 // network-order byte array, so IPv4 and IPv6 share one code path; nth() adds
 // a 64-bit index to the low-order bytes and refuses indexes that would carry
 // into the network bits.
@@ -47,6 +47,12 @@ bool IpPrefix::contains(const IpAddress& a) const {
     if ((a.bytes[full] & mask) != (addr.bytes[full] & mask)) return false;
   }
   return true;
+}
+
+bool IpPrefix::overlaps(const IpPrefix& other) const {
+  if (addr.family != other.addr.family || addr.family == 0) return false;
+  // The shorter prefix contains the longer one's network, or they are disjoint.
+  return len <= other.len ? contains(other.addr) : other.contains(addr);
 }
 
 IpAddress IpPrefix::nth(uint64_t host_index) const {

@@ -37,6 +37,13 @@ struct IpPrefix {
   /// True if `a` has the same family and its first `len` bits equal ours.
   bool contains(const IpAddress& a) const;
 
+  /// True if the two prefixes share at least one address: same family and
+  /// one of them contains the other's network (prefixes nest or are
+  /// disjoint; they never partly overlap). Host bits are ignored, so an
+  /// interface address with its on-link length ("198.18.5.1/24") stands for
+  /// its subnet. False for different families or an unset prefix.
+  bool overlaps(const IpPrefix& other) const;
+
   /// The address at offset `host_index` from the network address:
   /// nth(0) is the network address itself, nth(1) the first host, ...
   /// Throws std::out_of_range if `host_index` does not fit in the host bits

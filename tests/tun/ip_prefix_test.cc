@@ -134,6 +134,30 @@ TEST(IpPrefixTest, NthV4) {
   EXPECT_THROW(IpPrefix{}.nth(0), std::invalid_argument);
 }
 
+TEST(IpPrefixTest, Overlaps) {
+  const auto p = *IpPrefix::parse("198.18.0.0/16");
+  auto ov = [&](const char* other) { return p.overlaps(*IpPrefix::parse(other)); };
+  EXPECT_TRUE(ov("198.18.0.0/16"));    // the same
+  EXPECT_TRUE(ov("198.18.5.1/24"));    // inside (an interface address: host bits ignored)
+  EXPECT_TRUE(ov("198.18.77.7/32"));
+  EXPECT_TRUE(ov("198.0.0.0/8"));      // covers it
+  EXPECT_TRUE(ov("0.0.0.0/0"));
+  EXPECT_FALSE(ov("198.19.0.0/16"));   // next to it
+  EXPECT_FALSE(ov("198.17.255.255/32"));
+  EXPECT_FALSE(ov("192.0.2.1/24"));
+  EXPECT_FALSE(ov("::/0"));            // other family
+  EXPECT_TRUE(IpPrefix::parse("198.18.5.1/24")->overlaps(p));  // symmetric
+  EXPECT_TRUE(IpPrefix::parse("198.0.0.0/8")->overlaps(p));
+  EXPECT_FALSE(IpPrefix{}.overlaps(IpPrefix{}));  // unset
+
+  const auto q = *IpPrefix::parse("fd00:6f73:6800::/64");
+  EXPECT_TRUE(q.overlaps(*IpPrefix::parse("fd00:6f73:6800::abcd/64")));
+  EXPECT_TRUE(q.overlaps(*IpPrefix::parse("fd00::/8")));
+  EXPECT_TRUE(q.overlaps(*IpPrefix::parse("fd00:6f73:6800:0:8000::/65")));
+  EXPECT_FALSE(q.overlaps(*IpPrefix::parse("fd00:6f73:6800:1::/64")));
+  EXPECT_FALSE(q.overlaps(*IpPrefix::parse("fe80::1/64")));
+}
+
 TEST(IpPrefixTest, NthV6) {
   const auto p = *IpPrefix::parse("fd00:6f73:6800::/64");
   EXPECT_EQ(p.nth(1).to_string(), "fd00:6f73:6800::1");
