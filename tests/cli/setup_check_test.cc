@@ -6,6 +6,11 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <set>
+
+#include "relay/endpoint.h"
+
 namespace osh::cli {
 namespace {
 
@@ -144,6 +149,23 @@ TEST(SetupCheckTest, LiveOrForeignInterfacesAreNotStale) {
   ASSERT_EQ(c.size(), 1u);
   EXPECT_EQ(c[0], "--prefix4 198.18.0.0/16 overlaps address 198.18.0.1/16 on osh0");
   EXPECT_TRUE(stale_links_to_remove(n, default_plan()).empty());
+}
+
+// The gateway's side of the check: literals are taken as they are, names
+// through the system resolver (localhost: the hosts file, no DNS needed).
+TEST(SetupCheckTest, GatewayAddressesAreResolved) {
+  std::string err;
+  auto a = relay::resolve_host("198.18.77.7", &err);
+  ASSERT_TRUE(a) << err;
+  EXPECT_EQ(*a, std::vector<IpAddress>{A("198.18.77.7")});
+  a = relay::resolve_host("fd00:6f73:6800::9", &err);
+  ASSERT_TRUE(a) << err;
+  EXPECT_EQ(*a, std::vector<IpAddress>{A("fd00:6f73:6800::9")});
+  a = relay::resolve_host("localhost", &err);
+  ASSERT_TRUE(a) << err;
+  EXPECT_TRUE(std::find(a->begin(), a->end(), A("127.0.0.1")) != a->end() ||
+              std::find(a->begin(), a->end(), A("::1")) != a->end());
+  EXPECT_EQ(std::set<IpAddress>(a->begin(), a->end()).size(), a->size()) << "duplicates kept";
 }
 
 }  // namespace
