@@ -93,10 +93,15 @@ void add_status_command(CLI::App& app, int* exit_code) {
     auto resp = control_request(control_socket_path(*state_dir), R"({"cmd":"status"})",
                                 std::chrono::milliseconds(3000), &err);
     if (!resp) {
+      // The recorded pid counts only with its boot id and start time
+      // (cli/state.h): a pid reused by another process is not the tunnel.
       const RunState st = RunState::load(*state_dir);
-      if (st.pid != 0 && !tunnel_process_alive(st.pid))
+      if (st.pid != 0 && !recorded_tunnel_alive(st))
         fmt::print(stderr, "openshell-tunnel is not running (pid {} died without cleaning up; "
                    "`openshell-tunnel down` cleans up)\n", st.pid);
+      else if (st.pid != 0)
+        fmt::print(stderr, "openshell-tunnel (pid {}) is starting, stopping or not answering ({})\n",
+                   st.pid, err);
       else
         fmt::print(stderr, "openshell-tunnel is not running ({})\n", err);
       *exit_code = kExitNotRunning;
@@ -140,14 +145,34 @@ void add_down_command(CLI::App& app, int* exit_code) {
       return;
     }
     RunState st = RunState::load(*state_dir);
-    if (st.pid != 0 && tunnel_process_alive(st.pid)) {
+    if (recorded_tunnel_alive(st)) {  // pid, boot id and start time all match (cli/state.h)
       fmt::print(stderr, "error: the tunnel (pid {}) runs but does not answer: {}\n", st.pid, err);
       *exit_code = kExitSystem;
       return;
     }
+    // Cleaning up under the daemon's lock, so that an `up` starting now
+    // cannot build on what is being removed (issue 14.4).
+    StateLock lock;
+    if (st.pid != 0 || !st.hosts_file.empty() || !st.ssh_config.empty()) {
+      std::string lock_err;
+      switch (lock.acquire(*state_dir, &lock_err)) {
+        case StateLock::Result::kAcquired: break;
+        case StateLock::Result::kHeld:
+          fmt::print(stderr, "error: another openshell-tunnel holds {}/lock (starting or stopping); "
+                     "try again\n", *state_dir);
+          *exit_code = kExitSystem;
+          return;
+        case StateLock::Result::kError:
+          fmt::print(stderr, "error: state directory: {}\n", lock_err);
+          *exit_code = kExitSystem;
+          return;
+      }
+      st = RunState::load(*state_dir);  // as the last holder of the lock left it
+    }
     if (st.pid != 0 || !st.hosts_file.empty() || !st.ssh_config.empty()) {
       cleanup_stale(st);
       st.pid = 0;
+      st.identity = {};
       st.hosts_file.clear();
       st.ssh_config.clear();
       try {

@@ -1,12 +1,19 @@
 #include "cli/state.h"
 
+#include <fcntl.h>
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
 #include <fstream>
+#include <sstream>
 
 #include "names/hosts_file.h"
 #include "names/ssh_config.h"
@@ -25,6 +32,8 @@ RunState RunState::load(const fs::path& dir) {
     if (!text) return st;
     json j = json::parse(*text);
     st.pid = j.value("pid", 0);
+    st.identity.boot_id = j.value("boot_id", "");
+    st.identity.start_time = j.value("start_time", uint64_t{0});
     st.tun_name = j.value("tun_name", "");
     st.hosts_file = j.value("hosts_file", "");
     st.ssh_config = j.value("ssh_config", "");
@@ -44,6 +53,8 @@ RunState RunState::load(const fs::path& dir) {
 void RunState::save(const fs::path& dir) const {
   json j;
   j["pid"] = pid;
+  j["boot_id"] = identity.boot_id;
+  j["start_time"] = identity.start_time;
   j["tun_name"] = tun_name;
   j["hosts_file"] = hosts_file;
   j["ssh_config"] = ssh_config;
@@ -65,6 +76,90 @@ bool tunnel_process_alive(int pid) {
   const fs::path exe = fs::read_symlink("/proc/" + std::to_string(pid) + "/exe", ec);
   if (ec) return true;  // cannot tell (another user's process): assume it is ours, be safe
   return exe.filename().string().rfind("openshell-tunnel", 0) == 0;
+}
+
+std::optional<ProcessIdentity> process_identity(int pid) {
+  if (pid <= 0) return std::nullopt;
+  ProcessIdentity id;
+  {
+    std::ifstream f("/proc/sys/kernel/random/boot_id");
+    if (!std::getline(f, id.boot_id) || id.boot_id.empty()) return std::nullopt;
+  }
+  std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  if (!std::getline(f, line)) return std::nullopt;
+  // "pid (comm) state ppid ...": field 3 (state) follows the last ')'.
+  const size_t close = line.rfind(')');
+  if (close == std::string::npos) return std::nullopt;
+  std::istringstream rest(line.substr(close + 1));
+  std::string field;
+  for (int n = 3; n <= 22; ++n) {
+    if (!(rest >> field)) return std::nullopt;
+  }
+  try {
+    size_t used = 0;
+    id.start_time = std::stoull(field, &used);
+    if (used != field.size()) return std::nullopt;
+  } catch (const std::exception&) {
+    return std::nullopt;
+  }
+  return id;
+}
+
+bool recorded_tunnel_alive(const RunState& st) {
+  if (st.pid <= 0) return false;
+  if (st.identity.boot_id.empty()) return tunnel_process_alive(st.pid);  // an older state file
+  const auto now = process_identity(st.pid);
+  return now && now->boot_id == st.identity.boot_id && now->start_time == st.identity.start_time;
+}
+
+StateLock::Result StateLock::acquire(const fs::path& dir, std::string* error) {
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) {
+    *error = "creating " + dir.string() + ": " + ec.message();
+    return Result::kError;
+  }
+  ::chmod(dir.c_str(), 0700);
+  const fs::path file = dir / "lock";
+  ScopedFd fd(::open(file.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
+  if (!fd) {
+    *error = "opening " + file.string() + ": " + std::strerror(errno);
+    return Result::kError;
+  }
+  while (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
+    if (errno == EINTR) continue;
+    if (errno == EWOULDBLOCK) return Result::kHeld;
+    *error = "flock " + file.string() + ": " + std::strerror(errno);
+    return Result::kError;
+  }
+  fd_ = std::move(fd);
+  return Result::kAcquired;
+}
+
+std::optional<bool> StateLock::held_by_someone(const fs::path& dir) {
+  // Read from /proc/locks rather than probed with flock(): a probe would
+  // hold the lock for a moment, and an `up` starting in that moment would
+  // be refused.
+  struct stat sb {};
+  if (::lstat((dir / "lock").c_str(), &sb) != 0) {
+    if (errno == ENOENT) return false;
+    return std::nullopt;
+  }
+  std::ifstream locks("/proc/locks");
+  if (!locks) return std::nullopt;
+  // "1: FLOCK  ADVISORY  WRITE 1234 fd:00:5678 0 EOF" (proc(5)): the device
+  // as hex major:minor, then the inode.
+  const std::string want = fmt::format("{:02x}:{:02x}:{}", major(sb.st_dev), minor(sb.st_dev), sb.st_ino);
+  for (std::string line; std::getline(locks, line);) {
+    std::istringstream in(line);
+    std::string id, type, mode, access, pid, where;
+    if (!(in >> id >> type)) continue;
+    if (type == "->") in >> type;  // a waiter: "1: -> FLOCK ..."
+    if (!(in >> mode >> access >> pid >> where)) continue;
+    if (type == "FLOCK" && where == want) return true;
+  }
+  return false;
 }
 
 void cleanup_stale(const RunState& st) {

@@ -4,10 +4,13 @@
 // `down` knows exactly what to clean up.
 #pragma once
 
+#include <cstdint>
 #include <filesystem>
 #include <map>
 #include <optional>
 #include <string>
+
+#include "common/scoped_fd.h"
 
 namespace osh::cli {
 
@@ -15,8 +18,23 @@ struct SandboxRecord {
   std::string id, name, v4, v6;
 };
 
+/// Who a process is, beyond its pid: pids are reused, but the pair (boot id,
+/// start time) names one process of one boot (proc(5)).
+struct ProcessIdentity {
+  std::string boot_id;      ///< /proc/sys/kernel/random/boot_id; "" = unknown
+  uint64_t start_time = 0;  ///< /proc/<pid>/stat field 22, clock ticks since boot
+};
+
+/// The identity of `pid` now. Reads /proc/sys/kernel/random/boot_id and
+/// /proc/<pid>/stat (field 22, starttime; the comm field may contain spaces
+/// and parentheses, so fields are counted after its last ')').
+/// @return nullopt if the process does not exist or /proc cannot be read.
+/// Thread: any.
+std::optional<ProcessIdentity> process_identity(int pid);
+
 struct RunState {
   int pid = 0;                 ///< the daemon's pid; 0 = not running
+  ProcessIdentity identity;    ///< of `pid` when it was recorded (issue 14.4)
   std::string tun_name;
   std::string hosts_file;      ///< "" = none written
   std::string ssh_config;      ///< the ssh config holding our Include block; "" = none
@@ -32,8 +50,53 @@ struct RunState {
   void save(const std::filesystem::path& dir) const;
 };
 
-/// True if `pid` is a live openshell-tunnel process (by /proc/<pid>/comm).
+/// True if `pid` is a live openshell-tunnel process (by /proc/<pid>/exe).
+/// Only for state files written before identities were recorded; use
+/// recorded_tunnel_alive().
 bool tunnel_process_alive(int pid);
+
+/// True if the process recorded in `st` still runs: st.pid exists and its
+/// boot id and start time (process_identity()) equal the recorded ones, so a
+/// pid the kernel gave to another process since is never taken for the
+/// tunnel. A record without an identity (an older version's state file)
+/// falls back to tunnel_process_alive(). Thread: any.
+bool recorded_tunnel_alive(const RunState& st);
+
+/// The lock that makes one daemon per state directory (issue 14.4):
+/// flock(2) LOCK_EX on `<dir>/lock`, held for the daemon's life (the kernel
+/// drops it when the process dies, however it dies). The file is opened
+/// O_CLOEXEC | O_NOFOLLOW (a symlink planted there is refused, and no
+/// program the daemon starts inherits the lock; a child forked without exec
+/// after acquire() would share it, so take it after such forks).
+class StateLock {
+ public:
+  enum class Result {
+    kAcquired,  ///< this process holds the lock now
+    kHeld,      ///< another process holds it (EWOULDBLOCK)
+    kError,     ///< the directory or the file could not be opened/created
+  };
+
+  StateLock() = default;
+
+  /// Creates `dir` (mode 0700) if needed, opens or creates `<dir>/lock`
+  /// (0600) and tries flock(LOCK_EX | LOCK_NB); never waits.
+  /// @param error  set to a message with errno's text on kError
+  /// Thread: any (one StateLock per process and directory).
+  Result acquire(const std::filesystem::path& dir, std::string* error);
+
+  /// Whether some process holds the lock of `dir` now, read from
+  /// /proc/locks (proc(5)) by the lock file's device and inode: no lock is
+  /// taken, so asking never makes an `up` starting at that moment fail.
+  /// @return true: held (a daemon runs, or is starting or stopping);
+  ///         false: not held or no lock file; nullopt: cannot tell (e.g. no
+  ///         permission to stat it, or no /proc/locks).
+  static std::optional<bool> held_by_someone(const std::filesystem::path& dir);
+
+  bool held() const noexcept { return fd_.valid(); }
+
+ private:
+  ScopedFd fd_;
+};
 
 /// Removes what a tunnel that did not stop cleanly left behind: its TUN (if
 /// the kernel kept it), the hosts block, the ssh Include block. Logs what it

@@ -1,8 +1,10 @@
 // Theory of operation
 // ===================
 // `up` composes the folders (design.md §2) and then supervises them:
-//   1. state: <state-dir>/state.json says whether another tunnel runs (then
-//      refuse) or a previous one died without cleaning up (then clean up);
+//   1. state: flock(2) on <state-dir>/lock, held for the daemon's life (held
+//      by another process: refuse, exit 3); <state-dir>/state.json says
+//      whether a previous one died without cleaning up (then clean up), and
+//      gets this process's pid, boot id and start time at once (cli/state.h);
 //      then the setup check (cli/setup_check.h): a gateway address inside a
 //      prefix, or a prefix overlapping a local address or route, is refused
 //      (exit 1, one line); a stale TUN of our own is deleted; a host with
@@ -98,7 +100,7 @@ void log_counters(const stack::StackCounters& c, const relay::ForwardStats& f) {
       "counters: conns_opened={} refused_rst={} refused_unreachable={} resets={} "
       "syn_held={} syn_absorbed={} bytes_up={} bytes_down={} rx_packets={} tx_packets={} "
       "drop_not_sandbox={} drop_malformed={} drop_fragment={} drop_unsupported={} "
-      "drop_tx_error={} drop_after_close={} echo_replies={} dns_queries={} streams_opened={} "
+      "drop_tx_error={} drop_after_close={} echo_replies={} dns_queries={} dns_dropped={} streams_opened={} "
       "stream_open_failed={} queue_timeouts={} open_retries={} tokens_minted={} late_refusals={} "
       "loopback_fallbacks={} token_cap_hits={} sandbox_cap_hits={} rate_limit_hits={} "
       "relay_capacity_hits={} late_fallbacks={} loopback_memory_hits={}",
@@ -106,7 +108,7 @@ void log_counters(const stack::StackCounters& c, const relay::ForwardStats& f) {
       c.syn_held.load(), c.syn_absorbed.load(), c.bytes_up.load(), c.bytes_down.load(),
       c.rx_packets.load(), c.tx_packets.load(), c.drop_not_sandbox.load(), c.drop_malformed.load(),
       c.drop_fragment.load(), c.drop_unsupported.load(), c.drop_tx_error.load(),
-      c.drop_after_close.load(), c.echo_replies.load(), c.dns_queries.load(), f.opened,
+      c.drop_after_close.load(), c.echo_replies.load(), c.dns_queries.load(), c.dns_dropped.load(), f.opened,
       f.open_failed, f.queue_timeouts, f.retries, f.tokens, f.late_refusals, f.loopback_fallbacks,
       f.token_cap_hits, f.sandbox_cap_hits, f.rate_limit_hits, f.relay_capacity_hits,
       f.late_fallbacks, f.loopback_memory_hits);
@@ -125,6 +127,7 @@ json counters_json(const stack::StackCounters& c, const relay::ForwardStats& f) 
           {"bytes_down", c.bytes_down.load()},
           {"echo_replies", c.echo_replies.load()},
           {"dns_queries", c.dns_queries.load()},
+          {"dns_dropped", c.dns_dropped.load()},
           {"drops",
            {{"not_sandbox", c.drop_not_sandbox.load()},
             {"malformed", c.drop_malformed.load()},
@@ -188,6 +191,9 @@ class Tunnel {
 
   const UpOptions o_;
   const std::filesystem::path state_dir_{o_.state_dir};
+  /// One daemon per state directory (issue 14.4): taken first in
+  /// check_previous_run(), released last (declared before everything else).
+  StateLock lock_;
   relay::GatewayClient gw_;
   std::optional<AddressPlan> plan_;
   std::optional<tun::IpPrefix> p4_, p6_;
@@ -230,8 +236,28 @@ class Tunnel {
 };
 
 bool Tunnel::check_previous_run() {
+  // The lock before anything else: of two `up`s on one state directory
+  // exactly one gets past here; the other changes nothing and exits 3.
+  std::string err;
+  switch (lock_.acquire(state_dir_, &err)) {
+    case StateLock::Result::kAcquired: break;
+    case StateLock::Result::kHeld: {
+      const RunState other = RunState::load(state_dir_);
+      const std::string who = recorded_tunnel_alive(other) && other.pid != ::getpid()
+                                  ? fmt::format("pid {}", other.pid)
+                                  : std::string("starting, stopping or cleaning up");
+      fmt::print(stderr, "error: another openshell-tunnel holds the state directory {} ({}); "
+                 "stop it with `openshell-tunnel down --state-dir {}`\n",
+                 state_dir_.string(), who, state_dir_.string());
+      return false;
+    }
+    case StateLock::Result::kError:
+      fmt::print(stderr, "error: state directory: {}\n", err);
+      return false;
+  }
   state_ = RunState::load(state_dir_);
-  if (state_.pid != 0 && state_.pid != ::getpid() && tunnel_process_alive(state_.pid)) {
+  if (state_.pid != 0 && state_.pid != ::getpid() && recorded_tunnel_alive(state_)) {
+    // Only a tunnel of a version without the lock can run unlocked.
     fmt::print(stderr, "error: a tunnel is already running (pid {}, state {}); stop it with "
                "`openshell-tunnel down`\n", state_.pid, state_dir_.string());
     return false;
@@ -239,8 +265,19 @@ bool Tunnel::check_previous_run() {
   if (state_.pid != 0) {
     fmt::print("! a previous tunnel (pid {}) did not stop cleanly: cleaning up after it\n", state_.pid);
     cleanup_stale(state_);
-    state_.pid = 0;
   }
+  // Recorded before any setup, with the identity that tells this process
+  // from a later one with the same pid: a crash from here on is cleaned up
+  // by the next `up` or `down`. Pushed first, so run last: whatever
+  // happened, no tunnel runs any more (a failed start included).
+  state_.pid = ::getpid();
+  state_.identity = process_identity(state_.pid).value_or(ProcessIdentity{});
+  save_state();
+  undo_.push("the state file", [this] {
+    state_.pid = 0;
+    state_.identity = {};
+    save_state();
+  });
   return true;
 }
 
@@ -692,13 +729,9 @@ int Tunnel::run() {
 }
 
 void Tunnel::bring_up(const std::vector<relay::SandboxInfo>& list) {
-  // Pushed first, so run last: whatever happened, no tunnel runs any more.
-  // The names' own steps forget their files once removed; a file whose
-  // block could not be removed stays in the state for the next run.
-  undo_.push("the state file", [this] {
-    state_.pid = 0;
-    save_state();
-  });
+  // The state file's step (pid 0) was pushed by check_previous_run(). The
+  // names' own steps forget their files once removed; a file whose block
+  // could not be removed stays in the state for the next run.
 
   dev_.emplace(tun::TunDevice::open(o_.tun_name));
   undo_.push("the TUN device", [this] { dev_.reset(); });
@@ -746,6 +779,8 @@ void Tunnel::bring_up(const std::vector<relay::SandboxInfo>& list) {
   // The DNS responder answers on the second address of each prefix.
   sc.dns_addrs = {plan_->dns4()};
   if (ipv6_) sc.dns_addrs.push_back(plan_->dns6());
+  // Header check under the lwIP core lock, the answer off it (stack.cc "DNS off the lock").
+  sc.dns_accept = &names::DnsResponder::header_acceptable;
   sc.dns_handler = [this](std::span<const uint8_t> q) { return dns_->respond(q); };
   stack_.emplace(sc, *upstream_);
   undo_.push("the stack", [this] {
@@ -803,7 +838,6 @@ void Tunnel::bring_up(const std::vector<relay::SandboxInfo>& list) {
       spdlog::warn("could not add the ssh Include to {}: {}", cfg, e.what());
     }
   }
-  state_.pid = ::getpid();
   save_state();
   control_.emplace(control_socket_path(o_.state_dir),
                    [this](const std::string& req) { return handle_control(req); });

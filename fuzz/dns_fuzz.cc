@@ -2,8 +2,10 @@
 //
 // Each input is one UDP query datagram. Besides "no crash, no sanitizer
 // report", it checks the properties every reply must have: sent only for a
-// full header with QR clear, at most 1232 bytes, parseable by ldns, QR set,
-// the query's ID. A violation aborts, so libFuzzer keeps the input.
+// datagram that passes the header pre-check (DnsResponder::header_acceptable:
+// full header, at most 512 bytes, QR clear, QDCOUNT 1, ANCOUNT and NSCOUNT 0,
+// ARCOUNT at most 1), at most 1232 bytes, parseable by ldns, QR set, the
+// query's ID. A violation aborts, so libFuzzer keeps the input.
 //
 // Build and run: see fuzz/README.md.
 #include <cstdio>
@@ -35,12 +37,14 @@ const osh::names::DnsResponder& responder() {
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::vector<uint8_t> out = responder().respond({data, size});
-  const bool must_drop = size < LDNS_HEADER_SIZE || LDNS_QR_WIRE(data);
+  const bool must_drop = size < LDNS_HEADER_SIZE || size > 512 || LDNS_QR_WIRE(data) ||
+                         LDNS_QDCOUNT(data) != 1 || LDNS_ANCOUNT(data) != 0 || LDNS_NSCOUNT(data) != 0 ||
+                         LDNS_ARCOUNT(data) > 1;
   if (must_drop) {
-    if (!out.empty()) fail("answered a short datagram or a response");
+    if (!out.empty()) fail("answered a datagram that fails the header pre-check");
     return 0;
   }
-  if (out.empty()) fail("no reply to a datagram with a full header and QR clear");
+  if (out.empty()) fail("no reply to a datagram that passes the header pre-check");
   if (out.size() > osh::names::DnsResponder::kEdnsPayload) fail("reply larger than 1232 bytes");
   ldns_pkt* p = nullptr;
   if (ldns_wire2pkt(&p, out.data(), out.size()) != LDNS_STATUS_OK) fail("reply does not parse");

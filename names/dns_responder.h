@@ -23,13 +23,10 @@ namespace osh::names {
 ///
 /// | query                                           | response                          |
 /// |-------------------------------------------------|-----------------------------------|
-/// | shorter than the 12-byte header                 | none (empty vector)               |
-/// | QR set (it is a response)                       | none                              |
+/// | fails header_acceptable() (shorter than the 12-byte header, longer than 512 bytes, QR set, QDCOUNT != 1, ANCOUNT or NSCOUNT != 0, ARCOUNT > 1) | none (empty vector), nothing parsed |
 /// | opcode other than QUERY                         | NOTIMP                            |
 /// | header readable, rest malformed                 | FORMERR, header only              |
-/// | more than one OPT record                        | FORMERR (RFC 6891 §6.1.1)         |
 /// | OPT with version > 0                            | BADVERS (extended rcode 16)       |
-/// | QDCOUNT != 1                                    | FORMERR                           |
 /// | class not IN, or name outside the domain        | REFUSED, AA clear                 |
 /// | AXFR/IXFR for a name in the domain              | REFUSED, AA clear (no transfers)  |
 /// | <label>.<domain>, label known, type A / AAAA    | NOERROR, AA, the addresses        |
@@ -53,6 +50,18 @@ namespace osh::names {
 /// client retries over TCP, which this responder does not serve). With one
 /// or two addresses per name, real responses are around 100 bytes.
 ///
+/// Response size (no amplification beyond what the answer needs): a
+/// response is the query's header and question (the question as received,
+/// so never longer than the query's), an OPT record without options only if
+/// the query had one, and only the records the answer needs, every name in
+/// them a compression pointer (plus "hostmaster" for the SOA RNAME):
+/// REFUSED, FORMERR, NOTIMP and BADVERS are never larger than the query;
+/// NXDOMAIN and NODATA add one SOA, kSoaBytes (47) bytes, which RFC 2308 §3
+/// requires for negative caching; positive answers add 16 bytes per A and
+/// 28 per AAAA record. The smallest acceptable query (25 bytes, "x.local"
+/// without EDNS) thus gets a 72-byte NXDOMAIN; nothing answers a datagram
+/// that fails header_acceptable().
+///
 /// Thread safety: respond() and set_names() may be called from any threads
 /// concurrently; set_names() swaps an immutable table under a mutex and
 /// respond() works on the table it found when it started.
@@ -67,6 +76,28 @@ class DnsResponder {
   static constexpr uint16_t kEdnsPayload = 1232;
   /// Response size limit without EDNS0, bytes (RFC 1035 §4.2.1).
   static constexpr uint16_t kClassicPayload = 512;
+  /// Largest query datagram answered, bytes: the RFC 1035 §4.2.1 UDP limit.
+  /// A query is one question (a name of at most 255 octets) and at most one
+  /// OPT record, which fits with room to spare.
+  static constexpr size_t kMaxQueryBytes = 512;
+  /// Bytes the SOA record of a negative answer adds (owner and MNAME are
+  /// compression pointers, RNAME "hostmaster" + a pointer, 20 bytes of
+  /// timers, 10 of type/class/TTL/RDLENGTH).
+  static constexpr size_t kSoaBytes = 47;
+
+  /// The header pre-check: whether a datagram may be parsed at all. Reads
+  /// the 12-byte header only (RFC 1035 §4.1.1), O(1), and is what respond()
+  /// applies first; the stack calls it under the lwIP core lock to drop a
+  /// datagram before copying it (StackConfig::dns_accept).
+  /// @param query  the UDP payload as received; any bytes, any length
+  /// @return false (drop, send nothing) if it is shorter than the header or
+  ///         longer than kMaxQueryBytes, has QR set (a response: answering it
+  ///         starts reflection loops), QDCOUNT != 1, ANCOUNT != 0,
+  ///         NSCOUNT != 0 or ARCOUNT > 1 (a query carries one question and at
+  ///         most one OPT record, RFC 6891 §6.1.1; anything else is not a
+  ///         query this responder answers, and dropping it before ldns sees
+  ///         it bounds the parsing cost of a datagram). Thread: any.
+  static bool header_acceptable(std::span<const uint8_t> query) noexcept;
 
   /// @param domain  the managed suffix, e.g. "local" or "sandbox.example";
   ///                case-insensitive, a trailing '.' is ignored.

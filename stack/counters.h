@@ -20,7 +20,8 @@ struct SandboxStats {
 struct StackCounters {
   std::atomic<uint64_t> rx_packets{0}, tx_packets{0};
   std::atomic<uint64_t> drop_not_sandbox{0}, drop_malformed{0}, drop_fragment{0},
-      drop_unsupported{0}, drop_tx_error{0}, drop_after_close{0}, dns_queries{0};
+      drop_unsupported{0}, drop_tx_error{0}, drop_after_close{0}, dns_queries{0},
+      dns_dropped{0};  ///< DNS datagrams StackConfig::dns_accept refused (not in dns_queries)
   std::atomic<uint64_t> syn_held{0}, syn_absorbed{0}, conns_opened{0}, conns_closed{0},
       refused_rst{0}, refused_unreachable{0}, resets{0}, echo_replies{0};
   std::atomic<uint64_t> bytes_up{0}, bytes_down{0};

@@ -4,7 +4,8 @@
 //
 //   packet fd ──► judge() (gate.cc: classify, checksums, tables; never lwIP)
 //                  ├─► drop: counted
-//                  ├─► DNS query: the handler's reply written here
+//                  ├─► DNS query: header check, copied; answered after the
+//                  │         batch, off the lock (below)
 //                  ├─► ICMP echo: answered here
 //                  ├─► SYN: Connections::on_syn (conn.cc: held, Upstream::open;
 //                  │         absorbed; or fed to lwIP during the handshake)
@@ -21,6 +22,20 @@
 //
 // Routes (served address -> sandbox) are the gate's table and the output
 // filter's; replacing them resets connections to addresses no longer served.
+//
+// DNS off the lock (issue 14.3): a query is never parsed under the core lock.
+// Under the lock, handle_packet() only runs StackConfig::dns_accept (the
+// responder's 12-byte header check: at most 512 bytes, one question, no
+// answer/authority records, at most one additional) and copies an accepted
+// datagram (<= 512 bytes with the responder's check) with its addresses into
+// the batch's pending list (at most kReadBatch entries). When the batch is
+// done read_packets() releases the lock, calls dns_handler for each pending
+// query on this same thread, builds the UDP replies, and takes the lock once
+// more only to write them (LwipAdapter::emit). So a slow query delays this
+// thread's next batch but never holds lwIP (the tcpip thread's timers and
+// the pcb callbacks run meanwhile), and the header check bounds what a query
+// can cost at all. No new thread, no queue between threads: the pending list
+// lives on read_packets()' stack.
 #include "stack/stack.h"
 
 #include <spdlog/spdlog.h>
@@ -112,18 +127,43 @@ struct Stack::Impl final : UpstreamEvents {
   }
 
   // ---- the stack thread ----
+
+  /// A DNS query accepted under the lock, answered after it.
+  struct PendingDns {
+    Parsed p;                      // addresses and ports for the reply
+    std::vector<uint8_t> payload;  // the UDP payload, copied
+  };
+
   void read_packets() {
     uint8_t buf[65536];
-    CoreLock lk;
-    for (size_t i = 0; i < kReadBatch; ++i) {
-      const ssize_t r = ::read(cfg.packet_fd, buf, sizeof buf);
-      if (r <= 0) break;
-      counters.rx_packets++;
-      handle_packet({buf, static_cast<size_t>(r)});
+    std::vector<PendingDns> dns;
+    {
+      CoreLock lk;
+      for (size_t i = 0; i < kReadBatch; ++i) {
+        const ssize_t r = ::read(cfg.packet_fd, buf, sizeof buf);
+        if (r <= 0) break;
+        counters.rx_packets++;
+        handle_packet({buf, static_cast<size_t>(r)}, dns);
+      }
     }
+    if (!dns.empty()) answer_dns(dns);
   }
 
-  void handle_packet(std::span<const uint8_t> pkt) {
+  /// Answers the batch's DNS queries without the core lock, then writes the
+  /// replies under one short hold of it. Thread: the stack's.
+  void answer_dns(const std::vector<PendingDns>& dns) {
+    std::vector<std::vector<uint8_t>> replies;
+    replies.reserve(dns.size());
+    for (const PendingDns& q : dns) {
+      const std::vector<uint8_t> reply = cfg.dns_handler(q.payload);
+      if (!reply.empty()) replies.push_back(make_udp_reply(q.p, reply));
+    }
+    if (replies.empty()) return;
+    CoreLock lk;
+    for (const auto& r : replies) lwip.emit(r);
+  }
+
+  void handle_packet(std::span<const uint8_t> pkt, std::vector<PendingDns>& dns) {
     const Verdict v = judge(pkt, routes, cfg.dns_addrs, static_cast<bool>(cfg.dns_handler));
     const Parsed& p = v.p;
     switch (v.kind) {
@@ -132,9 +172,13 @@ struct Stack::Impl final : UpstreamEvents {
       case Verdict::Kind::kDropNotSandbox: counters.drop_not_sandbox++; return;
       case Verdict::Kind::kDropUnsupported: counters.drop_unsupported++; return;
       case Verdict::Kind::kDns: {
+        const std::span<const uint8_t> payload = pkt.subspan(p.udp_payload_off, p.udp_payload_len);
+        if (cfg.dns_accept && !cfg.dns_accept(payload)) {
+          counters.dns_dropped++;
+          return;
+        }
         counters.dns_queries++;
-        const std::vector<uint8_t> reply = cfg.dns_handler(pkt.subspan(p.udp_payload_off, p.udp_payload_len));
-        if (!reply.empty()) lwip.emit(make_udp_reply(p, reply));
+        dns.push_back(PendingDns{p, {payload.begin(), payload.end()}});  // answered off the lock
         return;
       }
       case Verdict::Kind::kEcho:

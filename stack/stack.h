@@ -36,9 +36,8 @@ struct StackConfig {
   IpAddress peer4, peer6;
   IpAddress netif4, netif6;
   uint8_t prefix4 = 16, prefix6 = 64;
-  /// Addresses answering UDP port 53 (the DNS responder), and the handler:
-  /// query payload in, reply payload out (empty: no reply). Called on the
-  /// stack thread; must be fast and must not call into the Stack.
+  /// Addresses answering UDP port 53 (the DNS responder); dns_accept and
+  /// dns_handler below answer them.
   std::vector<IpAddress> dns_addrs;
   /// TCP keepalive towards the client (RFC 1122 §4.2.3.6), so that the
   /// connections of a client that vanished without FIN or RST are found and
@@ -55,6 +54,19 @@ struct StackConfig {
   /// one 64 KiB window per gRPC write round trip. 0: acknowledge only what
   /// the upstream wrote.
   size_t early_ack_bytes = 256 * 1024;
+  /// DNS, in two steps so that no query is parsed under the lwIP core lock
+  /// (issue 14.3; stack.cc "DNS off the lock"):
+  ///  - dns_accept(payload): the cheap check, called on the stack thread
+  ///    WITH the core lock held, for every datagram to a DNS address; it must
+  ///    look at a bounded prefix only (names::DnsResponder::header_acceptable
+  ///    reads the 12-byte header). false: dropped, counted in dns_dropped,
+  ///    nothing copied. Unset: every datagram is accepted.
+  ///  - dns_handler(payload): query payload in, reply payload out (empty: no
+  ///    reply). Called on the stack thread WITHOUT the core lock, after the
+  ///    batch of packets the query came in (at most 64); the replies are then
+  ///    written under one short hold of the lock. Must not block and must not
+  ///    call into the Stack.
+  std::function<bool(std::span<const uint8_t>)> dns_accept;
   std::function<std::vector<uint8_t>(std::span<const uint8_t>)> dns_handler;
 };
 

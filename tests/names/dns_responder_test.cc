@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -28,6 +29,10 @@ struct PktFree {
   void operator()(ldns_pkt* p) const { ldns_pkt_free(p); }
 };
 using PktPtr = std::unique_ptr<ldns_pkt, PktFree>;
+struct RrFree {
+  void operator()(ldns_rr* r) const { ldns_rr_free(r); }
+};
+using RrHolder = std::unique_ptr<ldns_rr, RrFree>;
 
 using Bytes = std::vector<uint8_t>;
 
@@ -313,7 +318,7 @@ TEST_F(DnsResponderTest, OtherOpcodesAreNotimp) {
     EXPECT_EQ(ldns_pkt_ancount(p.get()), 0);
   }
   // Opcode 15 with a body that does not parse: still NOTIMP, header only.
-  Bytes raw = {0x12, 0x34, 0x78, 0x00, 0x00, 0x05, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+  Bytes raw = {0x12, 0x34, 0x78, 0x00, 0x00, 0x01, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
   const Bytes reply = r_.respond(raw);
   ASSERT_EQ(reply.size(), static_cast<size_t>(LDNS_HEADER_SIZE));
   EXPECT_EQ(LDNS_ID_WIRE(reply.data()), 0x1234);
@@ -323,25 +328,169 @@ TEST_F(DnsResponderTest, OtherOpcodesAreNotimp) {
   EXPECT_EQ(LDNS_QDCOUNT(reply.data()), 0);
 }
 
-TEST_F(DnsResponderTest, TwoOrZeroQuestionsAreFormerr) {
+// The header pre-check (issue 14.3): each rule drops the datagram with no
+// answer, judged from the 12-byte header alone.
+TEST_F(DnsResponderTest, TwoOrZeroQuestionsAreDropped) {
   PktPtr q = make_pkt({});
   ldns_rr* second = nullptr;
   ASSERT_EQ(ldns_rr_new_question_frm_str(&second, "v6only.local. IN AAAA", nullptr, nullptr),
             LDNS_STATUS_OK);
   ASSERT_TRUE(ldns_pkt_push_rr(q.get(), LDNS_SECTION_QUESTION, second));
-  PktPtr p = parse(r_.respond(to_wire(q.get())));
-  ASSERT_TRUE(p);
-  EXPECT_EQ(ldns_pkt_id(p.get()), kId);
-  EXPECT_EQ(ldns_pkt_get_rcode(p.get()), LDNS_RCODE_FORMERR);
-  EXPECT_EQ(ldns_pkt_qdcount(p.get()), 0);
-  EXPECT_EQ(ldns_pkt_ancount(p.get()), 0);
+  const Bytes two = to_wire(q.get());
+  ASSERT_EQ(LDNS_QDCOUNT(two.data()), 2);
+  EXPECT_FALSE(DnsResponder::header_acceptable(two));
+  EXPECT_TRUE(r_.respond(two).empty());
 
   PktPtr empty(ldns_pkt_new());
   ldns_pkt_set_id(empty.get(), 7);
-  p = parse(r_.respond(to_wire(empty.get())));
+  const Bytes none = to_wire(empty.get());
+  ASSERT_EQ(LDNS_QDCOUNT(none.data()), 0);
+  EXPECT_FALSE(DnsResponder::header_acceptable(none));
+  EXPECT_TRUE(r_.respond(none).empty());
+}
+
+TEST_F(DnsResponderTest, AnswerOrAuthorityRecordsInAQueryAreDropped) {
+  ldns_rr* rr = nullptr;
+  ASSERT_EQ(ldns_rr_new_frm_str(&rr, "demo.local. 5 IN A 192.0.2.1", 0, nullptr, nullptr), LDNS_STATUS_OK);
+  RrHolder answer(rr);
+  for (ldns_pkt_section sec : {LDNS_SECTION_ANSWER, LDNS_SECTION_AUTHORITY}) {
+    SCOPED_TRACE(static_cast<int>(sec));
+    PktPtr q = make_pkt({});
+    ASSERT_TRUE(ldns_pkt_push_rr(q.get(), sec, ldns_rr_clone(answer.get())));
+    const Bytes wire = to_wire(q.get());
+    EXPECT_EQ(LDNS_ANCOUNT(wire.data()) + LDNS_NSCOUNT(wire.data()), 1);
+    EXPECT_FALSE(DnsResponder::header_acceptable(wire));
+    EXPECT_TRUE(r_.respond(wire).empty());
+  }
+}
+
+TEST_F(DnsResponderTest, TwoAdditionalRecordsAreDroppedOneWithEdnsIsAnswered) {
+  // ARCOUNT 1: the OPT record (EDNS0) is the one additional record allowed.
+  const Bytes one = query({.edns_udp = 1232});
+  ASSERT_EQ(LDNS_ARCOUNT(one.data()), 1);
+  EXPECT_TRUE(DnsResponder::header_acceptable(one));
+  PktPtr p = ask({.edns_udp = 1232});
   ASSERT_TRUE(p);
-  EXPECT_EQ(ldns_pkt_id(p.get()), 7);
-  EXPECT_EQ(ldns_pkt_get_rcode(p.get()), LDNS_RCODE_FORMERR);
+  EXPECT_EQ(ldns_pkt_get_rcode(p.get()), LDNS_RCODE_NOERROR);
+  EXPECT_EQ(ldns_pkt_ancount(p.get()), 1);
+  // ARCOUNT 2 (OPT + an A record): dropped.
+  PktPtr q = make_pkt({.edns_udp = 1232});
+  ldns_rr* rr = nullptr;
+  ASSERT_EQ(ldns_rr_new_frm_str(&rr, "demo.local. 5 IN A 192.0.2.1", 0, nullptr, nullptr), LDNS_STATUS_OK);
+  ASSERT_TRUE(ldns_pkt_push_rr(q.get(), LDNS_SECTION_ADDITIONAL, rr));
+  const Bytes two = to_wire(q.get());
+  ASSERT_EQ(LDNS_ARCOUNT(two.data()), 2);
+  EXPECT_FALSE(DnsResponder::header_acceptable(two));
+  EXPECT_TRUE(r_.respond(two).empty());
+}
+
+// Pads a query with an EDNS option (RFC 7830 padding, code 12) to exactly
+// `size` bytes.
+Bytes padded_query(size_t size) {
+  Bytes q = query({.edns_udp = 1232});
+  // The OPT record is last: its RDLENGTH are the final two bytes.
+  const size_t pad = size - q.size() - 4;
+  q.insert(q.end(), {0x00, 0x0c, static_cast<uint8_t>(pad >> 8), static_cast<uint8_t>(pad & 0xff)});
+  q.insert(q.end(), pad, 0);
+  const size_t rdlen = pad + 4;
+  q[q.size() - rdlen - 2] = static_cast<uint8_t>(rdlen >> 8);
+  q[q.size() - rdlen - 1] = static_cast<uint8_t>(rdlen & 0xff);
+  return q;
+}
+
+TEST_F(DnsResponderTest, QueriesOver512BytesAreDropped) {
+  const Bytes at_limit = padded_query(DnsResponder::kMaxQueryBytes);
+  ASSERT_EQ(at_limit.size(), 512u);
+  PktPtr p = parse(r_.respond(at_limit));
+  ASSERT_TRUE(p);
+  EXPECT_EQ(ldns_pkt_get_rcode(p.get()), LDNS_RCODE_NOERROR);
+  EXPECT_EQ(ldns_pkt_ancount(p.get()), 1);
+
+  const Bytes over = padded_query(DnsResponder::kMaxQueryBytes + 1);
+  ASSERT_EQ(over.size(), 513u);
+  EXPECT_FALSE(DnsResponder::header_acceptable(over));
+  EXPECT_TRUE(r_.respond(over).empty());
+}
+
+// The crafted query of issue 14 (about 10,000 questions whose names are
+// chains of compression pointers) used to be parsed whole by ldns, tens of
+// milliseconds each; now its header drops it before any parsing.
+Bytes pointer_chain_query(size_t questions) {
+  Bytes q = {0x66, 0x66, 0x01, 0x00, static_cast<uint8_t>(questions >> 8),
+             static_cast<uint8_t>(questions & 0xff), 0, 0, 0, 0, 0, 0};
+  size_t prev = q.size();
+  q.insert(q.end(), {1, 'a', 0, 0x00, 0x01, 0x00, 0x01});  // a. A IN
+  for (size_t i = 1; i < questions; ++i) {
+    const size_t here = q.size();
+    const size_t target = prev < 0x4000 ? prev : 12;  // pointers reach 14 bits
+    q.insert(q.end(), {1, 'a', static_cast<uint8_t>(0xc0 | (target >> 8)),
+                       static_cast<uint8_t>(target & 0xff), 0x00, 0x01, 0x00, 0x01});
+    prev = here;
+  }
+  return q;
+}
+
+TEST_F(DnsResponderTest, PointerChainQueryIsDroppedWithoutParsing) {
+  const Bytes crafted = pointer_chain_query(10000);
+  ASSERT_GT(crafted.size(), 60000u);
+  EXPECT_FALSE(DnsResponder::header_acceptable(crafted));
+  EXPECT_TRUE(r_.respond(crafted).empty());
+  // Without parsing: 1,000 of them cost far less than one parse did (tens of
+  // ms); the bound is loose so that a loaded or sanitized build passes.
+  const auto t0 = std::chrono::steady_clock::now();
+  size_t answered = 0;
+  for (int i = 0; i < 1000; ++i) answered += r_.respond(crafted).size();
+  const auto spent = std::chrono::steady_clock::now() - t0;
+  EXPECT_EQ(answered, 0u);
+  EXPECT_LT(spent, std::chrono::milliseconds(50));
+  // The same chain cut to the 512-byte limit with QDCOUNT 1 is parsed: one
+  // question ("a.", outside the domain: REFUSED), the rest ignored.
+  Bytes small(crafted.begin(), crafted.begin() + 512);
+  small[4] = 0;
+  small[5] = 1;
+  ASSERT_TRUE(DnsResponder::header_acceptable(small));
+  PktPtr p = parse(r_.respond(small));
+  ASSERT_TRUE(p);
+  EXPECT_EQ(ldns_pkt_get_rcode(p.get()), LDNS_RCODE_REFUSED);
+}
+
+// Answer sizes (the class comment): errors and refusals are never larger than
+// the query, negative answers add one compressed SOA, positive answers one
+// record per address; EDNS options are not echoed.
+TEST_F(DnsResponderTest, AnswersAreNeverLargerThanNeeded) {
+  struct Case {
+    Q q;
+    size_t extra;  // bytes the response may add to the query
+  };
+  const size_t soa = DnsResponder::kSoaBytes;
+  for (const Case& c : {Case{{.name = "x.local."}, soa},
+                        Case{{.name = "nosuch.local.", .edns_udp = 1232}, soa},
+                        Case{{.name = "demo.local.", .type = LDNS_RR_TYPE_MX}, soa},
+                        Case{{.name = "local.", .type = LDNS_RR_TYPE_SOA}, soa},
+                        Case{{.name = "demo.local."}, 16},
+                        Case{{.name = "demo.local.", .type = LDNS_RR_TYPE_AAAA}, 28},
+                        Case{{.name = "multi.local."}, 2 * 16},
+                        Case{{.name = "example.com."}, 0},
+                        Case{{.name = "example.com.", .edns_udp = 1232}, 0},
+                        Case{{.opcode = LDNS_PACKET_STATUS}, 0},
+                        Case{{.edns_udp = 1232, .edns_version = 1}, 0}}) {
+    SCOPED_TRACE(c.q.name + " type " + std::to_string(c.q.type));
+    const Bytes in = query(c.q);
+    const Bytes out = r_.respond(in);
+    ASSERT_FALSE(out.empty());
+    EXPECT_LE(out.size(), in.size() + c.extra);
+  }
+  // The smallest acceptable query and its NXDOMAIN (documented numbers).
+  const Bytes tiny = query({.name = "x.local."});
+  EXPECT_EQ(tiny.size(), 25u);
+  EXPECT_EQ(r_.respond(tiny).size(), 72u);
+  // EDNS options (here 200 bytes of padding) are not echoed.
+  const Bytes padded = padded_query(300);
+  EXPECT_LT(r_.respond(padded).size(), 100u);
+  // A header-only FORMERR for a malformed body.
+  Bytes cut = query({.name = "nosuch.local."});
+  cut.resize(cut.size() - 3);
+  EXPECT_EQ(r_.respond(cut).size(), static_cast<size_t>(LDNS_HEADER_SIZE));
 }
 
 TEST_F(DnsResponderTest, MalformedWithReadableHeaderIsFormerr) {
@@ -421,7 +570,7 @@ TEST_F(DnsResponderTest, EdnsVersionAboveZeroIsBadvers) {
   EXPECT_FALSE(ldns_pkt_aa(p.get()));
 }
 
-TEST_F(DnsResponderTest, TwoOptRecordsAreFormerr) {
+TEST_F(DnsResponderTest, TwoOptRecordsAreDropped) {
   PktPtr q = make_pkt({.edns_udp = 1232});
   ldns_rr* opt = ldns_rr_new();
   ldns_rr_set_type(opt, LDNS_RR_TYPE_OPT);
@@ -431,14 +580,12 @@ TEST_F(DnsResponderTest, TwoOptRecordsAreFormerr) {
   ASSERT_TRUE(ldns_pkt_push_rr(q.get(), LDNS_SECTION_ADDITIONAL, opt));
   const Bytes wire = to_wire(q.get());
   ASSERT_EQ(LDNS_ARCOUNT(wire.data()), 2);
-  PktPtr p = parse(r_.respond(wire));
-  ASSERT_TRUE(p);
-  EXPECT_EQ(ldns_pkt_get_rcode(p.get()), LDNS_RCODE_FORMERR);
-  EXPECT_EQ(ldns_pkt_ancount(p.get()), 0);
+  EXPECT_TRUE(r_.respond(wire).empty());  // ARCOUNT > 1: the header pre-check
 }
 
 // ldns takes a TSIG out of the additional section too; it must not be
-// counted as an OPT record. The TSIG itself is ignored (not verified).
+// counted as an OPT record. The TSIG itself is ignored (not verified). A TSIG
+// next to an OPT is ARCOUNT 2: dropped by the header pre-check.
 TEST_F(DnsResponderTest, TsigIsNotCountedAsOpt) {
   const Bytes tsig = {0, 0x00, 0xfa, 0x00, 0xff, 0, 0, 0, 0, 0, 42,  // root TSIG ANY TTL 0 RDLEN 42
                       8, 'h', 'm', 'a', 'c', '-', 'm', 'd', '5', 7, 's', 'i', 'g', '-', 'a', 'l',
@@ -451,6 +598,10 @@ TEST_F(DnsResponderTest, TsigIsNotCountedAsOpt) {
     q.insert(q.end(), tsig.begin(), tsig.end());
     q[11] = static_cast<uint8_t>(q[11] + 1);  // ARCOUNT
     const Bytes reply = r_.respond(q);
+    if (edns) {
+      EXPECT_TRUE(reply.empty());
+      continue;
+    }
     PktPtr p = parse(reply);
     ASSERT_TRUE(p);
     EXPECT_EQ(ldns_pkt_get_rcode(p.get()), LDNS_RCODE_NOERROR);
@@ -548,10 +699,16 @@ TEST(DnsResponderDomain, MultiLabelDomainAndTtl) {
 }
 
 // Any reply must be a well-formed DNS response to the query's ID, within the
-// size limit, and sent only for inputs with a full header and QR clear.
+// size limit, and sent only for inputs that pass the header pre-check (a full
+// header, at most 512 bytes, QR clear, QDCOUNT 1, ANCOUNT and NSCOUNT 0,
+// ARCOUNT at most 1).
 void expect_sane(const DnsResponder& r, const Bytes& in) {
   const Bytes out = r.respond(in);
-  if (in.size() < LDNS_HEADER_SIZE || LDNS_QR_WIRE(in.data())) {
+  const bool acceptable = in.size() >= LDNS_HEADER_SIZE && in.size() <= 512 && !LDNS_QR_WIRE(in.data()) &&
+                          LDNS_QDCOUNT(in.data()) == 1 && LDNS_ANCOUNT(in.data()) == 0 &&
+                          LDNS_NSCOUNT(in.data()) == 0 && LDNS_ARCOUNT(in.data()) <= 1;
+  EXPECT_EQ(DnsResponder::header_acceptable(in), acceptable);
+  if (!acceptable) {
     EXPECT_TRUE(out.empty());
     return;
   }
@@ -595,7 +752,11 @@ TEST_F(DnsResponderTest, BitFlipsAndRandomBytesNeverCrash) {
     Bytes m(rng() % 600);
     for (auto& b : m) b = static_cast<uint8_t>(rng());
     if (m.size() >= 3 && rng() % 2 == 0) m[2] &= 0x7f;  // QR clear so that half get parsed
-    if (m.size() >= 6 && rng() % 2 == 0) { m[4] = 0; m[5] = 1; }
+    if (m.size() >= 12 && rng() % 2 == 0) {  // a header that passes the pre-check
+      m[4] = 0; m[5] = 1;
+      std::fill(m.begin() + 6, m.begin() + 11, 0);
+      m[11] &= 1;
+    }
     expect_sane(r_, m);
   }
 }

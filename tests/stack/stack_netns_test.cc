@@ -19,12 +19,14 @@
 #include <condition_variable>
 #include <deque>
 #include <functional>
+#include <future>
 #include <map>
 #include <mutex>
 #include <random>
 #include <thread>
 
 #include "netns_child.h"
+#include "stack/lwip_adapter.h"
 #include "stack/stack.h"
 #include "tun/link_config.h"
 #include "tun/tun_device.h"
@@ -188,6 +190,21 @@ IpAddress ip(const char* s) { return *IpAddress::parse(s); }
 
 Stack* g_stack = nullptr;  // the child's stack, for tests that read its counters
 
+// Whether another thread can take the lwIP core lock within 2 s, asked from
+// the DNS handler (issue 14.3: queries are answered off the lock). A probe
+// that did not get the lock keeps waiting for it; with_stack() joins it.
+std::thread g_lock_probe;
+bool core_lock_free_elsewhere() {
+  auto got = std::make_shared<std::promise<void>>();
+  std::future<void> f = got->get_future();
+  if (g_lock_probe.joinable()) g_lock_probe.join();
+  g_lock_probe = std::thread([got] {
+    CoreLock lk;
+    got->set_value();
+  });
+  return f.wait_for(std::chrono::seconds(2)) == std::future_status::ready;
+}
+
 // Brings up TUN + Stack in the current (fresh) namespace, runs `body`.
 std::string with_stack(const std::function<std::string()>& body) {
   auto dev = tun::TunDevice::open("osh-st0");
@@ -204,8 +221,13 @@ std::string with_stack(const std::function<std::string()>& body) {
   cfg.peer6 = ip("fd00:6f73:6800::1");
   cfg.netif6 = ip("fd00:6f73:6800::3");
   cfg.dns_addrs = {ip("198.18.0.2"), ip("fd00:6f73:6800::2")};
+  // Refuses payloads starting with "drop" (counted, never handled).
+  cfg.dns_accept = [](std::span<const uint8_t> q) {
+    return std::string_view(reinterpret_cast<const char*>(q.data()), q.size()).substr(0, 4) != "drop";
+  };
   cfg.dns_handler = [](std::span<const uint8_t> q) {  // answers "re:" + query
-    const std::string r = "re:" + std::string(q.begin(), q.end());
+    std::string r = "re:" + std::string(q.begin(), q.end());
+    if (r == "re:lock?") r = core_lock_free_elsewhere() ? "lock free" : "lock held";
     return std::vector<uint8_t>(r.begin(), r.end());
   };
   Stack stk(cfg, up);
@@ -215,6 +237,7 @@ std::string with_stack(const std::function<std::string()>& body) {
   g_stack = &stk;
   std::string r = body();
   g_stack = nullptr;
+  if (g_lock_probe.joinable()) g_lock_probe.join();
   stk.stop();
   up.shutdown();  // its last events go to a stopped, not a destroyed, Stack
   return r;
@@ -444,25 +467,52 @@ TEST_F(StackNetns, RetransmittedSynWhileOpeningIsAbsorbed) {
   });
 }
 
+// Sends `payload` to `addr`:53 up to 5 times; returns the first reply, or ""
+// when none came within 1 s of each attempt. UDP: like any DNS client, it
+// retries (the first IPv6 datagram on a link that just came up is
+// occasionally lost before it reaches the TUN).
+std::string dns_roundtrip(const char* addr, const std::string& payload) {
+  sockaddr_storage ss;
+  const socklen_t len = make_sockaddr(addr, 53, &ss);
+  int fd = socket(ss.ss_family, SOCK_DGRAM, 0);
+  timeval tv{1, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  char buf[64] = {};
+  ssize_t n = -1;
+  for (int attempt = 0; attempt < 5 && n < 0; ++attempt) {
+    sendto(fd, payload.data(), payload.size(), 0, reinterpret_cast<sockaddr*>(&ss), len);
+    n = recv(fd, buf, sizeof buf, 0);
+  }
+  close(fd);
+  return n > 0 ? std::string(buf, static_cast<size_t>(n)) : "";
+}
+
 TEST_F(StackNetns, UdpToTheDnsAddressReachesTheHandler) {
   run([]() -> std::string {
-    for (const char* a : {"198.18.0.2", "fd00:6f73:6800::2"}) {
-      sockaddr_storage ss;
-      const socklen_t len = make_sockaddr(a, 53, &ss);
-      int fd = socket(ss.ss_family, SOCK_DGRAM, 0);
-      timeval tv{1, 0};
-      setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-      // UDP: like any DNS client, retry (the first IPv6 datagram on a link
-      // that just came up is occasionally lost before it reaches the TUN).
-      char buf[64] = {};
-      ssize_t n = -1;
-      for (int attempt = 0; attempt < 5 && n < 0; ++attempt) {
-        sendto(fd, "hello", 5, 0, reinterpret_cast<sockaddr*>(&ss), len);
-        n = recv(fd, buf, sizeof buf, 0);
-      }
-      close(fd);
-      if (n != 8 || std::string(buf, 8) != "re:hello") return std::string(a) + ": bad or no UDP reply";
-    }
+    for (const char* a : {"198.18.0.2", "fd00:6f73:6800::2"})
+      if (dns_roundtrip(a, "hello") != "re:hello") return std::string(a) + ": bad or no UDP reply";
+    return "";
+  });
+}
+
+// Issue 14.3: the handler runs without the lwIP core lock (another thread
+// takes it meanwhile); datagrams dns_accept refuses are counted, not handled.
+TEST_F(StackNetns, DnsIsAnsweredOffTheCoreLockAfterTheHeaderCheck) {
+  run([]() -> std::string {
+    if (const std::string r = dns_roundtrip("198.18.0.2", "lock?"); r != "lock free")
+      return "the DNS handler ran with the core lock held (reply \"" + r + "\")";
+    sockaddr_storage ss;
+    const socklen_t len = make_sockaddr("198.18.0.2", 53, &ss);
+    int fd = socket(ss.ss_family, SOCK_DGRAM, 0);
+    timeval tv{0, 300000};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    sendto(fd, "drop me", 7, 0, reinterpret_cast<sockaddr*>(&ss), len);
+    char buf[64];
+    const ssize_t n = recv(fd, buf, sizeof buf, 0);
+    close(fd);
+    if (n >= 0) return std::string("a refused datagram was answered");
+    if (g_stack->counters().dns_dropped.load() != 1) return std::string("dns_dropped is not 1");
+    if (dns_roundtrip("198.18.0.2", "after") != "re:after") return std::string("no answer after a drop");
     return "";
   });
 }

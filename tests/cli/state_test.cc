@@ -1,0 +1,218 @@
+// cli/state: the recorded daemon is the tunnel only while pid, boot id and
+// start time all match (a reused pid is not the tunnel), and the state-dir
+// lock admits one holder (issue 14.4). Runs as any user; no namespaces.
+#include "cli/state.h"
+
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+namespace osh::cli {
+namespace {
+
+namespace fs = std::filesystem;
+
+class StateDir : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/osh-state-test-XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+  fs::path dir_;
+};
+
+// A child that waits until killed; its pid plays "the pid was reused".
+struct Sleeper {
+  pid_t pid = ::fork();
+  Sleeper() {
+    if (pid == 0) {
+      ::pause();
+      _exit(0);
+    }
+  }
+  ~Sleeper() {
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, nullptr, 0);
+  }
+};
+
+std::string boot_id() {
+  std::ifstream f("/proc/sys/kernel/random/boot_id");
+  std::string s;
+  std::getline(f, s);
+  return s;
+}
+
+TEST(ProcessIdentity, ReadsBootIdAndStartTime) {
+  const auto a = process_identity(::getpid());
+  ASSERT_TRUE(a);
+  EXPECT_EQ(a->boot_id, boot_id());
+  EXPECT_EQ(a->boot_id.size(), 36u);
+  EXPECT_GT(a->start_time, 0u);
+  const auto b = process_identity(::getpid());
+  ASSERT_TRUE(b);
+  EXPECT_EQ(a->start_time, b->start_time);
+  EXPECT_FALSE(process_identity(0));
+  EXPECT_FALSE(process_identity(-1));
+}
+
+TEST(ProcessIdentity, GoneProcessHasNone) {
+  const pid_t child = ::fork();
+  if (child == 0) _exit(0);
+  ASSERT_GT(child, 0);
+  ::waitpid(child, nullptr, 0);
+  EXPECT_FALSE(process_identity(child));
+}
+
+// The comm field may hold spaces and parentheses ("x) 1 2 3 (y"): fields are
+// counted after the last ')', so the start time is unchanged by a rename.
+TEST(ProcessIdentity, CommWithSpacesAndParentheses) {
+  const pid_t child = ::fork();
+  if (child == 0) {
+    const auto before = process_identity(::getpid());
+    ::prctl(PR_SET_NAME, "x) 1 2 3 (y", 0, 0, 0);
+    const auto after = process_identity(::getpid());
+    _exit(before && after && before->start_time == after->start_time ? 0 : 1);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
+TEST(RecordedTunnel, AliveOnlyWithMatchingIdentity) {
+  RunState st;
+  st.pid = ::getpid();
+  st.identity = *process_identity(::getpid());
+  EXPECT_TRUE(recorded_tunnel_alive(st));
+
+  RunState other_start = st;
+  other_start.identity.start_time += 1;
+  EXPECT_FALSE(recorded_tunnel_alive(other_start));
+
+  RunState other_boot = st;
+  other_boot.identity.boot_id = "00000000-0000-0000-0000-000000000000";
+  EXPECT_FALSE(recorded_tunnel_alive(other_boot));
+
+  RunState none;
+  EXPECT_FALSE(recorded_tunnel_alive(none));
+}
+
+// The state names a pid that now belongs to another process (here a child
+// that is alive): with the old identity recorded it is not the tunnel.
+TEST(RecordedTunnel, ReusedPidIsNotTheTunnel) {
+  Sleeper other;
+  ASSERT_GT(other.pid, 0);
+  RunState st;
+  st.pid = other.pid;
+  st.identity = *process_identity(::getpid());  // the identity the "tunnel" had
+  EXPECT_FALSE(recorded_tunnel_alive(st));
+  st.identity = *process_identity(other.pid);   // the process itself
+  EXPECT_TRUE(recorded_tunnel_alive(st));
+}
+
+TEST_F(StateDir, IdentitySurvivesSaveAndLoad) {
+  RunState st;
+  st.pid = ::getpid();
+  st.identity = *process_identity(::getpid());
+  st.tun_name = "osh0";
+  st.save(dir_);
+  const RunState back = RunState::load(dir_);
+  EXPECT_EQ(back.pid, st.pid);
+  EXPECT_EQ(back.identity.boot_id, st.identity.boot_id);
+  EXPECT_EQ(back.identity.start_time, st.identity.start_time);
+  EXPECT_TRUE(recorded_tunnel_alive(back));
+}
+
+// A state file of an older version (no identity): the pid alone, checked by
+// the executable's name, as before; this test binary is not the tunnel.
+TEST_F(StateDir, OldStateFileWithoutIdentity) {
+  std::ofstream(dir_ / "state.json") << R"({"pid": )" << ::getpid() << R"(, "tun_name": "osh0"})";
+  const RunState st = RunState::load(dir_);
+  EXPECT_EQ(st.pid, ::getpid());
+  EXPECT_TRUE(st.identity.boot_id.empty());
+  EXPECT_FALSE(recorded_tunnel_alive(st));
+}
+
+TEST_F(StateDir, LockHasOneHolder) {
+  EXPECT_EQ(StateLock::held_by_someone(dir_), std::optional<bool>(false));  // no lock file yet
+  std::string err;
+  StateLock first;
+  ASSERT_EQ(first.acquire(dir_, &err), StateLock::Result::kAcquired) << err;
+  EXPECT_TRUE(first.held());
+  EXPECT_EQ(StateLock::held_by_someone(dir_), std::optional<bool>(true));
+  // flock(2) locks belong to the open file description: a second open, even
+  // in this process, is refused, and so is another process.
+  StateLock second;
+  EXPECT_EQ(second.acquire(dir_, &err), StateLock::Result::kHeld);
+  EXPECT_FALSE(second.held());
+  const pid_t child = ::fork();
+  if (child == 0) {
+    StateLock l;
+    std::string e;
+    _exit(l.acquire(dir_, &e) == StateLock::Result::kHeld ? 0 : 1);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  // Asking does not take the lock: the holder keeps it, nobody else gets it.
+  EXPECT_EQ(second.acquire(dir_, &err), StateLock::Result::kHeld);
+
+  first = StateLock();  // released (closed)
+  EXPECT_EQ(StateLock::held_by_someone(dir_), std::optional<bool>(false));
+  EXPECT_EQ(second.acquire(dir_, &err), StateLock::Result::kAcquired) << err;
+}
+
+TEST_F(StateDir, LockIsReleasedWhenTheHolderDies) {
+  int ready[2];
+  ASSERT_EQ(::pipe(ready), 0);
+  const pid_t child = ::fork();
+  if (child == 0) {
+    StateLock l;
+    std::string e;
+    const char ok = l.acquire(dir_, &e) == StateLock::Result::kAcquired ? 'y' : 'n';
+    (void)!::write(ready[1], &ok, 1);
+    ::pause();
+    _exit(0);
+  }
+  char ok = 0;
+  ASSERT_EQ(::read(ready[0], &ok, 1), 1);
+  EXPECT_EQ(ok, 'y');
+  std::string err;
+  StateLock mine;
+  EXPECT_EQ(mine.acquire(dir_, &err), StateLock::Result::kHeld);
+  ::kill(child, SIGKILL);
+  ::waitpid(child, nullptr, 0);
+  EXPECT_EQ(mine.acquire(dir_, &err), StateLock::Result::kAcquired) << err;
+  ::close(ready[0]);
+  ::close(ready[1]);
+}
+
+TEST_F(StateDir, LockFileSymlinkIsRefused) {
+  const fs::path target = dir_ / "elsewhere";
+  std::ofstream(target) << "";
+  fs::create_symlink(target, dir_ / "lock");
+  std::string err;
+  StateLock l;
+  EXPECT_EQ(l.acquire(dir_, &err), StateLock::Result::kError);
+  EXPECT_NE(err.find("lock"), std::string::npos) << err;
+}
+
+TEST_F(StateDir, LockCreatesAPrivateDirectory) {
+  const fs::path sub = dir_ / "new" / "state";
+  std::string err;
+  StateLock l;
+  ASSERT_EQ(l.acquire(sub, &err), StateLock::Result::kAcquired) << err;
+  EXPECT_EQ(fs::status(sub).permissions() & fs::perms::all, fs::perms::owner_all);
+  EXPECT_TRUE(fs::is_regular_file(sub / "lock"));
+}
+
+}  // namespace
+}  // namespace osh::cli
