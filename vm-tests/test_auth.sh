@@ -71,7 +71,7 @@ expect_fail() {
     grep_mode=-qxE
   fi
   say "$name: expect exit $want_rc"
-  timeout 30 ip netns exec "$NS_CLIENT" $(tunnel_cmd) --state-dir "$OSH_WORK/state-$name" "$@" \
+  timeout "$(osh_scaled 30)" ip netns exec "$NS_CLIENT" $(tunnel_cmd) --state-dir "$OSH_WORK/state-$name" "$@" \
     >"$OSH_WORK/$name.out" 2>"$OSH_WORK/$name.err" || rc=$?
   sed 's/^/    /' "$OSH_WORK/$name.err"
   check "$name: exit code $want_rc (got $rc)" [ "$rc" = "$want_rc" ]
@@ -91,7 +91,7 @@ start_tunnel() {
 
 curl_blob_ok() {
   local sum
-  sum="$(n_client curl -sS --max-time 30 "http://$OSH_SANDBOX_NAME.local:8080/blob" | sha256sum | cut -d' ' -f1)"
+  sum="$(n_client curl -sS --max-time "$(osh_scaled 30)" "http://$OSH_SANDBOX_NAME.local:8080/blob" | sha256sum | cut -d' ' -f1)"
   [[ $sum == "$OSH_BLOB_SHA" ]]
 }
 

@@ -41,7 +41,7 @@ source "$(dirname "$0")/lib.sh"
 
 WEB_PORT=8090  # osh_sandbox_services' http.server has 8080
 CHROMIUM="${OSH_CHROMIUM:-/usr/lib/chromium/chromium}"
-CHROME_SECS=60 # the whole browser run, seconds
+CHROME_SECS="$(osh_scaled 60)" # the whole browser run, seconds (load-scaled)
 WINDOW_W=900
 WINDOW_H=400
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
@@ -81,7 +81,7 @@ check "client namespace has no IPv4 default route" [ -z "$(ip -n "$NS_CLIENT" -4
 check "client namespace has no IPv6 default route" [ -z "$(ip -n "$NS_CLIENT" -6 route show default)" ]
 
 say "the page as served carries no token (the browser can only get it over the WebSocket)"
-n_client curl -sS --max-time 10 "http://demo.local:$WEB_PORT/" >"$OSH_WORK/page.html"
+n_client curl -sS --max-time "$(osh_scaled 10)" "http://demo.local:$WEB_PORT/" >"$OSH_WORK/page.html"
 check "page served through the tunnel" grep -q '<span id="value">(waiting)</span>' "$OSH_WORK/page.html"
 check "token absent from the page" bash -c '! grep -qF "$1" "$2"' _ "$TOKEN" "$OSH_WORK/page.html"
 

@@ -118,7 +118,7 @@ run_case() {
   CASE="$1"
   say "case $CASE"
   snapshot BEFORE
-  OUT="$(ip netns exec "$NS_CLIENT" /usr/bin/python3 "$HOSTILE" "$CASE" --v4 "$V4" --v6 "$V6" --port "$ECHO_PORT")" ||
+  OUT="$(OSH_WAIT_FACTOR="$(osh_scale_factor)" ip netns exec "$NS_CLIENT" /usr/bin/python3 "$HOSTILE" "$CASE" --v4 "$V4" --v6 "$V6" --port "$ECHO_PORT")" ||
     OUT='{"sent": 0, "error": "hostile.py failed"}'
   echo "  $OUT"
   hard "tunnel still running after the injection" tunnel_alive
@@ -134,7 +134,7 @@ healthy() {
   local out sum
   out="$(osh_ssh root@demo.local 'echo ssh-ok')" || true
   hard "fresh ssh works" [ "$out" = ssh-ok ]
-  sum="$(n_client curl -4 -sS --max-time 10 http://demo.local:8080/blob | sha256sum | cut -d' ' -f1)"
+  sum="$(n_client curl -4 -sS --max-time "$(osh_scaled 10)" http://demo.local:8080/blob | sha256sum | cut -d' ' -f1)"
   hard "fresh curl works (sha256)" [ "$sum" = "$OSH_BLOB_SHA" ]
 }
 answers() { jfield "$OUT" answers; }

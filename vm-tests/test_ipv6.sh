@@ -30,7 +30,7 @@ for fam in 6 4; do
   for port in 8081 8080; do
     bound=$([[ $port == 8081 ]] && echo "[::1]" || echo "127.0.0.1")
     say "curl -$fam to a server listening only on $bound:$port in the sandbox"
-    sum="$(n_client curl "-$fam" -sS --max-time 30 "http://demo.local:$port/blob" | sha256sum | cut -d' ' -f1)"
+    sum="$(n_client curl "-$fam" -sS --max-time "$(osh_scaled 30)" "http://demo.local:$port/blob" | sha256sum | cut -d' ' -f1)"
     check "download intact over IPv$fam" [ "$sum" = "$OSH_BLOB_SHA" ]
   done
 done
@@ -38,7 +38,7 @@ done
 for fam in 6 4; do
   say "curl -$fam to port 8082, closed in both loopback families"
   rc=0
-  n_client curl "-$fam" -sS --max-time 10 -o /dev/null http://demo.local:8082/ 2>"$OSH_WORK/c$fam.err" || rc=$?
+  n_client curl "-$fam" -sS --max-time "$(osh_scaled 10)" -o /dev/null http://demo.local:8082/ 2>"$OSH_WORK/c$fam.err" || rc=$?
   cat "$OSH_WORK/c$fam.err"
   check "refused (curl exit 7, got $rc)" [ "$rc" -eq 7 ]
 done

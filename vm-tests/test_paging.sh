@@ -75,7 +75,7 @@ done
 check "every sandbox has its hosts entries ($(grep -c '\.local$' "$OSH_HOSTS") lines)" \
   [ "$(grep -c '[[:space:]]sb-[0-9]*\.local$' "$OSH_HOSTS")" -eq 300 ]
 check "demo answers through the tunnel" \
-  bash -c "ip netns exec $NS_CLIENT curl -4 -sS --max-time 10 -o /dev/null http://demo.local:8080/blob"
+  bash -c "ip netns exec $NS_CLIENT curl -4 -sS --max-time $(osh_scaled 10) -o /dev/null http://demo.local:8080/blob"
 
 say "1000 more (pg-000 ... pg-999): 1151 sandboxes, two pages of 1000"
 echo '{"generate_sandboxes": [{"prefix": "pg", "count": 1000}]}' >"$OSH_WORK/gw.json"
@@ -89,7 +89,7 @@ for name in pg-000 pg-999 sb-000 sb-149; do
   check "$name.local resolves to its addresses" resolves "$name"
 done
 check "demo still answers through the tunnel" \
-  bash -c "ip netns exec $NS_CLIENT curl -4 -sS --max-time 10 -o /dev/null http://demo.local:8080/blob"
+  bash -c "ip netns exec $NS_CLIENT curl -4 -sS --max-time $(osh_scaled 10) -o /dev/null http://demo.local:8080/blob"
 stop_tunnel
 check "the hosts block is removed on exit" bash -c "! grep -q openshell-tunnel '$OSH_HOSTS'"
 [[ -z $STATUS_BUG ]] || fail "KNOWN PRODUCT BUG: $STATUS_BUG"

@@ -18,7 +18,7 @@ osh_topology
 osh_sandbox_services 1
 osh_gateway --rate-limit 5/1
 osh_supervisor
-osh_tunnel --queue-timeout-ms 30000
+osh_tunnel --queue-timeout-ms $(($(osh_scaled 30) * 1000))  # load-scaled: no queue timeout is asserted below
 streams_field() {
   ip netns exec "$NS_CLIENT" "$OSH_TUNNEL" status --state-dir "$OSH_STATE" --json |
     /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["counters"]["streams"][sys.argv[1]])' "$1"

@@ -62,7 +62,7 @@ check "READY=1 with a status line" grep -q "READY=1 | STATUS=tunnel osh0 is up" 
 status_json() { ip netns exec "$NS_CLIENT" "$OSH_TUNNEL" status --state-dir "$OSH_STATE" --json; }
 reachable() { status_json | /usr/bin/python3 -c 'import json,sys; sys.exit(0 if json.load(sys.stdin)["gateway"]["reachable"] else 1)'; }
 check "gateway reachable with token T1" reachable
-check "curl through the tunnel" bash -c "ip netns exec $NS_CLIENT curl -fsS -o /dev/null --max-time 10 http://demo.local:8080/blob"
+check "curl through the tunnel" bash -c "ip netns exec $NS_CLIENT curl -fsS -o /dev/null --max-time $(osh_scaled 10) http://demo.local:8080/blob"
 
 say "the gateway restarts with token T2: T1 is refused"
 kill -TERM "$PID_gateway"
@@ -86,7 +86,7 @@ check "bearer token replaced, from lab2's token file" grep -q "reload: bearer to
 check "no restart needed (same endpoint)" bash -c "! grep -q 'restart the tunnel' '$OSH_WORK/tunnel.log'"
 wait_until 10 reachable
 check "gateway reachable again with token T2" reachable
-check "curl through the tunnel after the reload" bash -c "ip netns exec $NS_CLIENT curl -fsS -o /dev/null --max-time 10 http://demo.local:8080/blob"
+check "curl through the tunnel after the reload" bash -c "ip netns exec $NS_CLIENT curl -fsS -o /dev/null --max-time $(osh_scaled 10) http://demo.local:8080/blob"
 wait_until 5 grep -q "READY=1 | STATUS=tunnel is up (configuration reloaded)" "$OSH_WORK/notify.log"
 check "systemd heard RELOADING=1, then READY=1" /usr/bin/python3 -c '
 import sys

@@ -34,13 +34,14 @@ out="$(osh_ssh root@demo.local 'echo tunnel-ok')"
 [[ $out == tunnel-ok ]] || { echo "FAIL: ssh printed '$out'"; exit 1; }
 
 say "check: curl one 64 MiB download"
-sum="$(n_client curl -sS --max-time 60 http://demo.local:8080/blob | sha256sum | cut -d' ' -f1)"
+sum="$(n_client curl -sS --max-time "$(osh_scaled 60)" http://demo.local:8080/blob | sha256sum | cut -d' ' -f1)"
 [[ $sum == "$OSH_BLOB_SHA" ]] || { echo "FAIL: sha256 $sum != $OSH_BLOB_SHA"; exit 1; }
 
 say "check: 20 parallel downloads"
 pids=()
+max="$(osh_scaled 120)"
 for i in $(seq 1 20); do
-  (OSH_VERBOSE=0 n_client curl -sS --max-time 120 http://demo.local:8080/blob 2>"$OSH_WORK/curl$i.err" |
+  (OSH_VERBOSE=0 n_client curl -sS --max-time "$max" http://demo.local:8080/blob 2>"$OSH_WORK/curl$i.err" |
     sha256sum | cut -d' ' -f1 >"$OSH_WORK/sum$i") &
   pids+=("$!")
 done

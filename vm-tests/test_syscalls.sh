@@ -65,15 +65,15 @@ osh_spawn "$NS_CLIENT" tunnel strace -f -qq -o "$OSH_WORK/strace.txt" "$OSH_TUNN
   --ssh-config "$OSH_WORK/ssh/user_config" --refresh-ms 500
 wait_until 30 grep -q "Tunnel is up" "$OSH_WORK/tunnel.log"
 osh_ssh root@demo.local true
-n_client curl -4 -fsS -o /dev/null --max-time 20 http://demo.local:8080/blob  # the server is IPv4-only
-n_client dig +short +time=2 +tries=1 @198.18.0.2 demo.local A >/dev/null
+n_client curl -4 -fsS -o /dev/null --max-time "$(osh_scaled 20)" http://demo.local:8080/blob  # the server is IPv4-only
+n_client dig +short "+time=$(osh_scaled 2)" +tries=1 @198.18.0.2 demo.local A >/dev/null
 n_client ping -c 1 -W 2 198.18.0.2 >/dev/null || true
 n_client "$OSH_TUNNEL" status --state-dir "$OSH_STATE" >/dev/null
 # The tunnel's own PID (PID_tunnel is strace's): state.json has it.
 tpid="$(/usr/bin/python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["pid"])' "$OSH_STATE/state.json")"
 kill -HUP "$tpid"
 wait_until 15 grep -q "reload: gateway" "$OSH_WORK/tunnel.log"
-sleep 1
+sleep "$(osh_scaled 1)"
 n_client "$OSH_TUNNEL" down --state-dir "$OSH_STATE"
 wait_rc "$PID_tunnel"
 check "up (under strace) exited 0" [ "$RC" = 0 ]
