@@ -77,6 +77,9 @@ void print_status(const json& j) {
       fmt::print("lwIP pcbs: {} active, {} in TIME_WAIT, {} listening\n", p.value("active", 0),
                  p.value("time_wait", 0), p.value("listen", 0));
     }
+    if (c.contains("tun_repairs"))
+      fmt::print("TUN repairs: {} (link, addresses or routes put back after something else removed them)\n",
+                 c.value("tun_repairs", 0));
   }
 }
 

@@ -13,6 +13,8 @@
 //   3. addresses: the ones in the state file first (stable across restarts),
 //      new sandboxes from the address plan (AddressPlan);
 //   4. TUN: create, MTU, addresses, link up (tun/), each change undone on exit;
+//      then watched (tun/link_watch.h): what something else removes is put
+//      back; the TUN's deletion stops the tunnel (exit 5);
 //   5. stack (lwIP behind the TUN fd) and relay (one ForwardTcp per connection);
 //   6. names: hosts-file block, ssh Include block; state saved; control socket.
 // Then the main thread loops: sigtimedwait(refresh interval) for SIGINT or
@@ -45,6 +47,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cctype>
 #include <cerrno>
 #include <chrono>
@@ -68,6 +71,7 @@
 #include "stack/stack.h"
 #include "tun/host_network.h"
 #include "tun/link_config.h"
+#include "tun/link_watch.h"
 #include "tun/tun_device.h"
 
 namespace osh::cli {
@@ -204,6 +208,8 @@ class Tunnel {
   // What bring_up() builds, each taken down by a step of undo_.
   std::optional<tun::TunDevice> dev_;
   std::optional<tun::LinkConfig> link_;
+  std::optional<tun::LinkWatch> link_watch_;  // repairs the TUN's configuration (issue 15.4)
+  std::atomic<bool> link_gone_{false};         // the TUN was deleted: stop, exit kExitLinkGone
   std::optional<RelayUpstream> upstream_;
   std::optional<stack::Stack> stack_;
   std::optional<names::ResolverRegistration> resolver_;
@@ -592,6 +598,7 @@ json Tunnel::status_json() {
     j["counters"]["lwip_pcbs"] = {
         {"active", pcbs.active}, {"time_wait", pcbs.time_wait}, {"listen", pcbs.listen}};
   }
+  if (link_watch_) j["counters"]["tun_repairs"] = link_watch_->repairs();
   return j;
 }
 
@@ -721,6 +728,16 @@ int Tunnel::run() {
     refresh();
   }
   sd_notify(0, "STOPPING=1");
+  if (link_gone_) {
+    // The TUN's deletion (LinkWatch) raised the SIGTERM: the same teardown,
+    // then a distinct exit code (systemd's Restart=on-failure starts afresh).
+    spdlog::error("interface {} was deleted while the tunnel ran; cleaning up and exiting (code {})", tun_name_,
+                  static_cast<int>(kExitLinkGone));
+    undo_.unwind();
+    fmt::print(stderr, "error: interface {} was deleted by something else on the machine; the tunnel "
+               "cleaned up and stopped (exit code {})\n", tun_name_, static_cast<int>(kExitLinkGone));
+    return kExitLinkGone;
+  }
   fmt::print("\nStopping ({})...\n", strsignal(sig));
   std::fflush(stdout);
   undo_.unwind();
@@ -760,6 +777,20 @@ void Tunnel::bring_up(const std::vector<relay::SandboxInfo>& list) {
   link_->set_up();
   fmt::print("✓ TUN {} up: {}/{} {} mtu {}\n", tun_name_, plan_->tunnel4().to_string(), p4_->len,
              ipv6_ ? plan_->tunnel6().to_string() + "/" + std::to_string(p6_->len) : "(IPv6 off)", o_.mtu);
+  // From here on a link flap, a removed address or route is put back, and
+  // the interface's deletion stops the tunnel (main thread: SIGTERM + flag).
+  tun::WatchedLink watched;
+  watched.ifindex = dev_->ifindex();
+  watched.addresses = {{plan_->tunnel4(), p4_->len}};
+  if (ipv6_) watched.addresses.push_back({plan_->tunnel6(), p6_->len});
+  link_watch_.emplace(std::move(watched), [this](const std::string&) {
+    link_gone_ = true;
+    ::kill(::getpid(), SIGTERM);  // wakes the main thread's sigtimedwait
+  });
+  undo_.push("the TUN link watch", [this] {
+    if (link_watch_) spdlog::info("TUN {}: {} repairs of its configuration", tun_name_, link_watch_->repairs());
+    link_watch_.reset();
+  });
 
   upstream_.emplace(gw_, o_.forward);
   undo_.push("the relay", [this] { upstream_.reset(); });  // cancels streams, revokes tokens

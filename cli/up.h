@@ -43,6 +43,7 @@ enum ExitCode : int {
   kExitGateway = 2,      ///< the gateway could not be reached or refused us
   kExitSystem = 3,       ///< TUN, netlink, hosts file, state or other local failure
   kExitNotRunning = 4,   ///< status/down: no tunnel is running
+  kExitLinkGone = 5,     ///< up: its TUN was deleted while it ran (cleaned up; tun/link_watch.h)
 };
 
 /// Runs `up` in the foreground. Blocks until SIGINT, SIGTERM or a `down`

@@ -138,10 +138,11 @@ ok "/usr/lib/openshell-tunnel/openshell-mini-gateway --help"
 for f in /usr/bin/openshell-tunnel /usr/lib/systemd/system/openshell-tunnel.service \
   /etc/openshell-tunnel/openshell-tunnel.env /usr/share/man/man8/openshell-tunnel.8.gz \
   /usr/share/bash-completion/completions/openshell-tunnel /usr/share/doc/openshell-tunnel/copyright \
-  /usr/lib/openshell-tunnel/openshell-mini-supervisor; do
+  /usr/lib/openshell-tunnel/openshell-mini-supervisor /usr/lib/NetworkManager/conf.d/90-openshell-tunnel.conf \
+  /usr/lib/systemd/network/10-openshell-tunnel.network; do
   [ -e "\$root\$f" ] || fail "\$f is missing"
 done
-ok "binary, unit, env file, man page, completion, copyright, peers in place"
+ok "binary, unit, env file, man page, completion, copyright, peers, unmanaged-device rules in place"
 chroot "\$root" dpkg-query -W -f='\${Conffiles}\n' openshell-tunnel | grep -q /etc/openshell-tunnel/openshell-tunnel.env ||
   fail "the env file is not a conffile"
 ok "/etc/openshell-tunnel/openshell-tunnel.env is a conffile"

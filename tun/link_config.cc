@@ -49,10 +49,9 @@
 
 #include "common/undo_stack.h"
 #include "tun/scoped_fd.h"
+#include "tun/tun_log.h"
 
 namespace osh::tun {
-
-namespace {
 
 spdlog::logger& tun_log() {
   static const std::shared_ptr<spdlog::logger> logger = [] {
@@ -67,6 +66,8 @@ spdlog::logger& tun_log() {
   }();
   return *logger;
 }
+
+namespace {
 
 template <typename T, void (*Free)(T*)>
 struct NlDeleter {
@@ -303,6 +304,44 @@ struct LinkConfig::Impl {
     return change_link(change.get());
   }
 
+  // The rtnl_addr for RTM_NEWADDR/RTM_DELADDR of @p on this link.
+  AddrPtr build_addr(const IpPrefix& p, AddrFlags flags, const std::string& what) const {
+    if (!p.addr.is_v4() && !p.addr.is_v6()) throw TunError(what, EAFNOSUPPORT);
+    AddrPtr addr(rtnl_addr_alloc(), rtnl_addr_put);
+    if (!addr) throw TunError(what, ENOMEM);
+    rtnl_addr_set_ifindex(addr.get(), ifindex);
+    NlAddrPtr local = make_nl_addr(p.addr, p.len);
+    if (int rc = rtnl_addr_set_local(addr.get(), local.get()); rc < 0)
+      throw TunError(what, 0, nl_geterror(rc));
+    rtnl_addr_set_prefixlen(addr.get(), p.len);
+    unsigned ifa_flags = 0;
+    if (flags.nodad && p.addr.is_v6()) ifa_flags |= IFA_F_NODAD;
+    if (flags.noprefixroute) ifa_flags |= IFA_F_NOPREFIXROUTE;
+    if (ifa_flags != 0) rtnl_addr_set_flags(addr.get(), ifa_flags);
+    return addr;
+  }
+
+  // The rtnl_route for a main-table, scope-link unicast route to @dst (a
+  // network) through this link, with routing protocol @proto.
+  RoutePtr build_route(const IpPrefix& dst, uint8_t proto, const std::string& what) const {
+    if (!dst.addr.is_v4() && !dst.addr.is_v6()) throw TunError(what, EAFNOSUPPORT);
+    RoutePtr route(rtnl_route_alloc(), rtnl_route_put);
+    if (!route) throw TunError(what, ENOMEM);
+    NlAddrPtr nl_dst = make_nl_addr(dst.addr, dst.len);
+    rtnl_route_set_family(route.get(), static_cast<uint8_t>(dst.addr.family));
+    if (int rc = rtnl_route_set_dst(route.get(), nl_dst.get()); rc < 0)
+      throw TunError(what, 0, nl_geterror(rc));
+    rtnl_route_set_table(route.get(), RT_TABLE_MAIN);
+    rtnl_route_set_scope(route.get(), RT_SCOPE_LINK);
+    rtnl_route_set_protocol(route.get(), proto);
+    rtnl_route_set_type(route.get(), RTN_UNICAST);
+    rtnl_nexthop* nh = rtnl_route_nh_alloc();
+    if (nh == nullptr) throw TunError(what, ENOMEM);
+    rtnl_route_nh_set_ifindex(nh, ifindex);
+    rtnl_route_add_nexthop(route.get(), nh);  // the route owns nh from here
+    return route;
+  }
+
   // Sets disable_ipv6 = 0 on this link if it is 1, recording the undo.
   void enable_ipv6() {
     const std::string path = ipv6_sysctl_path(name);
@@ -384,19 +423,7 @@ void LinkConfig::add_address(const IpPrefix& p, AddrFlags flags) {
   const std::string what = "add address " + p.to_string() + " to " + im.name;
   if (!p.addr.is_v4() && !p.addr.is_v6()) throw TunError(what, EAFNOSUPPORT);
   if (p.addr.is_v6()) im.enable_ipv6();
-
-  AddrPtr addr(rtnl_addr_alloc(), rtnl_addr_put);
-  if (!addr) throw TunError(what, ENOMEM);
-  rtnl_addr_set_ifindex(addr.get(), im.ifindex);
-  NlAddrPtr local = make_nl_addr(p.addr, p.len);
-  if (int rc = rtnl_addr_set_local(addr.get(), local.get()); rc < 0)
-    throw TunError(what, 0, nl_geterror(rc));
-  rtnl_addr_set_prefixlen(addr.get(), p.len);
-  unsigned ifa_flags = 0;
-  if (flags.nodad && p.addr.is_v6()) ifa_flags |= IFA_F_NODAD;
-  if (flags.noprefixroute) ifa_flags |= IFA_F_NOPREFIXROUTE;
-  if (ifa_flags != 0) rtnl_addr_set_flags(addr.get(), ifa_flags);
-
+  AddrPtr addr = im.build_addr(p, flags, what);
   NlStatus st = im.sock.run([&](nl_sock* sk) { return rtnl_addr_add(sk, addr.get(), NLM_F_EXCL); });
   if (!st.ok()) im.fail(what, st);
   tun_log().debug("{}: added address {}", im.name, p.to_string());
@@ -409,29 +436,51 @@ void LinkConfig::add_route(const IpPrefix& dst_in) {
   Impl& im = *impl_;
   const IpPrefix dst = dst_in.network();
   const std::string what = "add route " + dst.to_string() + " dev " + im.name;
-  if (!dst.addr.is_v4() && !dst.addr.is_v6()) throw TunError(what, EAFNOSUPPORT);
-
-  RoutePtr route(rtnl_route_alloc(), rtnl_route_put);
-  if (!route) throw TunError(what, ENOMEM);
-  NlAddrPtr nl_dst = make_nl_addr(dst.addr, dst.len);
-  rtnl_route_set_family(route.get(), static_cast<uint8_t>(dst.addr.family));
-  if (int rc = rtnl_route_set_dst(route.get(), nl_dst.get()); rc < 0)
-    throw TunError(what, 0, nl_geterror(rc));
-  rtnl_route_set_table(route.get(), RT_TABLE_MAIN);
-  rtnl_route_set_scope(route.get(), RT_SCOPE_LINK);
-  rtnl_route_set_protocol(route.get(), RTPROT_STATIC);
-  rtnl_route_set_type(route.get(), RTN_UNICAST);
-  rtnl_nexthop* nh = rtnl_route_nh_alloc();
-  if (nh == nullptr) throw TunError(what, ENOMEM);
-  rtnl_route_nh_set_ifindex(nh, im.ifindex);
-  rtnl_route_add_nexthop(route.get(), nh);  // the route owns nh from here
-
+  RoutePtr route = im.build_route(dst, RTPROT_STATIC, what);
   NlStatus st = im.sock.run([&](nl_sock* sk) { return rtnl_route_add(sk, route.get(), NLM_F_EXCL); });
   if (!st.ok()) im.fail(what, st);
   tun_log().debug("{}: added route {}", im.name, dst.to_string());
   im.record("delete route " + dst.to_string() + " dev " + im.name, [&im, route] {
     return im.sock.run([&](nl_sock* sk) { return rtnl_route_delete(sk, route.get(), 0); });
   });
+}
+
+bool LinkConfig::ensure_up() {
+  Impl& im = *impl_;
+  const std::string what = "set " + im.name + " up again";
+  LinkPtr link = im.get_link(what);
+  if ((rtnl_link_get_flags(link.get()) & IFF_UP) != 0) return false;
+  if (NlStatus st = im.set_updown_raw(true); !st.ok()) im.fail(what, st);
+  return true;
+}
+
+bool LinkConfig::ensure_address(const IpPrefix& p, AddrFlags flags) {
+  Impl& im = *impl_;
+  const std::string what = "add address " + p.to_string() + " to " + im.name + " again";
+  AddrPtr addr = im.build_addr(p, flags, what);
+  NlStatus st = im.sock.run([&](nl_sock* sk) { return rtnl_addr_add(sk, addr.get(), NLM_F_EXCL); });
+  if (st.ok()) return true;
+  if (st.error_code() == EEXIST) return false;
+  im.fail(what, st);
+}
+
+bool LinkConfig::ensure_prefix_route(const IpPrefix& p) {
+  Impl& im = *impl_;
+  const IpPrefix dst = p.network();
+  const std::string what = "add route " + dst.to_string() + " dev " + im.name + " again";
+  RoutePtr route = im.build_route(dst, RTPROT_KERNEL, what);
+  NlAddrPtr src;
+  if (p.addr.is_v4()) {
+    src = make_nl_addr(p.addr, 32);
+    if (int rc = rtnl_route_set_pref_src(route.get(), src.get()); rc < 0)
+      throw TunError(what, 0, nl_geterror(rc));
+  } else {
+    rtnl_route_set_priority(route.get(), 256);  // IP6_RT_PRIO_ADDRCONF (include/net/addrconf.h)
+  }
+  NlStatus st = im.sock.run([&](nl_sock* sk) { return rtnl_route_add(sk, route.get(), NLM_F_EXCL); });
+  if (st.ok()) return true;
+  if (st.error_code() == EEXIST) return false;
+  im.fail(what, st);
 }
 
 void LinkConfig::rollback() noexcept {

@@ -88,6 +88,35 @@ class LinkConfig {
   /// @throws TunError
   void add_route(const IpPrefix& dst);
 
+  // ---- repair (tun/link_watch.h): re-apply the configuration without
+  // recording undo steps. Each is idempotent: it changes nothing and
+  // returns false when the kernel already has what it asks for, so running
+  // all of them after any change by someone else restores the set-up.
+
+  /// Sets the link up if it is down. Records no undo step (the one set_up()
+  /// recorded, if any, still applies).
+  /// @return true if the link was down and is now up.
+  /// @throws TunError (ENODEV when the interface is gone)
+  bool ensure_up();
+
+  /// Adds the address (as add_address(): IFA_F_NODAD for IPv6, the kernel's
+  /// on-link prefix route unless @flags says otherwise) if the interface
+  /// lacks it; NLM_F_EXCL, and EEXIST means "already there" (rtnetlink(7)).
+  /// Records no undo step. @return true if the address was missing and is
+  /// now added. @throws TunError on any other failure.
+  bool ensure_address(const IpPrefix& addr_with_prefix_len, AddrFlags flags = {});
+
+  /// Adds the on-link prefix route the kernel installs for an address
+  /// (ip-address(8): "proto kernel scope link", main table; IPv4 with
+  /// "src <address>" and metric 0, IPv6 with metric 256, the kernel's
+  /// IP6_RT_PRIO_ADDRCONF) if it is missing: the same key, so an existing
+  /// route makes the kernel answer EEXIST, which means "already there".
+  /// Records no undo step (the route goes with its address).
+  /// @param addr_with_prefix_len  the address, e.g. 198.18.0.1/16
+  /// @return true if the route was missing and is now added.
+  /// @throws TunError on any other failure.
+  bool ensure_prefix_route(const IpPrefix& addr_with_prefix_len);
+
   /// Runs the undo steps newest first and forgets them. Never throws: errors
   /// are logged (spdlog logger "tun"); ENODEV, ESRCH, ENOENT and
   /// EADDRNOTAVAIL are ignored silently because the interface (and with it
