@@ -42,6 +42,8 @@ void add_forward_command(CLI::App& app, int* exit_code) {
       *exit_code = kExitUsage;
       return;
     }
+    // --max-buffer-mib: the channel is created with its quota (relay/forward.h).
+    opts->gateway.grpc_memory_quota = opts->forward.max_buffer_bytes;
     *exit_code = run_forward(*opts);
   });
 }

@@ -139,6 +139,8 @@ void add_up_command(CLI::App& app, int* exit_code) {
       *exit_code = kExitUsage;
       return;
     }
+    // --max-buffer-mib: the channel is created with its quota (relay/forward.h).
+    opts->gateway.grpc_memory_quota = opts->forward.max_buffer_bytes;
     // SIGHUP: the same flags and environment, the config files read again.
     opts->reload_gateway = [gw](std::string* error) -> std::optional<relay::GatewayOptions> {
       try {

@@ -31,6 +31,12 @@ void add_stream_flags(CLI::App* cmd, relay::ForwardOptions& fo) {
          "refusal from the sandbox (-1: adaptive, at most 25 ms; 0: none; ignored when the "
          "gateway confirms connects itself)")
       ->default_str(std::to_string(settle_default))->check(CLI::Range(-1, 60000));
+  cmd->add_option_function<uint32_t>(
+         "--max-buffer-mib", [&fo](const uint32_t& mib) { fo.max_buffer_bytes = size_t{mib} << 20; },
+         "ceiling of the buffers of all streams together, MiB (0: none): gRPC's receive windows "
+         "shrink as unread data fills it, each open stream takes 4 MiB of it (more connections "
+         "wait); gRPC resets streams when it is exhausted")
+      ->default_str(std::to_string(fo.max_buffer_bytes >> 20))->check(CLI::Range(0, 1 << 20));
   cmd->add_flag_callback("--no-tunnel-ext", [&fo] { fo.request_extensions = false; },
                          "do not ask the gateway for the project's ForwardTcp extensions (connect-ack, "
                          "fin-frame, relay-error): behave exactly as against upstream");

@@ -81,6 +81,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "common/idle_trim.h"
 #include "relay/forward_policy.h"
 #include "relay/gateway_client_impl.h"
 #include "common/tunnel_ext.h"
@@ -171,6 +172,7 @@ struct ForwardManager::Impl : std::enable_shared_from_this<ForwardManager::Impl>
     bool fallback_tried = false;       // the other loopback family was tried
     bool remembered = false;           // target.host is the family LoopbackMemory named
     Clock::time_point not_before{};    // retry back-off
+    bool waited_for_budget = false;    // counted in buffer_waits
   };
 
   GatewayClient& gw;
@@ -189,17 +191,20 @@ struct ForwardManager::Impl : std::enable_shared_from_this<ForwardManager::Impl>
   std::vector<std::shared_ptr<TokenEntry>> retired;  // out of the pool, to revoke once idle
   SettleWindow settle;
   LoopbackMemory family_memory;  // guarded by mu
+  const StreamBudget budget;     // the whole-process ceiling (max_buffer_bytes)
   Clock::time_point admit_not_before{};  // global rate limiter: admit nothing before
   ForwardStats st;
   bool stopping = false;
   std::thread worker;
+  std::optional<IdleTrimmer> trimmer;  // ForwardOptions::trim_when_idle
 
   Impl(GatewayClient& g, ForwardObserver& o, ForwardOptions op)
       : gw(g),
         obs(o),
         opts(op),
         settle(settle_override(op), op.connect_settle_cap),
-        family_memory(op.loopback_memory_ttl, op.loopback_memory_entries) {}
+        family_memory(op.loopback_memory_ttl, op.loopback_memory_entries),
+        budget(op.max_buffer_bytes, op.stream_buffer_share) {}
 
   static std::optional<SettleWindow::Duration> settle_override(const ForwardOptions& o) {
     if (!o.connect_settle) return std::nullopt;
@@ -232,6 +237,28 @@ struct ForwardManager::Impl : std::enable_shared_from_this<ForwardManager::Impl>
   /// fallback or the memory chose / was refused on its family. Take mu.
   void note_answered(const PendingOpen& p);
   void note_refused(const PendingOpen& p);
+
+  /// Sizes the gateway channel's gRPC quota for @open streams (open or
+  /// starting): clamp(open x stream_buffer_share, grpc_quota_floor,
+  /// max_buffer_bytes). Grows at once (before admitted streams start);
+  /// shrinks only once the target is below half the current size, to twice
+  /// the target, so that it never drops under what the remaining streams
+  /// hold (gRPC cancels a stream when its quota is exhausted). Thread: the
+  /// worker, or the constructor before the worker starts.
+  void resize_quota(size_t open) {
+    auto& quota = gw.impl().quota;
+    if (!quota || opts.max_buffer_bytes == 0) return;
+    const size_t cap = opts.max_buffer_bytes;
+    const size_t floor = std::min(opts.grpc_quota_floor, cap);
+    const size_t target = std::clamp(open * opts.stream_buffer_share, floor, cap);
+    size_t want = quota_size;
+    if (target > quota_size) want = target;
+    else if (target <= quota_size / 2) want = std::clamp(2 * target, floor, cap);
+    if (want == quota_size) return;
+    quota_size = want;
+    quota->Resize(want);
+  }
+  size_t quota_size = 0;  // the size last given to the quota (worker)
 
   void kick_locked() {
     kicked = true;
@@ -718,7 +745,13 @@ void ForwardManager::Impl::run() {
       size_t& active = active_per_sandbox[pool_key(it->target.sandbox)];
       const bool backing_off = now < it->not_before;
       const bool gated = backing_off || now < admit_not_before;
-      if (!gated && active < opts.max_streams_per_sandbox) {
+      // The whole-process ceiling (StreamBudget): streams open or starting.
+      const bool budget_ok = budget.admits(calls.size() + starting.size());
+      if (!gated && !budget_ok && !it->waited_for_budget) {
+        it->waited_for_budget = true;
+        st.buffer_waits++;
+      }
+      if (!gated && budget_ok && active < opts.max_streams_per_sandbox) {
         ++active;
         starting.insert(it->id);
         admit.push_back(std::move(*it));
@@ -734,6 +767,7 @@ void ForwardManager::Impl::run() {
     }
     st.queue_timeouts += expired.size();
     st.queued_now = pending.size();
+    const size_t open_streams = calls.size() + starting.size();  // admitted ones included
     // Idle tokens: revoked after token_idle_timeout without a stream.
     std::vector<std::string> idle;
     for (auto& [sb, v] : tokens) {
@@ -756,6 +790,7 @@ void ForwardManager::Impl::run() {
     }
     st.tokens_revoked += idle.size();
     lk.unlock();
+    resize_quota(open_streams);
     for (const auto& t : idle) {
       CallStatus s = gw.revoke_ssh_session(t);
       if (!s.ok()) spdlog::debug("revoking an idle token: {}", s.to_string());
@@ -946,6 +981,7 @@ bool ForwardManager::Impl::release(StreamId id, const std::string& key,
     tok->bad = true;
     v.clear();
   }
+  if (!pending.empty()) kick_locked();  // a slot or budget freed up: admit at once
   cv.notify_all();
   if (!retry || stopping) return false;
   pending.push_back(*retry);
@@ -983,6 +1019,8 @@ void ForwardManager::Impl::note_refused(const PendingOpen& p) {
 ForwardManager::ForwardManager(GatewayClient& gateway, ForwardObserver& observer,
                                ForwardOptions opts)
     : impl_(std::make_shared<Impl>(gateway, observer, opts)) {
+  impl_->resize_quota(0);
+  if (opts.trim_when_idle) impl_->trimmer.emplace("relay");
   impl_->worker = std::thread([impl = impl_.get()] { impl->run(); });
 }
 

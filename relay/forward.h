@@ -92,6 +92,33 @@ struct ForwardOptions {
   /// (sandbox, port), and how many such entries are kept (LRU; 0 = none).
   std::chrono::milliseconds loopback_memory_ttl{60000};
   size_t loopback_memory_entries = 4096;
+  /// Ceiling of the stream buffers of the whole process, bytes (--max-buffer-mib;
+  /// docs/ARCHITECTURE.md "Memory bounds"); 0 (the default) = none. When set,
+  /// the gateway channel gets a gRPC memory quota of this size (the caller
+  /// puts it in GatewayOptions::grpc_memory_quota before the channel exists),
+  /// which shrinks every stream's HTTP/2 receive window as unread data fills
+  /// it, and each open stream takes stream_buffer_share of it: a new stream
+  /// waits in the queue while the open ones' shares would pass it
+  /// (forward_policy.h StreamBudget). Off by default because gRPC cancels
+  /// streams when its quota is exhausted: with 256 MiB, 60 slow downloads
+  /// were reset (17 of 60) in vm_memory.
+  size_t max_buffer_bytes = 0;
+  /// See max_buffer_bytes: 4 MiB, so that 256 MiB admits 64 streams. gRPC
+  /// cancels streams when its quota is exhausted, and under full pressure
+  /// each stream's window still lets in ~1.7 MiB: 150 slow streams in a
+  /// 256 MiB quota (1.5 MiB each) had 58 resets (vm_memory).
+  size_t stream_buffer_share = size_t{4} << 20;
+  /// The quota never goes below this, bytes. The default (above any
+  /// ceiling) keeps the quota fixed at max_buffer_bytes. A lower floor makes the quota follow the number
+  /// of open streams (open x stream_buffer_share), which held 20 stalled
+  /// downloads to ~1.7 MiB each with a 32 MiB floor, but gRPC then cancelled
+  /// streams ("Buffers full") in vm_limits' 20 parallel downloads and in
+  /// 100-300 slow ones (docs/ARCHITECTURE.md "Memory bounds").
+  size_t grpc_quota_floor = SIZE_MAX;
+  /// Give freed heap memory back to the kernel once the process has been
+  /// idle for a few seconds after a busy period (common/idle_trim.h; one
+  /// thread per manager, sampling once a second).
+  bool trim_when_idle = true;
 };
 
 /// Counters, for status output.
@@ -119,6 +146,9 @@ struct ForwardStats {
   uint64_t sandbox_cap_hits = 0;    ///< "sandbox SSH connection limit reached" (per sandbox)
   uint64_t rate_limit_hits = 0;     ///< "gRPC rate limit exceeded" (global; backed off)
   uint64_t relay_capacity_hits = 0; ///< UNAVAILABLE "relay capacity reached" (pending relays)
+  /// Opens that waited in the queue because the open streams' buffer
+  /// reservations had reached ForwardOptions::max_buffer_bytes (each counted once).
+  uint64_t buffer_waits = 0;
   /// The settle window now in use, microseconds (0 = none).
   uint64_t settle_window_us = 0;
 };

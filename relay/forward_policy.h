@@ -7,6 +7,7 @@
 #pragma once
 
 #include <array>
+#include <algorithm>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -153,5 +154,26 @@ std::chrono::milliseconds rate_limit_backoff(int n);
 /// Delay between retries while a stream cap or the relay capacity refuses
 /// (the caps free up as other streams end; protocol §2.8).
 inline constexpr std::chrono::milliseconds kCapRetryDelay{100};
+
+/// StreamBudget - the whole-process ceiling on stream buffers, as an
+/// admission rule (ForwardOptions::max_buffer_bytes; docs/ARCHITECTURE.md
+/// "Memory bounds"). Every open stream takes @share bytes of @ceiling (and
+/// as much of the channel's gRPC quota). A new stream is admitted while the
+/// shares of the streams already open plus its own fit in @ceiling;
+/// otherwise it waits in the queue (up to queue_timeout, then it is refused
+/// like any queued open). @ceiling 0 = no ceiling. Pure value type.
+class StreamBudget {
+ public:
+  StreamBudget(size_t ceiling, size_t share) : ceiling_(ceiling), share_(share == 0 ? 1 : share) {}
+  /// How many streams may be open at once (SIZE_MAX without a ceiling;
+  /// at least 1: one stream is always admitted).
+  size_t max_streams() const { return ceiling_ == 0 ? SIZE_MAX : std::max<size_t>(1, ceiling_ / share_); }
+  /// Whether one more stream may open while @open are open (or starting).
+  bool admits(size_t open) const { return open < max_streams(); }
+
+ private:
+  size_t ceiling_;
+  size_t share_;
+};
 
 }  // namespace osh::relay

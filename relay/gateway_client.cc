@@ -332,10 +332,13 @@ GatewayClient::GatewayClient(GatewayOptions opts) : opts_(std::move(opts)), impl
   // An optional memory quota for the channel's buffers (gRPC shrinks its
   // HTTP/2 flow-control windows under pressure, and cancels calls under
   // extreme pressure; see GatewayOptions::grpc_memory_quota).
+  // Sized before the channel exists: a quota created unlimited and shrunk
+  // once the channel had allocated from it reported "Buffers full" at once
+  // (gRPC 1.51). ForwardManager may resize it (finite to finite).
   if (opts_.grpc_memory_quota > 0) {
-    grpc::ResourceQuota quota("osh-gateway-channel");
-    quota.Resize(opts_.grpc_memory_quota);
-    args.SetResourceQuota(quota);
+    impl_->quota.emplace("osh-gateway-channel");
+    impl_->quota->Resize(opts_.grpc_memory_quota);
+    args.SetResourceQuota(*impl_->quota);
   }
   // Fail fast and come back quickly after a gateway outage.
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 250);

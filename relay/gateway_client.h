@@ -104,11 +104,9 @@ struct GatewayOptions {
   /// ListSandboxes page size (both generations; upstream coerces more than
   /// 1000 to 1000, protocol-0.1 §3).
   uint32_t list_page_size = 1000;
-  /// gRPC ResourceQuota of the channel, bytes; 0 = none (gRPC's default).
-  /// Off by default: a 32 MiB quota kept one paused download at 34 MiB of
-  /// RSS, but under 20 parallel downloads gRPC's reclamation then reset
-  /// streams mid-transfer (vm_skeleton, vm_limits). Bounding memory per
-  /// connection is issue 15's work.
+  /// The channel's gRPC ResourceQuota, bytes; 0 = none (gRPC's default).
+  /// `up` and `forward` set it to ForwardOptions::max_buffer_bytes
+  /// (--max-buffer-mib; docs/ARCHITECTURE.md "Memory bounds").
   size_t grpc_memory_quota = 0;
 
   // TLS, https endpoints only (ignored for http://, which is h2c).

@@ -3,10 +3,12 @@
 
 #include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
+#include <grpcpp/resource_quota.h>
 
 #include <atomic>
 #include <chrono>
 #include <mutex>
+#include <optional>
 #include <string>
 
 #include "openshell.grpc.pb.h"
@@ -35,6 +37,10 @@ struct GatewayClient::Impl {
   std::unique_ptr<grpc::TemplatedGenericStub<openshell::v1::g01::TcpForwardFrame,
                                              openshell::v1::g01::TcpForwardFrame>>
       forward01;
+  /// The channel's memory quota (every received slice is charged to it;
+  /// chttp2 shrinks its flow-control windows as it fills); only when
+  /// GatewayOptions::grpc_memory_quota > 0. ForwardManager may resize it.
+  std::optional<grpc::ResourceQuota> quota;
   /// Set by GatewayClient::health(); read by every call and each stream.
   std::atomic<Generation> generation{Generation::kUnknown};
 

@@ -31,6 +31,11 @@ Clients:
            target's FIN that only reaches the client after its half-close
   hold-many --host H --port P --count N --secs S  open N connections one after
            another, send 100 bytes on each, print "holding N", keep them S seconds
+  read-many --host H --port P --count N --rate B/s --secs S [--timeout T]
+           open N connections (each within T seconds), print "reading N", read
+           each at B/s (0: never read: stalled downloads) for S seconds, print
+           one JSON line (bytes read in all, connections that ended early), then
+           close them all (unread data: the peer sees a reset)
   expect   --bytes N                            print the sha256 of N stream bytes
 """
 import argparse
@@ -154,6 +159,49 @@ def hold_many(a):
         socks.append(s)
     print("holding", len(socks), flush=True)
     time.sleep(a.secs)
+
+
+def read_many(a):
+    raise_fd_limit(a.count + 256)
+    socks = []
+    for _ in range(a.count):
+        s = socket.create_connection((a.host, a.port), timeout=a.timeout)
+        s.setblocking(False)
+        socks.append(s)
+    print("reading", len(socks), flush=True)
+    total, ended = 0, 0
+    sel = selectors.DefaultSelector()
+    if a.rate > 0:
+        for s in socks:
+            sel.register(s, selectors.EVENT_READ)
+    start = time.monotonic()
+    got = {s: 0 for s in socks}
+    while time.monotonic() - start < a.secs:
+        if a.rate <= 0:
+            time.sleep(min(0.5, a.secs))
+            continue
+        allowed = a.rate * (time.monotonic() - start)  # bytes each may have read by now
+        for key, _ in sel.select(timeout=0.05):
+            s = key.fileobj
+            want = int(allowed - got[s])
+            if want <= 0:
+                continue
+            try:
+                d = s.recv(min(want, 65536))
+            except BlockingIOError:
+                continue
+            except OSError:
+                d = b""
+            if not d:
+                sel.unregister(s)
+                ended += 1
+                continue
+            got[s] += len(d)
+            total += len(d)
+        time.sleep(0.01)
+    print(json.dumps({"cmd": "read-many", "count": len(socks), "bytes": total, "ended": ended}), flush=True)
+    for s in socks:
+        s.close()
 
 
 def serve(a):
@@ -295,6 +343,8 @@ def main():
         print(expect_sha(a.bytes))
     elif a.cmd == "hold-many":
         hold_many(a)
+    elif a.cmd == "read-many":
+        read_many(a)
     else:
         client(a)
 

@@ -292,6 +292,8 @@ void ApplyGatewayConfigJson(std::string_view json_text, GatewayConfig& config) {
         config.max_pending_relays_per_sandbox = value.get<int>();
       } else if (key == "max_pending_relays") {
         config.max_pending_relays = value.get<int>();
+      } else if (key == "max_buffer_mib") {
+        config.max_buffer_bytes = size_t{value.get<uint32_t>()} << 20;
       } else if (key == "max_streams_per_token") {
         config.max_streams_per_token = value.get<int>();
       } else if (key == "max_streams_per_sandbox") {

@@ -71,6 +71,12 @@ struct GatewayConfig {
   /// relay capacity reached".
   int max_pending_relays_per_sandbox = 32;
   int max_pending_relays = 256;
+  /// Ceiling of the buffers of every stream together, bytes (--max-buffer-mib,
+  /// JSON "max_buffer_mib"; 0 = none, the default): the server's gRPC memory
+  /// quota, which shrinks the HTTP/2 receive windows of all calls (ForwardTcp
+  /// uploads, RelayStream downloads) as unread data fills it, and cancels
+  /// calls when exhausted (docs/ARCHITECTURE.md "Memory bounds").
+  size_t max_buffer_bytes = 0;
   /// Global rate limit on client calls (off by default).
   RateLimit rate_limit;
   /// Gateway heartbeat period on ConnectSupervisor, sent in SessionAccepted

@@ -7,6 +7,7 @@
 #include <utility>
 #include <vector>
 
+#include "common/idle_trim.h"
 #include "peers/common/log.h"
 #include "peers/common/signals.h"
 
@@ -69,6 +70,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> generate_flags, host_key_flags, phase_flags;
   int max_pending_per_sandbox = defaults.max_pending_relays_per_sandbox;
   int max_pending = defaults.max_pending_relays;
+  uint32_t max_buffer_mib = static_cast<uint32_t>(defaults.max_buffer_bytes >> 20);
 
   auto* listen_opt = app.add_option("--listen", listen, "listen address ADDR:PORT ([V6]:PORT for IPv6; port 0 = any)")
                          ->capture_default_str();
@@ -127,6 +129,10 @@ int main(int argc, char** argv) {
                              ->capture_default_str();
   auto* pending_opt = app.add_option("--max-pending-relays", max_pending, "unclaimed relays in all")
                           ->capture_default_str();
+  auto* buffer_opt = app.add_option("--max-buffer-mib", max_buffer_mib,
+                                    "ceiling of all streams' buffers, MiB (gRPC memory quota: receive "
+                                    "windows shrink as unread data fills it; 0 = none)")
+                        ->capture_default_str()->check(CLI::Range(0, 1 << 20));
   std::string tls_cert, tls_key, client_ca, bearer_token, supervisor_listen;
   app.add_option("--tls-cert", tls_cert, "PEM server certificate (chain): serve TLS on --listen");
   app.add_option("--tls-key", tls_key, "PEM private key of --tls-cert");
@@ -160,6 +166,7 @@ int main(int argc, char** argv) {
     if (rate_opt->count() > 0) config.rate_limit = osh::peers::ParseRateLimit(rate_limit_text);
     if (pending_sb_opt->count() > 0) config.max_pending_relays_per_sandbox = max_pending_per_sandbox;
     if (pending_opt->count() > 0) config.max_pending_relays = max_pending;
+    if (buffer_opt->count() > 0) config.max_buffer_bytes = size_t{max_buffer_mib} << 20;
     if (!tls_cert.empty()) config.tls_cert_file = tls_cert;
     if (!tls_key.empty()) config.tls_key_file = tls_key;
     if (!client_ca.empty()) config.client_ca_file = client_ca;
@@ -170,6 +177,7 @@ int main(int argc, char** argv) {
 
     osh::peers::MiniGateway gateway(config);
     gateway.Start();
+    const osh::IdleTrimmer trimmer("mini-gateway");  // memory given back on idle (issue 15.2)
     std::string security = config.tls_cert_file.empty() ? "h2c" : "TLS";
     if (!config.client_ca_file.empty()) security += ", client certificates required";
     if (!config.bearer_token.empty()) security += ", bearer token required";

@@ -89,6 +89,7 @@
 
 #include <grpc/grpc.h>
 #include <grpcpp/grpcpp.h>
+#include <grpcpp/resource_quota.h>
 
 #include <grpc/grpc_security_constants.h>
 
@@ -912,6 +913,11 @@ class MiniGateway::Impl {
     builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
     builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 20000);
     builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
+    if (config_.max_buffer_bytes > 0) {
+      grpc::ResourceQuota quota("osh-mini-gateway");
+      quota.Resize(config_.max_buffer_bytes);
+      builder.SetResourceQuota(quota);
+    }
     server_ = builder.BuildAndStart();
     if (!server_ || selected_port == 0 || (!config_.supervisor_listen.empty() && supervisor_port == 0)) {
       server_.reset();

@@ -5,6 +5,7 @@
 #include <exception>
 #include <string>
 
+#include "common/idle_trim.h"
 #include "peers/common/log.h"
 #include "peers/common/signals.h"
 #include "peers/supervisor/mini_supervisor.h"
@@ -29,6 +30,11 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"0.0", "0.1"}))
       ->capture_default_str();
   app.add_option("--instance-id", config.instance_id, "instance id sent in the hello (default: random UUID)");
+  uint32_t max_buffer_mib = static_cast<uint32_t>(config.max_buffer_bytes >> 20);
+  app.add_option("--max-buffer-mib", max_buffer_mib,
+                 "ceiling of all relays' buffers, MiB (gRPC memory quota: receive windows shrink as "
+                 "unread data fills it; 0 = none)")
+      ->capture_default_str()->check(CLI::Range(0, 1 << 20));
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error, critical or off")
       ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
@@ -38,9 +44,11 @@ int main(int argc, char** argv) {
     return 2;
   }
   config.protocol = *osh::peers::ParseProtocol(protocol_text);
+  config.max_buffer_bytes = size_t{max_buffer_mib} << 20;
   try {
     osh::peers::MiniSupervisor supervisor(config);
     supervisor.Start();
+    const osh::IdleTrimmer trimmer("mini-supervisor");  // memory given back on idle (issue 15.2)
     const int sig = osh::peers::WaitForTerminationSignal();
     osh::peers::PeerLogger("mini-supervisor")->info("signal {} received, stopping", sig);
     supervisor.Stop();

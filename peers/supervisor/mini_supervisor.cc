@@ -72,6 +72,7 @@
 #include "peers/supervisor/mini_supervisor.h"
 
 #include <grpcpp/grpcpp.h>
+#include <grpcpp/resource_quota.h>
 
 #include <algorithm>
 #include <chrono>
@@ -354,6 +355,11 @@ class MiniSupervisor::Impl {
     args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 1000);
     args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 1000);
     args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
+    if (config_.max_buffer_bytes > 0) {
+      grpc::ResourceQuota quota("osh-mini-supervisor");
+      quota.Resize(config_.max_buffer_bytes);
+      args.SetResourceQuota(quota);
+    }
     channel_ = grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
     stub_ = v1::OpenShell::NewStub(channel_);
     bridge_ = std::make_unique<RelayBridge>(stub_.get());

@@ -33,6 +33,12 @@ struct SupervisorConfig {
   /// max_backoff, reset after a session was accepted (protocol §3.1: 1 s..30 s).
   std::chrono::milliseconds initial_backoff{1000};
   std::chrono::milliseconds max_backoff{30000};
+  /// Ceiling of every relay's buffers together, bytes (--max-buffer-mib; 0 =
+  /// none, the default): the channel's gRPC memory quota, which shrinks the
+  /// HTTP/2 receive windows of the relays (uploads towards targets) as unread
+  /// data fills it, and cancels relays when exhausted (docs/ARCHITECTURE.md
+  /// "Memory bounds").
+  size_t max_buffer_bytes = 0;
 };
 
 /// A supervisor for one sandbox. One gRPC channel carries the control

@@ -711,5 +711,48 @@ TEST(ForwardExhausted, RelayCapacityAtTheQueueDeadlineIsARefusal) {
   EXPECT_GE(mgr.stats().relay_capacity_hits, 2u);
 }
 
+TEST(ForwardBudget, PastTheCeilingANewStreamWaitsForOneToEnd) {
+  // Two reservations fit the ceiling: the third open waits in the queue
+  // until the first stream ends, then opens.
+  FakeGateway fake(Generation::k0_1, [](const SeenInit& i) {
+    Script s = data_then_ok({"x"});
+    if (i.call_index == 0) s.end_delay = 600ms;
+    else if (i.call_index == 1) s.end_delay = 3000ms;
+    return s;
+  });
+  GatewayClient gw(options_for(fake, Generation::k0_1));
+  Recorder r1, r2, r3;
+  struct Fan final : ForwardObserver {
+    Recorder* r[4];
+    void on_open_ok(StreamId id) override { r[id]->on_open_ok(id); }
+    void on_data(StreamId id, std::string b) override { r[id]->on_data(id, std::move(b)); }
+    void on_remote_fin(StreamId id) override { r[id]->on_remote_fin(id); }
+    void on_write_done(StreamId id, size_t n) override { r[id]->on_write_done(id, n); }
+    void on_closed(StreamId id, EndKind k, std::string why) override { r[id]->on_closed(id, k, std::move(why)); }
+  } fan;
+  fan.r[1] = &r1;
+  fan.r[2] = &r2;
+  fan.r[3] = &r3;
+  ForwardOptions fo;
+  fo.max_buffer_bytes = 2 << 20;
+  fo.stream_buffer_share = 1 << 20;
+  fo.trim_when_idle = false;
+  ForwardManager mgr(gw, fan, fo);
+  mgr.open(1, target());
+  ASSERT_TRUE(r1.wait_open());
+  mgr.open(2, target());
+  ASSERT_TRUE(r2.wait_open());
+  const auto t0 = Clock::now();
+  mgr.open(3, target());
+  EXPECT_FALSE(r3.wait_open(300ms)) << "over the ceiling: waits";
+  EXPECT_EQ(mgr.stats().buffer_waits, 1u);
+  ASSERT_TRUE(r1.wait_closed(mgr, 1));
+  ASSERT_TRUE(r3.wait_open(2000ms)) << "admitted once stream 1 ended";
+  EXPECT_LT(Clock::now() - t0, 2500ms) << "before stream 2 ended";
+  EXPECT_TRUE(r3.wait_closed(mgr, 3));
+  EXPECT_TRUE(r2.wait_closed(mgr, 2));
+  EXPECT_EQ(mgr.stats().buffer_waits, 1u);
+}
+
 }  // namespace
 }  // namespace osh::relay

@@ -214,5 +214,22 @@ TEST(LoopbackMemory, IsBoundedLeastRecentlyUsedFirst) {
   EXPECT_EQ(off.preferred("sb", 1, t0), std::nullopt);
 }
 
+TEST(StreamBudget, AdmitsWhileTheReservationsFitTheCeiling) {
+  const StreamBudget b(size_t{256} << 20, size_t{4} << 20);  // the defaults
+  EXPECT_EQ(b.max_streams(), 64u);
+  EXPECT_TRUE(b.admits(0));
+  EXPECT_TRUE(b.admits(63));
+  EXPECT_FALSE(b.admits(64));
+}
+
+TEST(StreamBudget, NoCeilingAndTinyCeilings) {
+  EXPECT_TRUE(StreamBudget(0, 1 << 18).admits(1000000));  // 0: no ceiling
+  const StreamBudget tiny(1000, 1 << 18);                   // below one reservation
+  EXPECT_EQ(tiny.max_streams(), 1u);                        // one stream always goes
+  EXPECT_TRUE(tiny.admits(0));
+  EXPECT_FALSE(tiny.admits(1));
+  EXPECT_EQ(StreamBudget(3 << 20, 1 << 20).max_streams(), 3u);
+}
+
 }  // namespace
 }  // namespace osh::relay

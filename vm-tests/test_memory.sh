@@ -1,0 +1,143 @@
+#!/usr/bin/env bash
+# Bounded memory per connection, given back on idle (issue 15, items 1-2).
+#
+#   client ns                          gw ns                 sbx ns
+#   tcptool read-many --rate 0 ─► tunnel ─► mini-gateway ─► mini-supervisor ─► tcptool source (256 MiB each)
+#
+# Part 1: 20 downloads whose clients stop reading (a paused browser download,
+# a stuck pipe): each holds what the tunnel, the gateway and gRPC's buffers
+# let through before back-pressure stops the sender. Part 2: 60 slow
+# downloads (each client reads 16 KiB/s). For each part and each process (tunnel, mini-gateway,
+# mini-supervisor) the test prints RSS before, during (once growth has
+# levelled off) and after the clients closed, and the growth per connection:
+# (RSS during - RSS before) / connections.
+#
+# Asserted (main build; the ASan build prints only):
+#   - no connection is reset or ends early;
+#   - tunnel, mini-gateway and mini-supervisor: within 30 s of the load
+#     ending, RSS is back within 8 MiB of its level before the load (the
+#     idle trimmer, common/idle_trim.h; before it, 30 s after 20 stalled
+#     downloads closed the tunnel still held +314 MiB, the gateway +461 MiB).
+# Printed, not asserted: the growth per connection next to the issue's 1 MiB.
+# gRPC 1.51 does not meet that bound without resets (a memory quota that runs
+# out cancels streams) or a window that caps throughput, so the tunnel's
+# quota (--max-buffer-mib) is off by default (docs/ARCHITECTURE.md "Memory
+# bounds"); OSH_MEM_TUNNEL_FLAGS="--max-buffer-mib 256" measures it.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+trap osh_cleanup EXIT
+
+MIB=$((1 << 20))
+STALLED="${OSH_MEM_STALLED:-20}"
+SLOW="${OSH_MEM_SLOW:-60}"
+SLOW_RATE="${OSH_MEM_SLOW_RATE:-16384}"  # B/s per slow client
+ISSUE_PER_CONN_KIB=1024  # the issue's bound on unread data per connection (printed)
+RETURN_KIB=$((8 * 1024))
+RETURN_SECS=30
+ASSERT="${OSH_MEM_ASSERT:-1}"  # 0: measure and print only
+if [[ "${OSH_SANITIZED:-0}" == 1 ]]; then
+  ASSERT=0  # ASan: RSS includes quarantine and shadow memory; bounds are checked in the main build
+  say "sanitizer build: RSS is reported, not bounded"
+fi
+
+osh_topology
+osh_sandbox_services 1
+# Caps raised so that all slow downloads are open at once (the caps are
+# vm_limits' subject, not this test's).
+osh_gateway --max-streams-per-token 1000 --max-streams-per-sandbox 1000 \
+  --max-pending-relays-per-sandbox 1000 --max-pending-relays 1000 ${OSH_MEM_GATEWAY_FLAGS:-}
+osh_supervisor
+sbx_tcp_server source 9005 source --bytes $((256 * MIB))
+osh_tunnel --max-streams-per-sandbox 1000 --max-streams-per-token 1000 --queue-timeout-ms 60000 \
+  ${OSH_MEM_TUNNEL_FLAGS:-}
+V4="$(sandbox_v4)"
+PROCS=(tunnel gateway supervisor)
+
+# rss_all: "tunnel gateway supervisor" RSS, KiB.
+rss_all() { echo "$(rss_kib "$PID_tunnel") $(rss_kib "$PID_gateway") $(rss_kib "$PID_supervisor")"; }
+
+# Warm-up: one small download, so that "before" includes the channels,
+# threads and pools every first connection sets up.
+client_tcp read --host "$V4" --port 9005 --timeout 30 >/dev/null &
+warm=$!
+sleep 1
+kill "$warm" 2>/dev/null || true
+wait "$warm" 2>/dev/null || true
+
+# wait_level: polls every 0.5 s until the summed RSS of the three processes
+# changed by less than 1 MiB over the last 3 s (growth has levelled off), at
+# most $1 seconds; sets LEVEL to the per-process RSS at that point.
+wait_level() {
+  local limit="$1" deadline=$((SECONDS + $1)) hist=() sum
+  while :; do
+    read -r -a LEVEL <<<"$(rss_all)"
+    sum=$((LEVEL[0] + LEVEL[1] + LEVEL[2]))
+    hist+=("$sum")
+    if ((${#hist[@]} >= 7)); then
+      local old="${hist[${#hist[@]} - 7]}" d
+      d=$((sum - old))
+      ((d < 0)) && d=$((-d))
+      ((d < 1024)) && return 0
+    fi
+    if ((SECONDS >= deadline)); then
+      say "  (RSS still changing after ${limit}s)"
+      return 0
+    fi
+    sleep 0.5
+  done
+}
+
+# wait_return BEFORE...: polls until every process's RSS is within RETURN_KIB
+# of its BEFORE level, at most RETURN_SECS; sets AFTER and RETURN_S.
+wait_return() {
+  local t0=$SECONDS i ok
+  while :; do
+    read -r -a AFTER <<<"$(rss_all)"
+    ok=1
+    for i in 0 1 2; do ((AFTER[i] - BEFORE[i] <= RETURN_KIB)) || ok=0; done
+    RETURN_S=$((SECONDS - t0))
+    ((ok == 1 || RETURN_S >= RETURN_SECS)) && return 0
+    sleep 0.5
+  done
+}
+
+# run_load NAME COUNT RATE HOLD_SECS: COUNT downloads read at RATE B/s each
+# (0 = stalled), held HOLD_SECS once all are connected; prints and checks.
+run_load() {
+  local name="$1" count="$2" rate="$3" hold="$4"
+  wait_level 20
+  BEFORE=("${LEVEL[@]}")
+  say "$name: $count downloads read at $rate B/s; RSS before (KiB): tunnel ${BEFORE[0]}, gateway ${BEFORE[1]}, supervisor ${BEFORE[2]}"
+  client_tcp read-many --host "$V4" --port 9005 --count "$count" --rate "$rate" --secs "$hold" \
+    --timeout 60 >"$OSH_WORK/$name.out" 2>&1 &
+  local client=$!
+  wait_until 90 grep -q "reading $count" "$OSH_WORK/$name.out" || fail "$(cat "$OSH_WORK/$name.out")"
+  wait_level "$((hold - 2))"
+  local during=("${LEVEL[@]}")
+  wait_rc "$client"
+  echo "  $(tail -n1 "$OSH_WORK/$name.out")"
+  wait_return
+  local i p per
+  for i in 0 1 2; do
+    p="${PROCS[i]}"
+    per=$(((during[i] - BEFORE[i]) / count))
+    say "  $p: before ${BEFORE[i]} KiB, during ${during[i]} KiB ($(((during[i] - BEFORE[i]) / 1024)) MiB," \
+      "$per KiB per connection), after ${AFTER[i]} KiB ($(((AFTER[i] - BEFORE[i]) / 1024)) MiB above before, ${RETURN_S}s after the load)"
+    eval "PER_${p}=$per"
+  done
+  [[ $RC == 0 ]] || fail "$name: the client failed"
+  check "$name: all $count connected and none ended early" \
+    [ "$(jfield "$(tail -n1 "$OSH_WORK/$name.out")" ended)" = 0 ]
+  say "  tunnel: $PER_tunnel KiB per connection (the issue's bound: $ISSUE_PER_CONN_KIB KiB of unread data;" \
+    "$( ((PER_tunnel <= ISSUE_PER_CONN_KIB)) && echo met || echo "not met") )"
+  if ((ASSERT)); then
+    for i in 0 1 2; do
+      check "$name: ${PROCS[i]} RSS back within $((RETURN_KIB / 1024)) MiB of before within ${RETURN_SECS}s" \
+        [ $((AFTER[i] - BEFORE[i])) -le "$RETURN_KIB" ]
+    done
+  fi
+}
+
+((STALLED > 0)) && run_load stalled "$STALLED" 0 20
+((SLOW > 0)) && run_load slow "$SLOW" "$SLOW_RATE" 25
+say "PASS: memory"
