@@ -67,6 +67,13 @@ bool is_stale_own_link(const tun::HostLink& link, std::string_view tun_name) {
                      [](char c) { return std::isdigit(static_cast<unsigned char>(c)) != 0; });
 }
 
+bool recorded_link_is_stale(const tun::HostNetwork& net, std::string_view recorded) {
+  if (recorded.empty()) return false;
+  for (const tun::HostLink& l : net.links)
+    if (l.name == recorded) return is_stale_own_link(l, recorded);
+  return false;
+}
+
 std::vector<std::string> stale_links_to_remove(const tun::HostNetwork& net, const SetupPlan& plan) {
   std::vector<std::string> out;
   for (const tun::HostLink& l : net.links)

@@ -34,6 +34,14 @@ struct SetupPlan {
 /// A live tunnel's TUN has carrier and is never stale.
 bool is_stale_own_link(const tun::HostLink& link, std::string_view tun_name);
 
+/// recorded_link_is_stale() - whether the interface a state file names
+/// (`recorded`, the TUN a tunnel that died had) may be deleted: it is in
+/// `net` under that exact name and is_stale_own_link() (a TUN no process
+/// holds). Anything else under that name (a live tunnel's TUN, with carrier,
+/// e.g. one of another state directory that took the name since; a dummy,
+/// veth, ...) is left alone, as is an empty name.
+bool recorded_link_is_stale(const tun::HostNetwork& net, std::string_view recorded);
+
 /// stale_links_to_remove() - the stale own links (is_stale_own_link()) that
 /// `up` deletes before it creates its TUN: the one named `plan.tun_name`
 /// (TUNSETIFF would otherwise attach to it, persistent, with its old

@@ -15,8 +15,10 @@
 #include <fstream>
 #include <sstream>
 
+#include "cli/setup_check.h"
 #include "names/hosts_file.h"
 #include "names/ssh_config.h"
+#include "tun/host_network.h"
 #include "tun/link_config.h"
 
 namespace osh::cli {
@@ -164,8 +166,15 @@ std::optional<bool> StateLock::held_by_someone(const fs::path& dir) {
 
 void cleanup_stale(const RunState& st) {
   if (!st.tun_name.empty()) {
+    // Deleted only if it is still a TUN no process holds: the name may
+    // belong by now to a live tunnel (another state directory's) or to
+    // something else entirely.
     try {
-      if (tun::remove_stale_link(st.tun_name)) spdlog::info("removed stale interface {}", st.tun_name);
+      if (!recorded_link_is_stale(tun::read_host_network(), st.tun_name))
+        spdlog::info("interface {} of the earlier tunnel is gone or in use by something else: left alone",
+                     st.tun_name);
+      else if (tun::remove_stale_link(st.tun_name))
+        spdlog::info("removed stale interface {}", st.tun_name);
     } catch (const std::exception& e) {
       spdlog::warn("removing stale interface {}: {}", st.tun_name, e.what());
     }

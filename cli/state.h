@@ -99,8 +99,11 @@ class StateLock {
 };
 
 /// Removes what a tunnel that did not stop cleanly left behind: its TUN (if
-/// the kernel kept it), the hosts block, the ssh Include block. Logs what it
-/// did. Never throws.
+/// the kernel kept it, and only while it is still a TUN no process holds:
+/// recorded_link_is_stale() on a read_host_network() snapshot, so a live
+/// interface that has the name now is never deleted), the hosts block, the
+/// ssh Include block. Logs what it did. Thread: any (the calling thread's
+/// network namespace). Never throws: failures are logged as warnings.
 void cleanup_stale(const RunState& st);
 
 }  // namespace osh::cli

@@ -27,7 +27,9 @@
 // cannot be reached, the tunnel stays up and says since when; new
 // connections fail fast (EHOSTUNREACH) until it is back. A gateway given by
 // name is resolved again when it becomes unreachable (then at most every
-// 30 s while it stays so, and on SIGHUP), as gRPC re-resolves then: an
+// 30 s while it stays so, and on SIGHUP), as gRPC re-resolves then, on a
+// worker thread (cli/gateway_lookup.h; the result is applied on a later
+// tick, so a hung DNS lookup never delays a stop or a refresh): an
 // address inside a prefix is logged as an error and shown in `status`
 // (gateway.conflict); the tunnel keeps running (the name may move back).
 // Teardown is written once: every step of the set-up pushes its undo onto
@@ -59,6 +61,7 @@
 
 #include "cli/addressing.h"
 #include "cli/control.h"
+#include "cli/gateway_lookup.h"
 #include "cli/relay_upstream.h"
 #include "cli/setup_check.h"
 #include "cli/state.h"
@@ -178,9 +181,13 @@ class Tunnel {
   /// @return kExitOk, kExitUsage (refused; one line on stderr) or
   ///         kExitSystem (a stale own TUN could not be deleted).
   int check_setup();
-  /// Resolves the gateway's name again and updates gateway_conflict_
-  /// (logged once per change). Main thread; blocks for the lookup.
+  /// Starts resolving the gateway's name again on gateway_lookup_'s
+  /// thread (a literal is never looked up); the result is applied by
+  /// collect_gateway_recheck() on a later tick. Main thread; never blocks.
   void recheck_gateway();
+  /// Applies a finished re-resolution, if any: updates gateway_conflict_
+  /// (logged once per change). Main thread; never blocks.
+  void collect_gateway_recheck();
   /// The warning for a host without IPv6 (printed once; sets ipv6_ false).
   void ipv6_off(const std::string& why);
   SetupPlan setup_plan() const;
@@ -229,6 +236,10 @@ class Tunnel {
   bool ipv6_ = true;
   /// Next re-resolution of the gateway's name while it is unreachable.
   std::chrono::steady_clock::time_point next_resolve_{};
+  /// The re-resolutions, off the main thread (getaddrinfo may block for
+  /// the resolver's timeouts when DNS is down). Its destructor waits for a
+  /// lookup still running; the lookup touches nothing of the Tunnel.
+  GatewayLookup gateway_lookup_;
   /// The served sandboxes' names by id (for RelayUpstream).
   std::unordered_map<std::string, std::string> sandbox_names();
 
@@ -276,8 +287,11 @@ bool Tunnel::check_previous_run() {
   // from a later one with the same pid: a crash from here on is cleaned up
   // by the next `up` or `down`. Pushed first, so run last: whatever
   // happened, no tunnel runs any more (a failed start included).
+  // The TUN is not ours yet: a name left from the previous run would make a
+  // crash before bring_up() clean up an interface this process never had.
   state_.pid = ::getpid();
   state_.identity = process_identity(state_.pid).value_or(ProcessIdentity{});
+  state_.tun_name.clear();
   save_state();
   undo_.push("the state file", [this] {
     state_.pid = 0;
@@ -333,13 +347,18 @@ int Tunnel::check_setup() {
 void Tunnel::recheck_gateway() {
   const relay::Endpoint& ep = o_.gateway.endpoint;
   if (tun::IpAddress::parse(ep.host)) return;  // a literal never moves: checked at start
-  std::string err;
-  const auto addrs = relay::resolve_host(ep.host, &err);
-  if (!addrs) {
-    spdlog::debug("gateway re-resolution: {}", err);
+  gateway_lookup_.start(ep.host);
+}
+
+void Tunnel::collect_gateway_recheck() {
+  std::optional<GatewayLookup::Result> r = gateway_lookup_.poll();
+  if (!r) return;
+  const relay::Endpoint& ep = o_.gateway.endpoint;
+  if (!r->addrs) {
+    spdlog::debug("gateway re-resolution: {}", r->error);
     return;
   }
-  const std::vector<std::string> c = gateway_conflicts(*addrs, ep.to_string(), setup_plan());
+  const std::vector<std::string> c = gateway_conflicts(*r->addrs, ep.to_string(), setup_plan());
   const std::string line = c.empty() ? std::string{} : refusal_line(c);
   std::lock_guard lk(mu_);
   if (line == gateway_conflict_) return;
@@ -464,6 +483,7 @@ std::unordered_map<std::string, std::string> Tunnel::sandbox_names() {
 }
 
 void Tunnel::refresh() {
+  collect_gateway_recheck();  // one started on an earlier tick
   bool was_ok;
   {
     std::lock_guard lk(mu_);

@@ -12,7 +12,10 @@
 #     tunnel was killed with SIGKILL, and the pid is pointed at an imposter:
 #     a copy of sleep named openshell-tunnel) is not taken for the tunnel:
 #     `status` says the recorded pid died, `down` cleans up without touching
-#     the imposter, and the next `up` starts.
+#     the imposter, and the next `up` starts;
+#   - a stale state file of another state directory that names the live
+#     tunnel's TUN (osh0, with carrier): neither its `down` nor its `up`
+#     deletes it.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 trap osh_cleanup EXIT
@@ -50,7 +53,7 @@ for round in 1 2 3; do
   # taking the lock; a loser that looked in between says "starting".
   check "and said why" grep -q "another openshell-tunnel holds the state directory $OSH_STATE" "$loser_log"
   check "the loser changed nothing: no TUN or names step in its log" \
-    bash -c "! grep -qE 'TUN|names written|cleaning up' '$loser_log'"
+    bash -c "! grep -qE 'TUN|names written|cleaning up after' '$loser_log'"
   check "the winner still runs" kill -0 "$winner"
   check "state.json names the winner" [ "$(state_field pid)" = "$winner" ]
   check "with its boot id" [ "$(state_field boot_id)" = "$(cat /proc/sys/kernel/random/boot_id)" ]
@@ -102,6 +105,36 @@ say "and the next up starts"
 osh_spawn "$NS_CLIENT" tunnel2 "$OSH_TUNNEL" "${up_args[@]}"
 wait_until 20 grep -q "Tunnel is up" "$OSH_WORK/tunnel2.log"
 check "it records itself" [ "$(state_field pid)" = "$PID_tunnel2" ]
+
+say "a stale state file of another state directory naming the live tunnel's TUN"
+# A tunnel killed before its TUN existed used to leave the previous run's
+# name in its state file, and the crash cleanup deleted that name blindly:
+# here osh0 is tunnel2's (carrier: held by a live process) and must stay.
+OTHER="$OSH_WORK/other-state"
+mkdir -p "$OTHER"
+/usr/bin/python3 - "$OSH_STATE/state.json" "$OTHER/state.json" "$PID_tunnel" <<'PY'
+import json, sys
+st = json.load(open(sys.argv[1]))
+st.update(pid=int(sys.argv[3]), tun_name="osh0", hosts_file="", ssh_config="")  # a dead pid
+json.dump(st, open(sys.argv[2], "w"))
+PY
+n_client "$OSH_TUNNEL" down --state-dir "$OTHER" >"$OSH_WORK/down_other.out" 2>&1 || true
+cat "$OSH_WORK/down_other.out"
+check "down: osh0 of the live tunnel is still there" bash -c 'ip -n "$1" link show osh0 >/dev/null' _ "$NS_CLIENT"
+/usr/bin/python3 - "$OTHER/state.json" "$PID_tunnel" <<'PY'
+import json, sys
+st = json.load(open(sys.argv[1]))
+st.update(pid=int(sys.argv[2]), tun_name="osh0")
+json.dump(st, open(sys.argv[1], "w"))
+PY
+RC=0
+n_client "$OSH_TUNNEL" up --gateway-endpoint "http://$OSH_GW_ADDR:$OSH_GW_PORT" --hosts-file "$OSH_WORK/other_hosts" \
+  --state-dir "$OTHER" --no-ssh-config >"$OSH_WORK/up_other.out" 2>&1 || RC=$?
+cat "$OSH_WORK/up_other.out"
+check "up: refused (its prefix is the live tunnel's; exit $RC)" [ "$RC" != 0 ]
+check "up: osh0 of the live tunnel is still there" bash -c 'ip -n "$1" link show osh0 >/dev/null' _ "$NS_CLIENT"
+check "the live tunnel still runs" kill -0 "$PID_tunnel2"
+check "and is not told its TUN was deleted" bash -c "! grep -q 'was deleted' '$OSH_WORK/tunnel2.log'"
 kill -TERM "$PID_tunnel2"
 wait_rc "$PID_tunnel2"
 check "stopped cleanly" [ "$RC" = 0 ]

@@ -128,6 +128,23 @@ TEST(SetupCheckTest, StaleTunOfOurOwnIsExceptedAndRemoved) {
   EXPECT_EQ(stale_links_to_remove(bare, default_plan()), (std::vector<std::string>{"osh0"}));
 }
 
+// The crash cleanup (cleanup_stale) deletes the state file's TUN only while
+// it is one no process holds: the name may be a live tunnel's by now.
+TEST(SetupCheckTest, RecordedLinkIsDeletedOnlyWhileStale) {
+  tun::HostNetwork n = machine();
+  EXPECT_FALSE(recorded_link_is_stale(n, "osh0"));  // gone (the kernel removed it)
+  EXPECT_FALSE(recorded_link_is_stale(n, ""));      // no TUN recorded
+  n.links.push_back({5, "osh0", "tun", false});
+  EXPECT_TRUE(recorded_link_is_stale(n, "osh0"));   // a persistent leftover
+  EXPECT_FALSE(recorded_link_is_stale(n, "osh1"));  // same stem, but not the recorded name
+  n.links.back().carrier = true;
+  EXPECT_FALSE(recorded_link_is_stale(n, "osh0"));  // another tunnel's live TUN
+  n.links.back() = {5, "osh0", "dummy", false};
+  EXPECT_FALSE(recorded_link_is_stale(n, "osh0"));  // not a TUN
+  n.links.back() = {5, "osh0", "veth", true};
+  EXPECT_FALSE(recorded_link_is_stale(n, "osh0"));
+}
+
 TEST(SetupCheckTest, LiveOrForeignInterfacesAreNotStale) {
   using tun::HostLink;
   EXPECT_TRUE(is_stale_own_link({5, "osh0", "tun", false}, "osh0"));
