@@ -1,13 +1,11 @@
 #include "cli/state.h"
 
 #include <fcntl.h>
-#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 #include <signal.h>
 #include <sys/file.h>
 #include <sys/stat.h>
-#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -137,31 +135,6 @@ StateLock::Result StateLock::acquire(const fs::path& dir, std::string* error) {
   }
   fd_ = std::move(fd);
   return Result::kAcquired;
-}
-
-std::optional<bool> StateLock::held_by_someone(const fs::path& dir) {
-  // Read from /proc/locks rather than probed with flock(): a probe would
-  // hold the lock for a moment, and an `up` starting in that moment would
-  // be refused.
-  struct stat sb {};
-  if (::lstat((dir / "lock").c_str(), &sb) != 0) {
-    if (errno == ENOENT) return false;
-    return std::nullopt;
-  }
-  std::ifstream locks("/proc/locks");
-  if (!locks) return std::nullopt;
-  // "1: FLOCK  ADVISORY  WRITE 1234 fd:00:5678 0 EOF" (proc(5)): the device
-  // as hex major:minor, then the inode.
-  const std::string want = fmt::format("{:02x}:{:02x}:{}", major(sb.st_dev), minor(sb.st_dev), sb.st_ino);
-  for (std::string line; std::getline(locks, line);) {
-    std::istringstream in(line);
-    std::string id, type, mode, access, pid, where;
-    if (!(in >> id >> type)) continue;
-    if (type == "->") in >> type;  // a waiter: "1: -> FLOCK ..."
-    if (!(in >> mode >> access >> pid >> where)) continue;
-    if (type == "FLOCK" && where == want) return true;
-  }
-  return false;
 }
 
 void cleanup_stale(const RunState& st) {

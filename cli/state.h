@@ -84,14 +84,6 @@ class StateLock {
   /// Thread: any (one StateLock per process and directory).
   Result acquire(const std::filesystem::path& dir, std::string* error);
 
-  /// Whether some process holds the lock of `dir` now, read from
-  /// /proc/locks (proc(5)) by the lock file's device and inode: no lock is
-  /// taken, so asking never makes an `up` starting at that moment fail.
-  /// @return true: held (a daemon runs, or is starting or stopping);
-  ///         false: not held or no lock file; nullopt: cannot tell (e.g. no
-  ///         permission to stat it, or no /proc/locks).
-  static std::optional<bool> held_by_someone(const std::filesystem::path& dir);
-
   bool held() const noexcept { return fd_.valid(); }
 
  private:

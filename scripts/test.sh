@@ -14,6 +14,8 @@ scripts/build.sh
 BUILD_DIR="${OSH_BUILD_DIR:-build}"
 status=0
 echo "=== tests: main build ($BUILD_DIR)"
+# --timeout: only for tests without a TIMEOUT property (the vm-tests set their
+# own, vm-tests/CMakeLists.txt, and lib.sh ends its waits before it).
 ctest --test-dir "$BUILD_DIR" --output-on-failure --timeout 600 "$@" || status=1
 
 if [[ "${OSH_SANITIZERS:-1}" != 0 ]]; then

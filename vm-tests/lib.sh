@@ -127,6 +127,22 @@ _osh_wait_scale() {
 # osh_now_ms: sets OSH_NOW_MS to a monotonic-enough wall clock in ms (no fork).
 osh_now_ms() { OSH_NOW_MS=$((10#${EPOCHREALTIME//[.,]/} / 1000)); }
 
+# The test's own deadline. ctest kills a test at its TIMEOUT property
+# (vm-tests/CMakeLists.txt, which passes it as OSH_TEST_TIMEOUT) without a
+# word, while a scaled wait may grow to OSH_WAIT_CAP x its base. So no wait
+# runs past the deadline: TIMEOUT from the script's start, less a reserve
+# for cleanup and the logs osh_cleanup prints (a tenth of it, at least
+# 10 s); a wait cut short there fails with wait_until's message and says
+# so. Unset or 0 (a script run by hand): no deadline.
+osh_now_ms
+OSH_TEST_START_MS="${OSH_TEST_START_MS:-$OSH_NOW_MS}"
+OSH_TEST_TIMEOUT="${OSH_TEST_TIMEOUT:-0}"
+_osh_reserve=$((OSH_TEST_TIMEOUT / 10 > 10 ? OSH_TEST_TIMEOUT / 10 : 10))
+# OSH_DEADLINE_MS: absolute (osh_now_ms), 0 = none.
+OSH_DEADLINE_MS=0
+((OSH_TEST_TIMEOUT > 0)) && OSH_DEADLINE_MS=$((OSH_TEST_START_MS + (OSH_TEST_TIMEOUT - _osh_reserve) * 1000))
+unset _osh_reserve
+
 # osh_since_s T0_MS: prints the seconds since T0_MS (from osh_now_ms), "1.234".
 osh_since_s() {
   osh_now_ms
@@ -141,6 +157,12 @@ osh_since_s() {
 osh_scaled() {
   local ms
   ms="$(osh_scaled_ms "$1")"
+  # never past the test's deadline (above), but at least 1 s
+  if ((OSH_DEADLINE_MS > 0)); then
+    osh_now_ms
+    ((ms <= OSH_DEADLINE_MS - OSH_NOW_MS)) || ms=$((OSH_DEADLINE_MS - OSH_NOW_MS))
+    ((ms >= 1000)) || ms=1000
+  fi
   echo $(((ms + 999) / 1000))
 }
 
@@ -174,10 +196,11 @@ check_within() {
 # wait_until SECONDS CMD...: polls CMD every 0.1 s until it succeeds or the
 # load-scaled timeout passes (see above); SECONDS may be fractional. Sets
 # WAIT_SECS to how long it waited ("0.3"). On timeout it prints the base,
-# the scale, the load, and returns 1.
+# the scale, the load, and returns 1. It never waits past the test's
+# deadline (OSH_TEST_TIMEOUT, above): cut short there, it says so.
 wait_until() {
   _osh_milli "$1"
-  local base=$_OSH_M start limit scale=0 load capped=0
+  local base=$_OSH_M start limit scale=0 load capped=0 cut=0
   shift
   osh_now_ms
   start=$OSH_NOW_MS
@@ -190,7 +213,10 @@ wait_until() {
     fi
     _osh_wait_scale
     if ((_OSH_SCALE > scale)); then scale=$_OSH_SCALE load="$_OSH_LOAD" capped=$_OSH_CAPPED; fi
-    limit=$((base * scale / 1000))
+    limit=$((base * scale / 1000)) cut=0
+    if ((OSH_DEADLINE_MS > 0 && start + limit > OSH_DEADLINE_MS)); then
+      limit=$((OSH_DEADLINE_MS - start)) cut=1
+    fi
     osh_now_ms
     if ((OSH_NOW_MS - start >= limit)); then
       _osh_fmt $((OSH_NOW_MS - start))
@@ -201,6 +227,8 @@ wait_until() {
       _osh_fmt "$scale"; s="$_OSH_F"
       echo "timed out after ${waited}s (base ${b}s x scale $s: loadavg1 $load on $OSH_NPROC CPUs," \
         "OSH_WAIT_SCALE $_OSH_USER_SCALE, cap ${OSH_WAIT_CAP:-10}x$( ((capped)) && echo ', capped')) waiting for: $*" >&2
+      ((cut)) && echo "  cut short at the test's deadline: ctest TIMEOUT ${OSH_TEST_TIMEOUT}s" \
+        "(OSH_TEST_TIMEOUT) less a reserve for cleanup" >&2
       return 1
     fi
     sleep 0.1

@@ -14,7 +14,8 @@
 #
 # Asserted (main build; the ASan build prints only):
 #   - no connection is reset or ends early;
-#   - tunnel, mini-gateway and mini-supervisor: within 30 s of the load
+#   - tunnel, mini-gateway and mini-supervisor: within 30 s (scaled to the
+#     load by lib.sh's wait_until; the measured time is printed) of the load
 #     ending, RSS is back within 8 MiB of its level before the load (the
 #     idle trimmer, common/idle_trim.h; before it, 30 s after 20 stalled
 #     downloads closed the tunnel still held +314 MiB, the gateway +461 MiB).
@@ -56,49 +57,73 @@ PROCS=(tunnel gateway supervisor)
 # rss_all: "tunnel gateway supervisor" RSS, KiB.
 rss_all() { echo "$(rss_kib "$PID_tunnel") $(rss_kib "$PID_gateway") $(rss_kib "$PID_supervisor")"; }
 
-# Warm-up: one small download, so that "before" includes the channels,
-# threads and pools every first connection sets up.
-client_tcp read --host "$V4" --port 9005 --timeout 30 >/dev/null &
+# Warm-up: one download of 32 MiB, so that "before" includes the channels,
+# threads and pools every first connection (and a first full-speed
+# transfer) sets up; then it is stopped.
+WARM_BYTES=$((32 * MIB))
+warm_done() {
+  ip netns exec "$NS_CLIENT" ss -Htin "dst $V4:9005" | grep -oE 'bytes_received:[0-9]+' |
+    awk -F: -v n="$WARM_BYTES" '$2 >= n { f = 1 } END { exit !f }'
+}
+client_tcp read --host "$V4" --port 9005 >/dev/null &
 warm=$!
-sleep 1
+wait_until 20 warm_done || fail "warm-up download: less than $WARM_BYTES bytes"
+say "warm-up: $WARM_BYTES bytes in ${WAIT_SECS}s"
 kill "$warm" 2>/dev/null || true
 wait "$warm" 2>/dev/null || true
 
-# wait_level: polls every 0.5 s until the summed RSS of the three processes
-# changed by less than 1 MiB over the last 3 s (growth has levelled off), at
-# most $1 seconds; sets LEVEL to the per-process RSS at that point.
-wait_level() {
-  local limit="$1" deadline=$((SECONDS + $1)) hist=() sum
-  while :; do
-    read -r -a LEVEL <<<"$(rss_all)"
-    sum=$((LEVEL[0] + LEVEL[1] + LEVEL[2]))
-    hist+=("$sum")
-    if ((${#hist[@]} >= 7)); then
-      local old="${hist[${#hist[@]} - 7]}" d
-      d=$((sum - old))
-      ((d < 0)) && d=$((-d))
-      ((d < 1024)) && return 0
-    fi
-    if ((SECONDS >= deadline)); then
-      say "  (RSS still changing after ${limit}s)"
-      return 0
-    fi
-    sleep 0.5
-  done
+# level_settled: samples the summed RSS of the three processes every 0.5 s
+# (calls in between return 1) and succeeds once it changed by less than
+# 1 MiB over the last 3 s (growth has levelled off); sets LEVEL to the
+# per-process RSS of the last sample. A condition for wait_until.
+level_settled() {
+  osh_now_ms
+  ((OSH_NOW_MS - LEVEL_LAST_MS >= 500)) || return 1
+  LEVEL_LAST_MS=$OSH_NOW_MS
+  read -r -a LEVEL <<<"$(rss_all)"
+  local sum=$((LEVEL[0] + LEVEL[1] + LEVEL[2]))
+  LEVEL_HIST+=("$sum")
+  ((${#LEVEL_HIST[@]} >= 7)) || return 1
+  local d=$((sum - LEVEL_HIST[${#LEVEL_HIST[@]} - 7]))
+  ((d < 0)) && d=$((-d))
+  ((d < 1024))
 }
 
-# wait_return BEFORE...: polls until every process's RSS is within RETURN_KIB
-# of its BEFORE level, at most RETURN_SECS; sets AFTER and RETURN_S.
+# wait_level SECONDS [fixed]: waits (lib.sh wait_until, load-scaled) until
+# level_settled, at most SECONDS; not levelled off by then is reported, not
+# a failure (LEVEL is the last sample). "fixed": SECONDS is not scaled: the
+# measurement "during" must fall inside the clients' hold, whose length does
+# not grow with the load (OSH_WAIT_CAP=1 pins wait_until's scale to 1).
+wait_level() {
+  LEVEL_HIST=() LEVEL_LAST_MS=0
+  if [[ ${2:-} == fixed ]]; then
+    OSH_WAIT_CAP=1 wait_until "$1" level_settled || say "  (RSS still changing after ${1}s)"
+  else
+    wait_until "$1" level_settled || say "  (RSS still changing after ${1}s x load scale)"
+  fi
+}
+
+# returned: every process's RSS is within RETURN_KIB of its BEFORE level;
+# sets AFTER. A condition for wait_until.
+returned() {
+  local i
+  read -r -a AFTER <<<"$(rss_all)"
+  for i in 0 1 2; do ((AFTER[i] - BEFORE[i] <= RETURN_KIB)) || return 1; done
+}
+
+# wait_return: waits until returned, at most RETURN_SECS scaled to the load
+# (lib.sh wait_until); sets AFTER (the last sample), RETURN_S (the measured
+# time) and RETURN_BOUND (RETURN_SECS as the wait scaled it).
 wait_return() {
-  local t0=$SECONDS i ok
-  while :; do
-    read -r -a AFTER <<<"$(rss_all)"
-    ok=1
-    for i in 0 1 2; do ((AFTER[i] - BEFORE[i] <= RETURN_KIB)) || ok=0; done
-    RETURN_S=$((SECONDS - t0))
-    ((ok == 1 || RETURN_S >= RETURN_SECS)) && return 0
-    sleep 0.5
-  done
+  wait_until "$RETURN_SECS" returned || true
+  RETURN_S="$WAIT_SECS"
+  # the bound as the wait applied it: a timeout is its full length
+  local b
+  b="$(osh_scaled_ms "$RETURN_SECS")"
+  _osh_milli "$WAIT_SECS"
+  ((_OSH_M <= b)) || b=$_OSH_M
+  _osh_fmt "$b"
+  RETURN_BOUND="$_OSH_F"
 }
 
 # run_load NAME COUNT RATE HOLD_SECS: COUNT downloads read at RATE B/s each
@@ -112,7 +137,7 @@ run_load() {
     --timeout 60 >"$OSH_WORK/$name.out" 2>&1 &
   local client=$!
   wait_until 90 grep -q "reading $count" "$OSH_WORK/$name.out" || fail "$(cat "$OSH_WORK/$name.out")"
-  wait_level "$((hold - 2))"
+  wait_level "$((hold - 2))" fixed
   local during=("${LEVEL[@]}")
   wait_rc "$client"
   echo "  $(tail -n1 "$OSH_WORK/$name.out")"
@@ -132,7 +157,7 @@ run_load() {
     "$( ((PER_tunnel <= ISSUE_PER_CONN_KIB)) && echo met || echo "not met") )"
   if ((ASSERT)); then
     for i in 0 1 2; do
-      check "$name: ${PROCS[i]} RSS back within $((RETURN_KIB / 1024)) MiB of before within ${RETURN_SECS}s" \
+      check "$name: ${PROCS[i]} RSS back within $((RETURN_KIB / 1024)) MiB of before within ${RETURN_SECS}s (x load scale: ${RETURN_BOUND}s; measured ${RETURN_S}s)" \
         [ $((AFTER[i] - BEFORE[i])) -le "$RETURN_KIB" ]
     done
   fi

@@ -4,7 +4,8 @@
 # (OSH_NPROC): the scale follows loadavg1/nproc (never below 1), the
 # deadline grows when the load rises during a wait, OSH_WAIT_SCALE
 # multiplies (3 by default in the sanitizer builds), the cap bounds it, and
-# a timeout names the base, the scale and the load. No root, no namespaces.
+# a timeout names the base, the scale and the load; no wait runs past the
+# test's deadline (OSH_TEST_TIMEOUT). No root, no namespaces.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 trap 'rm -rf "$OSH_WORK"' EXIT
@@ -96,6 +97,24 @@ load 8.00
 POLLS=0
 timed_fail_cmd 0.5 load_at_poll3 0.10
 check "load 8 at the start: about 2 s even after it fell" in_range "$ELAPSED" 2 $((3 + SLACK))
+
+say "the test's deadline (OSH_TEST_TIMEOUT, the ctest TIMEOUT) bounds every wait"
+deadline_of() {  # deadline_of TIMEOUT START_MS: OSH_DEADLINE_MS as lib.sh sets it
+  (OSH_TEST_TIMEOUT="$1" OSH_TEST_START_MS="$2" && source "$(dirname "$0")/lib.sh" &&
+    rm -rf "$OSH_WORK" && echo "$OSH_DEADLINE_MS")
+}
+check "TIMEOUT 300 s: waits end 30 s (a tenth) before it" [ "$(deadline_of 300 5000)" = $((5000 + 270000)) ]
+check "TIMEOUT 60 s: at least 10 s before it" [ "$(deadline_of 60 5000)" = $((5000 + 50000)) ]
+check "no TIMEOUT: no deadline" [ "$(deadline_of 0 5000)" = 0 ]
+load 0.10
+saved_deadline=$OSH_DEADLINE_MS
+osh_now_ms
+OSH_DEADLINE_MS=$((OSH_NOW_MS + 1000))
+timed_fail 5
+check "a 5 s wait is cut at the deadline 1 s away" in_range "$ELAPSED" 1 $((2 + SLACK))
+check "the message says why" grep -q "cut short at the test's deadline" <<<"$MSG"
+check "osh_scaled stays within it (1 s at least)" [ "$(osh_scaled 10)" = 1 ]
+OSH_DEADLINE_MS=$saved_deadline
 
 say "osh_since_s"
 osh_now_ms

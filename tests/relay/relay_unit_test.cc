@@ -215,7 +215,7 @@ TEST(LoopbackMemory, IsBoundedLeastRecentlyUsedFirst) {
 }
 
 TEST(StreamBudget, AdmitsWhileTheReservationsFitTheCeiling) {
-  const StreamBudget b(size_t{256} << 20, size_t{4} << 20);  // the defaults
+  const StreamBudget b(size_t{256} << 20, size_t{4} << 20);  // --max-buffer-mib 256 (default 0: off)
   EXPECT_EQ(b.max_streams(), 64u);
   EXPECT_TRUE(b.admits(0));
   EXPECT_TRUE(b.admits(63));
