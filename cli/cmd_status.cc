@@ -80,6 +80,9 @@ void print_status(const json& j) {
     if (c.contains("tun_repairs"))
       fmt::print("TUN repairs: {} (link, addresses or routes put back after something else removed them)\n",
                  c.value("tun_repairs", 0));
+    if (c.value("tun_repair_failures", 0) > 0)
+      fmt::print("TUN repair failures: {} (failed attempts to put it back; retried every 0.5 s to 10 s, see the log)\n",
+                 c.value("tun_repair_failures", 0));
   }
 }
 

@@ -618,7 +618,10 @@ json Tunnel::status_json() {
     j["counters"]["lwip_pcbs"] = {
         {"active", pcbs.active}, {"time_wait", pcbs.time_wait}, {"listen", pcbs.listen}};
   }
-  if (link_watch_) j["counters"]["tun_repairs"] = link_watch_->repairs();
+  if (link_watch_) {
+    j["counters"]["tun_repairs"] = link_watch_->repairs();
+    j["counters"]["tun_repair_failures"] = link_watch_->repair_failures();
+  }
   return j;
 }
 
@@ -808,7 +811,8 @@ void Tunnel::bring_up(const std::vector<relay::SandboxInfo>& list) {
     ::kill(::getpid(), SIGTERM);  // wakes the main thread's sigtimedwait
   });
   undo_.push("the TUN link watch", [this] {
-    if (link_watch_) spdlog::info("TUN {}: {} repairs of its configuration", tun_name_, link_watch_->repairs());
+    if (link_watch_) spdlog::info("TUN {}: {} repairs of its configuration, {} failed attempts", tun_name_,
+                                 link_watch_->repairs(), link_watch_->repair_failures());
     link_watch_.reset();
   });
 

@@ -18,7 +18,9 @@
 // The packet fd is read in batches of up to 64 packets per wake-up, each
 // batch and each posted event under one hold of the lwIP core lock. lwIP's
 // own tcpip thread runs its timers under the same lock and may call the pcb
-// callbacks (lwip_adapter.cc), which feed the state machine too.
+// callbacks (lwip_adapter.cc), which feed the state machine too. A packet fd
+// that fails for good (the TUN deleted: EPOLLERR, read() gives EBADFD or EIO)
+// is dropped from the loop with one log line; the owner tears down.
 //
 // Routes (served address -> sandbox) are the gate's table and the output
 // filter's; replacing them resets connections to addresses no longer served.
@@ -42,6 +44,7 @@
 #include <sys/epoll.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
 #include <cstring>
 #include <stdexcept>
@@ -107,7 +110,7 @@ struct Stack::Impl final : UpstreamEvents {
   // ---- setup and teardown ----
   void start() {
     lwip.start();
-    if (const int err = loop.watch(cfg.packet_fd, EPOLLIN, [this](uint32_t) { read_packets(); }); err != 0)
+    if (const int err = loop.watch(cfg.packet_fd, EPOLLIN, [this](uint32_t ev) { read_packets(ev); }); err != 0)
       throw std::runtime_error(std::string("stack: epoll_ctl packet fd: ") + std::strerror(err));
     loop.add_timer(kSweepInterval, [this] {
       CoreLock lk;
@@ -134,19 +137,37 @@ struct Stack::Impl final : UpstreamEvents {
     std::vector<uint8_t> payload;  // the UDP payload, copied
   };
 
-  void read_packets() {
+  /// @events: what epoll reported for the packet fd. A TUN whose interface
+  /// was deleted reports EPOLLERR for good and its read() fails with EBADFD
+  /// (EIO on some kernels): level-triggered, that would wake this thread
+  /// forever, so the fd is dropped from the loop (one log line) and the
+  /// stack waits for its owner's teardown (cli/up.cc sees the deletion).
+  void read_packets(uint32_t events) {
     uint8_t buf[65536];
     std::vector<PendingDns> dns;
+    int dead_errno = 0;
+    bool drained = false;  // the last read() found nothing (or failed)
     {
       CoreLock lk;
       for (size_t i = 0; i < kReadBatch; ++i) {
         const ssize_t r = ::read(cfg.packet_fd, buf, sizeof buf);
-        if (r <= 0) break;
+        if (r < 0 && (errno == EBADFD || errno == EIO || errno == EBADF)) dead_errno = errno;
+        if (r <= 0) {
+          drained = true;
+          break;
+        }
         counters.rx_packets++;
         handle_packet({buf, static_cast<size_t>(r)}, dns);
       }
     }
     if (!dns.empty()) answer_dns(dns);
+    if (dead_errno != 0 || (drained && (events & (EPOLLERR | EPOLLHUP)) != 0)) {
+      loop.unwatch(cfg.packet_fd);
+      spdlog::warn("stack: the packet fd {} failed ({}); no more packets are read from it",
+                   cfg.packet_fd,
+                   dead_errno != 0 ? std::strerror(dead_errno)
+                                   : ((events & EPOLLERR) != 0 ? "EPOLLERR" : "EPOLLHUP"));
+    }
   }
 
   /// Answers the batch's DNS queries without the core lock, then writes the

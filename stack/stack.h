@@ -27,6 +27,9 @@ struct Route {
 struct StackConfig {
   /// Packet fd: one IP packet per read()/write() (a TUN with IFF_NO_PI, or a
   /// SOCK_SEQPACKET socketpair in tests). Not owned; must be O_NONBLOCK.
+  /// If it fails for good (EPOLLERR or EPOLLHUP once drained, or read()
+  /// gives EBADFD, EIO or EBADF: the TUN was deleted), the stack thread stops
+  /// reading it and logs one warning; the owner tears down.
   int packet_fd = -1;
   /// MTU of the link, bytes.
   uint32_t mtu = 1500;

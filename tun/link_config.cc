@@ -343,19 +343,24 @@ struct LinkConfig::Impl {
   }
 
   // Sets disable_ipv6 = 0 on this link if it is 1, recording the undo.
-  void enable_ipv6() {
+  // Sets disable_ipv6 = 0 if the sysctl exists and says otherwise. @undo:
+  // record the step that restores the old value (add_address), or not
+  // (ensure_address: a repair records nothing). Return: true if it changed.
+  bool enable_ipv6(bool undo) {
     const std::string path = ipv6_sysctl_path(name);
     const auto value = read_sysctl(path);
-    if (!value || *value == "0") return;  // no IPv6 sysctl, or already enabled
+    if (!value || *value == "0") return false;  // no IPv6 sysctl, or already enabled
     if (int err = write_sysctl(path, "0"); err != 0)
       throw TunError("enable IPv6 on " + name + " (write 0 to " + path + ")", err);
     tun_log().debug("{}: set disable_ipv6 = 0 (was {})", name, *value);
+    if (!undo) return true;
     record("restore " + path + " to " + *value, [path, old = *value] {
       NlStatus st;
       st.sys_errno = write_sysctl(path, old);
       st.nlerr = st.sys_errno != 0 ? -NLE_FAILURE : 0;
       return st;
     });
+    return true;
   }
 };
 
@@ -422,7 +427,7 @@ void LinkConfig::add_address(const IpPrefix& p, AddrFlags flags) {
   Impl& im = *impl_;
   const std::string what = "add address " + p.to_string() + " to " + im.name;
   if (!p.addr.is_v4() && !p.addr.is_v6()) throw TunError(what, EAFNOSUPPORT);
-  if (p.addr.is_v6()) im.enable_ipv6();
+  if (p.addr.is_v6()) im.enable_ipv6(/*undo=*/true);
   AddrPtr addr = im.build_addr(p, flags, what);
   NlStatus st = im.sock.run([&](nl_sock* sk) { return rtnl_addr_add(sk, addr.get(), NLM_F_EXCL); });
   if (!st.ok()) im.fail(what, st);
@@ -457,6 +462,10 @@ bool LinkConfig::ensure_up() {
 bool LinkConfig::ensure_address(const IpPrefix& p, AddrFlags flags) {
   Impl& im = *impl_;
   const std::string what = "add address " + p.to_string() + " to " + im.name + " again";
+  // disable_ipv6 = 1 (set by someone else) removed the address and makes the
+  // kernel refuse it (EACCES); turn IPv6 back on first, recording nothing.
+  if (p.addr.is_v6() && im.enable_ipv6(/*undo=*/false))
+    tun_log().debug("{}: IPv6 was disabled on the link; enabled it again", im.name);
   AddrPtr addr = im.build_addr(p, flags, what);
   NlStatus st = im.sock.run([&](nl_sock* sk) { return rtnl_addr_add(sk, addr.get(), NLM_F_EXCL); });
   if (st.ok()) return true;

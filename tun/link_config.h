@@ -102,8 +102,14 @@ class LinkConfig {
   /// Adds the address (as add_address(): IFA_F_NODAD for IPv6, the kernel's
   /// on-link prefix route unless @flags says otherwise) if the interface
   /// lacks it; NLM_F_EXCL, and EEXIST means "already there" (rtnetlink(7)).
-  /// Records no undo step. @return true if the address was missing and is
-  /// now added. @throws TunError on any other failure.
+  /// For IPv6 it first sets /proc/sys/net/ipv6/conf/<name>/disable_ipv6 to 0
+  /// if that file exists and says otherwise (someone setting it to 1 removes
+  /// every IPv6 address of the link and makes the kernel refuse new ones).
+  /// Records no undo step, neither for the address nor for the sysctl (the
+  /// one add_address() recorded, if any, still applies). Thread: the one
+  /// using this object. @return true if the address was missing and is now
+  /// added. @throws TunError on any other failure (also when the sysctl
+  /// cannot be written; ENODEV when the interface is gone).
   bool ensure_address(const IpPrefix& addr_with_prefix_len, AddrFlags flags = {});
 
   /// Adds the on-link prefix route the kernel installs for an address

@@ -26,8 +26,12 @@
 // their prefix routes), prefix routes. Each call is idempotent (EEXIST /
 // already up = nothing to do), so a burst whose losses someone else already
 // undid costs a few round trips and no repair. A repair that changed
-// something is counted and logged once; one that failed is logged as an error
-// (the next event retries it).
+// something is counted and logged once; one that failed is counted
+// (tun_repair_failures), logged as an error and retried on a timer without
+// waiting for another event: 0.5 s after the failure, the delay doubling up
+// to 10 s while it keeps failing (a persistent failure costs one error line
+// every 10 s). An event burst that comes due meanwhile repairs at once; a
+// success ends the retries.
 //
 // Deletion: RTM_DELLINK of our ifindex calls the owner's handler at once (no
 // debounce) and ends all further work; the owner tears down (cli/up.cc).
@@ -62,6 +66,8 @@ namespace {
 constexpr auto kQuiet = std::chrono::milliseconds(150);
 constexpr auto kMaxDelay = std::chrono::milliseconds(1000);
 constexpr int kRecvBufferBytes = 1 << 20;
+constexpr auto kRetryFirst = std::chrono::milliseconds(500);
+constexpr auto kRetryMax = std::chrono::milliseconds(10'000);
 
 // The payload of attribute @type in [attrs, attrs + len), or an empty span.
 std::span<const uint8_t> find_attr(const uint8_t* attrs, size_t len, unsigned type) {
@@ -178,6 +184,7 @@ std::optional<Debounce::Clock::time_point> Debounce::take_if_due(Clock::time_poi
 struct LinkWatch::Impl {
   WatchedLink watched;
   GoneHandler on_gone;
+  RepairHook before_repair;
   LinkConfig config;  // its own netlink socket; used on the watch thread only
   ScopedFd sock;      // the notification socket
   Debounce debounce{kQuiet, kMaxDelay};
@@ -185,10 +192,18 @@ struct LinkWatch::Impl {
   bool gone = false;
   std::vector<std::string> seen;  // what the pending burst took away
   std::atomic<uint64_t> repairs{0};
+  std::atomic<uint64_t> repair_failures{0};
+  // Retry of a failed repair: what the failed bursts took away, the pending
+  // timer (if any) and the delay of the next one.
+  std::string retry_lost;
+  std::optional<Debounce::Clock::time_point> retry_first;
+  std::optional<EventLoop::TimerId> retry_timer;
+  Debounce::Clock::duration retry_delay = kRetryFirst;
   alignas(nlmsghdr) std::array<uint8_t, 64 * 1024> buf;  // one datagram
   EventLoop loop;  // last: stopped (destroyed) before the members it uses
 
-  Impl(WatchedLink w, GoneHandler g) : watched(std::move(w)), on_gone(std::move(g)), config(watched.ifindex) {}
+  Impl(WatchedLink w, GoneHandler g, RepairHook h)
+      : watched(std::move(w)), on_gone(std::move(g)), before_repair(std::move(h)), config(watched.ifindex) {}
 
   void open_socket() {
     sock.reset(::socket(AF_NETLINK, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, NETLINK_ROUTE));
@@ -232,6 +247,7 @@ struct LinkWatch::Impl {
       if (e.kind == LinkEvent::Kind::kLinkGone) {
         gone = true;
         loop.unwatch(sock.get());
+        cancel_retry();
         tun_log().error("{} (index {}) was deleted by something else on the machine", config.name(),
                           watched.ifindex);
         if (on_gone) on_gone(config.name());
@@ -261,12 +277,33 @@ struct LinkWatch::Impl {
     repair(*first);
   }
 
-  // Re-applies the whole configuration; one log line for the burst.
+  void cancel_retry() {
+    if (retry_timer) loop.cancel_timer(*retry_timer);
+    retry_timer.reset();
+  }
+
+  void on_retry() {
+    retry_timer.reset();
+    if (gone) return;
+    repair(retry_first.value_or(Debounce::Clock::now()));
+  }
+
+  // Re-applies the whole configuration; one log line for the burst (or the
+  // retry of a failed one).
   void repair(Debounce::Clock::time_point first) {
+    cancel_retry();
+    if (!retry_lost.empty()) {  // earlier losses not repaired yet
+      std::vector<std::string> all{retry_lost};
+      for (auto& w : seen)
+        if (retry_lost.find(w) == std::string::npos) all.push_back(std::move(w));
+      seen = std::move(all);
+    }
+    if (retry_first) first = std::min(first, *retry_first);
     const std::string lost = join(seen);
     seen.clear();
     std::vector<std::string> done;
     try {
+      if (before_repair) before_repair();
       if (config.ensure_up()) done.push_back("link set up");
       for (const IpPrefix& a : watched.addresses)
         if (config.ensure_address(a, watched.flags)) done.push_back("address " + a.to_string() + " added");
@@ -275,13 +312,27 @@ struct LinkWatch::Impl {
           done.push_back("route " + a.network().to_string() + " added");
     } catch (const TunError& e) {
       if (e.error_code() == ENODEV) return;  // being deleted: RTM_DELLINK follows
-      tun_log().error("{}: {}; could not repair: {} (retried at the next change)", config.name(), lost,
-                        e.what());
+      const uint64_t n = repair_failures.fetch_add(1) + 1;
+      const auto delay = retry_delay;
+      retry_delay = std::min<Debounce::Clock::duration>(retry_delay * 2, kRetryMax);
+      retry_lost = lost;
+      retry_first = first;
+      retry_timer = loop.add_timer(delay, [this] { on_retry(); });
+      tun_log().error("{}: {}; could not repair: {} (tun_repair_failures {}; trying again in {} ms)",
+                      config.name(), lost, e.what(), n,
+                      std::chrono::duration_cast<std::chrono::milliseconds>(delay).count());
       return;
     }
+    const bool retried = !retry_lost.empty();
+    retry_lost.clear();
+    retry_first.reset();
+    retry_delay = kRetryFirst;
     const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(Debounce::Clock::now() - first).count();
     if (done.empty()) {
-      tun_log().debug("{}: {}; nothing to repair", config.name(), lost);
+      if (retried)
+        tun_log().info("{}: {}; already put back by something else, nothing left to repair", config.name(), lost);
+      else
+        tun_log().debug("{}: {}; nothing to repair", config.name(), lost);
       return;
     }
     const uint64_t n = repairs.fetch_add(1) + 1;
@@ -291,8 +342,8 @@ struct LinkWatch::Impl {
   }
 };
 
-LinkWatch::LinkWatch(WatchedLink watched, GoneHandler on_gone)
-    : impl_(std::make_unique<Impl>(std::move(watched), std::move(on_gone))) {
+LinkWatch::LinkWatch(WatchedLink watched, GoneHandler on_gone, RepairHook before_repair)
+    : impl_(std::make_unique<Impl>(std::move(watched), std::move(on_gone), std::move(before_repair))) {
   impl_->open_socket();
   if (const int e = impl_->loop.watch(impl_->sock.get(), EPOLLIN, [im = impl_.get()](uint32_t) { im->on_readable(); });
       e != 0)
@@ -307,5 +358,7 @@ LinkWatch::~LinkWatch() {
 }
 
 uint64_t LinkWatch::repairs() const noexcept { return impl_->repairs.load(); }
+
+uint64_t LinkWatch::repair_failures() const noexcept { return impl_->repair_failures.load(); }
 
 }  // namespace osh::tun

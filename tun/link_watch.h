@@ -84,9 +84,12 @@ class Debounce {
 /// ensure_address, ensure_prefix_route, through a netlink socket of its own):
 /// if anything had to be put back, that is one repair, counted in repairs()
 /// and logged once (logger "tun", warning: what went away, what was put back,
-/// milliseconds since the burst's first event); a failed repair is logged as
-/// an error and tried again at the next event. kLinkGone calls @on_gone at
-/// once, on the watch thread, and the watch stops acting.
+/// milliseconds since the burst's first event). A failed repair (a TunError
+/// other than ENODEV) is counted in repair_failures(), logged as an error and
+/// tried again on the watch thread's loop without waiting for another event:
+/// after 0.5 s, the delay doubling up to 10 s while it keeps failing; a
+/// success (or a new burst's repair) ends the retries. kLinkGone calls
+/// @on_gone at once, on the watch thread, and the watch stops acting.
 ///
 /// Network namespace: the calling thread's at construction.
 class LinkWatch {
@@ -94,11 +97,16 @@ class LinkWatch {
   /// Called once, on the watch thread, when the interface was deleted
   /// (RTM_DELLINK, also a move to another namespace). Must not block.
   using GoneHandler = std::function<void(const std::string& ifname)>;
+  /// Test seam: called on the watch thread at the start of every repair
+  /// attempt (burst or retry); a TunError it throws fails that attempt
+  /// exactly like a failed netlink request.
+  using RepairHook = std::function<void()>;
 
   /// Opens both netlink sockets and starts the watch thread.
+  /// @before_repair: empty in production (see RepairHook).
   /// @throws TunError if a socket cannot be opened or subscribed, or the
   ///         interface does not exist (ENODEV).
-  LinkWatch(WatchedLink watched, GoneHandler on_gone);
+  LinkWatch(WatchedLink watched, GoneHandler on_gone, RepairHook before_repair = {});
   /// Stops the thread (a repair in progress finishes first).
   ~LinkWatch();
   LinkWatch(const LinkWatch&) = delete;
@@ -106,6 +114,9 @@ class LinkWatch {
 
   /// Repairs made so far. Thread: any.
   uint64_t repairs() const noexcept;
+  /// Repair attempts that failed so far (each retry that fails counts
+  /// again). Thread: any.
+  uint64_t repair_failures() const noexcept;
 
  private:
   struct Impl;

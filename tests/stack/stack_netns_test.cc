@@ -12,6 +12,7 @@
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -524,6 +525,28 @@ TEST_F(StackNetns, UnassignedAddressIsNotAnswered) {
     if (fd >= 0) return "connected to an unassigned address";
     if (err != EINPROGRESS && err != EAGAIN && err != ETIMEDOUT)
       return std::string("unexpected error ") + strerror(err);
+    return "";
+  });
+}
+
+// Deleting the TUN leaves its fd reporting EPOLLERR for good (read() gives
+// EBADFD): the stack must drop the fd, not spin on it until teardown.
+TEST_F(StackNetns, DeletedTunDoesNotSpinTheStackThread) {
+  run([]() -> std::string {
+    auto cpu = [] {  // the whole process: every other thread here is idle
+      rusage ru{};
+      getrusage(RUSAGE_SELF, &ru);
+      return std::chrono::seconds(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+             std::chrono::microseconds(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec);
+    };
+    if (tun::testing::run_command("ip link del osh-st0 2>&1; echo rc=$?").find("rc=0") == std::string::npos)
+      return "could not delete the TUN";
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));  // the loop notices
+    const auto before = cpu();
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    const auto used = std::chrono::duration_cast<std::chrono::milliseconds>(cpu() - before);
+    if (used > std::chrono::milliseconds(100))
+      return "the process used " + std::to_string(used.count()) + " ms of CPU in 500 ms after the TUN was deleted";
     return "";
   });
 }

@@ -3,7 +3,8 @@
 // Debounce on injected times, and the watch itself on a TUN in a fresh
 // network namespace (forked child): a link flap, a deleted address and a
 // deleted route are repaired, one repair each; the link's deletion calls the
-// handler.
+// handler; disable_ipv6 = 1 is undone with the address; a failed repair
+// (injected through the RepairHook seam) is retried on its timer.
 #include "tun/link_watch.h"
 
 #include <gtest/gtest.h>
@@ -205,6 +206,33 @@ bool eventually(Pred pred, std::chrono::milliseconds limit = 5000ms) {
   return pred();
 }
 
+const char* const kV4 = "198.18.0.1/16";
+const char* const kV6 = "fd00:6f73:6800::1/64";
+
+// Both the address and its prefix route are on kDev.
+bool has_v4() {
+  const std::string dev = kDev;
+  return ip("-4 route show dev " + dev).find("198.18.0.0/16") != std::string::npos &&
+         ip("-4 addr show dev " + dev).find(kV4) != std::string::npos;
+}
+bool has_v6() {
+  const std::string dev = kDev;
+  return ip("-6 route show dev " + dev).find("fd00:6f73:6800::/64") != std::string::npos &&
+         ip("-6 addr show dev " + dev).find(kV6) != std::string::npos;
+}
+
+// Adds @addrs to @cfg's link, sets it up; the WatchedLink for them.
+WatchedLink configure(LinkConfig& cfg, const std::vector<const char*>& addrs) {
+  WatchedLink w;
+  w.ifindex = cfg.ifindex();
+  for (const char* a : addrs) {
+    cfg.add_address(P(a));
+    w.addresses.push_back(P(a));
+  }
+  cfg.set_up();
+  return w;
+}
+
 TEST(LinkWatchTest, RepairsFlapAddressAndRouteAndReportsDeletion) {
   OSH_REQUIRE_PRIVILEGES();
   OSH_IN_NEW_NETNS(0, [] {
@@ -212,25 +240,11 @@ TEST(LinkWatchTest, RepairsFlapAddressAndRouteAndReportsDeletion) {
     TunDevice tun = TunDevice::open(kDev);
     LinkConfig cfg(tun.ifindex());
     cfg.set_mtu(65000);
-    cfg.add_address(P("198.18.0.1/16"));
-    cfg.add_address(P("fd00:6f73:6800::1/64"));
-    cfg.set_up();
-    WatchedLink w;
-    w.ifindex = tun.ifindex();
-    w.addresses = {P("198.18.0.1/16"), P("fd00:6f73:6800::1/64")};
     std::atomic<int> gone{0};
-    LinkWatch watch(w, [&](const std::string& name) {
+    LinkWatch watch(configure(cfg, {kV4, kV6}), [&](const std::string& name) {
       if (name == kDev) gone++;
     });
     const std::string dev = kDev;
-    auto has_v6 = [&] {
-      return ip("-6 route show dev " + dev).find("fd00:6f73:6800::/64") != std::string::npos &&
-             ip("-6 addr show dev " + dev).find("fd00:6f73:6800::1/64") != std::string::npos;
-    };
-    auto has_v4 = [&] {
-      return ip("-4 route show dev " + dev).find("198.18.0.0/16") != std::string::npos &&
-             ip("-4 addr show dev " + dev).find("198.18.0.1/16") != std::string::npos;
-    };
     CHECK_IN_CHILD(f, has_v4() && has_v6(), ip("addr"));
 
     ip("link set " + dev + " down");
@@ -260,6 +274,64 @@ TEST(LinkWatchTest, RepairsFlapAddressAndRouteAndReportsDeletion) {
 
     ip("link del " + dev);
     CHECK_IN_CHILD(f, eventually([&] { return gone.load() == 1; }), std::to_string(gone.load()));
+    return f.str();
+  });
+}
+
+// disable_ipv6 = 1 on the TUN removes its IPv6 address and makes the kernel
+// refuse it again: the repair turns IPv6 back on first.
+TEST(LinkWatchTest, RepairsDisabledIpv6) {
+  OSH_REQUIRE_PRIVILEGES();
+  OSH_IN_NEW_NETNS(0, [] {
+    testing::Failures f;
+    TunDevice tun = TunDevice::open(kDev);
+    LinkConfig cfg(tun.ifindex());
+    LinkWatch watch(configure(cfg, {kV4, kV6}), {});
+    const size_t undo_steps = cfg.pending_undo_steps();
+    const std::string sysctl = std::string("/proc/sys/net/ipv6/conf/") + kDev + "/disable_ipv6";
+    CHECK_IN_CHILD(f, has_v6(), ip("addr"));
+    testing::run_command("echo 1 > " + sysctl);
+    CHECK_IN_CHILD(f, eventually([&] { return watch.repairs() == 1 && has_v6(); }),
+                   std::to_string(watch.repairs()) + " " + std::to_string(watch.repair_failures()) + "\n" +
+                       ip("-6 addr"));
+    CHECK_IN_CHILD(f, testing::run_command("cat " + sysctl).find('0') == 0, testing::run_command("cat " + sysctl));
+    CHECK_IN_CHILD(f, watch.repair_failures() == 0, std::to_string(watch.repair_failures()));
+    CHECK_IN_CHILD(f, cfg.pending_undo_steps() == undo_steps, std::to_string(cfg.pending_undo_steps()));
+    return f.str();
+  });
+}
+
+// A repair that fails is tried again on a timer, with no further event.
+TEST(LinkWatchTest, RetriesAFailedRepairWithoutANewEvent) {
+  OSH_REQUIRE_PRIVILEGES();
+  OSH_IN_NEW_NETNS(0, [] {
+    testing::Failures f;
+    TunDevice tun = TunDevice::open(kDev);
+    LinkConfig cfg(tun.ifindex());
+    const WatchedLink w = configure(cfg, {kV4});
+    std::atomic<int> fail_left{2};  // the first two attempts fail
+    std::atomic<int> attempts{0};
+    LinkWatch watch(w, {}, [&] {
+      attempts++;
+      if (fail_left.fetch_sub(1) > 0) throw TunError("injected repair failure", EBUSY);
+    });
+    const std::string dev = kDev;
+    const auto t0 = std::chrono::steady_clock::now();
+    ip("addr del 198.18.0.1/16 dev " + dev);  // the only event of the test
+    CHECK_IN_CHILD(f, eventually([&] { return watch.repair_failures() == 1; }, 2000ms),
+                   std::to_string(watch.repair_failures()));
+    CHECK_IN_CHILD(f, watch.repairs() == 0 && !has_v4(), ip("-4 addr"));
+    // Retried after 0.5 s (fails again), then after 1 s more (succeeds).
+    CHECK_IN_CHILD(f, eventually([&] { return watch.repairs() == 1 && has_v4(); }, 5000ms),
+                   std::to_string(watch.repairs()) + " " + std::to_string(watch.repair_failures()) + " " +
+                       std::to_string(attempts.load()) + "\n" + ip("-4 addr"));
+    const auto took = std::chrono::steady_clock::now() - t0;
+    CHECK_IN_CHILD(f, watch.repair_failures() == 2 && attempts.load() == 3,
+                   std::to_string(watch.repair_failures()) + " " + std::to_string(attempts.load()));
+    CHECK_IN_CHILD(f, took >= 1500ms, std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(took).count()));
+    // Nothing is retried once it succeeded.
+    std::this_thread::sleep_for(1200ms);
+    CHECK_IN_CHILD(f, attempts.load() == 3 && watch.repairs() == 1, std::to_string(attempts.load()));
     return f.str();
   });
 }
