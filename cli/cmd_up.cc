@@ -107,6 +107,10 @@ void add_up_command(CLI::App& app, int* exit_code) {
                   "ssh config that gets an Include for Host *.<domain> (default ~/.ssh/config of "
                   "$OPENSHELL_TUNNEL_USER, else of $SUDO_USER, else of root)");
   cmd->add_flag("--no-ssh-config", opts->no_ssh_config, "do not touch any ssh config");
+  auto user_name = std::make_shared<std::string>();
+  cmd->add_option("--user", *user_name,
+                  "the user the tunnel serves besides root: their ~/.ssh/config gets the Include "
+                  "(default $OPENSHELL_TUNNEL_USER, else $SUDO_USER, else root only)");
   cmd->add_option("--dns", opts->dns,
                   "names via the hosts file, systemd-resolved (~<domain> to the tunnel's DNS), or both")
       ->capture_default_str()->check(CLI::IsMember({"hosts", "resolver", "both"}));
@@ -120,20 +124,38 @@ void add_up_command(CLI::App& app, int* exit_code) {
                   "connections of a vanished client are released after 4 unanswered probes")
       ->capture_default_str();
   add_token_idle_flag(cmd, opts->forward);
-  cmd->callback([cmd, opts, gw, background, exit_code] {
-    // OPENSHELL_TUNNEL_USER (the service's EnvironmentFile; there is no
-    // $SUDO_USER under systemd): the user whose ~/.ssh/config gets the
-    // Include and whose ~/.config/openshell holds the gateway configuration,
-    // unless --ssh-config / --config-dir say otherwise.
-    if (const char* u = std::getenv("OPENSHELL_TUNNEL_USER"); u && *u) {
-      const passwd* pw = ::getpwnam(u);
-      if (!pw) {
-        fmt::print(stderr, "error: OPENSHELL_TUNNEL_USER={}: no such user\n", u);
+  cmd->callback([cmd, opts, gw, background, exit_code, user_name] {
+    // The served user (--user; OPENSHELL_TUNNEL_USER is the service's
+    // EnvironmentFile, as there is no $SUDO_USER under systemd): their
+    // ~/.ssh/config gets the Include and their ~/.config/openshell holds
+    // the gateway configuration, unless --ssh-config / --config-dir say
+    // otherwise.
+    std::string name = *user_name;
+    const char* source = "--user";
+    if (name.empty()) {
+      if (const char* u = std::getenv("OPENSHELL_TUNNEL_USER"); u && *u) {
+        name = u;
+        source = "OPENSHELL_TUNNEL_USER";
+      } else if (const char* s = std::getenv("SUDO_USER"); s && *s) {
+        name = s;
+        source = "SUDO_USER";
+      }
+    }
+    if (!name.empty()) {
+      std::string err;
+      opts->user = lookup_user(name, &err);
+      if (!opts->user) {
+        fmt::print(stderr, "error: {}={}: {}\n", source, name, err);
         *exit_code = kExitUsage;
         return;
       }
-      if (opts->ssh_config.empty()) opts->ssh_config = std::string(pw->pw_dir) + "/.ssh/config";
-      if (cmd->count("--config-dir") == 0) gw->config_dir = std::string(pw->pw_dir) + "/.config/openshell";
+      if (opts->user->uid != 0) {
+        if (opts->ssh_config.empty()) opts->ssh_config = opts->user->home + "/.ssh/config";
+        if (source != std::string("SUDO_USER") && cmd->count("--config-dir") == 0)
+          gw->config_dir = opts->user->home + "/.config/openshell";
+      } else {
+        opts->user.reset();  // root is always served
+      }
     }
     if (!resolve_for_command(*gw, &opts->gateway, "error")) {
       *exit_code = kExitUsage;

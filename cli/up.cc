@@ -57,7 +57,9 @@
 #include <ctime>
 #include <mutex>
 #include <optional>
+#include <cstring>
 #include <unordered_map>
+#include <vector>
 
 #include "cli/addressing.h"
 #include "cli/control.h"
@@ -92,11 +94,8 @@ std::string iso_time(Clock::time_point t) {
   return buf;
 }
 
+// Without a served user (UpOptions::user): root's own ssh config.
 std::string default_ssh_config() {
-  const char* sudo_user = std::getenv("SUDO_USER");
-  if (sudo_user && *sudo_user) {
-    if (passwd* pw = ::getpwnam(sudo_user)) return std::string(pw->pw_dir) + "/.ssh/config";
-  }
   const char* home = std::getenv("HOME");
   return std::string(home && *home ? home : "/root") + "/.ssh/config";
 }
@@ -905,7 +904,23 @@ std::string control_socket_path(const std::string& state_dir) {
   return (std::filesystem::path(state_dir) / "control.sock").string();
 }
 
+std::optional<ServedUser> lookup_user(const std::string& name, std::string* error) {
+  passwd pw{};
+  passwd* found = nullptr;
+  std::vector<char> buf(16384);
+  const int rc = ::getpwnam_r(name.c_str(), &pw, buf.data(), buf.size(), &found);
+  if (rc != 0 || !found) {
+    *error = rc != 0 ? std::strerror(rc) : "no such user";
+    return std::nullopt;
+  }
+  return ServedUser{found->pw_name, found->pw_uid, found->pw_gid, found->pw_dir ? found->pw_dir : ""};
+}
+
 int run_up(const UpOptions& opts) {
+  if (opts.user)
+    spdlog::info("serving user {} (uid {}) and root", opts.user->name, opts.user->uid);
+  else
+    spdlog::info("serving root only (no --user, $OPENSHELL_TUNNEL_USER or $SUDO_USER)");
   Tunnel t(opts);
   return t.run();
 }

@@ -3,6 +3,8 @@
 // configuration (Tunnel::reload in up.cc).
 #pragma once
 
+#include <sys/types.h>
+
 #include <cstdint>
 #include <functional>
 #include <optional>
@@ -12,6 +14,20 @@
 #include "relay/gateway_client.h"
 
 namespace osh::cli {
+
+/// The one local user the tunnel serves besides root (issue 14 items 1, 2):
+/// whose ~/.ssh/config gets the Include (written as that user) and who may
+/// open connections through the tunnel and read `status`.
+struct ServedUser {
+  std::string name;
+  uid_t uid = 0;
+  gid_t gid = 0;
+  std::string home;   ///< passwd pw_dir
+};
+
+/// Looks `name` up in the passwd database. nullopt (and *error set) when
+/// there is no such user. Any thread (getpwnam_r).
+std::optional<ServedUser> lookup_user(const std::string& name, std::string* error);
 
 struct UpOptions {
   relay::GatewayOptions gateway;           ///< resolved by cli/gateway_config
@@ -27,6 +43,9 @@ struct UpOptions {
   std::string state_dir = "/var/lib/openshell-tunnel";  ///< state.json, control.sock, ssh_config
   std::string ssh_config;                  ///< user's ssh config; "" = ~/.ssh/config of $SUDO_USER or root
   bool no_ssh_config = false;              ///< opt out of the ssh Include
+  /// The served user: --user, else $OPENSHELL_TUNNEL_USER, else $SUDO_USER;
+  /// nullopt = only root (said once at start-up). Set by cmd_up.cc.
+  std::optional<ServedUser> user;
   std::string dns = "both";                ///< hosts | resolver | both
   uint32_t mtu = 65000;                    ///< TUN MTU, bytes (large: fewer, bigger segments; lwip-notes.md)
   /// The stream settings (caps, queue, settle window, extensions, token
