@@ -3,10 +3,13 @@
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
+#include <fmt/ranges.h>
 #include <signal.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <thread>
+#include <vector>
 
 #include "cli/commands.h"
 #include "cli/control.h"
@@ -52,6 +55,20 @@ void print_status(const json& j) {
                s["refused"].value("rst", 0), s["refused"].value("unreachable", 0), s.value("resets", 0));
   }
   if (j["sandboxes"].empty()) fmt::print("  (no sandboxes)\n");
+  if (j.contains("firewall")) {
+    const json& f = j["firewall"];
+    const uint32_t cap = f.value("max_connections_per_user", 0u);
+    std::vector<std::string> uids;
+    for (const auto& u : f.value("allowed_uids", json::array())) uids.push_back(u.dump());
+    fmt::print("\nfirewall ({}): uids {} may connect{}; forwarded packets {}\n", f.value("table", ""),
+               fmt::join(uids, ", "),
+               cap == 0 ? std::string(", no per-user cap") : fmt::format(", at most {} connections each", cap),
+               f.value("allow_forwarding", false) ? "allowed (--allow-forwarding)" : "dropped");
+    fmt::print("firewall: {} forwarded packets dropped, {} packets of other uids refused, {} connections reset "
+               "past the per-user cap, {} times put back\n",
+               f.value("forward_drops", 0), f.value("refused_uid", 0), f.value("uid_cap_hits", 0),
+               f.value("repairs", 0));
+  }
   if (j.contains("counters")) {
     const json& c = j["counters"];
     const json& d = c["drops"];
@@ -86,6 +103,13 @@ void print_status(const json& j) {
   }
 }
 
+// The daemon's refusal of this uid (cli/up.cc handle_control): printed; true.
+bool refused(const json& answer) {
+  if (answer.is_discarded() || !answer.is_object() || !answer.value("denied", false)) return false;
+  fmt::print(stderr, "error: {}\n", answer.value("error", "refused"));
+  return true;
+}
+
 }  // namespace
 
 void add_status_command(CLI::App& app, int* exit_code) {
@@ -99,6 +123,13 @@ void add_status_command(CLI::App& app, int* exit_code) {
     auto resp = control_request(control_socket_path(*state_dir), R"({"cmd":"status"})",
                                 std::chrono::milliseconds(3000), &err);
     if (!resp) {
+      if (::geteuid() != 0) {
+        // state.json is root's: what the socket said is all there is to say.
+        fmt::print(stderr, "openshell-tunnel is not running or not reachable ({}); as root, "
+                   "`openshell-tunnel status` also says why\n", err);
+        *exit_code = kExitNotRunning;
+        return;
+      }
       // The recorded pid counts only with its boot id and start time
       // (cli/state.h): a pid reused by another process is not the tunnel.
       const RunState st = RunState::load(*state_dir);
@@ -114,6 +145,10 @@ void add_status_command(CLI::App& app, int* exit_code) {
       return;
     }
     json j = json::parse(*resp, nullptr, false);
+    if (refused(j)) {
+      *exit_code = kExitUsage;
+      return;
+    }
     if (j.is_discarded() || !j.value("ok", false)) {
       fmt::print(stderr, "error: bad answer from the tunnel: {}\n", *resp);
       *exit_code = kExitSystem;
@@ -136,6 +171,15 @@ void add_down_command(CLI::App& app, int* exit_code) {
     std::string err;
     auto resp = control_request(control_socket_path(*state_dir), R"({"cmd":"down"})",
                                 std::chrono::milliseconds(3000), &err);
+    if (resp && refused(json::parse(*resp, nullptr, false))) {
+      *exit_code = kExitUsage;
+      return;
+    }
+    if (!resp && ::geteuid() != 0) {
+      fmt::print(stderr, "error: `down` needs root ({})\n", err);
+      *exit_code = kExitUsage;
+      return;
+    }
     if (resp) {
       const int pid = json::parse(*resp, nullptr, false).value("pid", 0);
       const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(*timeout_s);

@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -16,6 +17,7 @@
 #include "cli/setup_check.h"
 #include "names/hosts_file.h"
 #include "names/ssh_config.h"
+#include "tun/firewall.h"
 #include "tun/host_network.h"
 #include "tun/link_config.h"
 
@@ -62,7 +64,7 @@ void RunState::save(const fs::path& dir) const {
   j["sandboxes"] = json::object();
   for (const auto& [id, r] : sandboxes) j["sandboxes"][id] = {{"name", r.name}, {"v4", r.v4}, {"v6", r.v6}};
   fs::create_directories(dir);
-  ::chmod(dir.c_str(), 0700);
+  ::chmod(dir.c_str(), kStateDirMode);
   const fs::path file = dir / "state.json";
   names::replace_text_file(file, j.dump(2) + "\n");
   ::chmod(file.c_str(), 0600);
@@ -120,7 +122,7 @@ StateLock::Result StateLock::acquire(const fs::path& dir, std::string* error) {
     *error = "creating " + dir.string() + ": " + ec.message();
     return Result::kError;
   }
-  ::chmod(dir.c_str(), 0700);
+  ::chmod(dir.c_str(), kStateDirMode);
   const fs::path file = dir / "lock";
   ScopedFd fd(::open(file.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
   if (!fd) {
@@ -150,6 +152,17 @@ void cleanup_stale(const RunState& st) {
         spdlog::info("removed stale interface {}", st.tun_name);
     } catch (const std::exception& e) {
       spdlog::warn("removing stale interface {}: {}", st.tun_name, e.what());
+    }
+    // Its firewall table (tun/firewall.h), unless a live process holds the
+    // interface of that name (then the table may be that tunnel's).
+    try {
+      const tun::HostNetwork net = tun::read_host_network();
+      const bool in_use = std::any_of(net.links.begin(), net.links.end(),
+                                      [&](const tun::HostLink& l) { return l.name == st.tun_name; });
+      if (!in_use && tun::remove_stale_firewall(st.tun_name))
+        spdlog::info("removed the stale firewall table of {}", st.tun_name);
+    } catch (const std::exception& e) {
+      spdlog::warn("removing the stale firewall table of {}: {}", st.tun_name, e.what());
     }
   }
   if (!st.hosts_file.empty()) {

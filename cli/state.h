@@ -4,6 +4,8 @@
 // `down` knows exactly what to clean up.
 #pragma once
 
+#include <sys/types.h>
+
 #include <cstdint>
 #include <filesystem>
 #include <map>
@@ -13,6 +15,11 @@
 #include "common/scoped_fd.h"
 
 namespace osh::cli {
+
+/// Mode of the state directory: only root lists or writes it; others may
+/// traverse it to reach the control socket (mode 0666, every peer checked by
+/// SO_PEERCRED; cli/control.h). Every other file in it is 0600.
+inline constexpr mode_t kStateDirMode = 0711;
 
 struct SandboxRecord {
   std::string id, name, v4, v6;

@@ -12,9 +12,13 @@
 //   2. gateway: Health, then ListSandboxes (relay/GatewayClient);
 //   3. addresses: the ones in the state file first (stable across restarts),
 //      new sandboxes from the address plan (AddressPlan);
-//   4. TUN: create, MTU, addresses, link up (tun/), each change undone on exit;
-//      then watched (tun/link_watch.h): what something else removes is put
-//      back; the TUN's deletion stops the tunnel (exit 5);
+//   4. TUN: create; its firewall table (tun/firewall.h: forwarded packets
+//      dropped, only the allowed uids' sockets let out through it, a per-uid
+//      connection cap) before the link is up; MTU, addresses, link up
+//      (tun/), each change undone on exit; then watched (tun/link_watch.h):
+//      what something else removes is put back; the TUN's deletion stops
+//      the tunnel (exit 5). The firewall table is checked on every refresh
+//      tick and put back if something removed it (`nft flush ruleset`);
 //   5. stack (lwIP behind the TUN fd) and relay (one ForwardTcp per connection);
 //   6. names: hosts-file block, ssh Include block; state saved; control socket.
 // Then the main thread loops: sigtimedwait(refresh interval) for SIGINT or
@@ -37,10 +41,16 @@
 // and the stack unwinds newest first on a stop and after a failed set-up
 // alike: control socket, ssh Include, resolved registration, hosts block,
 // stack (resets live connections), streams and tokens, TUN link
-// configuration, TUN; the state file keeps the addresses and forgets the pid.
+// configuration, firewall table, TUN; the state file keeps the addresses and
+// forgets the pid. A table left by a run that died is replaced atomically
+// when the next run installs its own, and removed by `down`'s cleanup
+// (cli/state.cc cleanup_stale()).
+// The control socket (cli/control.h) serves root everything, the allowed
+// uids (UpOptions::allowed_uids) only `status`, and refuses everyone else.
 #include "cli/up.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 #include <pwd.h>
 #include <signal.h>
@@ -74,6 +84,7 @@
 #include "names/ssh_config.h"
 #include "relay/gateway_client.h"
 #include "stack/stack.h"
+#include "tun/firewall.h"
 #include "tun/host_network.h"
 #include "tun/link_config.h"
 #include "tun/link_watch.h"
@@ -195,7 +206,10 @@ class Tunnel {
   void refresh();
   void write_names();
   void save_state();
-  std::string handle_control(const std::string& request);
+  /// One control request from a peer with uid `peer_uid` (SO_PEERCRED):
+  /// root may do everything, the allowed uids only `status`. Control thread.
+  std::string handle_control(const std::string& request, uid_t peer_uid);
+  bool allowed(uid_t uid) const;
   json status_json();
   void print_table();
 
@@ -213,6 +227,8 @@ class Tunnel {
   std::optional<names::SshConfigInclude> ssh_;
   // What bring_up() builds, each taken down by a step of undo_.
   std::optional<tun::TunDevice> dev_;
+  std::optional<tun::Firewall> firewall_;  // only this machine's allowed uids reach the TUN (issue 14.2)
+  std::atomic<uint64_t> firewall_repairs_{0};
   std::optional<tun::LinkConfig> link_;
   std::optional<tun::LinkWatch> link_watch_;  // repairs the TUN's configuration (issue 15.4)
   std::atomic<bool> link_gone_{false};         // the TUN was deleted: stop, exit kExitLinkGone
@@ -483,6 +499,17 @@ std::unordered_map<std::string, std::string> Tunnel::sandbox_names() {
 
 void Tunnel::refresh() {
   collect_gateway_recheck();  // one started on an earlier tick
+  if (firewall_) {
+    try {
+      if (firewall_->ensure()) {
+        ++firewall_repairs_;
+        spdlog::warn("firewall table inet {} was removed by something else (nft flush ruleset, a firewall "
+                     "manager's reload): put back", firewall_->table());
+      }
+    } catch (const std::exception& e) {
+      spdlog::error("firewall: {}", e.what());
+    }
+  }
   bool was_ok;
   {
     std::lock_guard lk(mu_);
@@ -617,6 +644,19 @@ json Tunnel::status_json() {
     j["counters"]["lwip_pcbs"] = {
         {"active", pcbs.active}, {"time_wait", pcbs.time_wait}, {"listen", pcbs.listen}};
   }
+  if (firewall_) {
+    json f = {{"table", "inet " + firewall_->table()},
+              {"allowed_uids", o_.allowed_uids},
+              {"max_connections_per_user", o_.max_connections_per_user},
+              {"allow_forwarding", o_.allow_forwarding},
+              {"repairs", firewall_repairs_.load()}};
+    if (std::optional<tun::FirewallCounters> c = firewall_->counters()) {
+      f["forward_drops"] = c->forward_drops;
+      f["refused_uid"] = c->refused_uid;
+      f["uid_cap_hits"] = c->uid_cap_hits;
+    }
+    j["firewall"] = std::move(f);
+  }
   if (link_watch_) {
     j["counters"]["tun_repairs"] = link_watch_->repairs();
     j["counters"]["tun_repair_failures"] = link_watch_->repair_failures();
@@ -624,13 +664,26 @@ json Tunnel::status_json() {
   return j;
 }
 
-std::string Tunnel::handle_control(const std::string& request) {
+bool Tunnel::allowed(uid_t uid) const {
+  return uid == 0 || std::find(o_.allowed_uids.begin(), o_.allowed_uids.end(), uid) != o_.allowed_uids.end();
+}
+
+std::string Tunnel::handle_control(const std::string& request, uid_t peer_uid) {
+  if (!allowed(peer_uid))
+    return json{{"ok", false},
+                {"denied", true},
+                {"error", fmt::format("uid {} is not allowed to use this tunnel (root and the users of "
+                                      "`up --allow-users` are)", peer_uid)}}.dump();
   std::string cmd;
   try {
     cmd = json::parse(request).value("cmd", "");
   } catch (const std::exception&) {
     return json{{"ok", false}, {"error", "request is not JSON"}}.dump();
   }
+  if (cmd != "status" && peer_uid != 0)
+    return json{{"ok", false},
+                {"denied", true},
+                {"error", fmt::format("'{}' needs root (uid {} may only read `status`)", cmd, peer_uid)}}.dump();
   if (cmd == "status") {
     json j = status_json();
     j["ok"] = true;
@@ -776,6 +829,11 @@ void Tunnel::bring_up(const std::vector<relay::SandboxInfo>& list) {
   undo_.push("the TUN device", [this] { dev_.reset(); });
   tun_name_ = dev_->name();
   state_.tun_name = tun_name_;
+  // The firewall before the link is up: no moment where forwarded packets
+  // or another uid's sockets reach the TUN. Removed before the TUN closes.
+  firewall_.emplace(
+      tun::FirewallSpec{tun_name_, o_.allowed_uids, o_.max_connections_per_user, o_.allow_forwarding});
+  undo_.push("the firewall table", [this] { firewall_.reset(); });
   link_.emplace(dev_->ifindex());
   undo_.push("the TUN link configuration", [this] {
     link_->rollback();
@@ -799,6 +857,11 @@ void Tunnel::bring_up(const std::vector<relay::SandboxInfo>& list) {
   link_->set_up();
   fmt::print("✓ TUN {} up: {}/{} {} mtu {}\n", tun_name_, plan_->tunnel4().to_string(), p4_->len,
              ipv6_ ? plan_->tunnel6().to_string() + "/" + std::to_string(p6_->len) : "(IPv6 off)", o_.mtu);
+  fmt::print("✓ firewall table inet {}: forwarded packets {}; uids {} may connect{}\n", firewall_->table(),
+             o_.allow_forwarding ? "ALLOWED (--allow-forwarding)" : "dropped", fmt::join(o_.allowed_uids, ", "),
+             o_.max_connections_per_user == 0
+                 ? std::string(" (no per-user cap)")
+                 : fmt::format(", at most {} connections each", o_.max_connections_per_user));
   // From here on a link flap, a removed address or route is put back, and
   // the interface's deletion stops the tunnel (main thread: SIGTERM + flag).
   tun::WatchedLink watched;
@@ -894,7 +957,7 @@ void Tunnel::bring_up(const std::vector<relay::SandboxInfo>& list) {
   }
   save_state();
   control_.emplace(control_socket_path(o_.state_dir),
-                   [this](const std::string& req) { return handle_control(req); });
+                   [this](const std::string& req, uid_t uid) { return handle_control(req, uid); });
   undo_.push("the control socket", [this] { control_.reset(); });  // first down: no status during teardown
 }
 
@@ -914,6 +977,37 @@ std::optional<ServedUser> lookup_user(const std::string& name, std::string* erro
     return std::nullopt;
   }
   return ServedUser{found->pw_name, found->pw_uid, found->pw_gid, found->pw_dir ? found->pw_dir : ""};
+}
+
+std::optional<std::vector<uid_t>> parse_allow_users(const std::string& list, std::string* error) {
+  std::vector<uid_t> uids;
+  size_t start = 0;
+  while (start <= list.size()) {
+    size_t end = list.find(',', start);
+    if (end == std::string::npos) end = list.size();
+    std::string item = list.substr(start, end - start);
+    start = end + 1;
+    item.erase(0, item.find_first_not_of(" \t"));
+    item.erase(item.find_last_not_of(" \t") + 1);
+    if (item.empty()) continue;
+    if (item.find_first_not_of("0123456789") == std::string::npos && item.size() <= 10) {
+      const unsigned long long v = std::stoull(item);
+      if (v >= static_cast<uid_t>(-1)) {
+        *error = "uid " + item + " is out of range";
+        return std::nullopt;
+      }
+      uids.push_back(static_cast<uid_t>(v));
+      continue;
+    }
+    std::string err;
+    std::optional<ServedUser> u = lookup_user(item, &err);
+    if (!u) {
+      *error = "user '" + item + "': " + err;
+      return std::nullopt;
+    }
+    uids.push_back(u->uid);
+  }
+  return uids;
 }
 
 int run_up(const UpOptions& opts) {

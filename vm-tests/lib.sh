@@ -312,6 +312,23 @@ osh_topology() {
   OSH_HOSTS="/etc/netns/$NS_CLIENT/hosts"
 }
 
+# osh_routed_namespace NS: a namespace NS behind the client namespace, as a
+# container or a VM is behind its host: veth (NS 203.0.113.2/24, client
+# 203.0.113.1/24, TEST-NET-3), NS's route to the IPv4 prefix via the client,
+# IPv4 forwarding on in the client namespace. The caller deletes NS (trap).
+osh_routed_namespace() {
+  local ns="$1"
+  ip netns add "$ns"
+  ip -n "$ns" link set lo up
+  ip link add "vv$OSH_TAG" netns "$ns" type veth peer name "vw$OSH_TAG" netns "$NS_CLIENT"
+  ip -n "$ns" addr add 203.0.113.2/24 dev "vv$OSH_TAG"
+  ip -n "$NS_CLIENT" addr add 203.0.113.1/24 dev "vw$OSH_TAG"
+  ip -n "$ns" link set "vv$OSH_TAG" up
+  ip -n "$NS_CLIENT" link set "vw$OSH_TAG" up
+  ip -n "$ns" route add 198.18.0.0/16 via 203.0.113.1
+  ip netns exec "$NS_CLIENT" sysctl -qw net.ipv4.ip_forward=1
+}
+
 # sshd on 127.0.0.1:22 and an HTTP server on 127.0.0.1:8080 in the sandbox,
 # with a key and a 64 MiB file generated for this run.
 osh_sandbox_services() {
