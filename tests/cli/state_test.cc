@@ -202,12 +202,15 @@ TEST_F(StateDir, LockFileSymlinkIsRefused) {
   EXPECT_NE(err.find("lock"), std::string::npos) << err;
 }
 
-TEST_F(StateDir, LockCreatesAPrivateDirectory) {
+// Only root lists or writes it; others may traverse it to the control
+// socket (kStateDirMode, issue 14.2).
+TEST_F(StateDir, LockCreatesADirectoryOthersCanOnlyTraverse) {
   const fs::path sub = dir_ / "new" / "state";
   std::string err;
   StateLock l;
   ASSERT_EQ(l.acquire(sub, &err), StateLock::Result::kAcquired) << err;
-  EXPECT_EQ(fs::status(sub).permissions() & fs::perms::all, fs::perms::owner_all);
+  EXPECT_EQ(fs::status(sub).permissions() & fs::perms::all,
+            fs::perms::owner_all | fs::perms::group_exec | fs::perms::others_exec);
   EXPECT_TRUE(fs::is_regular_file(sub / "lock"));
 }
 
