@@ -163,7 +163,8 @@ for p in $PATHS; do
       stop_pid "$PID_forward"
       ;;
     D | E)
-      osh_tunnel --max-streams-per-sandbox 1100
+      # No per-user cap: the idle case holds --idle-n (1,000) connections of root.
+      osh_tunnel --max-streams-per-sandbox 1100 --max-connections-per-user 0
       if [[ $p == D ]]; then
         run_path D "tunnel demo.local (IPv4)" "$(sandbox_v4)" 9100 "$PID_tunnel"
       else
@@ -172,7 +173,7 @@ for p in $PATHS; do
       stop_tunnel
       ;;
     U)
-      osh_tunnel --max-streams-per-sandbox 1100 --no-tunnel-ext
+      osh_tunnel --max-streams-per-sandbox 1100 --max-connections-per-user 0 --no-tunnel-ext
       run_path U "tunnel, upstream mode (IPv4)" "$(sandbox_v4)" 9100 "$PID_tunnel"
       stop_tunnel
       say "path U: $(grep -o 'late_refusals=[0-9]*' "$OSH_WORK/tunnel.log" | tail -n1) (refusals after the settle window)"
