@@ -90,15 +90,20 @@ say "uid $OTHER_UID (not allowed) is refused; uid $ALLOWED_UID (allowed) connect
 out="$(as_uid "$OTHER_UID" /usr/bin/python3 "$OSH_TCPTOOL" connect --host "$V4" --port 8080 --timeout "$(osh_scaled 10)" || true)"
 echo "  uid $OTHER_UID: $out"
 check "refused with a reset (ECONNREFUSED)" [ "$(jfield "$out" error)" = ECONNREFUSED ]
+out="$(as_uid "$OTHER_UID" /usr/bin/python3 "$OSH_TCPTOOL" connect --host "$(sandbox_v6)" --port 8080 --timeout "$(osh_scaled 10)" || true)"
+echo "  uid $OTHER_UID, IPv6: $out"
+check "refused over IPv6 too (ECONNREFUSED)" [ "$(jfield "$out" error)" = ECONNREFUSED ]
 q0="$(jpath "$(status_json)" counters.dns_queries)"
 ans="$(dns_query as_uid "$OTHER_UID")"
 check "its DNS query got no answer ('$ans')" [ -z "$ans" ]
 check "its DNS query never reached the responder" [ "$(jpath "$(status_json)" counters.dns_queries)" -eq "$q0" ]
 out="$(as_uid "$ALLOWED_UID" /usr/bin/python3 "$OSH_TCPTOOL" connect --host "$V4" --port 8080 --timeout "$(osh_scaled 10)")"
 check "uid $ALLOWED_UID connects ($out)" [ "$(jfield "$out" connected)" = true ]
+out="$(as_uid "$ALLOWED_UID" /usr/bin/python3 "$OSH_TCPTOOL" connect --host "$(sandbox_v6)" --port 8080 --timeout "$(osh_scaled 10)")"
+check "uid $ALLOWED_UID connects over IPv6 ($out)" [ "$(jfield "$out" connected)" = true ]
 check "uid $ALLOWED_UID resolves" [ "$(dns_query as_uid "$ALLOWED_UID")" = "$V4" ]
 J="$(status_json)"
-check "refusals counted ($(jpath "$J" firewall.refused_uid))" [ "$(jpath "$J" firewall.refused_uid)" -ge 2 ]
+check "refusals counted ($(jpath "$J" firewall.refused_uid))" [ "$(jpath "$J" firewall.refused_uid)" -ge 3 ]
 
 say "per-user cap 3: uid $ALLOWED_UID holds 3 connections, the 4th is reset and counted"
 as_uid "$ALLOWED_UID" /usr/bin/python3 "$OSH_TCPTOOL" hold-many --host "$V4" --port 9006 --count 3 \
