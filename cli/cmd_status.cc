@@ -6,12 +6,14 @@
 #include <signal.h>
 
 #include <chrono>
+#include <memory>
 #include <thread>
 
 #include "cli/commands.h"
 #include "cli/control.h"
 #include "cli/state.h"
 #include "cli/up.h"
+#include "cli/user_files.h"
 
 namespace osh::cli {
 namespace {
@@ -176,11 +178,22 @@ void add_down_command(CLI::App& app, int* exit_code) {
       st = RunState::load(*state_dir);  // as the last holder of the lock left it
     }
     if (st.pid != 0 || !st.hosts_file.empty() || !st.ssh_config.empty()) {
-      cleanup_stale(st);
+      // The ssh files are the user's: removed by a helper running as their
+      // owner, never by root (cli/user_files.h).
+      std::unique_ptr<UserFiles> files;
+      if (const std::optional<uid_t> owner = ssh_config_owner(st)) {
+        std::string why;
+        files = UserFiles::start(*owner, primary_gid(*owner), &why);
+        if (!files) fmt::print(stderr, "warning: the ssh Include in {} is left: {}\n", st.ssh_config, why);
+      }
+      if (cleanup_stale(st, files.get())) {
+        st.ssh_config.clear();
+        st.ssh_uid = -1;
+        st.ssh_include.clear();
+      }
       st.pid = 0;
       st.identity = {};
       st.hosts_file.clear();
-      st.ssh_config.clear();
       try {
         st.save(*state_dir);
       } catch (const std::exception& e) {

@@ -67,6 +67,7 @@
 #include "cli/relay_upstream.h"
 #include "cli/setup_check.h"
 #include "cli/state.h"
+#include "cli/user_files.h"
 #include "common/undo_stack.h"
 #include "names/dns_responder.h"
 #include "names/hosts_file.h"
@@ -194,6 +195,10 @@ class Tunnel {
   void apply_sandboxes(const std::vector<relay::SandboxInfo>& list, bool initial);
   void refresh();
   void write_names();
+  /// The Include target's text for the sandboxes now (names::SshConfigInclude).
+  std::string ssh_include_text();
+  /// Rewrites the Include target (as the user) when its text changed.
+  void write_ssh_include();
   void save_state();
   std::string handle_control(const std::string& request);
   json status_json();
@@ -210,7 +215,11 @@ class Tunnel {
   RunState state_;
   std::optional<names::HostsFile> hosts_;
   std::optional<names::DnsResponder> dns_;
-  std::optional<names::SshConfigInclude> ssh_;
+  /// The ssh config holding our Include block ("" = none) and the text of
+  /// its Include target last written (both main thread only).
+  std::string ssh_config_, ssh_text_;
+  /// This binary, ssh's KnownHostsCommand for pinned hosts ("" = unknown).
+  std::string self_exe_;
   // What bring_up() builds, each taken down by a step of undo_.
   std::optional<tun::TunDevice> dev_;
   std::optional<tun::LinkConfig> link_;
@@ -280,7 +289,11 @@ bool Tunnel::check_previous_run() {
   }
   if (state_.pid != 0) {
     fmt::print("! a previous tunnel (pid {}) did not stop cleanly: cleaning up after it\n", state_.pid);
-    cleanup_stale(state_);
+    if (cleanup_stale(state_, o_.user_files)) {
+      state_.ssh_config.clear();
+      state_.ssh_uid = -1;
+      state_.ssh_include.clear();
+    }
   }
   // Recorded before any setup, with the identity that tells this process
   // from a later one with the same pid: a crash from here on is cleaned up
@@ -381,7 +394,8 @@ void Tunnel::apply_sandboxes(const std::vector<relay::SandboxInfo>& list, bool i
       auto old = sandboxes_.find(sb.id);
       if (old != sandboxes_.end()) {
         s.addr = old->second.addr;
-        if (old->second.info.name != sb.name) changed = true;
+        if (old->second.info.name != sb.name || old->second.info.host_key_fingerprint != sb.host_key_fingerprint)
+          changed = true;
       } else {
         // Stable addresses: the ones this sandbox had in the state file.
         auto rec = state_.sandboxes.find(sb.id);
@@ -444,7 +458,30 @@ void Tunnel::apply_sandboxes(const std::vector<relay::SandboxInfo>& list, bool i
     }
   }
   write_names();
+  write_ssh_include();
   save_state();
+}
+
+std::string Tunnel::ssh_include_text() {
+  std::vector<names::SshHost> hosts;
+  {
+    std::lock_guard lk(mu_);
+    for (const auto& [id, s] : sandboxes_) hosts.push_back({s.info.name + "." + o_.domain, s.info.host_key_fingerprint});
+  }
+  std::sort(hosts.begin(), hosts.end(), [](const auto& a, const auto& b) { return a.name < b.name; });
+  return names::SshConfigInclude::render_include(hosts, self_exe_);
+}
+
+void Tunnel::write_ssh_include() {
+  if (ssh_config_.empty()) return;
+  try {
+    std::string text = ssh_include_text();
+    if (text == ssh_text_) return;
+    o_.user_files->write_include(ssh_config_, text);
+    ssh_text_ = std::move(text);
+  } catch (const std::exception& e) {
+    spdlog::error("writing the ssh Include target beside {}: {}", ssh_config_, e.what());
+  }
 }
 
 void Tunnel::write_names() {
@@ -873,21 +910,31 @@ void Tunnel::bring_up(const std::vector<relay::SandboxInfo>& list) {
   } else if (o_.dns == "resolver") {
     spdlog::warn("--dns resolver: systemd-resolved is not running; use the DNS address directly");
   }
-  if (!o_.no_ssh_config) {
+  if (!o_.no_ssh_config && o_.user_files) {
+    // Written by the user's file helper, as the user (cli/user_files.h).
     const std::string cfg = o_.ssh_config.empty() ? default_ssh_config() : o_.ssh_config;
-    const std::filesystem::path inc = state_dir_ / "ssh_config";
+    std::error_code ec;
+    self_exe_ = std::filesystem::read_symlink("/proc/self/exe", ec).string();
     try {
-      names::SshConfigInclude ssh(cfg, inc, o_.domain);
-      ssh.install();
-      ssh_.emplace(std::move(ssh));
+      std::string text = ssh_include_text();
+      o_.user_files->install(cfg, text);
+      ssh_config_ = cfg;
+      ssh_text_ = std::move(text);
       state_.ssh_config = cfg;
-      state_.ssh_include = inc.string();
+      state_.ssh_uid = o_.user_files->uid();
+      state_.ssh_include.clear();
       undo_.push("the ssh Include in " + cfg, [this] {
-        ssh_->remove();
-        ssh_.reset();
-        state_.ssh_config.clear();
+        try {
+          o_.user_files->remove(ssh_config_);
+          state_.ssh_config.clear();
+          state_.ssh_uid = -1;
+        } catch (const std::exception& e) {
+          spdlog::error("removing the ssh Include from {}: {}", ssh_config_, e.what());
+        }
+        ssh_config_.clear();
       });
-      fmt::print("✓ ssh: `ssh <sandbox>.{}` works without flags (Include in {})\n", o_.domain, cfg);
+      fmt::print("✓ ssh: `ssh <sandbox>.{}` works without flags (Include in {}, hosts in {})\n", o_.domain, cfg,
+                 names::SshConfigInclude::include_path(cfg).string());
     } catch (const std::exception& e) {
       spdlog::warn("could not add the ssh Include to {}: {}", cfg, e.what());
     }
