@@ -37,6 +37,7 @@ void add_known_hosts_command(CLI::App& app, int* exit_code) {
       "known-hosts",
       "OpenSSH KnownHostsCommand of the ssh Include (not for direct use): print the offered host key as "
       "a known_hosts line only if its fingerprint is the one the gateway gave");
+  cmd->group("");  // hidden from --help and completion; documented in the man page
   auto args = std::make_shared<std::vector<std::string>>();
   cmd->add_option("args", *args, "EXPECTED_FINGERPRINT OFFERED_FINGERPRINT(%f) HOST(%H) TYPE(%t) KEY(%K)")
       ->required()->expected(5)->option_text("EXPECTED %f %H %t %K");

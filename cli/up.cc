@@ -912,8 +912,9 @@ void Tunnel::bring_up(const std::vector<relay::SandboxInfo>& list) {
   }
   if (!o_.no_ssh_config && o_.user_files) {
     // Written by the user's file helper, as the user (cli/user_files.h).
-    const std::string cfg = o_.ssh_config.empty() ? default_ssh_config() : o_.ssh_config;
     std::error_code ec;
+    const std::string cfg =
+        std::filesystem::absolute(o_.ssh_config.empty() ? default_ssh_config() : o_.ssh_config, ec).string();
     self_exe_ = std::filesystem::read_symlink("/proc/self/exe", ec).string();
     try {
       std::string text = ssh_include_text();
