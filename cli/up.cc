@@ -466,7 +466,8 @@ std::string Tunnel::ssh_include_text() {
   std::vector<names::SshHost> hosts;
   {
     std::lock_guard lk(mu_);
-    for (const auto& [id, s] : sandboxes_) hosts.push_back({s.info.name + "." + o_.domain, s.info.host_key_fingerprint});
+    for (const auto& [id, s] : sandboxes_)
+      hosts.push_back({s.info.name + "." + o_.domain, s.info.host_key_fingerprint});
   }
   std::sort(hosts.begin(), hosts.end(), [](const auto& a, const auto& b) { return a.name < b.name; });
   return names::SshConfigInclude::render_include(hosts, self_exe_);

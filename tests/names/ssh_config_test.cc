@@ -21,7 +21,8 @@ namespace {
 constexpr char kFp[] = "SHA256:uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2s";
 
 TEST(SshConfigInclude, RendersOnlyTheServedNames) {
-  const std::string t = SshConfigInclude::render_include({{"demo.local", kFp}, {"old.local", ""}}, "/usr/bin/openshell-tunnel");
+  const std::string t =
+      SshConfigInclude::render_include({{"demo.local", kFp}, {"old.local", ""}}, "/usr/bin/openshell-tunnel");
   EXPECT_EQ(t.find("*"), std::string::npos) << "no wildcard host: " << t;
   EXPECT_NE(t.find("\nHost demo.local\n"), std::string::npos);
   EXPECT_NE(t.find("\nHost old.local\n"), std::string::npos);
