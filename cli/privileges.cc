@@ -11,7 +11,9 @@ namespace osh::cli {
 namespace {
 // CAP_NET_ADMIN: TUN, addresses, link teardown, stale-link removal.
 // CAP_DAC_READ_SEARCH: SIGHUP re-reads the served user's OpenShell
-// configuration (~/.config/openshell, mTLS keys mode 0600) as root.
+// configuration (~/.config/openshell, mTLS keys mode 0600) as root, and the
+// gateway client re-reads a changed bearer token file (relay/gateway_client)
+// on its calls; both could move to the user's file helper one day.
 // Nothing writes with a capability: the state directory and /etc/hosts are
 // root's own files, and the user's ssh files are written by the user's file
 // helper (cli/user_files.h), forked before this drop.
