@@ -71,6 +71,9 @@ void print_status(const json& j) {
     fmt::print("gateway refusals (retried): token cap {}, sandbox cap {}, rate limit {}, relay capacity {}\n",
                st.value("token_cap_hits", 0), st.value("sandbox_cap_hits", 0),
                st.value("rate_limit_hits", 0), st.value("relay_capacity_hits", 0));
+    fmt::print("bounds (refused, RST): pending-open cap {}, stream cap {}, open timeouts {}, held SYNs timed out {}\n",
+               st.value("pending_cap_refusals", 0), st.value("stream_cap_refusals", 0),
+               st.value("open_timeouts", 0), c.value("syn_timeouts", 0));
     fmt::print("drops: not a sandbox {}, malformed {}, fragments {}, unsupported {}, tx errors {}\n",
                d.value("not_sandbox", 0), d.value("malformed", 0), d.value("fragment", 0),
                d.value("unsupported", 0), d.value("tx_error", 0));

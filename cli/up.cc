@@ -110,7 +110,8 @@ void log_counters(const stack::StackCounters& c, const relay::ForwardStats& f) {
       "drop_tx_error={} drop_after_close={} echo_replies={} dns_queries={} dns_dropped={} streams_opened={} "
       "stream_open_failed={} queue_timeouts={} open_retries={} tokens_minted={} late_refusals={} "
       "loopback_fallbacks={} token_cap_hits={} sandbox_cap_hits={} rate_limit_hits={} "
-      "relay_capacity_hits={} late_fallbacks={} loopback_memory_hits={}",
+      "relay_capacity_hits={} late_fallbacks={} loopback_memory_hits={} pending_cap_refusals={} "
+      "stream_cap_refusals={} open_timeouts={} syn_timeouts={}",
       c.conns_opened.load(), c.refused_rst.load(), c.refused_unreachable.load(), c.resets.load(),
       c.syn_held.load(), c.syn_absorbed.load(), c.bytes_up.load(), c.bytes_down.load(),
       c.rx_packets.load(), c.tx_packets.load(), c.drop_not_sandbox.load(), c.drop_malformed.load(),
@@ -118,7 +119,8 @@ void log_counters(const stack::StackCounters& c, const relay::ForwardStats& f) {
       c.drop_after_close.load(), c.echo_replies.load(), c.dns_queries.load(), c.dns_dropped.load(), f.opened,
       f.open_failed, f.queue_timeouts, f.retries, f.tokens, f.late_refusals, f.loopback_fallbacks,
       f.token_cap_hits, f.sandbox_cap_hits, f.rate_limit_hits, f.relay_capacity_hits,
-      f.late_fallbacks, f.loopback_memory_hits);
+      f.late_fallbacks, f.loopback_memory_hits, f.pending_cap_refusals, f.stream_cap_refusals,
+      f.open_timeouts, c.syn_timeouts.load());
 }
 
 json counters_json(const stack::StackCounters& c, const relay::ForwardStats& f) {
@@ -130,6 +132,7 @@ json counters_json(const stack::StackCounters& c, const relay::ForwardStats& f) 
           {"refused_unreachable", c.refused_unreachable.load()},
           {"resets", c.resets.load()},
           {"syn_absorbed", c.syn_absorbed.load()},
+          {"syn_timeouts", c.syn_timeouts.load()},
           {"bytes_up", c.bytes_up.load()},
           {"bytes_down", c.bytes_down.load()},
           {"echo_replies", c.echo_replies.load()},
@@ -160,7 +163,10 @@ json counters_json(const stack::StackCounters& c, const relay::ForwardStats& f) 
             {"token_cap_hits", f.token_cap_hits},
             {"sandbox_cap_hits", f.sandbox_cap_hits},
             {"rate_limit_hits", f.rate_limit_hits},
-            {"relay_capacity_hits", f.relay_capacity_hits}}}};
+            {"relay_capacity_hits", f.relay_capacity_hits},
+            {"pending_cap_refusals", f.pending_cap_refusals},
+            {"stream_cap_refusals", f.stream_cap_refusals},
+            {"open_timeouts", f.open_timeouts}}}};
 }
 
 // The running tunnel: everything `up` built, and the state `status` reports.
@@ -868,6 +874,10 @@ void Tunnel::bring_up(const std::vector<relay::SandboxInfo>& list) {
   sc.keepalive_idle_ms = o_.keepalive_s * 1000;
   sc.keepalive_intvl_ms = std::max<uint32_t>(1000, std::min<uint32_t>(15000, o_.keepalive_s * 250));
   sc.keepalive_count = 4;
+  // The held-SYN deadline backs up the relay's own open deadline, which
+  // answers first (plus a token or health call in flight: 2 x rpc_timeout).
+  sc.open_timeout_ms = static_cast<uint32_t>(
+      (o_.forward.open_timeout + 2 * o_.gateway.rpc_timeout + std::chrono::seconds(1)).count());
   // The DNS responder answers on the second address of each prefix.
   sc.dns_addrs = {plan_->dns4()};
   if (ipv6_) sc.dns_addrs.push_back(plan_->dns6());
