@@ -44,8 +44,8 @@ sbx_tcp_server sink 9006 discard
 # leaves behind.
 # --allow-forwarding: the client host is another namespace routed through
 # the client one, which the firewall drops by default (vm_isolation).
-osh_tunnel --allow-forwarding --max-streams-per-sandbox $((N + 50)) --max-streams-per-token 100 --keepalive-s 2 --token-idle-s 3 \
-  --connect-settle-ms 0
+osh_tunnel --allow-forwarding --max-streams-per-sandbox $((N + 50)) --max-streams-per-token 100 --keepalive-s 2 \
+  --token-idle-s 3 --max-streams $((N + 50)) --max-pending-opens $((N + 50)) --connect-settle-ms 0
 V4="$(sandbox_v4)"
 status_field() {
   ip netns exec "$NS_CLIENT" "$OSH_TUNNEL" status --state-dir "$OSH_STATE" --json |
