@@ -6,12 +6,14 @@
 #include <signal.h>
 
 #include <chrono>
+#include <memory>
 #include <thread>
 
 #include "cli/commands.h"
 #include "cli/control.h"
 #include "cli/state.h"
 #include "cli/up.h"
+#include "cli/user_files.h"
 
 namespace osh::cli {
 namespace {
@@ -69,6 +71,9 @@ void print_status(const json& j) {
     fmt::print("gateway refusals (retried): token cap {}, sandbox cap {}, rate limit {}, relay capacity {}\n",
                st.value("token_cap_hits", 0), st.value("sandbox_cap_hits", 0),
                st.value("rate_limit_hits", 0), st.value("relay_capacity_hits", 0));
+    fmt::print("bounds (refused, RST): pending-open cap {}, stream cap {}, open timeouts {}, held SYNs timed out {}\n",
+               st.value("pending_cap_refusals", 0), st.value("stream_cap_refusals", 0),
+               st.value("open_timeouts", 0), c.value("syn_timeouts", 0));
     fmt::print("drops: not a sandbox {}, malformed {}, fragments {}, unsupported {}, tx errors {}\n",
                d.value("not_sandbox", 0), d.value("malformed", 0), d.value("fragment", 0),
                d.value("unsupported", 0), d.value("tx_error", 0));
@@ -176,11 +181,22 @@ void add_down_command(CLI::App& app, int* exit_code) {
       st = RunState::load(*state_dir);  // as the last holder of the lock left it
     }
     if (st.pid != 0 || !st.hosts_file.empty() || !st.ssh_config.empty()) {
-      cleanup_stale(st);
+      // The ssh files are the user's: removed by a helper running as their
+      // owner, never by root (cli/user_files.h).
+      std::unique_ptr<UserFiles> files;
+      if (const std::optional<uid_t> owner = ssh_config_owner(st)) {
+        std::string why;
+        files = UserFiles::start(*owner, primary_gid(*owner), &why);
+        if (!files) fmt::print(stderr, "warning: the ssh Include in {} is left: {}\n", st.ssh_config, why);
+      }
+      if (cleanup_stale(st, files.get())) {
+        st.ssh_config.clear();
+        st.ssh_uid = -1;
+        st.ssh_include.clear();
+      }
       st.pid = 0;
       st.identity = {};
       st.hosts_file.clear();
-      st.ssh_config.clear();
       try {
         st.save(*state_dir);
       } catch (const std::exception& e) {

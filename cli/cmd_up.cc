@@ -11,6 +11,7 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <thread>
 #include <vector>
 
@@ -20,6 +21,7 @@
 #include "cli/privileges.h"
 #include "cli/stream_flags.h"
 #include "cli/up.h"
+#include "cli/user_files.h"
 
 namespace osh::cli {
 namespace {
@@ -176,10 +178,21 @@ void add_up_command(CLI::App& app, int* exit_code) {
       *exit_code = detach(*opts);
       return;
     }
+    // The user's file helper (cli/user_files.h): forked while this process
+    // can still become the user, before any thread and before run_up takes
+    // the state lock.
+    std::unique_ptr<UserFiles> files;
+    if (!opts->no_ssh_config) {
+      std::string why;
+      files = opts->user ? UserFiles::start(opts->user->uid, opts->user->gid, &why) : UserFiles::start(0, 0, &why);
+      if (!files) spdlog::warn("no ssh Include: cannot start the user's file helper: {}", why);
+      opts->user_files = files.get();
+    }
     // Before any thread exists (docs/THREAT_MODEL.md "Privileges").
     if (std::string why = drop_privileges(); !why.empty())
       spdlog::warn("could not drop privileges ({}); running with the ones it was started with", why);
     *exit_code = run_up(*opts);
+    opts->user_files = nullptr;
   });
 }
 

@@ -14,8 +14,8 @@
 #include <sstream>
 
 #include "cli/setup_check.h"
+#include "cli/user_files.h"
 #include "names/hosts_file.h"
-#include "names/ssh_config.h"
 #include "tun/host_network.h"
 #include "tun/link_config.h"
 
@@ -37,6 +37,7 @@ RunState RunState::load(const fs::path& dir) {
     st.tun_name = j.value("tun_name", "");
     st.hosts_file = j.value("hosts_file", "");
     st.ssh_config = j.value("ssh_config", "");
+    st.ssh_uid = j.value("ssh_uid", int64_t{-1});
     st.ssh_include = j.value("ssh_include", "");
     if (j.contains("sandboxes") && j["sandboxes"].is_object()) {
       for (auto& [id, v] : j["sandboxes"].items()) {
@@ -58,6 +59,7 @@ void RunState::save(const fs::path& dir) const {
   j["tun_name"] = tun_name;
   j["hosts_file"] = hosts_file;
   j["ssh_config"] = ssh_config;
+  j["ssh_uid"] = ssh_uid;
   j["ssh_include"] = ssh_include;
   j["sandboxes"] = json::object();
   for (const auto& [id, r] : sandboxes) j["sandboxes"][id] = {{"name", r.name}, {"v4", r.v4}, {"v6", r.v6}};
@@ -137,7 +139,15 @@ StateLock::Result StateLock::acquire(const fs::path& dir, std::string* error) {
   return Result::kAcquired;
 }
 
-void cleanup_stale(const RunState& st) {
+std::optional<uid_t> ssh_config_owner(const RunState& st) {
+  if (st.ssh_config.empty()) return std::nullopt;
+  if (st.ssh_uid >= 0) return static_cast<uid_t>(st.ssh_uid);
+  struct stat sb {};
+  if (::lstat(st.ssh_config.c_str(), &sb) != 0 || !S_ISREG(sb.st_mode)) return std::nullopt;
+  return sb.st_uid;
+}
+
+bool cleanup_stale(const RunState& st, UserFiles* files) {
   if (!st.tun_name.empty()) {
     // Deleted only if it is still a TUN no process holds: the name may
     // belong by now to a live tunnel (another state directory's) or to
@@ -159,7 +169,26 @@ void cleanup_stale(const RunState& st) {
       spdlog::warn("removing the names block from {}: {}", st.hosts_file, e.what());
     }
   }
-  if (!st.ssh_config.empty()) names::SshConfigInclude(st.ssh_config, st.ssh_include, "").remove();
+  if (!st.ssh_include.empty()) {
+    // An older version's include file, in the (root-owned) state directory.
+    std::error_code ec;
+    fs::remove(st.ssh_include, ec);
+  }
+  if (st.ssh_config.empty()) return true;
+  const std::optional<uid_t> owner = ssh_config_owner(st);
+  if (!files || !owner || files->uid() != *owner) {
+    spdlog::warn("the ssh Include block in {} was written for {}; left in place (`openshell-tunnel down` "
+                 "removes it as that user)", st.ssh_config,
+                 owner ? "uid " + std::to_string(*owner) : std::string("an unknown user"));
+    return false;
+  }
+  try {
+    files->remove(st.ssh_config);
+    return true;
+  } catch (const std::exception& e) {
+    spdlog::warn("removing the ssh Include from {}: {}", st.ssh_config, e.what());
+    return false;
+  }
 }
 
 }  // namespace osh::cli

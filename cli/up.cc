@@ -68,6 +68,7 @@
 #include "cli/relay_upstream.h"
 #include "cli/setup_check.h"
 #include "cli/state.h"
+#include "cli/user_files.h"
 #include "common/undo_stack.h"
 #include "names/dns_responder.h"
 #include "names/hosts_file.h"
@@ -110,7 +111,8 @@ void log_counters(const stack::StackCounters& c, const relay::ForwardStats& f) {
       "drop_tx_error={} drop_after_close={} echo_replies={} dns_queries={} dns_dropped={} streams_opened={} "
       "stream_open_failed={} queue_timeouts={} open_retries={} tokens_minted={} late_refusals={} "
       "loopback_fallbacks={} token_cap_hits={} sandbox_cap_hits={} rate_limit_hits={} "
-      "relay_capacity_hits={} late_fallbacks={} loopback_memory_hits={}",
+      "relay_capacity_hits={} late_fallbacks={} loopback_memory_hits={} pending_cap_refusals={} "
+      "stream_cap_refusals={} open_timeouts={} syn_timeouts={}",
       c.conns_opened.load(), c.refused_rst.load(), c.refused_unreachable.load(), c.resets.load(),
       c.syn_held.load(), c.syn_absorbed.load(), c.bytes_up.load(), c.bytes_down.load(),
       c.rx_packets.load(), c.tx_packets.load(), c.drop_not_sandbox.load(), c.drop_malformed.load(),
@@ -118,7 +120,8 @@ void log_counters(const stack::StackCounters& c, const relay::ForwardStats& f) {
       c.drop_after_close.load(), c.echo_replies.load(), c.dns_queries.load(), c.dns_dropped.load(), f.opened,
       f.open_failed, f.queue_timeouts, f.retries, f.tokens, f.late_refusals, f.loopback_fallbacks,
       f.token_cap_hits, f.sandbox_cap_hits, f.rate_limit_hits, f.relay_capacity_hits,
-      f.late_fallbacks, f.loopback_memory_hits);
+      f.late_fallbacks, f.loopback_memory_hits, f.pending_cap_refusals, f.stream_cap_refusals,
+      f.open_timeouts, c.syn_timeouts.load());
 }
 
 json counters_json(const stack::StackCounters& c, const relay::ForwardStats& f) {
@@ -130,6 +133,7 @@ json counters_json(const stack::StackCounters& c, const relay::ForwardStats& f) 
           {"refused_unreachable", c.refused_unreachable.load()},
           {"resets", c.resets.load()},
           {"syn_absorbed", c.syn_absorbed.load()},
+          {"syn_timeouts", c.syn_timeouts.load()},
           {"bytes_up", c.bytes_up.load()},
           {"bytes_down", c.bytes_down.load()},
           {"echo_replies", c.echo_replies.load()},
@@ -160,7 +164,10 @@ json counters_json(const stack::StackCounters& c, const relay::ForwardStats& f) 
             {"token_cap_hits", f.token_cap_hits},
             {"sandbox_cap_hits", f.sandbox_cap_hits},
             {"rate_limit_hits", f.rate_limit_hits},
-            {"relay_capacity_hits", f.relay_capacity_hits}}}};
+            {"relay_capacity_hits", f.relay_capacity_hits},
+            {"pending_cap_refusals", f.pending_cap_refusals},
+            {"stream_cap_refusals", f.stream_cap_refusals},
+            {"open_timeouts", f.open_timeouts}}}};
 }
 
 // The running tunnel: everything `up` built, and the state `status` reports.
@@ -195,6 +202,10 @@ class Tunnel {
   void apply_sandboxes(const std::vector<relay::SandboxInfo>& list, bool initial);
   void refresh();
   void write_names();
+  /// The Include target's text for the sandboxes now (names::SshConfigInclude).
+  std::string ssh_include_text();
+  /// Rewrites the Include target (as the user) when its text changed.
+  void write_ssh_include();
   void save_state();
   std::string handle_control(const std::string& request);
   json status_json();
@@ -211,7 +222,11 @@ class Tunnel {
   RunState state_;
   std::optional<names::HostsFile> hosts_;
   std::optional<names::DnsResponder> dns_;
-  std::optional<names::SshConfigInclude> ssh_;
+  /// The ssh config holding our Include block ("" = none) and the text of
+  /// its Include target last written (both main thread only).
+  std::string ssh_config_, ssh_text_;
+  /// This binary, ssh's KnownHostsCommand for pinned hosts ("" = unknown).
+  std::string self_exe_;
   // What bring_up() builds, each taken down by a step of undo_.
   std::optional<tun::TunDevice> dev_;
   std::optional<tun::LinkConfig> link_;
@@ -281,7 +296,11 @@ bool Tunnel::check_previous_run() {
   }
   if (state_.pid != 0) {
     fmt::print("! a previous tunnel (pid {}) did not stop cleanly: cleaning up after it\n", state_.pid);
-    cleanup_stale(state_);
+    if (cleanup_stale(state_, o_.user_files)) {
+      state_.ssh_config.clear();
+      state_.ssh_uid = -1;
+      state_.ssh_include.clear();
+    }
   }
   // Recorded before any setup, with the identity that tells this process
   // from a later one with the same pid: a crash from here on is cleaned up
@@ -382,7 +401,8 @@ void Tunnel::apply_sandboxes(const std::vector<relay::SandboxInfo>& list, bool i
       auto old = sandboxes_.find(sb.id);
       if (old != sandboxes_.end()) {
         s.addr = old->second.addr;
-        if (old->second.info.name != sb.name) changed = true;
+        if (old->second.info.name != sb.name || old->second.info.host_key_fingerprint != sb.host_key_fingerprint)
+          changed = true;
       } else {
         // Stable addresses: the ones this sandbox had in the state file.
         auto rec = state_.sandboxes.find(sb.id);
@@ -445,7 +465,31 @@ void Tunnel::apply_sandboxes(const std::vector<relay::SandboxInfo>& list, bool i
     }
   }
   write_names();
+  write_ssh_include();
   save_state();
+}
+
+std::string Tunnel::ssh_include_text() {
+  std::vector<names::SshHost> hosts;
+  {
+    std::lock_guard lk(mu_);
+    for (const auto& [id, s] : sandboxes_)
+      hosts.push_back({s.info.name + "." + o_.domain, s.info.host_key_fingerprint});
+  }
+  std::sort(hosts.begin(), hosts.end(), [](const auto& a, const auto& b) { return a.name < b.name; });
+  return names::SshConfigInclude::render_include(hosts, self_exe_);
+}
+
+void Tunnel::write_ssh_include() {
+  if (ssh_config_.empty()) return;
+  try {
+    std::string text = ssh_include_text();
+    if (text == ssh_text_) return;
+    o_.user_files->write_include(ssh_config_, text);
+    ssh_text_ = std::move(text);
+  } catch (const std::exception& e) {
+    spdlog::error("writing the ssh Include target beside {}: {}", ssh_config_, e.what());
+  }
 }
 
 void Tunnel::write_names() {
@@ -831,6 +875,10 @@ void Tunnel::bring_up(const std::vector<relay::SandboxInfo>& list) {
   sc.keepalive_idle_ms = o_.keepalive_s * 1000;
   sc.keepalive_intvl_ms = std::max<uint32_t>(1000, std::min<uint32_t>(15000, o_.keepalive_s * 250));
   sc.keepalive_count = 4;
+  // The held-SYN deadline backs up the relay's own open deadline, which
+  // answers first (plus a token or health call in flight: 2 x rpc_timeout).
+  sc.open_timeout_ms = static_cast<uint32_t>(
+      (o_.forward.open_timeout + 2 * o_.gateway.rpc_timeout + std::chrono::seconds(1)).count());
   // The DNS responder answers on the second address of each prefix.
   sc.dns_addrs = {plan_->dns4()};
   if (ipv6_) sc.dns_addrs.push_back(plan_->dns6());
@@ -880,21 +928,32 @@ void Tunnel::bring_up(const std::vector<relay::SandboxInfo>& list) {
   } else if (o_.dns == "resolver") {
     spdlog::warn("--dns resolver: systemd-resolved is not running; use the DNS address directly");
   }
-  if (!o_.no_ssh_config) {
-    const std::string cfg = o_.ssh_config.empty() ? default_ssh_config() : o_.ssh_config;
-    const std::filesystem::path inc = state_dir_ / "ssh_config";
+  if (!o_.no_ssh_config && o_.user_files) {
+    // Written by the user's file helper, as the user (cli/user_files.h).
+    std::error_code ec;
+    const std::string cfg =
+        std::filesystem::absolute(o_.ssh_config.empty() ? default_ssh_config() : o_.ssh_config, ec).string();
+    self_exe_ = std::filesystem::read_symlink("/proc/self/exe", ec).string();
     try {
-      names::SshConfigInclude ssh(cfg, inc, o_.domain);
-      ssh.install();
-      ssh_.emplace(std::move(ssh));
+      std::string text = ssh_include_text();
+      o_.user_files->install(cfg, text);
+      ssh_config_ = cfg;
+      ssh_text_ = std::move(text);
       state_.ssh_config = cfg;
-      state_.ssh_include = inc.string();
+      state_.ssh_uid = o_.user_files->uid();
+      state_.ssh_include.clear();
       undo_.push("the ssh Include in " + cfg, [this] {
-        ssh_->remove();
-        ssh_.reset();
-        state_.ssh_config.clear();
+        try {
+          o_.user_files->remove(ssh_config_);
+          state_.ssh_config.clear();
+          state_.ssh_uid = -1;
+        } catch (const std::exception& e) {
+          spdlog::error("removing the ssh Include from {}: {}", ssh_config_, e.what());
+        }
+        ssh_config_.clear();
       });
-      fmt::print("✓ ssh: `ssh <sandbox>.{}` works without flags (Include in {})\n", o_.domain, cfg);
+      fmt::print("✓ ssh: `ssh <sandbox>.{}` works without flags (Include in {}, hosts in {})\n", o_.domain, cfg,
+                 names::SshConfigInclude::include_path(cfg).string());
     } catch (const std::exception& e) {
       spdlog::warn("could not add the ssh Include to {}: {}", cfg, e.what());
     }

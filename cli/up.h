@@ -15,6 +15,8 @@
 
 namespace osh::cli {
 
+class UserFiles;
+
 /// The one local user the tunnel serves besides root (issue 14 items 1, 2):
 /// whose ~/.ssh/config gets the Include (written as that user) and who may
 /// open connections through the tunnel and read `status`.
@@ -40,12 +42,19 @@ struct UpOptions {
   std::string prefix6 = "fd00:6f73:6800::/64";
   std::string domain = "local";
   std::string hosts_file = "/etc/hosts";   ///< "" disables the hosts block
-  std::string state_dir = "/var/lib/openshell-tunnel";  ///< state.json, control.sock, ssh_config
-  std::string ssh_config;                  ///< user's ssh config; "" = ~/.ssh/config of $SUDO_USER or root
+  std::string state_dir = "/var/lib/openshell-tunnel";  ///< state.json, control.sock, lock
+  /// The ssh config that gets the Include block; its Include target is
+  /// openshell-tunnel.conf beside it. "" = ~/.ssh/config of the served user
+  /// (set by cmd_up.cc), else of root.
+  std::string ssh_config;
   bool no_ssh_config = false;              ///< opt out of the ssh Include
   /// The served user: --user, else $OPENSHELL_TUNNEL_USER, else $SUDO_USER;
   /// nullopt = only root (said once at start-up). Set by cmd_up.cc.
   std::optional<ServedUser> user;
+  /// The helper that writes the ssh config and its Include target as the
+  /// served user (root without one), forked by cmd_up.cc before privileges
+  /// are dropped (cli/user_files.h); not owned. nullptr = no ssh Include.
+  UserFiles* user_files = nullptr;
   std::string dns = "both";                ///< hosts | resolver | both
   uint32_t mtu = 65000;                    ///< TUN MTU, bytes (large: fewer, bigger segments; lwip-notes.md)
   /// The stream settings (caps, queue, settle window, extensions, token

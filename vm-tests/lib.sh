@@ -27,6 +27,10 @@ OSH_GW_PORT=17670
 OSH_WORK="$(mktemp -d /tmp/osh-vmtest.XXXXXX)"
 OSH_PIDS=()
 OSH_VERBOSE="${OSH_VERBOSE:-1}"
+# No served user unless a test names one (--user): the tunnel's user file
+# helper would otherwise write the test's ssh config as $SUDO_USER, who
+# cannot enter this run's root-only work dir (cli/user_files.h).
+unset SUDO_USER OPENSHELL_TUNNEL_USER
 # The protocol matrix (issue 12.4; vm-tests/CMakeLists.txt registers the
 # variants). OSH_PROTOCOL: the mini peers' wire generation, 0.1 (upstream's
 # current line, the default) or 0.0. OSH_EXT=1: the mini-gateway offers the

@@ -43,7 +43,7 @@ sbx_tcp_server sink 9006 discard
 # semantics are vm_refusal's; this test is about what a vanished client
 # leaves behind.
 osh_tunnel --max-streams-per-sandbox $((N + 50)) --max-streams-per-token 100 --keepalive-s 2 --token-idle-s 3 \
-  --connect-settle-ms 0
+  --max-streams $((N + 50)) --max-pending-opens $((N + 50)) --connect-settle-ms 0
 V4="$(sandbox_v4)"
 status_field() {
   ip netns exec "$NS_CLIENT" "$OSH_TUNNEL" status --state-dir "$OSH_STATE" --json |
