@@ -61,6 +61,9 @@ std::string drop_privileges() {
   if (rc != 0) return std::string("cap_set_proc: ") + std::strerror(err);
   if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
     return std::string("PR_SET_NO_NEW_PRIVS: ") + std::strerror(errno);
+  // No core dumps, no ptrace or /proc/<pid>/{mem,environ,fd} for anyone
+  // without CAP_SYS_PTRACE, even of the same uid (the bearer token, TLS keys).
+  if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) return std::string("PR_SET_DUMPABLE: ") + std::strerror(errno);
   return "";
 }
 

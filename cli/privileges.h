@@ -16,6 +16,10 @@ namespace osh::cli {
 /// could gain more. Capabilities already outside the bounding set
 /// (systemd's CapabilityBoundingSet=) are left alone.
 ///
+/// Last, it sets PR_SET_DUMPABLE 0: no core dump, and no ptrace or
+/// /proc/<pid>/{mem,environ,fd,maps} for anyone without CAP_SYS_PTRACE, the
+/// same uid included.
+///
 /// Thread: must run before any other thread exists. Capabilities are per
 /// thread on Linux and threads inherit the creator's, so dropping them in
 /// main before gRPC, lwIP or the stack start covers every thread.

@@ -64,6 +64,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <ctime>
 #include <mutex>
 #include <optional>
@@ -947,6 +948,12 @@ void Tunnel::bring_up(const std::vector<relay::SandboxInfo>& list) {
   // Header check under the lwIP core lock, the answer off it (stack.cc "DNS off the lock").
   sc.dns_accept = &names::DnsResponder::header_acceptable;
   sc.dns_handler = [this](std::span<const uint8_t> q) { return dns_->respond(q); };
+  // The packet-parsing threads: no capabilities, seccomp allow-list (issue
+  // 14.6; OPENSHELL_TUNNEL_SECCOMP=0 leaves the filter out, for debugging).
+  sc.confine = confinement_from_env();
+  if (sc.confine != Confinement::kSeccomp)
+    spdlog::warn("OPENSHELL_TUNNEL_SECCOMP={}: the data-plane threads run without their seccomp filter",
+                 std::getenv("OPENSHELL_TUNNEL_SECCOMP"));
   stack_.emplace(sc, *upstream_);
   undo_.push("the stack", [this] {
     upstream_->set_events(nullptr);

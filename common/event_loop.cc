@@ -72,14 +72,17 @@ EventLoop::EventLoop()
 
 EventLoop::~EventLoop() { stop(); }
 
-void EventLoop::start() {
+void EventLoop::start(Task at_start) {
   std::lock_guard join_lock(join_mu_);
   {
     std::lock_guard lock(mu_);
     if (thread_.joinable() || stopping_ || running_)
       throw std::runtime_error("event loop already started or stopped");
   }
-  thread_ = std::thread([this] { run(); });
+  thread_ = std::thread([this, at_start = std::move(at_start)] {
+    if (at_start) at_start();
+    run();
+  });
 }
 
 void EventLoop::stop() {

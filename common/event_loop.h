@@ -58,9 +58,11 @@ class EventLoop {
   /// at a time; not while start()'s thread runs.
   void run();
 
-  /// start() - runs the loop on a new thread of its own.
+  /// start() - runs the loop on a new thread of its own; @at_start (if set)
+  /// runs first on that thread, before the loop looks at any fd (e.g.
+  /// confine_this_thread(), common/thread_sandbox.h).
   /// @throws std::runtime_error if started or stopped before.
-  void start();
+  void start(Task at_start = {});
 
   /// stop() - ends the loop after its current callback and, from any thread
   /// but the loop's, joins the thread start() made. Posted closures not yet

@@ -13,7 +13,7 @@ PKGS=(
   # build
   build-essential cmake ninja-build ccache pkg-config
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
-  liblwip-dev libnl-3-dev libnl-route-3-dev libspdlog-dev libldns-dev libcap-dev
+  liblwip-dev libnl-3-dev libnl-route-3-dev libspdlog-dev libldns-dev libcap-dev libseccomp-dev
   libnftables-dev libsystemd-dev libgtest-dev libgmock-dev libcli11-dev nlohmann-json3-dev
   # man page, package (CPack DEB + dpkg-shlibdeps), package test, unit check
   scdoc dpkg-dev file mmdebstrap systemd
@@ -21,7 +21,7 @@ PKGS=(
   # resolved test's private D-Bus, the unit's syscall check, the benchmark chart,
   # nft to look at the firewall table in the isolation test)
   openssh-server openssh-client iproute2 iputils-ping procps curl python3 python3-scapy openssl bind9-dnsutils
-  dbus-daemon dbus-bin strace nftables
+  dbus-daemon dbus-bin strace nftables libcap2-bin
   chromium fonts-dejavu-core python3-matplotlib
 )
 missing=()

@@ -23,7 +23,8 @@
 //
 // Locking: everything here runs under the lwIP core lock: the stack thread
 // takes it per packet batch and per posted event; lwIP's tcpip thread holds
-// it while it runs timers, which may call the pcb callbacks.
+// it while it runs timers, which may call the pcb callbacks. With
+// StackConfig::confine the tcpip thread runs confined (thread_sandbox.h).
 #include "stack/lwip_adapter.h"
 
 #include <spdlog/spdlog.h>
@@ -168,12 +169,25 @@ LwipAdapter::LwipAdapter(const StackConfig& cfg, const RouteTable& routes, Stack
 LwipAdapter::~LwipAdapter() { Lwip::self = nullptr; }
 
 void LwipAdapter::start() {
+  // Once per process: the first adapter's cfg_.confine holds for the
+  // tcpip thread, which confines itself before it handles any message.
   static std::once_flag lwip_once;
-  std::call_once(lwip_once, [] {
-    std::promise<void> ready;
-    tcpip_init([](void* arg) { static_cast<std::promise<void>*>(arg)->set_value(); }, &ready);
-    ready.get_future().wait();
+  static std::string confine_error;
+  std::call_once(lwip_once, [this] {
+    struct Init {
+      Confinement how;
+      std::promise<std::string> ready;
+    } init{cfg_.confine, {}};
+    tcpip_init(
+        [](void* arg) {
+          auto* in = static_cast<Init*>(arg);
+          in->ready.set_value(confine_this_thread("osh-tcpip", in->how));
+        },
+        &init);
+    confine_error = init.ready.get_future().get();
   });
+  if (!confine_error.empty())
+    throw std::runtime_error("stack: confining lwIP's tcpip thread: " + confine_error);
   CoreLock lk;
   ip4_addr_t addr{}, mask{}, gw{};
   if (cfg_.netif4.is_v4()) std::memcpy(&addr.addr, cfg_.netif4.bytes.data(), 4);

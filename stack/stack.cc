@@ -38,6 +38,16 @@
 // the pcb callbacks run meanwhile), and the header check bounds what a query
 // can cost at all. No new thread, no queue between threads: the pending list
 // lives on read_packets()' stack.
+//
+// Confined threads (issue 14.6, StackConfig::confine): the reader confines
+// itself before its loop looks at the packet fd (EventLoop::start's
+// at_start), lwIP's tcpip thread in its tcpip_init callback
+// (lwip_adapter.cc): no capabilities, the seccomp allow-list of
+// common/thread_sandbox.cc. DNS answering stays on the reader, inside the
+// filter. The Upstream (gRPC in the product) is then called through an
+// UpstreamDispatch, whose thread is started here by the caller of start(),
+// unconfined: gRPC's socket I/O, connects and the threads it starts never
+// happen on a confined thread.
 #include "stack/stack.h"
 
 #include <spdlog/spdlog.h>
@@ -47,6 +57,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <future>
 #include <stdexcept>
 #include <vector>
 
@@ -54,6 +65,7 @@
 #include "stack/conn.h"
 #include "stack/gate.h"
 #include "stack/lwip_adapter.h"
+#include "stack/upstream_dispatch.h"
 
 namespace osh::stack {
 
@@ -78,15 +90,22 @@ struct Stack::Impl final : UpstreamEvents {
   StackCounters counters;
   RouteTable routes;  // core lock (or before start())
   LwipAdapter lwip;
+  UpstreamDispatch dispatch;  // used (and started) only when confined
   Connections conns;
   EventLoop loop;
   bool started = false, ever_started = false;
 
   Impl(const StackConfig& c, Upstream& u)
-      : cfg(c), upstream(u), lwip(cfg, routes, counters), conns(cfg.early_ack_bytes, u, lwip, counters,
+      : cfg(c),
+        upstream(u),
+        lwip(cfg, routes, counters),
+        dispatch(u),
+        conns(cfg.early_ack_bytes, confined() ? static_cast<Upstream&>(dispatch) : u, lwip, counters,
               std::chrono::milliseconds(cfg.open_timeout_ms)) {
     lwip.bind(conns);
   }
+
+  bool confined() const { return cfg.confine != Confinement::kNone; }
 
   /// Runs @fn on the stack thread under the core lock (dropped after stop()).
   template <class Fn>
@@ -118,16 +137,34 @@ struct Stack::Impl final : UpstreamEvents {
       conns.sweep(Connections::Clock::now());
     }, kSweepInterval);
     started = ever_started = true;
-    loop.start();
+    if (!confined()) {
+      loop.start();
+      return;
+    }
+    dispatch.start();  // from this (unconfined) thread
+    std::promise<std::string> confined_p;
+    std::future<std::string> result = confined_p.get_future();
+    loop.start([this, &confined_p] {
+      std::string why = confine_this_thread("osh-stack", cfg.confine);
+      if (!why.empty()) loop.stop();  // from the loop's own thread: run() returns at once
+      confined_p.set_value(std::move(why));
+    });
+    if (std::string why = result.get(); !why.empty()) {
+      stop();
+      throw std::runtime_error("stack: confining the reader thread: " + why);
+    }
   }
 
   void stop() {
     if (!started) return;
     started = false;
     loop.stop();  // joins the stack thread; later events are dropped
-    CoreLock lk;
-    conns.abort_all();
-    lwip.stop();
+    {
+      CoreLock lk;
+      conns.abort_all();
+      lwip.stop();
+    }
+    dispatch.finish();  // the aborts above reach the upstream; no-op unless confined
   }
 
   // ---- the stack thread ----

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "common/thread_sandbox.h"
 #include "stack/counters.h"
 #include "stack/packet.h"
 #include "stack/upstream.h"
@@ -77,6 +78,16 @@ struct StackConfig {
   ///    call into the Stack.
   std::function<bool(std::span<const uint8_t>)> dns_accept;
   std::function<std::vector<uint8_t>(std::span<const uint8_t>)> dns_handler;
+  /// Confinement of the threads that parse packets (issue 14.6,
+  /// common/thread_sandbox.h): the stack reader ("osh-stack") at its start,
+  /// lwIP's tcpip thread ("osh-tcpip") at tcpip_init, which happens once per
+  /// process, so the first started Stack's value holds for it. Anything but
+  /// kNone also moves the Upstream calls to a thread of their own
+  /// (upstream_dispatch.h): they are then made without the core lock, in
+  /// order. dns_handler runs on the confined reader: it must stay inside the
+  /// allow-list (no files, no sockets). kNone (the default): threads as
+  /// they are, Upstream called on the stack's threads under the lock.
+  Confinement confine = Confinement::kNone;
 };
 
 /// lwIP's TCP control blocks right now (lwIP core lock held while counted).
@@ -102,8 +113,10 @@ class Stack {
   Stack(const Stack&) = delete;
   Stack& operator=(const Stack&) = delete;
 
-  /// Starts lwIP (once per process) and the reader thread.
-  /// Throws std::runtime_error if the netif cannot be set up.
+  /// Starts lwIP (once per process) and the reader thread (and the upstream
+  /// dispatch thread when confined).
+  /// Throws std::runtime_error if the netif cannot be set up, or a thread
+  /// cannot be confined as cfg.confine asks.
   void start();
   /// Stops the reader thread and resets every live connection (RST to the
   /// client, abort upstream). Idempotent. Thread: any but the reader.

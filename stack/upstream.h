@@ -35,8 +35,10 @@ enum class CloseKind {
 const char* to_string(CloseKind k);
 
 /// Calls the stack makes into the upstream. All are made on the stack thread
-/// with the lwIP core lock held: implementations must not block, and must not
-/// call back into UpstreamEvents synchronously (post instead).
+/// with the lwIP core lock held (with StackConfig::confine: on the stack's
+/// upstream dispatch thread, without the lock, in the same order;
+/// upstream_dispatch.h): implementations must not block, and must not call
+/// back into UpstreamEvents synchronously (post instead).
 class Upstream {
  public:
   virtual ~Upstream() = default;

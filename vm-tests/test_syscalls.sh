@@ -89,4 +89,16 @@ if [[ -n $outside ]]; then
   fail "system calls outside SystemCallFilter=$filter: $(echo $outside)"
 fi
 echo "  ok: every system call is in SystemCallFilter=$filter"
+# The confined threads (issue 14.6, common/thread_sandbox.cc): what they
+# called after their seccomp() call, for the allow-list's record (a call
+# outside it would have killed `up`, which exited 0 above).
+for name in osh-stack osh-tcpip; do
+  tid="$(sed -nE "s/^([0-9]+) +prctl\(PR_SET_NAME, \"$name\".*/\1/p" "$OSH_WORK/strace.txt" | head -n1)"
+  [[ -n $tid ]] || fail "no thread named $name in the trace"
+  # After its last seccomp() (libseccomp probes the kernel with a few first).
+  calls="$(awk -v t="$tid" '$1 == t' "$OSH_WORK/strace.txt" | tac | sed '/seccomp(/,$d' | tac |
+    sed -nE 's/^[0-9]+ +([a-z0-9_]+)\(.*/\1/p; s/^[0-9]+ +<\.\.\. ([a-z0-9_]+) resumed>.*/\1/p' | sort | uniq -c |
+    awk '{printf "%s(%s) ", $2, $1}')"
+  echo "  $name (tid $tid) under its filter: $calls"
+done
 echo "PASS: syscalls"

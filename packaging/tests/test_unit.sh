@@ -43,7 +43,7 @@ need 'ProtectSystem=strict'
 need 'ReadWritePaths=-/etc/hosts'
 need 'StateDirectory=openshell-tunnel'
 need 'RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK'
-need 'SystemCallFilter=@system-service'
+need 'SystemCallFilter=@system-service seccomp'
 # The state directory the unit grants is the binary's default --state-dir.
 "$ROOT/usr/bin/openshell-tunnel" up --help >"$ROOT/up-help.txt"
 grep -q -- '--state-dir TEXT=/var/lib/openshell-tunnel$' "$ROOT/up-help.txt" ||
