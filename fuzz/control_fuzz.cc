@@ -4,16 +4,10 @@
 // rules: fuzz/control_check.h. A broken rule aborts.
 //
 // Build and run: see fuzz/README.md.
-#include <cstdio>
-#include <cstdlib>
-
+#include "fuzz/abort_on.h"
 #include "fuzz/control_check.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  const std::string err = osh::fuzz::check_control({data, size});
-  if (!err.empty()) {
-    std::fprintf(stderr, "control_fuzz: property violated: %s\n", err.c_str());
-    std::abort();
-  }
+  osh::fuzz::abort_on("control_fuzz", osh::fuzz::check_control({data, size}));
   return 0;
 }

@@ -1,10 +1,10 @@
 // Writes the seed corpora of packet_fuzz, stack_fuzz, config_fuzz,
-// hosts_fuzz, ssh_config_fuzz, state_fuzz and control_fuzz
+// hosts_fuzz, ssh_config_fuzz, state_fuzz, control_fuzz and frame_fuzz
 // (fuzz/corpus/<name>). Run once per corpus:
 //   build-fuzz/fuzz/make_corpora packet fuzz/corpus/packet
 //   build-fuzz/fuzz/make_corpora stack  fuzz/corpus/stack
 //   build-fuzz/fuzz/make_corpora config fuzz/corpus/config
-//   (and hosts, ssh_config, state, control: fuzz/corpus/<the same name>)
+//   (and hosts, ssh_config, state, control, frame: fuzz/corpus/<the same name>)
 // The output is committed; rerunning rewrites the same bytes.
 //
 // Packets are built here byte by byte (no library that would "fix" them):
@@ -758,11 +758,52 @@ void control_corpus() {
   write("nul_in_line", Bytes{'{', 0, '}'});
 }
 
+// ForwardTcp frames from the gateway (fuzz/frame_check.h): a response
+// x-osh-tunnel-ext value, NUL, one frame in protobuf wire format, encoded
+// here by hand (field 1 init, field 2 data, length-delimited).
+Bytes pb_field(uint8_t tag, const Bytes& body) {
+  Bytes b{tag};
+  size_t n = body.size();
+  do {
+    b.push_back(static_cast<uint8_t>((n & 0x7f) | (n > 0x7f ? 0x80 : 0)));
+    n >>= 7;
+  } while (n);
+  return b + body;
+}
+
+void frame_entry(const std::string& name, const std::string& header, const Bytes& frame) {
+  write(name, text(header) + Bytes{0} + frame);
+}
+
+void frame_corpus() {
+  const Bytes data = pb_field(0x12, text("hello"));
+  frame_entry("data", "", data);
+  frame_entry("data_all_extensions", "connect-ack,fin-frame,relay-error", data);
+  frame_entry("empty_data_without_fin_frame", "connect-ack", pb_field(0x12, {}));
+  frame_entry("empty_data_is_fin", "fin-frame", pb_field(0x12, {}));
+  frame_entry("header_case_and_blanks", " FIN-Frame ,\tConnect-ACK,,unknown, relay-error ", data);
+  frame_entry("header_only_commas", ",,,", data);
+  frame_entry("no_payload", "fin-frame", Bytes{});
+  frame_entry("init_from_gateway", "", pb_field(0x0a, pb_field(0x0a, text("sbx"))));
+  frame_entry("init_then_data", "", pb_field(0x0a, {}) + data);
+  frame_entry("data_then_init", "fin-frame", data + pb_field(0x0a, {}));
+  frame_entry("two_data_fields", "", data + pb_field(0x12, text("second")));
+  frame_entry("unknown_field", "", pb_field(0x1a, text("x")) + data);
+  frame_entry("data_as_varint", "", Bytes{0x10, 0x05});
+  frame_entry("length_past_the_end", "", Bytes{0x12, 0x10, 'a'});
+  frame_entry("length_varint_huge", "", Bytes{0x12, 0xff, 0xff, 0xff, 0xff, 0x0f});
+  frame_entry("truncated_varint", "", Bytes{0x12, 0x80});
+  frame_entry("field_zero", "", Bytes{0x02, 0x00});
+  frame_entry("group_start", "", Bytes{0x13});
+  frame_entry("data_64k", "", pb_field(0x12, Bytes(65536, 'x')));
+  write("header_without_nul", text("connect-ack,fin-frame"));
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   if (argc != 3) {
-    std::fprintf(stderr, "usage: %s packet|stack|config|hosts|ssh_config|state|control DIR\n", argv[0]);
+    std::fprintf(stderr, "usage: %s packet|stack|config|hosts|ssh_config|state|control|frame DIR\n", argv[0]);
     return 2;
   }
   g_dir = argv[2];
@@ -774,6 +815,7 @@ int main(int argc, char** argv) {
   else if (what == "ssh_config") ssh_config_corpus();
   else if (what == "state") state_corpus();
   else if (what == "control") control_corpus();
+  else if (what == "frame") frame_corpus();
   else {
     std::fprintf(stderr, "make_corpora: unknown corpus %s\n", argv[1]);
     return 2;

@@ -5,16 +5,10 @@
 // libFuzzer keeps the input.
 //
 // Build and run: see fuzz/README.md.
-#include <cstdio>
-#include <cstdlib>
-
+#include "fuzz/abort_on.h"
 #include "fuzz/text_edit_check.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  const std::string err = osh::fuzz::check_ssh_config({data, size});
-  if (!err.empty()) {
-    std::fprintf(stderr, "ssh_config_fuzz: property violated: %s\n", err.c_str());
-    std::abort();
-  }
+  osh::fuzz::abort_on("ssh_config_fuzz", osh::fuzz::check_ssh_config({data, size}));
   return 0;
 }

@@ -3,11 +3,9 @@
 // fuzz/state_check.h. A broken rule aborts, so libFuzzer keeps the input.
 //
 // Build and run: see fuzz/README.md.
-#include <cstdio>
-#include <cstdlib>
-
 #include <spdlog/spdlog.h>
 
+#include "fuzz/abort_on.h"
 #include "fuzz/state_check.h"
 
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
@@ -17,10 +15,6 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static osh::fuzz::StateHarness harness;
-  const std::string err = harness.run({data, size});
-  if (!err.empty()) {
-    std::fprintf(stderr, "state_fuzz: property violated: %s\n", err.c_str());
-    std::abort();
-  }
+  osh::fuzz::abort_on("state_fuzz", harness.run({data, size}));
   return 0;
 }
