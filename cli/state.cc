@@ -30,7 +30,7 @@ namespace {
 
 // A whole number in [0, max] (0 when absent). json::value() would convert a
 // float or a negative number (1e300 into an int is undefined behaviour;
-// found by fuzz/state_fuzz.cc). @throws std::out_of_range otherwise.
+// fuzz/state_fuzz.cc checks it). @throws std::out_of_range otherwise.
 uint64_t unsigned_field(const json& j, const char* key, uint64_t max) {
   const auto it = j.find(key);
   if (it == j.end()) return 0;

@@ -261,7 +261,7 @@ std::string HostsFile::render(std::string_view original, const std::vector<HostE
   }
   // Stray markers in `rest` may pair up once the blocks between them are
   // gone; strip() removes such blocks too, so that rendering twice gives
-  // the same text (found by fuzz/hosts_fuzz.cc).
+  // the same text (a rule of fuzz/hosts_fuzz.cc).
   return out + block + strip(rest);
 }
 

@@ -39,7 +39,7 @@ TEST_F(StateCorpus, AFullStateLoadsEveryField) {
   EXPECT_EQ(st.sandboxes["u"].v4, "198.18.0.2");
 }
 
-// Finding (state_fuzz): a float pid or start_time was converted by
+// Finding (state_fuzz's rules): a float pid or start_time was converted by
 // json::value() (1e300 into an int is undefined behaviour), a negative one
 // wrapped; such a file is now corrupt, i.e. an empty state.
 TEST_F(StateCorpus, NumbersThatAreNotWholeAndInRangeMakeTheFileCorrupt) {

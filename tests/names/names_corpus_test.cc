@@ -31,7 +31,7 @@ TEST(NamesCorpus, SshConfigCorpusKeepsTheRules) {
   EXPECT_GE(files.size(), 10u);
 }
 
-// Finding (hosts_fuzz): stray markers around our block paired up once the
+// Finding (hosts_fuzz's rules): stray markers around our block paired up once the
 // block between them was removed, so a second `up` (render) or `down`
 // (strip) changed the file again. Now removal repeats until no block is left.
 TEST(NamesCorpus, StrayMarkersAroundABlockAreStableAfterOnePass) {
