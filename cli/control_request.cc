@@ -34,9 +34,12 @@ std::string answer_control_request(const std::string& request, const ControlComm
                                        : cmd == "down" ? &commands.down
                                                        : nullptr;
     if (!run) return failure("unknown command '" + cmd + "'");
+    if (!*run)
+      return one_line(
+          json{{"ok", false}, {"denied", true}, {"error", "'" + cmd + "' is not allowed for this caller"}});
     json answer;
     try {
-      answer = *run ? (*run)() : json::object();
+      answer = (*run)();
     } catch (const std::exception& e) {
       return failure(cmd + " failed: " + e.what());
     }

@@ -13,7 +13,8 @@ namespace osh::cli {
 
 /// What a control request can do. Each returns the fields of its answer
 /// (an object; "ok": true is added); either may throw, which becomes an
-/// {"ok": false, "error": ...} answer.
+/// {"ok": false, "error": ...} answer. An empty one is a command this caller
+/// may not use: {"ok": false, "denied": true, "error": ...}.
 struct ControlCommands {
   std::function<nlohmann::json()> status;  ///< {"cmd": "status"}
   std::function<nlohmann::json()> down;    ///< {"cmd": "down"}

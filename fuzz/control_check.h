@@ -11,7 +11,9 @@
 //     boolean "ok";
 //   - a command runs at most once, and only the one a JSON object's string
 //     "cmd" names ("status" or "down"); then "ok" is true unless it threw;
-//     every other request runs none and gets "ok": false with an "error".
+//     every other request runs none and gets "ok": false with an "error";
+//   - a fourth time with no commands (a caller allowed neither): nothing
+//     runs, and a request naming a command is answered "denied": true.
 #pragma once
 
 #include <cstdint>
@@ -39,7 +41,7 @@ inline std::string check_control(std::span<const uint8_t> input) {
     }
   } catch (const std::exception&) {
   }
-  for (int variant = 0; variant < 3; ++variant) {
+  for (int variant = 0; variant < 4; ++variant) {
     int status_calls = 0, down_calls = 0;
     auto body = [&](int* calls, const char* name) {
       return [&, calls, name]() -> json {
@@ -50,8 +52,10 @@ inline std::string check_control(std::span<const uint8_t> input) {
       };
     };
     cli::ControlCommands commands;
-    commands.status = body(&status_calls, "status");
-    commands.down = body(&down_calls, "down");
+    if (variant != 3) {
+      commands.status = body(&status_calls, "status");
+      commands.down = body(&down_calls, "down");
+    }
     std::string answer;
     try {
       answer = cli::answer_control_request(request, commands);
@@ -68,10 +72,13 @@ inline std::string check_control(std::span<const uint8_t> input) {
     }
     if (!a.is_object() || !a.contains("ok") || !a["ok"].is_boolean()) return "the answer has no boolean \"ok\"";
     if (status_calls > 1 || down_calls > 1) return "a command ran more than once";
-    if (status_calls != (want == "status" ? 1 : 0)) return "status ran when not asked, or not when asked";
-    if (down_calls != (want == "down" ? 1 : 0)) return "down ran when not asked, or not when asked";
+    const bool runs = variant != 3;
+    if (status_calls != (runs && want == "status" ? 1 : 0)) return "status ran when not asked, or not when asked";
+    if (down_calls != (runs && want == "down" ? 1 : 0)) return "down ran when not asked, or not when asked";
     const bool ok = a["ok"].get<bool>();
-    if (ok != (!want.empty() && variant != 2)) return "\"ok\" does not say whether the command ran";
+    if (ok != (!want.empty() && variant < 2)) return "\"ok\" does not say whether the command ran";
+    if (variant == 3 && !want.empty() && !(a.contains("denied") && a["denied"] == true))
+      return "a command the caller may not use is not answered \"denied\"";
     if (!ok && !(a.contains("error") && a["error"].is_string())) return "a failure without an \"error\" string";
   }
   return "";

@@ -74,6 +74,10 @@ TEST(ControlCorpus, AnswersNameTheProblemAndRunOnlyTheCommandAsked) {
   EXPECT_EQ(downs, 0);
   EXPECT_EQ(cli::answer_control_request(R"({"cmd":"down"})", c), R"({"ok":true,"pid":1})");
   EXPECT_EQ(downs, 1);
+  c.down = nullptr;  // a caller that may not stop the tunnel
+  EXPECT_EQ(cli::answer_control_request(R"({"cmd":"down"})", c),
+            R"({"denied":true,"error":"'down' is not allowed for this caller","ok":false})");
+  EXPECT_EQ(downs, 1);
 }
 
 // A status whose strings are not UTF-8 (a sandbox name) used to make dump()
