@@ -12,7 +12,9 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <limits>
 #include <sstream>
+#include <stdexcept>
 
 #include "cli/setup_check.h"
 #include "cli/user_files.h"
@@ -26,6 +28,21 @@ namespace osh::cli {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
+namespace {
+
+// A whole number in [0, max] (0 when absent). json::value() would convert a
+// float or a negative number (1e300 into an int is undefined behaviour;
+// fuzz/state_fuzz.cc checks it). @throws std::out_of_range otherwise.
+uint64_t unsigned_field(const json& j, const char* key, uint64_t max) {
+  const auto it = j.find(key);
+  if (it == j.end()) return 0;
+  if (!it->is_number_unsigned() || it->get<uint64_t>() > max)
+    throw std::out_of_range(std::string(key) + " is not a whole number in [0, " + std::to_string(max) + "]");
+  return it->get<uint64_t>();
+}
+
+}  // namespace
+
 RunState RunState::load(const fs::path& dir) {
   RunState st;
   const fs::path file = dir / "state.json";
@@ -33,9 +50,9 @@ RunState RunState::load(const fs::path& dir) {
     auto text = names::read_text_file(file);
     if (!text) return st;
     json j = json::parse(*text);
-    st.pid = j.value("pid", 0);
+    st.pid = static_cast<int>(unsigned_field(j, "pid", std::numeric_limits<int>::max()));
     st.identity.boot_id = j.value("boot_id", "");
-    st.identity.start_time = j.value("start_time", uint64_t{0});
+    st.identity.start_time = unsigned_field(j, "start_time", std::numeric_limits<uint64_t>::max());
     st.tun_name = j.value("tun_name", "");
     st.hosts_file = j.value("hosts_file", "");
     st.ssh_config = j.value("ssh_config", "");

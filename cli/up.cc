@@ -74,6 +74,7 @@
 
 #include "cli/addressing.h"
 #include "cli/control.h"
+#include "cli/control_request.h"
 #include "cli/gateway_lookup.h"
 #include "cli/relay_upstream.h"
 #include "cli/setup_check.h"
@@ -719,27 +720,14 @@ std::string Tunnel::handle_control(const std::string& request, uid_t peer_uid) {
                 {"denied", true},
                 {"error", fmt::format("uid {} is not allowed to use this tunnel (root and the users of "
                                       "`up --allow-users` are)", peer_uid)}}.dump();
-  std::string cmd;
-  try {
-    cmd = json::parse(request).value("cmd", "");
-  } catch (const std::exception&) {
-    return json{{"ok", false}, {"error", "request is not JSON"}}.dump();
-  }
-  if (cmd != "status" && peer_uid != 0)
-    return json{{"ok", false},
-                {"denied", true},
-                {"error", fmt::format("'{}' needs root (uid {} may only read `status`)", cmd, peer_uid)}}.dump();
-  if (cmd == "status") {
-    json j = status_json();
-    j["ok"] = true;
-    return j.dump();
-  }
-  if (cmd == "down") {
+  ControlCommands commands;
+  commands.status = [this] { return status_json(); };
+  if (peer_uid == 0) commands.down = [] {
     spdlog::info("down requested on the control socket");
     ::kill(::getpid(), SIGTERM);  // wakes the main thread's sigtimedwait
-    return json{{"ok", true}, {"pid", ::getpid()}}.dump();
-  }
-  return json{{"ok", false}, {"error", "unknown command '" + cmd + "'"}}.dump();
+    return json{{"pid", ::getpid()}};
+  };
+  return answer_control_request(request, commands);
 }
 
 void Tunnel::print_table() {

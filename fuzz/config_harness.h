@@ -26,8 +26,6 @@
 //     are quoted verbatim, see fuzz/README.md "Findings").
 #pragma once
 
-#include <stdlib.h>
-
 #include <algorithm>
 #include <cctype>
 #include <chrono>
@@ -40,24 +38,13 @@
 #include <vector>
 
 #include "cli/gateway_config.h"
+#include "fuzz/temp_dir.h"
 
 namespace osh::fuzz {
 
 class ConfigHarness {
  public:
-  /// Creates the private temp directory (under /dev/shm when it exists:
-  /// the fuzzer rewrites these files for every input).
-  /// Throws std::runtime_error if it cannot.
-  ConfigHarness() {
-    std::string tmpl = std::filesystem::is_directory("/dev/shm") ? "/dev/shm/osh-config-fuzz.XXXXXX"
-                                                                  : "/tmp/osh-config-fuzz.XXXXXX";
-    if (!::mkdtemp(tmpl.data())) throw std::runtime_error("config harness: mkdtemp failed");
-    root_ = tmpl;
-  }
-  ~ConfigHarness() {
-    std::error_code ec;
-    std::filesystem::remove_all(root_, ec);
-  }
+  ConfigHarness() = default;
   ConfigHarness(const ConfigHarness&) = delete;
   ConfigHarness& operator=(const ConfigHarness&) = delete;
 
@@ -134,8 +121,8 @@ class ConfigHarness {
       }
       parts[k].push_back(static_cast<char>(input[i]));
     }
-    const fs::path user = fs::path(root_) / "user";
-    const fs::path sys = fs::path(root_) / "etc";
+    const fs::path user = root_.path() / "user";
+    const fs::path sys = root_.path() / "etc";
     std::error_code ec;
     fs::remove_all(user, ec);
     fs::remove_all(sys, ec);
@@ -173,7 +160,7 @@ class ConfigHarness {
     if (!out) throw std::runtime_error("config harness: cannot write " + p.string());
   }
 
-  std::string root_;
+  TempDir root_{"config-fuzz"};
 };
 
 }  // namespace osh::fuzz

@@ -1,8 +1,10 @@
-// Writes the seed corpora of packet_fuzz, stack_fuzz and config_fuzz
-// (fuzz/corpus/{packet,stack,config}). Run once per corpus:
+// Writes the seed corpora of packet_fuzz, stack_fuzz, config_fuzz,
+// hosts_fuzz, ssh_config_fuzz, state_fuzz, control_fuzz and frame_fuzz
+// (fuzz/corpus/<name>). Run once per corpus:
 //   build-fuzz/fuzz/make_corpora packet fuzz/corpus/packet
 //   build-fuzz/fuzz/make_corpora stack  fuzz/corpus/stack
 //   build-fuzz/fuzz/make_corpora config fuzz/corpus/config
+//   (and hosts, ssh_config, state, control, frame: fuzz/corpus/<the same name>)
 // The output is committed; rerunning rewrites the same bytes.
 //
 // Packets are built here byte by byte (no library that would "fix" them):
@@ -52,6 +54,7 @@ Bytes prefix(const Bytes& b, size_t n) { return Bytes(b.begin(), b.begin() + sta
 struct Addr {
   int family;
   uint8_t b[16];
+  bool is_v4() const { return family == 4; }
 };
 Addr a4(uint8_t c, uint8_t d) { return Addr{4, {198, 18, c, d}}; }
 Addr a6(uint8_t hi, uint8_t lo) {
@@ -653,11 +656,154 @@ void config_corpus() {
   config_entry("nothing", 0x00, {});
 }
 
+// ======================================================================
+// text corpora: hosts files and ssh configs (selector byte first,
+// fuzz/text_edit_check.h), state.json files (fuzz/state_check.h) and
+// control requests (fuzz/control_check.h)
+// ======================================================================
+const std::string kB = "# BEGIN openshell-tunnel (managed, do not edit)\n";
+const std::string kE = "# END openshell-tunnel\n";
+
+void selected(const std::string& name, uint8_t selector, const std::string& body) {
+  write(name, Bytes{selector} + text(body));
+}
+
+void hosts_corpus() {
+  const std::string base = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n";
+  const std::string ours = kB + "198.18.0.2\tsbx-1.local\n" + kE;
+  selected("empty", 1, "");
+  selected("debian_default", 2, base + "\n# The following lines are desirable for IPv6 capable hosts\nff02::1 ip6-allnodes\n");
+  selected("with_block", 1, base + ours);
+  selected("block_in_the_middle", 2, base + ours + "10.0.0.1 after\n");
+  selected("no_final_newline", 1, base + "10.0.0.1 last");
+  selected("block_without_final_newline", 3, base + kB + "198.18.0.2\tx\n# END openshell-tunnel");
+  selected("crlf_and_trailing_blanks", 1, "a b\r\n# BEGIN openshell-tunnel (managed, do not edit) \t\r\n1.2.3.4\tz\r\n" + kE);
+  selected("two_blocks", 0, "one\n" + ours + "two\n" + ours + "three\n");
+  selected("orphan_begin", 1, "one\n" + kB + "1.1.1.1\ta\n");
+  selected("orphan_end", 2, "one\n" + kE + "two\n");
+  selected("begin_begin_end", 1, kB + "keep\n" + kB + "drop\n" + kE);
+  selected("end_before_begin", 1, kE + kB + kE);
+  selected("stray_markers_around_a_block", 1, ours + kB + ours + "user\n" + kE);
+  selected("stray_begin_before_a_block", 2, kB + ours + kE);
+  selected("marker_lookalikes", 1, "#BEGIN openshell-tunnel\n# END openshell-tunnel-x\n # END openshell-tunnel\n");
+  selected("nul_and_high_bytes", 1, std::string("a\0b\n\xff\xfe\n", 7) + ours);
+  selected("only_newlines", 3, "\n\n\n");
+}
+
+void ssh_config_corpus() {
+  const std::string user = "Host build\n  HostName build.example\n  User me\n\nHost *\n  ServerAliveInterval 30\n";
+  const std::string ours = kB + "Include \"/var/lib/openshell-tunnel/ssh_config\"\n" + kE;
+  selected("empty", 0, "");
+  selected("user_config", 0, user);
+  selected("with_block", 0, ours + user);
+  selected("block_at_the_end", 1, user + ours);
+  selected("old_include_path", 1, kB + "Include /old/path\n" + kE + user);
+  selected("include_inside_host", 0, "Host x\n  Include other\n" + ours);
+  selected("no_final_newline", 1, "Host x\n  User y");
+  selected("orphan_begin", 0, kB + user);
+  selected("two_blocks", 1, ours + user + ours);
+  selected("crlf", 0, "Host a\r\n  User b\r\n" + ours);
+}
+
+void state_corpus() {
+  const std::string sbx =
+      R"("sandboxes":{"0b6c-uuid":{"name":"demo","v4":"198.18.0.2","v6":"fd00:6f73:6800::2"}})";
+  write("full", text("{" R"("pid":4242,"boot_id":"2f1c3c1e-1111-2222-3333-444455556666","start_time":123456,)"
+           R"("tun_name":"osh0","hosts_file":"/etc/hosts","ssh_config":"/root/.ssh/config",)"
+           R"("ssh_include":"/var/lib/openshell-tunnel/ssh_config",)" + sbx + "}\n"));
+  write("old_without_identity", text(R"({"pid":7,"tun_name":"osh0",)" + sbx + "}"));
+  write("empty", Bytes{});
+  write("empty_object", text("{}"));
+  write("not_json", text("pid=1\n"));
+  write("array", text("[1,2]"));
+  write("null", text("null"));
+  write("pid_negative", text(R"({"pid":-1})"));
+  write("pid_float", text(R"({"pid":1.5})"));
+  write("pid_huge_float", text(R"({"pid":1e300})"));
+  write("pid_over_int", text(R"({"pid":4294967296})"));
+  write("pid_string", text(R"({"pid":"1"})"));
+  write("start_time_float", text(R"({"start_time":1e30})"));
+  write("start_time_negative", text(R"({"start_time":-2})"));
+  write("start_time_max", text(R"({"start_time":18446744073709551615})"));
+  write("tun_name_number", text(R"({"tun_name":5})"));
+  write("sandboxes_array", text(R"({"sandboxes":[1]})"));
+  write("sandbox_not_object", text(R"({"sandboxes":{"a":1}})"));
+  write("sandbox_fields_wrong", text(R"({"sandboxes":{"a":{"name":1}}})"));
+  write("unicode_and_nul", text(R"({"tun_name":"\u0000\u00e9","sandboxes":{"\ud83d\ude00":{"name":"x"}}})"));
+  write("lone_surrogate", text(R"({"tun_name":"\ud800"})"));
+  write("invalid_utf8", text("{\"tun_name\":\"\xff\"}"));
+  write("duplicate_keys", text(R"({"pid":1,"pid":2})"));
+  write("deep_nesting", text("{\"x\":" + std::string(300, '[') + std::string(300, ']') + "}"));
+  write("truncated", text(R"({"pid":1,"sandboxes":{"a":{)"));
+}
+
+void control_corpus() {
+  write("status", text(R"({"cmd":"status"})"));
+  write("down", text(R"({"cmd": "down"})"));
+  write("unknown", text(R"({"cmd":"reboot"})"));
+  write("cmd_number", text(R"({"cmd":1})"));
+  write("cmd_null", text(R"({"cmd":null})"));
+  write("no_cmd", text(R"({"command":"status"})"));
+  write("array", text(R"(["status"])"));
+  write("string", text(R"("status")"));
+  write("empty", Bytes{});
+  write("not_json", text("status"));
+  write("trailing_garbage", text(R"({"cmd":"status"}x)"));
+  write("two_objects", text(R"({"cmd":"status"}{"cmd":"down"})"));
+  write("invalid_utf8_in_cmd", text("{\"cmd\":\"\xc3\x28\"}"));
+  write("unicode_cmd", text(R"({"cmd":"st\u0061tus"})"));
+  write("unknown_cmd_with_escapes", text(R"({"cmd":"\u0000\n\"x"})"));
+  write("duplicate_cmd", text(R"({"cmd":"down","cmd":"status"})"));
+  write("deep_nesting", text("{\"cmd\":\"status\",\"x\":" + std::string(500, '[') + std::string(500, ']') + "}"));
+  write("nul_in_line", Bytes{'{', 0, '}'});
+}
+
+// ForwardTcp frames from the gateway (fuzz/frame_check.h): a response
+// x-osh-tunnel-ext value, NUL, one frame in protobuf wire format, encoded
+// here by hand (field 1 init, field 2 data, length-delimited).
+Bytes pb_field(uint8_t tag, const Bytes& body) {
+  Bytes b{tag};
+  size_t n = body.size();
+  do {
+    b.push_back(static_cast<uint8_t>((n & 0x7f) | (n > 0x7f ? 0x80 : 0)));
+    n >>= 7;
+  } while (n);
+  return b + body;
+}
+
+void frame_entry(const std::string& name, const std::string& header, const Bytes& frame) {
+  write(name, text(header) + Bytes{0} + frame);
+}
+
+void frame_corpus() {
+  const Bytes data = pb_field(0x12, text("hello"));
+  frame_entry("data", "", data);
+  frame_entry("data_all_extensions", "connect-ack,fin-frame,relay-error", data);
+  frame_entry("empty_data_without_fin_frame", "connect-ack", pb_field(0x12, {}));
+  frame_entry("empty_data_is_fin", "fin-frame", pb_field(0x12, {}));
+  frame_entry("header_case_and_blanks", " FIN-Frame ,\tConnect-ACK,,unknown, relay-error ", data);
+  frame_entry("header_only_commas", ",,,", data);
+  frame_entry("no_payload", "fin-frame", Bytes{});
+  frame_entry("init_from_gateway", "", pb_field(0x0a, pb_field(0x0a, text("sbx"))));
+  frame_entry("init_then_data", "", pb_field(0x0a, {}) + data);
+  frame_entry("data_then_init", "fin-frame", data + pb_field(0x0a, {}));
+  frame_entry("two_data_fields", "", data + pb_field(0x12, text("second")));
+  frame_entry("unknown_field", "", pb_field(0x1a, text("x")) + data);
+  frame_entry("data_as_varint", "", Bytes{0x10, 0x05});
+  frame_entry("length_past_the_end", "", Bytes{0x12, 0x10, 'a'});
+  frame_entry("length_varint_huge", "", Bytes{0x12, 0xff, 0xff, 0xff, 0xff, 0x0f});
+  frame_entry("truncated_varint", "", Bytes{0x12, 0x80});
+  frame_entry("field_zero", "", Bytes{0x02, 0x00});
+  frame_entry("group_start", "", Bytes{0x13});
+  frame_entry("data_64k", "", pb_field(0x12, Bytes(65536, 'x')));
+  write("header_without_nul", text("connect-ack,fin-frame"));
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   if (argc != 3) {
-    std::fprintf(stderr, "usage: %s packet|stack|config DIR\n", argv[0]);
+    std::fprintf(stderr, "usage: %s packet|stack|config|hosts|ssh_config|state|control|frame DIR\n", argv[0]);
     return 2;
   }
   g_dir = argv[2];
@@ -665,6 +811,11 @@ int main(int argc, char** argv) {
   if (what == "packet") packet_corpus();
   else if (what == "stack") stack_corpus();
   else if (what == "config") config_corpus();
+  else if (what == "hosts") hosts_corpus();
+  else if (what == "ssh_config") ssh_config_corpus();
+  else if (what == "state") state_corpus();
+  else if (what == "control") control_corpus();
+  else if (what == "frame") frame_corpus();
   else {
     std::fprintf(stderr, "make_corpora: unknown corpus %s\n", argv[1]);
     return 2;

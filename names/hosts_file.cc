@@ -292,26 +292,34 @@ std::string HostsFile::render(std::string_view original, const std::vector<HostE
 
   std::string out;
   out.reserve(original.size() + block.size() + 1);
-  for (std::size_t i = 0; i < lines.size(); ++i) {
-    if (i == first) out += block;
-    if (!in_block[i]) out += lines[i].text;
-  }
   if (first == std::string_view::npos) {
+    out.append(original);
     if (!out.empty() && out.back() != '\n') out.push_back('\n');
-    out += block;
+    return out + block;
   }
-  return out;
+  std::string rest;  // the lines after the first block that are in none
+  for (std::size_t i = 0; i < lines.size(); ++i) {
+    if (i < first) out += lines[i].text;
+    else if (!in_block[i]) rest += lines[i].text;
+  }
+  // Stray markers in `rest` may pair up once the blocks between them are
+  // gone; strip() removes such blocks too, so that rendering twice gives
+  // the same text (a rule of fuzz/hosts_fuzz.cc).
+  return out + block + strip(rest);
 }
 
 std::string HostsFile::strip(std::string_view original) {
-  const std::vector<Line> lines = split_lines(original);
-  std::vector<bool> in_block;
-  mark_blocks(lines, in_block);
-  std::string out;
-  out.reserve(original.size());
-  for (std::size_t i = 0; i < lines.size(); ++i)
-    if (!in_block[i]) out += lines[i].text;
-  return out;
+  std::string text(original);
+  for (;;) {
+    const std::vector<Line> lines = split_lines(text);
+    std::vector<bool> in_block;
+    if (mark_blocks(lines, in_block) == std::string_view::npos) return text;
+    std::string out;
+    out.reserve(text.size());
+    for (std::size_t i = 0; i < lines.size(); ++i)
+      if (!in_block[i]) out += lines[i].text;
+    text = std::move(out);  // each pass removes at least two lines
+  }
 }
 
 void HostsFile::write_block(const std::vector<HostEntry>& entries) {

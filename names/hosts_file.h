@@ -59,9 +59,12 @@ struct HostEntry {
 /// Block rules: a block is a BEGIN marker line followed by an END marker line
 /// with no other BEGIN in between (markers match after stripping trailing
 /// spaces, tabs and '\r'). Lines outside blocks are kept byte for byte. An
-/// unmatched BEGIN or END is left alone (it is not ours to guess about).
-/// Several blocks (from a bug or a manual copy) are merged: the new block
-/// takes the first one's place and the others are removed.
+/// unmatched BEGIN or END is left alone (it is not ours to guess about),
+/// unless removing the blocks between two stray markers makes them a block:
+/// that one is removed too (removal repeats until no block is left), so that
+/// render() and strip() are idempotent. Several blocks (from a bug or a
+/// manual copy) are merged: the new block takes the first one's place and
+/// the others are removed.
 ///
 /// Not safe against concurrent writers of the same file; one tunnel process
 /// owns the block. Thread: any, but one call at a time per file.

@@ -76,7 +76,9 @@
 // Wire conventions: client bytes are coalesced into frames of ≤ max_frame
 // bytes while a write is in flight; with fin-frame confirmed an empty data
 // frame from the gateway means "target sent FIN"; without it empty frames are
-// skipped (as upstream clients do) and the call's OK end is the FIN.
+// skipped (as upstream clients do) and the call's OK end is the FIN. Data
+// frames after a FIN frame are dropped (logged once): the stack has already
+// given the client the FIN (tests/relay/forward_test.cc ForwardHostileGateway).
 #include "relay/forward.h"
 
 #include <grpcpp/alarm.h>
@@ -428,6 +430,10 @@ class ForwardReactor final : public ForwardCall, public grpc::ClientBidiReactor<
       }
       if (pending_fin_ && ext_.fin_frame) {  // an empty frame overtook this reaction
         if (!open_reported_) report_open_locked();
+        {
+          std::lock_guard g(mu_);  // lock order: open_mu_, then mu_
+          remote_fin_ = true;
+        }
         mgr_->obs.on_remote_fin(id_);
       }
       pending_fin_ = false;
@@ -508,6 +514,18 @@ class ForwardReactor final : public ForwardCall, public grpc::ClientBidiReactor<
       return;
     }
     const bool is_data = rx_.payload_case() == Frame::kData;
+    if (is_data && !rx_.data().empty() && remote_fin_) {
+      // Bytes after the target's FIN (a broken gateway): not the
+      // connection's any more; dropped, and said once.
+      rx_.Clear();
+      read_in_flight_ = true;
+      const bool first = !dropped_after_fin_;
+      dropped_after_fin_ = true;
+      lk.unlock();
+      if (first) spdlog::warn("stream {}: the gateway sent data after the target's FIN: dropped", id_);
+      this->StartRead(&rx_);
+      return;
+    }
     if (is_data && !rx_.data().empty()) {
       std::string bytes;
       bytes.swap(*rx_.mutable_data());
@@ -527,6 +545,7 @@ class ForwardReactor final : public ForwardCall, public grpc::ClientBidiReactor<
       {
         std::lock_guard g(mu_);
         target_spoke_locked();
+        remote_fin_ = true;
       }
       target_spoke();
       mgr_->obs.on_remote_fin(id_);
@@ -818,6 +837,8 @@ class ForwardReactor final : public ForwardCall, public grpc::ClientBidiReactor<
   bool write_in_flight_ = false, read_in_flight_ = false;
   bool wd_requested_ = false, w_closed_ = false, r_closed_ = false;
   bool w_released_ = false, r_released_ = false;
+  bool remote_fin_ = false;         // on_remote_fin reported: later data is dropped
+  bool dropped_after_fin_ = false;  // and that was logged
   // Late fallback: every client byte since the stream began while
   // recording_ (until the target's first byte or the bound); successor_ is
   // the call that took the connection over (then every API call goes there).

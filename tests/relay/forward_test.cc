@@ -839,6 +839,99 @@ TEST(ForwardBounds, AGatewayThatNeverAnswersAnOpenIsRefusedAtItsDeadline) {
     Script s;
     if (i.call_index == 0) s.hang = true;
     else s = data_then_ok({"ok"});
+
+// ---- a hostile gateway's frames (issue 14.9) ----
+// What the relay hands the stack (on_data) is at most the concatenation of
+// the gateway's data frames, in order, and every stream ends (no hang),
+// whatever the frames: empty ones, huge ones, thousands of tiny ones, an
+// error status after data, a trailers-only error, a frame over gRPC's
+// receive limit. Data after the final status cannot be sent: gRPC ends the
+// call at the status. An oversize frame may also end the stream with a
+// reset (a frame limit), but never delivers bytes that were not sent.
+
+struct HostileCase {
+  const char* name;
+  Script script;
+  /// What must happen: "all+ok" every byte then a clean end, "all+reset"
+  /// every byte then a reset, "prefix+reset" a prefix then a reset,
+  /// "all+ok|reset" either every byte and a clean end or a reset.
+  const char* want;
+};
+
+std::vector<HostileCase> hostile_cases() {
+  std::vector<HostileCase> v;
+  auto frames = [](std::vector<std::string> f) {
+    Script s;
+    s.frames = std::move(f);
+    return s;
+  };
+  v.push_back({"empty frames between data", frames({"", "a", "", "", "bc", ""}), "all+ok"});
+  v.push_back({"a thousand empty frames", frames(std::vector<std::string>(1000, "")), "all+ok"});
+  v.push_back({"one 1 MiB frame", frames({std::string(1 << 20, 'x')}), "all+ok|reset"});
+  v.push_back({"four thousand 1-byte frames", frames(std::vector<std::string>(4000, "z")), "all+ok"});
+  {
+    Script s = frames({"abc", std::string(5 << 20, 'y'), "never"});
+    v.push_back({"a frame over the 4 MiB receive limit", s, "prefix+reset"});
+  }
+  {
+    Script s = frames({"abc", "def"});
+    s.end = grpc::Status(grpc::StatusCode::UNAVAILABLE, "relay lost");
+    v.push_back({"an error status after data", s, "all+reset"});
+  }
+  {
+    Script s = frames({"abc"});
+    s.end = grpc::Status(grpc::StatusCode::INTERNAL, std::string(64 << 10, 'm'));
+    v.push_back({"an error with a 64 KiB message after data", s, "all+reset"});
+  }
+  {
+    Script s;
+    s.reject = grpc::Status(grpc::StatusCode::INTERNAL, "boom");
+    v.push_back({"a trailers-only error", s, "prefix+reset"});
+  }
+  v.push_back({"an OK status right after the headers", frames({}), "all+ok"});
+  return v;
+}
+
+TEST(ForwardHostileGateway, DeliversAtMostTheDataFramesInOrderAndAlwaysEnds) {
+  for (const HostileCase& c : hostile_cases()) {
+    SCOPED_TRACE(c.name);
+    FakeGateway fake(Generation::k0_1, [&c](const SeenInit&) { return c.script; });
+    GatewayClient gw(options_for(fake, Generation::k0_1));
+    Recorder rec;
+    ForwardManager mgr(gw, rec, {});
+    mgr.open(1, target());
+    ASSERT_TRUE(rec.wait_closed(mgr, 1, 60000ms)) << "the stream did not end";
+    std::string sent;
+    for (const auto& f : c.script.frames) sent += f;
+    const std::string got = rec.data();
+    ASSERT_LE(got.size(), sent.size()) << "more bytes than the gateway sent";
+    ASSERT_TRUE(sent.compare(0, got.size(), got) == 0) << "bytes changed or reordered";
+    const auto ev = rec.events();
+    const std::string end = ev.empty() ? "" : ev.back();
+    const std::string want = c.want;
+    const bool all = got == sent;
+    if (want == "all+ok") {
+      EXPECT_TRUE(all);
+      EXPECT_EQ(end, "closed:ok");
+    } else if (want == "all+reset") {
+      EXPECT_TRUE(all);
+      EXPECT_EQ(end, "closed:reset");
+    } else if (want == "prefix+reset") {
+      EXPECT_NE(end, "closed:ok");
+      EXPECT_LT(got.size(), sent.size() + (sent.empty() ? 1 : 0));
+    } else {
+      EXPECT_TRUE((all && end == "closed:ok") || end == "closed:reset") << end;
+    }
+  }
+}
+
+// With fin-frame confirmed an empty frame is the target's FIN: bytes the
+// gateway sends after it (a broken or hostile gateway) are not the
+// connection's any more.
+TEST(ForwardHostileGateway, DataAfterAFinFrameIsNotDelivered) {
+  FakeGateway fake(Generation::k0_1, [](const SeenInit&) {
+    Script s = data_then_ok({"a", "", "after-fin"});
+    s.confirm_ext = "fin-frame";
     return s;
   });
   GatewayClient gw(options_for(fake, Generation::k0_1));
@@ -929,6 +1022,11 @@ TEST(ForwardBounds, AbortedQueuedOpensAndOpensAfterShutdownAreAnsweredBeforeTheD
   }
   EXPECT_EQ(fan.r[2].events(), want({"closed:reset"}));
   EXPECT_EQ(fan.r[3].events(), want({"closed:unreachable"}));
+
+  ForwardManager mgr(gw, rec, {});
+  mgr.open(1, target());
+  ASSERT_TRUE(rec.wait_closed(mgr, 1));
+  EXPECT_EQ(rec.data(), "a");
 }
 
 }  // namespace

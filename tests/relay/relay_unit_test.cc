@@ -8,6 +8,8 @@
 #include "relay/endpoint.h"
 #include "relay/forward_policy.h"
 #include "relay/status_map.h"
+#include "fuzz/corpus_files.h"
+#include "fuzz/frame_check.h"
 
 namespace osh::relay {
 namespace {
@@ -229,6 +231,14 @@ TEST(StreamBudget, NoCeilingAndTinyCeilings) {
   EXPECT_TRUE(tiny.admits(0));
   EXPECT_FALSE(tiny.admits(1));
   EXPECT_EQ(StreamBudget(3 << 20, 1 << 20).max_streams(), 3u);
+}
+
+// Replays fuzz/corpus/frame through frame_fuzz's rules (fuzz/frame_check.h):
+// the extension header and ForwardTcp frames as a hostile gateway sends them.
+TEST(FrameCorpus, EveryFrameDecodesAlikeInBothGenerations) {
+  const auto files = osh::fuzz::corpus_files(OSH_FRAME_CORPUS_DIR);
+  for (const auto& [name, bytes] : files) EXPECT_EQ(osh::fuzz::check_frame(bytes), "") << name;
+  EXPECT_GE(files.size(), 20u);
 }
 
 }  // namespace
