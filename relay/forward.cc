@@ -82,6 +82,8 @@
 #include <vector>
 
 #include "common/idle_trim.h"
+#include "common/log_escape.h"
+#include "common/log_limiter.h"
 #include "relay/forward_policy.h"
 #include "relay/gateway_client_impl.h"
 #include "common/tunnel_ext.h"
@@ -500,8 +502,8 @@ class ForwardReactor final : public ForwardCall, public grpc::ClientBidiReactor<
     if (dial_failure && saw_headers)
       mgr_->dial_failed_after_headers(Clock::now() - headers_at, late_refusal);
     if (late_refusal)
-      spdlog::info("stream {}: the target refused after the settle window: reset ({}{})", id_, msg,
-                   open_.fallback_tried ? ", in both loopback families" : "");
+      OSH_LOG_LIMITED(spdlog::level::info, "stream {}: the target refused after the settle window: reset ({}{})",
+                      id_, log_escape(msg), open_.fallback_tried ? ", in both loopback families" : "");
 
     std::optional<PendingOpen> retry;
     bool waited_out = false;  // still refused by a cap at the queue deadline
@@ -512,8 +514,8 @@ class ForwardReactor final : public ForwardCall, public grpc::ClientBidiReactor<
       return;
     }
     if (waited_out) {
-      spdlog::warn("stream {}: refused: the gateway had no stream slot for {} ms ({})", id_,
-                   mgr_->opts.queue_timeout.count(), from_grpc(s).to_string());
+      OSH_LOG_LIMITED(spdlog::level::warn, "stream {}: refused: the gateway had no stream slot for {} ms ({})",
+                      id_, mgr_->opts.queue_timeout.count(), log_escape(from_grpc(s).to_string()));
     }
     // An OK end before the stream was reported open: the target accepted
     // and closed without a byte (or, upstream, the relay was lost, which
@@ -563,9 +565,9 @@ class ForwardReactor final : public ForwardCall, public grpc::ClientBidiReactor<
       mgr_->st.loopback_fallbacks++;
       mgr_->st.late_fallbacks++;
     }
-    spdlog::info("stream {}: {}:{} refused after the settle window; moving to {} ({} client bytes{} replayed)",
-                 id_, open_.target.host, open_.target.port, *other, replay_bytes,
-                 replay_fin ? " and FIN" : "");
+    OSH_LOG_LIMITED(spdlog::level::info,
+                    "stream {}: {}:{} refused after the settle window; moving to {} ({} client bytes{} replayed)",
+                    id_, open_.target.host, open_.target.port, *other, replay_bytes, replay_fin ? " and FIN" : "");
     next->start();
     return true;
   }
@@ -796,8 +798,8 @@ void ForwardManager::Impl::run() {
       if (!s.ok()) spdlog::debug("revoking an idle token: {}", s.to_string());
     }
     for (auto& p : expired) {
-      spdlog::warn("stream {}: refused: waited {} ms for one of the sandbox's {} stream slots",
-                   p.id, opts.queue_timeout.count(), opts.max_streams_per_sandbox);
+      OSH_LOG_LIMITED(spdlog::level::warn, "stream {}: refused: waited {} ms for one of the sandbox's {} stream slots",
+                      p.id, opts.queue_timeout.count(), opts.max_streams_per_sandbox);
       obs.on_closed(p.id, EndKind::kRefused, "stream queue timeout");
     }
     for (auto& p : admit) start_one(std::move(p));
@@ -882,7 +884,8 @@ void ForwardManager::Impl::start_one(PendingOpen p) {
     lk.unlock();
     if (!token && !aborted) {
       EndKind kind = map_session_status(err.code, err.message);
-      spdlog::info("stream {}: CreateSshSession failed: {}", p.id, err.to_string());
+      OSH_LOG_LIMITED(spdlog::level::info, "stream {}: CreateSshSession failed: {}", p.id,
+                      log_escape(err.to_string()));
       obs.on_closed(p.id, kind, "CreateSshSession: " + err.to_string());
     } else {
       obs.on_closed(p.id, EndKind::kReset, aborted ? "aborted" : "shutting down");
