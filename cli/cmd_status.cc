@@ -52,6 +52,8 @@ void print_status(const json& j) {
                s["refused"].value("rst", 0), s["refused"].value("unreachable", 0), s.value("resets", 0));
   }
   if (j["sandboxes"].empty()) fmt::print("  (no sandboxes)\n");
+  if (const uint64_t n = j.value("sandboxes_unaddressed", uint64_t{0}); n > 0)
+    fmt::print("  {} more sandbox(es) have no address: the prefixes are full (a larger --prefix4/--prefix6)\n", n);
   if (j.contains("counters")) {
     const json& c = j["counters"];
     const json& d = c["drops"];

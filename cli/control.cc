@@ -7,6 +7,7 @@
 // daemon creates 0700.
 #include "cli/control.h"
 
+#include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
@@ -17,6 +18,9 @@
 #include <cerrno>
 #include <cstring>
 #include <system_error>
+
+#include "common/log_escape.h"
+#include "common/log_limiter.h"
 
 namespace osh::cli {
 namespace {
@@ -110,10 +114,26 @@ void ControlServer::serve_one() {
   set_timeouts(c.get(), std::chrono::milliseconds(2000));
   std::string req;
   if (read_line(c.get(), &req, kMaxRequest)) {
-    std::string resp = handler_(req);
+    // The request boundary (issue 14.8): whatever the handler throws is an
+    // error answer and one log line, never the end of this thread (an
+    // exception escaping the loop would terminate the daemon, uncleaned).
+    std::string resp;
+    try {
+      resp = handler_(req);
+    } catch (const std::exception& e) {
+      OSH_LOG_LIMITED(spdlog::level::err, "control socket: request failed: {}", log_escape(e.what()));
+      resp = R"({"ok":false,"error":"internal error, see the tunnel's log"})";
+    } catch (...) {
+      OSH_LOG_LIMITED(spdlog::level::err, "control socket: request failed (unknown exception)");
+      resp = R"({"ok":false,"error":"internal error"})";
+    }
     resp.push_back('\n');
     write_all(c.get(), resp);
   }
+}
+
+std::string json_answer(const nlohmann::json& j) {
+  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 std::optional<std::string> control_request(const std::filesystem::path& path, const std::string& request,
