@@ -483,7 +483,7 @@ void Tunnel::write_names() {
   try {
     hosts_->write_block(entries);
   } catch (const std::exception& e) {
-    spdlog::error("writing names to {}: {}", hosts_->path().string(), e.what());
+    spdlog::error("writing names to {}: {}", hosts_->path().string(), log_escape(e.what()));  // may quote file lines
   }
 }
 
@@ -892,7 +892,7 @@ void Tunnel::bring_up(const std::vector<relay::SandboxInfo>& list) {
       if (resolver_->active()) fmt::print("✓ systemd-resolved sends *.{} to the tunnel\n", o_.domain);
     } catch (const std::exception& e) {
       spdlog::warn("systemd-resolved registration failed (names still work through {}): {}",
-                   o_.hosts_file.empty() ? "the DNS address" : o_.hosts_file, e.what());
+                   o_.hosts_file.empty() ? "the DNS address" : o_.hosts_file, log_escape(e.what()));
     }
   } else if (o_.dns == "resolver") {
     spdlog::warn("--dns resolver: systemd-resolved is not running; use the DNS address directly");
@@ -913,7 +913,7 @@ void Tunnel::bring_up(const std::vector<relay::SandboxInfo>& list) {
       });
       fmt::print("✓ ssh: `ssh <sandbox>.{}` works without flags (Include in {})\n", o_.domain, cfg);
     } catch (const std::exception& e) {
-      spdlog::warn("could not add the ssh Include to {}: {}", cfg, e.what());
+      spdlog::warn("could not add the ssh Include to {}: {}", log_escape(cfg), log_escape(e.what()));
     }
   }
   save_state();
