@@ -73,6 +73,8 @@ void print_status(const json& j) {
     fmt::print("gateway refusals (retried): token cap {}, sandbox cap {}, rate limit {}, relay capacity {}\n",
                st.value("token_cap_hits", 0), st.value("sandbox_cap_hits", 0),
                st.value("rate_limit_hits", 0), st.value("relay_capacity_hits", 0));
+    if (const uint64_t n = st.value("oversize_frames", uint64_t{0}); n > 0)
+      fmt::print("gateway frames over the 64 KiB receive limit: {} (each ended its stream)\n", n);
     fmt::print("drops: not a sandbox {}, malformed {}, fragments {}, unsupported {}, tx errors {}\n",
                d.value("not_sandbox", 0), d.value("malformed", 0), d.value("fragment", 0),
                d.value("unsupported", 0), d.value("tx_error", 0));

@@ -111,7 +111,7 @@ void log_counters(const stack::StackCounters& c, const relay::ForwardStats& f) {
       "drop_tx_error={} drop_after_close={} echo_replies={} dns_queries={} dns_dropped={} streams_opened={} "
       "stream_open_failed={} queue_timeouts={} open_retries={} tokens_minted={} late_refusals={} "
       "loopback_fallbacks={} token_cap_hits={} sandbox_cap_hits={} rate_limit_hits={} "
-      "relay_capacity_hits={} late_fallbacks={} loopback_memory_hits={}",
+      "relay_capacity_hits={} late_fallbacks={} loopback_memory_hits={} oversize_frames={}",
       c.conns_opened.load(), c.refused_rst.load(), c.refused_unreachable.load(), c.resets.load(),
       c.syn_held.load(), c.syn_absorbed.load(), c.bytes_up.load(), c.bytes_down.load(),
       c.rx_packets.load(), c.tx_packets.load(), c.drop_not_sandbox.load(), c.drop_malformed.load(),
@@ -119,7 +119,7 @@ void log_counters(const stack::StackCounters& c, const relay::ForwardStats& f) {
       c.drop_after_close.load(), c.echo_replies.load(), c.dns_queries.load(), c.dns_dropped.load(), f.opened,
       f.open_failed, f.queue_timeouts, f.retries, f.tokens, f.late_refusals, f.loopback_fallbacks,
       f.token_cap_hits, f.sandbox_cap_hits, f.rate_limit_hits, f.relay_capacity_hits,
-      f.late_fallbacks, f.loopback_memory_hits);
+      f.late_fallbacks, f.loopback_memory_hits, f.oversize_frames);
 }
 
 json counters_json(const stack::StackCounters& c, const relay::ForwardStats& f) {
@@ -161,7 +161,8 @@ json counters_json(const stack::StackCounters& c, const relay::ForwardStats& f) 
             {"token_cap_hits", f.token_cap_hits},
             {"sandbox_cap_hits", f.sandbox_cap_hits},
             {"rate_limit_hits", f.rate_limit_hits},
-            {"relay_capacity_hits", f.relay_capacity_hits}}}};
+            {"relay_capacity_hits", f.relay_capacity_hits},
+            {"oversize_frames", f.oversize_frames}}}};
 }
 
 // The running tunnel: everything `up` built, and the state `status` reports.

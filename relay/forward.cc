@@ -487,6 +487,10 @@ class ForwardReactor final : public ForwardCall, public grpc::ClientBidiReactor<
     const int code = s.error_code();
     const std::string& msg = s.error_message();
     const OpenFailure failure = classify_open_failure(code, msg);
+    if (failure == OpenFailure::kFinal && code == grpc::StatusCode::RESOURCE_EXHAUSTED) {
+      std::lock_guard g(mgr_->mu);
+      mgr_->st.oversize_frames++;  // our receive limit (forward_policy.cc): a broken or hostile gateway
+    }
     const bool refused = failure == OpenFailure::kDialRefused || failure == OpenFailure::kDialFamily;
     if (refused && !aborted_) mgr_->note_refused(open_);
     if (s.ok() && !aborted_) note_answered();

@@ -232,6 +232,7 @@ TEST(ForwardLimits, AFrameOverSixtyFourKiBEndsTheStream) {
     const ForwardStats st = mgr.stats();
     EXPECT_EQ(st.retries, 0u);
     EXPECT_EQ(st.sandbox_cap_hits + st.rate_limit_hits + st.token_cap_hits, 0u);
+    EXPECT_EQ(st.oversize_frames, 1u);
   }
 }
 
