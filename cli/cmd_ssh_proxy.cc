@@ -7,6 +7,7 @@
 #include "cli/gateway_config.h"
 #include "cli/ssh_proxy.h"
 #include "cli/up.h"
+#include "names/ssh_config.h"
 
 namespace osh::cli {
 
@@ -28,6 +29,32 @@ void add_ssh_proxy_command(CLI::App& app, int* exit_code) {
       return;
     }
     *exit_code = run_ssh_proxy(*opts);
+  });
+}
+
+void add_known_hosts_command(CLI::App& app, int* exit_code) {
+  auto* cmd = app.add_subcommand(
+      "known-hosts",
+      "OpenSSH KnownHostsCommand of the ssh Include (not for direct use): print the offered host key as "
+      "a known_hosts line only if its fingerprint is the one the gateway gave");
+  cmd->group("");  // hidden from --help and completion; documented in the man page
+  auto args = std::make_shared<std::vector<std::string>>();
+  cmd->add_option("args", *args, "EXPECTED_FINGERPRINT OFFERED_FINGERPRINT(%f) HOST(%H) TYPE(%t) KEY(%K)")
+      ->required()->expected(5)->option_text("EXPECTED %f %H %t %K");
+  cmd->callback([args, exit_code] {
+    const auto& a = *args;
+    *exit_code = kExitOk;
+    // Before the key exchange ssh asks once with no key ("NONE"), to order
+    // its host key algorithms: nothing to say then.
+    if (a[1] == "NONE" || a[3] == "NONE") return;
+    const auto line = names::SshConfigInclude::known_hosts_line(a[0], a[1], a[2], a[3], a[4]);
+    if (line) {
+      fmt::print("{}", *line);
+    } else {
+      // ssh shows this in the terminal, then refuses the host (strict checking).
+      fmt::print(stderr, "openshell-tunnel: the {} host key of {} ({}) is not the one the gateway reports "
+                 "for this sandbox ({}); refusing it\n", a[3], a[2], a[1], a[0]);
+    }
   });
 }
 

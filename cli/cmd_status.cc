@@ -3,16 +3,21 @@
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
+#include <fmt/ranges.h>
 #include <signal.h>
+#include <unistd.h>
 
 #include <chrono>
+#include <memory>
 #include <thread>
+#include <vector>
 
 #include "cli/commands.h"
 #include "cli/control.h"
 #include "cli/state.h"
 #include "cli/up.h"
 #include "common/log_escape.h"
+#include "cli/user_files.h"
 
 namespace osh::cli {
 namespace {
@@ -56,6 +61,20 @@ void print_status(const json& j) {
   if (j["sandboxes"].empty()) fmt::print("  (no sandboxes)\n");
   if (const uint64_t n = j.value("sandboxes_unaddressed", uint64_t{0}); n > 0)
     fmt::print("  {} more sandbox(es) have no address: the prefixes are full (a larger --prefix4/--prefix6)\n", n);
+  if (j.contains("firewall")) {
+    const json& f = j["firewall"];
+    const uint32_t cap = f.value("max_connections_per_user", 0u);
+    std::vector<std::string> uids;
+    for (const auto& u : f.value("allowed_uids", json::array())) uids.push_back(u.dump());
+    fmt::print("\nfirewall ({}): uids {} may connect{}; forwarded packets {}\n", f.value("table", ""),
+               fmt::join(uids, ", "),
+               cap == 0 ? std::string(", no per-user cap") : fmt::format(", at most {} connections each", cap),
+               f.value("allow_forwarding", false) ? "allowed (--allow-forwarding)" : "dropped");
+    fmt::print("firewall: {} forwarded packets dropped, {} packets of other uids refused, {} connections reset "
+               "past the per-user cap, {} times put back\n",
+               f.value("forward_drops", 0), f.value("refused_uid", 0), f.value("uid_cap_hits", 0),
+               f.value("repairs", 0));
+  }
   if (j.contains("counters")) {
     const json& c = j["counters"];
     const json& d = c["drops"];
@@ -75,6 +94,9 @@ void print_status(const json& j) {
                st.value("rate_limit_hits", 0), st.value("relay_capacity_hits", 0));
     if (const uint64_t n = st.value("oversize_frames", uint64_t{0}); n > 0)
       fmt::print("gateway frames over the 64 KiB receive limit: {} (each ended its stream)\n", n);
+    fmt::print("bounds (refused, RST): pending-open cap {}, stream cap {}, open timeouts {}, held SYNs timed out {}\n",
+               st.value("pending_cap_refusals", 0), st.value("stream_cap_refusals", 0),
+               st.value("open_timeouts", 0), c.value("syn_timeouts", 0));
     fmt::print("drops: not a sandbox {}, malformed {}, fragments {}, unsupported {}, tx errors {}\n",
                d.value("not_sandbox", 0), d.value("malformed", 0), d.value("fragment", 0),
                d.value("unsupported", 0), d.value("tx_error", 0));
@@ -92,6 +114,13 @@ void print_status(const json& j) {
   }
 }
 
+// The daemon's refusal of this uid (cli/up.cc handle_control): printed; true.
+bool refused(const json& answer) {
+  if (answer.is_discarded() || !answer.is_object() || !answer.value("denied", false)) return false;
+  fmt::print(stderr, "error: {}\n", answer.value("error", "refused"));
+  return true;
+}
+
 }  // namespace
 
 void add_status_command(CLI::App& app, int* exit_code) {
@@ -105,6 +134,13 @@ void add_status_command(CLI::App& app, int* exit_code) {
     auto resp = control_request(control_socket_path(*state_dir), R"({"cmd":"status"})",
                                 std::chrono::milliseconds(3000), &err);
     if (!resp) {
+      if (::geteuid() != 0) {
+        // state.json is root's: what the socket said is all there is to say.
+        fmt::print(stderr, "openshell-tunnel is not running or not reachable ({}); as root, "
+                   "`openshell-tunnel status` also says why\n", err);
+        *exit_code = kExitNotRunning;
+        return;
+      }
       // The recorded pid counts only with its boot id and start time
       // (cli/state.h): a pid reused by another process is not the tunnel.
       const RunState st = RunState::load(*state_dir);
@@ -120,6 +156,10 @@ void add_status_command(CLI::App& app, int* exit_code) {
       return;
     }
     json j = json::parse(*resp, nullptr, false);
+    if (refused(j)) {
+      *exit_code = kExitUsage;
+      return;
+    }
     if (j.is_discarded() || !j.value("ok", false)) {
       fmt::print(stderr, "error: bad answer from the tunnel: {}\n", *resp);
       *exit_code = kExitSystem;
@@ -142,6 +182,15 @@ void add_down_command(CLI::App& app, int* exit_code) {
     std::string err;
     auto resp = control_request(control_socket_path(*state_dir), R"({"cmd":"down"})",
                                 std::chrono::milliseconds(3000), &err);
+    if (resp && refused(json::parse(*resp, nullptr, false))) {
+      *exit_code = kExitUsage;
+      return;
+    }
+    if (!resp && ::geteuid() != 0) {
+      fmt::print(stderr, "error: `down` needs root ({})\n", err);
+      *exit_code = kExitUsage;
+      return;
+    }
     if (resp) {
       const int pid = json::parse(*resp, nullptr, false).value("pid", 0);
       const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(*timeout_s);
@@ -182,11 +231,22 @@ void add_down_command(CLI::App& app, int* exit_code) {
       st = RunState::load(*state_dir);  // as the last holder of the lock left it
     }
     if (st.pid != 0 || !st.hosts_file.empty() || !st.ssh_config.empty()) {
-      cleanup_stale(st);
+      // The ssh files are the user's: removed by a helper running as their
+      // owner, never by root (cli/user_files.h).
+      std::unique_ptr<UserFiles> files;
+      if (const std::optional<uid_t> owner = ssh_config_owner(st)) {
+        std::string why;
+        files = UserFiles::start(*owner, primary_gid(*owner), &why);
+        if (!files) fmt::print(stderr, "warning: the ssh Include in {} is left: {}\n", st.ssh_config, why);
+      }
+      if (cleanup_stale(st, files.get())) {
+        st.ssh_config.clear();
+        st.ssh_uid = -1;
+        st.ssh_include.clear();
+      }
       st.pid = 0;
       st.identity = {};
       st.hosts_file.clear();
-      st.ssh_config.clear();
       try {
         st.save(*state_dir);
       } catch (const std::exception& e) {

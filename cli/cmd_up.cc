@@ -8,9 +8,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <thread>
 #include <vector>
 
@@ -21,6 +23,7 @@
 #include "cli/privileges.h"
 #include "cli/stream_flags.h"
 #include "cli/up.h"
+#include "cli/user_files.h"
 
 namespace osh::cli {
 namespace {
@@ -118,6 +121,17 @@ void add_up_command(CLI::App& app, int* exit_code) {
   cmd->add_option("--user", *user_name,
                   "the user the tunnel serves besides root: their ~/.ssh/config gets the Include "
                   "(default $OPENSHELL_TUNNEL_USER, else $SUDO_USER, else root only)");
+  auto allow_users = std::make_shared<std::string>();
+  cmd->add_option("--allow-users", *allow_users,
+                  "local users (names or uids, comma-separated) whose processes may open connections "
+                  "through the tunnel and read `status`; root always may (default: the --user and root)");
+  cmd->add_option("--max-connections-per-user", opts->max_connections_per_user,
+                  "TCP connections one local user may have through the tunnel at once; past it a new "
+                  "one is reset (0 = no cap)")
+      ->capture_default_str();
+  cmd->add_flag("--allow-forwarding", opts->allow_forwarding,
+                "let packets routed through this machine (other namespaces, containers, VMs) reach the "
+                "tunnel; by default the firewall drops them");
   cmd->add_option("--dns", opts->dns,
                   "names via the hosts file, systemd-resolved (~<domain> to the tunnel's DNS), or both")
       ->capture_default_str()->check(CLI::IsMember({"hosts", "resolver", "both"}));
@@ -131,7 +145,7 @@ void add_up_command(CLI::App& app, int* exit_code) {
                   "connections of a vanished client are released after 4 unanswered probes")
       ->capture_default_str();
   add_token_idle_flag(cmd, opts->forward);
-  cmd->callback([cmd, opts, gw, background, exit_code, user_name] {
+  cmd->callback([cmd, opts, gw, background, exit_code, user_name, allow_users] {
     // The served user (--user; OPENSHELL_TUNNEL_USER is the service's
     // EnvironmentFile, as there is no $SUDO_USER under systemd): their
     // ~/.ssh/config gets the Include and their ~/.config/openshell holds
@@ -164,6 +178,22 @@ void add_up_command(CLI::App& app, int* exit_code) {
         opts->user.reset();  // root is always served
       }
     }
+    // Who may use the tunnel (tun/firewall.h, the control socket): the
+    // served user and root unless --allow-users names others; root always.
+    if (cmd->count("--allow-users") > 0) {
+      std::string err;
+      std::optional<std::vector<uid_t>> uids = parse_allow_users(*allow_users, &err);
+      if (!uids) {
+        fmt::print(stderr, "error: --allow-users: {}\n", err);
+        *exit_code = kExitUsage;
+        return;
+      }
+      opts->allowed_uids = std::move(*uids);
+    } else if (opts->user) {
+      opts->allowed_uids.push_back(opts->user->uid);
+    }
+    if (std::find(opts->allowed_uids.begin(), opts->allowed_uids.end(), 0) == opts->allowed_uids.end())
+      opts->allowed_uids.insert(opts->allowed_uids.begin(), 0);
     if (!resolve_for_command(*gw, &opts->gateway, "error")) {
       *exit_code = kExitUsage;
       return;
@@ -183,10 +213,21 @@ void add_up_command(CLI::App& app, int* exit_code) {
       *exit_code = detach(*opts);
       return;
     }
+    // The user's file helper (cli/user_files.h): forked while this process
+    // can still become the user, before any thread and before run_up takes
+    // the state lock.
+    std::unique_ptr<UserFiles> files;
+    if (!opts->no_ssh_config) {
+      std::string why;
+      files = opts->user ? UserFiles::start(opts->user->uid, opts->user->gid, &why) : UserFiles::start(0, 0, &why);
+      if (!files) spdlog::warn("no ssh Include: cannot start the user's file helper: {}", why);
+      opts->user_files = files.get();
+    }
     // Before any thread exists (docs/THREAT_MODEL.md "Privileges").
     if (std::string why = drop_privileges(); !why.empty())
       spdlog::warn("could not drop privileges ({}); running with the ones it was started with", why);
     *exit_code = run_up(*opts);
+    opts->user_files = nullptr;
   });
 }
 

@@ -16,5 +16,8 @@ void add_status_command(CLI::App& app, int* exit_code);
 void add_down_command(CLI::App& app, int* exit_code);
 void add_forward_command(CLI::App& app, int* exit_code);
 void add_ssh_proxy_command(CLI::App& app, int* exit_code);
+/// `known-hosts`: ssh's KnownHostsCommand for sandboxes with a gateway
+/// fingerprint (names/ssh_config.h).
+void add_known_hosts_command(CLI::App& app, int* exit_code);
 
 }  // namespace osh::cli

@@ -2,9 +2,11 @@
 // socket (non-blocking); the destructor stops the loop. Each accepted client
 // gets a 2 s receive timeout, one request line (≤ 4 KiB), one response line,
 // on that thread; clients are served one at a time (status
-// requests are rare and answered in microseconds). Only root can connect:
-// the socket is created under umask 077 and chmod 0600, in a directory the
-// daemon creates 0700.
+// requests are rare and answered in microseconds). Every local user can
+// connect (socket 0666, directory 0711, modes only: the daemon keeps no
+// CAP_CHOWN/CAP_FOWNER for this); who may do what is the handler's decision
+// on the peer's uid from SO_PEERCRED. A peer whose credentials cannot be
+// read is not served.
 #include "cli/control.h"
 
 #include <nlohmann/json.hpp>
@@ -19,6 +21,7 @@
 #include <cstring>
 #include <system_error>
 
+#include "cli/state.h"
 #include "common/log_escape.h"
 #include "common/log_limiter.h"
 
@@ -83,7 +86,7 @@ ControlServer::ControlServer(std::filesystem::path path, Handler handler)
     : path_(std::move(path)), handler_(std::move(handler)) {
   std::error_code ec;
   std::filesystem::create_directories(path_.parent_path(), ec);
-  ::chmod(path_.parent_path().c_str(), 0700);
+  ::chmod(path_.parent_path().c_str(), kStateDirMode);
   ::unlink(path_.c_str());
   sockaddr_un a = make_addr(path_);
   listen_fd_.reset(::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
@@ -94,7 +97,10 @@ ControlServer::ControlServer(std::filesystem::path path, Handler handler)
   ::umask(old);
   if (rc < 0 || ::listen(listen_fd_.get(), 8) < 0)
     throw std::system_error(rc < 0 ? err : errno, std::generic_category(), "bind " + path_.string());
-  ::chmod(path_.c_str(), 0600);
+  // After bind (created under umask 077): open to every local user, who is
+  // then checked by uid (SO_PEERCRED) in serve_one().
+  if (::chmod(path_.c_str(), 0666) < 0)
+    throw std::system_error(errno, std::generic_category(), "chmod " + path_.string());
   if (const int e = loop_.watch(listen_fd_.get(), EPOLLIN, [this](uint32_t) { serve_one(); }); e != 0)
     throw std::system_error(e, std::generic_category(), "epoll_ctl(control socket)");
   loop_.start();
@@ -112,6 +118,12 @@ void ControlServer::serve_one() {
   ScopedFd c(::accept4(listen_fd_.get(), nullptr, nullptr, SOCK_CLOEXEC));  // blocking, with timeouts
   if (!c) return;  // EAGAIN (the client left), EINTR, ECONNABORTED, EMFILE...
   set_timeouts(c.get(), std::chrono::milliseconds(2000));
+  ucred cred{};
+  socklen_t len = sizeof cred;
+  if (::getsockopt(c.get(), SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) {
+    spdlog::warn("control socket: cannot read the peer's credentials: {}", std::strerror(errno));
+    return;
+  }
   std::string req;
   if (read_line(c.get(), &req, kMaxRequest)) {
     // The request boundary (issue 14.8): whatever the handler throws is an
@@ -119,7 +131,7 @@ void ControlServer::serve_one() {
     // exception escaping the loop would terminate the daemon, uncleaned).
     std::string resp;
     try {
-      resp = handler_(req);
+      resp = handler_(req, cred.uid);
     } catch (const std::exception& e) {
       OSH_LOG_LIMITED(spdlog::level::err, "control socket: request failed: {}", log_escape(e.what()));
       resp = R"({"ok":false,"error":"internal error, see the tunnel's log"})";

@@ -1,8 +1,13 @@
-// The daemon's control socket (issue 4.4): a Unix stream socket that only
-// root can open (mode 0600, in a 0700 directory). Protocol: the client sends
-// one line, a JSON object {"cmd": "status"} or {"cmd": "down"}; the daemon
-// answers one JSON line and closes.
+// The daemon's control socket (issue 4.4, 14.2): a Unix stream socket every
+// local user can connect to (mode 0666, in the state directory, mode 0711:
+// kStateDirMode); the handler gets each peer's uid (SO_PEERCRED) and decides
+// (up.cc: root may do everything, the allowed users only `status`, others
+// nothing). Protocol: the client sends one line, a JSON object
+// {"cmd": "status"} or {"cmd": "down"}; the daemon answers one JSON line
+// and closes.
 #pragma once
+
+#include <sys/types.h>
 
 #include <chrono>
 #include <filesystem>
@@ -19,13 +24,14 @@ namespace osh::cli {
 
 class ControlServer {
  public:
-  /// Handler: request line in, response line out. Runs on the server's
+  /// Handler: request line and the peer's uid (SO_PEERCRED, from the
+  /// kernel: cannot be forged) in, response line out. Runs on the server's
   /// thread (an osh::EventLoop of its own). If it throws, the client gets
   /// {"ok":false,"error":"internal error ..."} and the server keeps running.
-  using Handler = std::function<std::string(const std::string& request)>;
+  using Handler = std::function<std::string(const std::string& request, uid_t peer_uid)>;
 
-  /// Binds `path` (removing a stale socket file first), mode 0600, and starts
-  /// the server's thread. @throws std::system_error if it cannot bind.
+  /// Binds `path` (removing a stale socket file first), mode 0666, its
+  /// directory kStateDirMode, and starts the server's thread. @throws std::system_error if it cannot bind.
   ControlServer(std::filesystem::path path, Handler handler);
   /// Stops the thread and removes the socket file.
   ~ControlServer();

@@ -59,6 +59,7 @@ int main(int argc, char** argv) {
   osh::cli::add_down_command(app, &exit_code);
   osh::cli::add_forward_command(app, &exit_code);
   osh::cli::add_ssh_proxy_command(app, &exit_code);
+  osh::cli::add_known_hosts_command(app, &exit_code);
 
   try {
     app.parse(argc, argv);

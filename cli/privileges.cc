@@ -9,7 +9,15 @@
 
 namespace osh::cli {
 namespace {
-constexpr cap_value_t kKeep[] = {CAP_NET_ADMIN, CAP_DAC_OVERRIDE, CAP_FOWNER, CAP_CHOWN};
+// CAP_NET_ADMIN: TUN, addresses, link teardown, stale-link removal.
+// CAP_DAC_READ_SEARCH: SIGHUP re-reads the served user's OpenShell
+// configuration (~/.config/openshell, mTLS keys mode 0600) as root, and the
+// gateway client re-reads a changed bearer token file (relay/gateway_client)
+// on its calls; both could move to the user's file helper one day.
+// Nothing writes with a capability: the state directory and /etc/hosts are
+// root's own files, and the user's ssh files are written by the user's file
+// helper (cli/user_files.h), forked before this drop.
+constexpr cap_value_t kKeep[] = {CAP_NET_ADMIN, CAP_DAC_READ_SEARCH};
 
 bool kept(cap_value_t c) {
   for (cap_value_t k : kKeep)

@@ -6,13 +6,15 @@
 namespace osh::cli {
 
 /// Reduces the bounding, permitted, effective and inheritable capability
-/// sets to the four `up` needs for its whole life: CAP_NET_ADMIN (TUN,
-/// addresses, link teardown, stale-link removal), CAP_DAC_OVERRIDE,
-/// CAP_FOWNER and CAP_CHOWN (state directory, control socket, hosts file and
-/// the user's ssh config, with owners kept); clears the ambient set; sets
-/// PR_SET_NO_NEW_PRIVS so nothing it executes could gain more. Capabilities
-/// already outside the bounding set (systemd's CapabilityBoundingSet=) are
-/// left alone.
+/// sets to the two `up` needs for its whole life: CAP_NET_ADMIN (TUN,
+/// addresses, link teardown, stale-link removal) and CAP_DAC_READ_SEARCH
+/// (SIGHUP re-reads the served user's OpenShell configuration); no
+/// capability to write others' files is kept (issue 14.6: the state
+/// directory and the hosts file are root's own, the user's ssh files are
+/// written by the user's file helper, cli/user_files.h, forked before);
+/// clears the ambient set; sets PR_SET_NO_NEW_PRIVS so nothing it executes
+/// could gain more. Capabilities already outside the bounding set
+/// (systemd's CapabilityBoundingSet=) are left alone.
 ///
 /// Thread: must run before any other thread exists. Capabilities are per
 /// thread on Linux and threads inherit the creator's, so dropping them in

@@ -8,14 +8,16 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
 #include <sstream>
 
 #include "cli/setup_check.h"
+#include "cli/user_files.h"
 #include "names/hosts_file.h"
-#include "names/ssh_config.h"
+#include "tun/firewall.h"
 #include "tun/host_network.h"
 #include "tun/link_config.h"
 
@@ -37,6 +39,7 @@ RunState RunState::load(const fs::path& dir) {
     st.tun_name = j.value("tun_name", "");
     st.hosts_file = j.value("hosts_file", "");
     st.ssh_config = j.value("ssh_config", "");
+    st.ssh_uid = j.value("ssh_uid", int64_t{-1});
     st.ssh_include = j.value("ssh_include", "");
     if (j.contains("sandboxes") && j["sandboxes"].is_object()) {
       for (auto& [id, v] : j["sandboxes"].items()) {
@@ -58,11 +61,12 @@ void RunState::save(const fs::path& dir) const {
   j["tun_name"] = tun_name;
   j["hosts_file"] = hosts_file;
   j["ssh_config"] = ssh_config;
+  j["ssh_uid"] = ssh_uid;
   j["ssh_include"] = ssh_include;
   j["sandboxes"] = json::object();
   for (const auto& [id, r] : sandboxes) j["sandboxes"][id] = {{"name", r.name}, {"v4", r.v4}, {"v6", r.v6}};
   fs::create_directories(dir);
-  ::chmod(dir.c_str(), 0700);
+  ::chmod(dir.c_str(), kStateDirMode);
   const fs::path file = dir / "state.json";
   // replace: a sandbox name or id that is not UTF-8 (from the gateway) must
   // not make the state unsaveable.
@@ -122,7 +126,7 @@ StateLock::Result StateLock::acquire(const fs::path& dir, std::string* error) {
     *error = "creating " + dir.string() + ": " + ec.message();
     return Result::kError;
   }
-  ::chmod(dir.c_str(), 0700);
+  ::chmod(dir.c_str(), kStateDirMode);
   const fs::path file = dir / "lock";
   ScopedFd fd(::open(file.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
   if (!fd) {
@@ -139,7 +143,15 @@ StateLock::Result StateLock::acquire(const fs::path& dir, std::string* error) {
   return Result::kAcquired;
 }
 
-void cleanup_stale(const RunState& st) {
+std::optional<uid_t> ssh_config_owner(const RunState& st) {
+  if (st.ssh_config.empty()) return std::nullopt;
+  if (st.ssh_uid >= 0) return static_cast<uid_t>(st.ssh_uid);
+  struct stat sb {};
+  if (::lstat(st.ssh_config.c_str(), &sb) != 0 || !S_ISREG(sb.st_mode)) return std::nullopt;
+  return sb.st_uid;
+}
+
+bool cleanup_stale(const RunState& st, UserFiles* files) {
   if (!st.tun_name.empty()) {
     // Deleted only if it is still a TUN no process holds: the name may
     // belong by now to a live tunnel (another state directory's) or to
@@ -153,6 +165,17 @@ void cleanup_stale(const RunState& st) {
     } catch (const std::exception& e) {
       spdlog::warn("removing stale interface {}: {}", st.tun_name, e.what());
     }
+    // Its firewall table (tun/firewall.h), unless a live process holds the
+    // interface of that name (then the table may be that tunnel's).
+    try {
+      const tun::HostNetwork net = tun::read_host_network();
+      const bool in_use = std::any_of(net.links.begin(), net.links.end(),
+                                      [&](const tun::HostLink& l) { return l.name == st.tun_name; });
+      if (!in_use && tun::remove_stale_firewall(st.tun_name))
+        spdlog::info("removed the stale firewall table of {}", st.tun_name);
+    } catch (const std::exception& e) {
+      spdlog::warn("removing the stale firewall table of {}: {}", st.tun_name, e.what());
+    }
   }
   if (!st.hosts_file.empty()) {
     try {
@@ -161,7 +184,26 @@ void cleanup_stale(const RunState& st) {
       spdlog::warn("removing the names block from {}: {}", st.hosts_file, e.what());
     }
   }
-  if (!st.ssh_config.empty()) names::SshConfigInclude(st.ssh_config, st.ssh_include, "").remove();
+  if (!st.ssh_include.empty()) {
+    // An older version's include file, in the (root-owned) state directory.
+    std::error_code ec;
+    fs::remove(st.ssh_include, ec);
+  }
+  if (st.ssh_config.empty()) return true;
+  const std::optional<uid_t> owner = ssh_config_owner(st);
+  if (!files || !owner || files->uid() != *owner) {
+    spdlog::warn("the ssh Include block in {} was written for {}; left in place (`openshell-tunnel down` "
+                 "removes it as that user)", st.ssh_config,
+                 owner ? "uid " + std::to_string(*owner) : std::string("an unknown user"));
+    return false;
+  }
+  try {
+    files->remove(st.ssh_config);
+    return true;
+  } catch (const std::exception& e) {
+    spdlog::warn("removing the ssh Include from {}: {}", st.ssh_config, e.what());
+    return false;
+  }
 }
 
 }  // namespace osh::cli

@@ -4,6 +4,8 @@
 // `down` knows exactly what to clean up.
 #pragma once
 
+#include <sys/types.h>
+
 #include <cstdint>
 #include <filesystem>
 #include <map>
@@ -13,6 +15,13 @@
 #include "common/scoped_fd.h"
 
 namespace osh::cli {
+
+/// Mode of the state directory: only root lists or writes it; others may
+/// traverse it to reach the control socket (mode 0666, every peer checked by
+/// SO_PEERCRED; cli/control.h). Every other file in it is 0600.
+inline constexpr mode_t kStateDirMode = 0711;
+
+class UserFiles;
 
 struct SandboxRecord {
   std::string id, name, v4, v6;
@@ -38,7 +47,11 @@ struct RunState {
   std::string tun_name;
   std::string hosts_file;      ///< "" = none written
   std::string ssh_config;      ///< the ssh config holding our Include block; "" = none
-  std::string ssh_include;     ///< our include file
+  /// Who wrote ssh_config's block (the served user, 0 = root; -1 = not
+  /// recorded: a state file of an older version, whose include file was
+  /// ssh_include in the state directory).
+  int64_t ssh_uid = -1;
+  std::string ssh_include;     ///< older versions' include file in the state dir; "" = next to ssh_config
   std::map<std::string, SandboxRecord> sandboxes;  ///< by sandbox id
 
   /// Reads `dir`/state.json. A missing file is an empty state; an unreadable
@@ -90,12 +103,21 @@ class StateLock {
   ScopedFd fd_;
 };
 
+/// The uid whose file helper may remove st.ssh_config's block: st.ssh_uid,
+/// or for an older state file the owner of the ssh config (lstat); nullopt
+/// when there is no block or no owner can be told.
+std::optional<uid_t> ssh_config_owner(const RunState& st);
+
 /// Removes what a tunnel that did not stop cleanly left behind: its TUN (if
 /// the kernel kept it, and only while it is still a TUN no process holds:
 /// recorded_link_is_stale() on a read_host_network() snapshot, so a live
 /// interface that has the name now is never deleted), the hosts block, the
-/// ssh Include block. Logs what it did. Thread: any (the calling thread's
-/// network namespace). Never throws: failures are logged as warnings.
-void cleanup_stale(const RunState& st);
+/// ssh Include block and its include target through `files` (the helper
+/// running as ssh_config_owner(st); never as root on the user's files:
+/// without a matching helper the block is left and a warning says so).
+/// Logs what it did. Thread: any (the calling thread's network namespace).
+/// Never throws: failures are logged as warnings.
+/// @return false if the ssh block could not be removed (keep it recorded).
+bool cleanup_stale(const RunState& st, UserFiles* files);
 
 }  // namespace osh::cli

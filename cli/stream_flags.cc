@@ -19,6 +19,18 @@ void add_stream_flags(CLI::App* cmd, relay::ForwardOptions& fo) {
          "--queue-timeout-ms", [&fo](const uint32_t& ms) { fo.queue_timeout = std::chrono::milliseconds(ms); },
          "how long a connection may wait for a stream slot before it is refused")
       ->default_str(std::to_string(fo.queue_timeout.count()));
+  cmd->add_option("--max-pending-opens", fo.max_pending_opens,
+                  "connections waiting for a stream slot at once, all sandboxes together; more are "
+                  "refused (RST)")
+      ->capture_default_str()->check(CLI::Range(size_t{1}, size_t{1000000}));
+  cmd->add_option("--max-streams", fo.max_streams,
+                  "streams open at once, all sandboxes together; more connections are refused (RST)")
+      ->capture_default_str()->check(CLI::Range(size_t{1}, size_t{1000000}));
+  cmd->add_option_function<uint32_t>(
+         "--open-timeout-ms", [&fo](const uint32_t& ms) { fo.open_timeout = std::chrono::milliseconds(ms); },
+         "how long a connection may wait for its stream to open (queue, token, gateway) before it "
+         "is refused")
+      ->default_str(std::to_string(fo.open_timeout.count()))->check(CLI::Range(100, 600000));
   const int32_t settle_default =
       fo.connect_settle ? static_cast<int32_t>(fo.connect_settle->count()) : -1;
   cmd->add_option_function<int32_t>(

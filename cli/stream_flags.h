@@ -13,7 +13,8 @@ namespace osh::cli {
 
 /// add_stream_flags() - adds to @cmd the caps of the gateway's streams
 /// (--max-streams-per-sandbox, --max-streams-per-token, --queue-timeout-ms;
-/// protocol §2.8) and the connection semantics against an upstream gateway
+/// protocol §2.8), the global bounds (--max-pending-opens, --max-streams,
+/// --open-timeout-ms; issue 14.5) and the connection semantics against an upstream gateway
 /// (--connect-settle-ms, --no-tunnel-ext; docs/ARCHITECTURE.md "Connection
 /// semantics"). Each writes its field of @fo when given; --help shows @fo's
 /// values at the time of the call as the defaults. @fo must outlive parsing.

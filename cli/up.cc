@@ -12,9 +12,13 @@
 //   2. gateway: Health, then ListSandboxes (relay/GatewayClient);
 //   3. addresses: the ones in the state file first (stable across restarts),
 //      new sandboxes from the address plan (AddressPlan);
-//   4. TUN: create, MTU, addresses, link up (tun/), each change undone on exit;
-//      then watched (tun/link_watch.h): what something else removes is put
-//      back; the TUN's deletion stops the tunnel (exit 5);
+//   4. TUN: create; its firewall table (tun/firewall.h: forwarded packets
+//      dropped, only the allowed uids' sockets let out through it, a per-uid
+//      connection cap) before the link is up; MTU, addresses, link up
+//      (tun/), each change undone on exit; then watched (tun/link_watch.h):
+//      what something else removes is put back; the TUN's deletion stops
+//      the tunnel (exit 5). The firewall table is checked on every refresh
+//      tick and put back if something removed it (`nft flush ruleset`);
 //   5. stack (lwIP behind the TUN fd) and relay (one ForwardTcp per connection);
 //   6. names: hosts-file block, ssh Include block; state saved; control socket.
 // Then the main thread loops: sigtimedwait(refresh interval) for SIGINT or
@@ -37,10 +41,16 @@
 // and the stack unwinds newest first on a stop and after a failed set-up
 // alike: control socket, ssh Include, resolved registration, hosts block,
 // stack (resets live connections), streams and tokens, TUN link
-// configuration, TUN; the state file keeps the addresses and forgets the pid.
+// configuration, firewall table, TUN; the state file keeps the addresses and
+// forgets the pid. A table left by a run that died is replaced atomically
+// when the next run installs its own, and removed by `down`'s cleanup
+// (cli/state.cc cleanup_stale()).
+// The control socket (cli/control.h) serves root everything, the allowed
+// uids (UpOptions::allowed_uids) only `status`, and refuses everyone else.
 #include "cli/up.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 #include <pwd.h>
 #include <signal.h>
@@ -67,6 +77,7 @@
 #include "cli/relay_upstream.h"
 #include "cli/setup_check.h"
 #include "cli/state.h"
+#include "cli/user_files.h"
 #include "common/log_escape.h"
 #include "common/log_limiter.h"
 #include "common/undo_stack.h"
@@ -76,6 +87,7 @@
 #include "names/ssh_config.h"
 #include "relay/gateway_client.h"
 #include "stack/stack.h"
+#include "tun/firewall.h"
 #include "tun/host_network.h"
 #include "tun/link_config.h"
 #include "tun/link_watch.h"
@@ -111,7 +123,8 @@ void log_counters(const stack::StackCounters& c, const relay::ForwardStats& f) {
       "drop_tx_error={} drop_after_close={} echo_replies={} dns_queries={} dns_dropped={} streams_opened={} "
       "stream_open_failed={} queue_timeouts={} open_retries={} tokens_minted={} late_refusals={} "
       "loopback_fallbacks={} token_cap_hits={} sandbox_cap_hits={} rate_limit_hits={} "
-      "relay_capacity_hits={} late_fallbacks={} loopback_memory_hits={} oversize_frames={}",
+      "relay_capacity_hits={} late_fallbacks={} loopback_memory_hits={} pending_cap_refusals={} "
+      "stream_cap_refusals={} open_timeouts={} syn_timeouts={} oversize_frames={}",
       c.conns_opened.load(), c.refused_rst.load(), c.refused_unreachable.load(), c.resets.load(),
       c.syn_held.load(), c.syn_absorbed.load(), c.bytes_up.load(), c.bytes_down.load(),
       c.rx_packets.load(), c.tx_packets.load(), c.drop_not_sandbox.load(), c.drop_malformed.load(),
@@ -119,7 +132,8 @@ void log_counters(const stack::StackCounters& c, const relay::ForwardStats& f) {
       c.drop_after_close.load(), c.echo_replies.load(), c.dns_queries.load(), c.dns_dropped.load(), f.opened,
       f.open_failed, f.queue_timeouts, f.retries, f.tokens, f.late_refusals, f.loopback_fallbacks,
       f.token_cap_hits, f.sandbox_cap_hits, f.rate_limit_hits, f.relay_capacity_hits,
-      f.late_fallbacks, f.loopback_memory_hits, f.oversize_frames);
+      f.late_fallbacks, f.loopback_memory_hits, f.pending_cap_refusals, f.stream_cap_refusals,
+      f.open_timeouts, c.syn_timeouts.load(), f.oversize_frames);
 }
 
 json counters_json(const stack::StackCounters& c, const relay::ForwardStats& f) {
@@ -131,6 +145,7 @@ json counters_json(const stack::StackCounters& c, const relay::ForwardStats& f) 
           {"refused_unreachable", c.refused_unreachable.load()},
           {"resets", c.resets.load()},
           {"syn_absorbed", c.syn_absorbed.load()},
+          {"syn_timeouts", c.syn_timeouts.load()},
           {"bytes_up", c.bytes_up.load()},
           {"bytes_down", c.bytes_down.load()},
           {"echo_replies", c.echo_replies.load()},
@@ -162,6 +177,9 @@ json counters_json(const stack::StackCounters& c, const relay::ForwardStats& f) 
             {"sandbox_cap_hits", f.sandbox_cap_hits},
             {"rate_limit_hits", f.rate_limit_hits},
             {"relay_capacity_hits", f.relay_capacity_hits},
+            {"pending_cap_refusals", f.pending_cap_refusals},
+            {"stream_cap_refusals", f.stream_cap_refusals},
+            {"open_timeouts", f.open_timeouts},
             {"oversize_frames", f.oversize_frames}}}};
 }
 
@@ -197,8 +215,15 @@ class Tunnel {
   void apply_sandboxes(const std::vector<relay::SandboxInfo>& list, bool initial);
   void refresh();
   void write_names();
+  /// The Include target's text for the sandboxes now (names::SshConfigInclude).
+  std::string ssh_include_text();
+  /// Rewrites the Include target (as the user) when its text changed.
+  void write_ssh_include();
   void save_state();
-  std::string handle_control(const std::string& request);
+  /// One control request from a peer with uid `peer_uid` (SO_PEERCRED):
+  /// root may do everything, the allowed uids only `status`. Control thread.
+  std::string handle_control(const std::string& request, uid_t peer_uid);
+  bool allowed(uid_t uid) const;
   json status_json();
   void print_table();
 
@@ -213,9 +238,15 @@ class Tunnel {
   RunState state_;
   std::optional<names::HostsFile> hosts_;
   std::optional<names::DnsResponder> dns_;
-  std::optional<names::SshConfigInclude> ssh_;
+  /// The ssh config holding our Include block ("" = none) and the text of
+  /// its Include target last written (both main thread only).
+  std::string ssh_config_, ssh_text_;
+  /// This binary, ssh's KnownHostsCommand for pinned hosts ("" = unknown).
+  std::string self_exe_;
   // What bring_up() builds, each taken down by a step of undo_.
   std::optional<tun::TunDevice> dev_;
+  std::optional<tun::Firewall> firewall_;  // only this machine's allowed uids reach the TUN (issue 14.2)
+  std::atomic<uint64_t> firewall_repairs_{0};
   std::optional<tun::LinkConfig> link_;
   std::optional<tun::LinkWatch> link_watch_;  // repairs the TUN's configuration (issue 15.4)
   std::atomic<bool> link_gone_{false};         // the TUN was deleted: stop, exit kExitLinkGone
@@ -285,7 +316,11 @@ bool Tunnel::check_previous_run() {
   }
   if (state_.pid != 0) {
     fmt::print("! a previous tunnel (pid {}) did not stop cleanly: cleaning up after it\n", state_.pid);
-    cleanup_stale(state_);
+    if (cleanup_stale(state_, o_.user_files)) {
+      state_.ssh_config.clear();
+      state_.ssh_uid = -1;
+      state_.ssh_include.clear();
+    }
   }
   // Recorded before any setup, with the identity that tells this process
   // from a later one with the same pid: a crash from here on is cleaned up
@@ -386,7 +421,8 @@ void Tunnel::apply_sandboxes(const std::vector<relay::SandboxInfo>& list, bool i
       auto old = sandboxes_.find(sb.id);
       if (old != sandboxes_.end()) {
         s.addr = old->second.addr;
-        if (old->second.info.name != sb.name) changed = true;
+        if (old->second.info.name != sb.name || old->second.info.host_key_fingerprint != sb.host_key_fingerprint)
+          changed = true;
       } else {
         // Stable addresses: the ones this sandbox had in the state file.
         auto rec = state_.sandboxes.find(sb.id);
@@ -467,7 +503,31 @@ void Tunnel::apply_sandboxes(const std::vector<relay::SandboxInfo>& list, bool i
     }
   }
   write_names();
+  write_ssh_include();
   save_state();
+}
+
+std::string Tunnel::ssh_include_text() {
+  std::vector<names::SshHost> hosts;
+  {
+    std::lock_guard lk(mu_);
+    for (const auto& [id, s] : sandboxes_)
+      hosts.push_back({s.info.name + "." + o_.domain, s.info.host_key_fingerprint});
+  }
+  std::sort(hosts.begin(), hosts.end(), [](const auto& a, const auto& b) { return a.name < b.name; });
+  return names::SshConfigInclude::render_include(hosts, self_exe_);
+}
+
+void Tunnel::write_ssh_include() {
+  if (ssh_config_.empty()) return;
+  try {
+    std::string text = ssh_include_text();
+    if (text == ssh_text_) return;
+    o_.user_files->write_include(ssh_config_, text);
+    ssh_text_ = std::move(text);
+  } catch (const std::exception& e) {
+    spdlog::error("writing the ssh Include target beside {}: {}", ssh_config_, e.what());
+  }
 }
 
 void Tunnel::write_names() {
@@ -506,6 +566,17 @@ std::unordered_map<std::string, std::string> Tunnel::sandbox_names() {
 
 void Tunnel::refresh() {
   collect_gateway_recheck();  // one started on an earlier tick
+  if (firewall_) {
+    try {
+      if (firewall_->ensure()) {
+        ++firewall_repairs_;
+        spdlog::warn("firewall table inet {} was removed by something else (nft flush ruleset, a firewall "
+                     "manager's reload): put back", firewall_->table());
+      }
+    } catch (const std::exception& e) {
+      spdlog::error("firewall: {}", e.what());
+    }
+  }
   bool was_ok;
   {
     std::lock_guard lk(mu_);
@@ -642,6 +713,19 @@ json Tunnel::status_json() {
     j["counters"]["lwip_pcbs"] = {
         {"active", pcbs.active}, {"time_wait", pcbs.time_wait}, {"listen", pcbs.listen}};
   }
+  if (firewall_) {
+    json f = {{"table", "inet " + firewall_->table()},
+              {"allowed_uids", o_.allowed_uids},
+              {"max_connections_per_user", o_.max_connections_per_user},
+              {"allow_forwarding", o_.allow_forwarding},
+              {"repairs", firewall_repairs_.load()}};
+    if (std::optional<tun::FirewallCounters> c = firewall_->counters()) {
+      f["forward_drops"] = c->forward_drops;
+      f["refused_uid"] = c->refused_uid;
+      f["uid_cap_hits"] = c->uid_cap_hits;
+    }
+    j["firewall"] = std::move(f);
+  }
   if (link_watch_) {
     j["counters"]["tun_repairs"] = link_watch_->repairs();
     j["counters"]["tun_repair_failures"] = link_watch_->repair_failures();
@@ -649,13 +733,26 @@ json Tunnel::status_json() {
   return j;
 }
 
-std::string Tunnel::handle_control(const std::string& request) {
+bool Tunnel::allowed(uid_t uid) const {
+  return uid == 0 || std::find(o_.allowed_uids.begin(), o_.allowed_uids.end(), uid) != o_.allowed_uids.end();
+}
+
+std::string Tunnel::handle_control(const std::string& request, uid_t peer_uid) {
+  if (!allowed(peer_uid))
+    return json_answer({{"ok", false},
+                        {"denied", true},
+                        {"error", fmt::format("uid {} is not allowed to use this tunnel (root and the users of "
+                                              "`up --allow-users` are)", peer_uid)}});
   std::string cmd;
   try {
     cmd = json::parse(request).value("cmd", "");
   } catch (const std::exception&) {
     return json_answer({{"ok", false}, {"error", "request is not JSON"}});
   }
+  if (cmd != "status" && peer_uid != 0)
+    return json_answer({{"ok", false},
+                        {"denied", true},
+                        {"error", fmt::format("'{}' needs root (uid {} may only read `status`)", cmd, peer_uid)}});
   if (cmd == "status") {
     json j = status_json();
     j["ok"] = true;
@@ -801,6 +898,11 @@ void Tunnel::bring_up(const std::vector<relay::SandboxInfo>& list) {
   undo_.push("the TUN device", [this] { dev_.reset(); });
   tun_name_ = dev_->name();
   state_.tun_name = tun_name_;
+  // The firewall before the link is up: no moment where forwarded packets
+  // or another uid's sockets reach the TUN. Removed before the TUN closes.
+  firewall_.emplace(
+      tun::FirewallSpec{tun_name_, o_.allowed_uids, o_.max_connections_per_user, o_.allow_forwarding});
+  undo_.push("the firewall table", [this] { firewall_.reset(); });
   link_.emplace(dev_->ifindex());
   undo_.push("the TUN link configuration", [this] {
     link_->rollback();
@@ -824,6 +926,11 @@ void Tunnel::bring_up(const std::vector<relay::SandboxInfo>& list) {
   link_->set_up();
   fmt::print("✓ TUN {} up: {}/{} {} mtu {}\n", tun_name_, plan_->tunnel4().to_string(), p4_->len,
              ipv6_ ? plan_->tunnel6().to_string() + "/" + std::to_string(p6_->len) : "(IPv6 off)", o_.mtu);
+  fmt::print("✓ firewall table inet {}: forwarded packets {}; uids {} may connect{}\n", firewall_->table(),
+             o_.allow_forwarding ? "ALLOWED (--allow-forwarding)" : "dropped", fmt::join(o_.allowed_uids, ", "),
+             o_.max_connections_per_user == 0
+                 ? std::string(" (no per-user cap)")
+                 : fmt::format(", at most {} connections each", o_.max_connections_per_user));
   // From here on a link flap, a removed address or route is put back, and
   // the interface's deletion stops the tunnel (main thread: SIGTERM + flag).
   tun::WatchedLink watched;
@@ -855,6 +962,10 @@ void Tunnel::bring_up(const std::vector<relay::SandboxInfo>& list) {
   sc.keepalive_idle_ms = o_.keepalive_s * 1000;
   sc.keepalive_intvl_ms = std::max<uint32_t>(1000, std::min<uint32_t>(15000, o_.keepalive_s * 250));
   sc.keepalive_count = 4;
+  // The held-SYN deadline backs up the relay's own open deadline, which
+  // answers first (plus a token or health call in flight: 2 x rpc_timeout).
+  sc.open_timeout_ms = static_cast<uint32_t>(
+      (o_.forward.open_timeout + 2 * o_.gateway.rpc_timeout + std::chrono::seconds(1)).count());
   // The DNS responder answers on the second address of each prefix.
   sc.dns_addrs = {plan_->dns4()};
   if (ipv6_) sc.dns_addrs.push_back(plan_->dns6());
@@ -898,28 +1009,39 @@ void Tunnel::bring_up(const std::vector<relay::SandboxInfo>& list) {
   } else if (o_.dns == "resolver") {
     spdlog::warn("--dns resolver: systemd-resolved is not running; use the DNS address directly");
   }
-  if (!o_.no_ssh_config) {
-    const std::string cfg = o_.ssh_config.empty() ? default_ssh_config() : o_.ssh_config;
-    const std::filesystem::path inc = state_dir_ / "ssh_config";
+  if (!o_.no_ssh_config && o_.user_files) {
+    // Written by the user's file helper, as the user (cli/user_files.h).
+    std::error_code ec;
+    const std::string cfg =
+        std::filesystem::absolute(o_.ssh_config.empty() ? default_ssh_config() : o_.ssh_config, ec).string();
+    self_exe_ = std::filesystem::read_symlink("/proc/self/exe", ec).string();
     try {
-      names::SshConfigInclude ssh(cfg, inc, o_.domain);
-      ssh.install();
-      ssh_.emplace(std::move(ssh));
+      std::string text = ssh_include_text();
+      o_.user_files->install(cfg, text);
+      ssh_config_ = cfg;
+      ssh_text_ = std::move(text);
       state_.ssh_config = cfg;
-      state_.ssh_include = inc.string();
+      state_.ssh_uid = o_.user_files->uid();
+      state_.ssh_include.clear();
       undo_.push("the ssh Include in " + cfg, [this] {
-        ssh_->remove();
-        ssh_.reset();
-        state_.ssh_config.clear();
+        try {
+          o_.user_files->remove(ssh_config_);
+          state_.ssh_config.clear();
+          state_.ssh_uid = -1;
+        } catch (const std::exception& e) {
+          spdlog::error("removing the ssh Include from {}: {}", ssh_config_, e.what());
+        }
+        ssh_config_.clear();
       });
-      fmt::print("✓ ssh: `ssh <sandbox>.{}` works without flags (Include in {})\n", o_.domain, cfg);
+      fmt::print("✓ ssh: `ssh <sandbox>.{}` works without flags (Include in {}, hosts in {})\n", o_.domain, cfg,
+                 names::SshConfigInclude::include_path(cfg).string());
     } catch (const std::exception& e) {
       spdlog::warn("could not add the ssh Include to {}: {}", log_escape(cfg), log_escape(e.what()));
     }
   }
   save_state();
   control_.emplace(control_socket_path(o_.state_dir),
-                   [this](const std::string& req) { return handle_control(req); });
+                   [this](const std::string& req, uid_t uid) { return handle_control(req, uid); });
   undo_.push("the control socket", [this] { control_.reset(); });  // first down: no status during teardown
 }
 
@@ -939,6 +1061,37 @@ std::optional<ServedUser> lookup_user(const std::string& name, std::string* erro
     return std::nullopt;
   }
   return ServedUser{found->pw_name, found->pw_uid, found->pw_gid, found->pw_dir ? found->pw_dir : ""};
+}
+
+std::optional<std::vector<uid_t>> parse_allow_users(const std::string& list, std::string* error) {
+  std::vector<uid_t> uids;
+  size_t start = 0;
+  while (start <= list.size()) {
+    size_t end = list.find(',', start);
+    if (end == std::string::npos) end = list.size();
+    std::string item = list.substr(start, end - start);
+    start = end + 1;
+    item.erase(0, item.find_first_not_of(" \t"));
+    item.erase(item.find_last_not_of(" \t") + 1);
+    if (item.empty()) continue;
+    if (item.find_first_not_of("0123456789") == std::string::npos && item.size() <= 10) {
+      const unsigned long long v = std::stoull(item);
+      if (v >= static_cast<uid_t>(-1)) {
+        *error = "uid " + item + " is out of range";
+        return std::nullopt;
+      }
+      uids.push_back(static_cast<uid_t>(v));
+      continue;
+    }
+    std::string err;
+    std::optional<ServedUser> u = lookup_user(item, &err);
+    if (!u) {
+      *error = "user '" + item + "': " + err;
+      return std::nullopt;
+    }
+    uids.push_back(u->uid);
+  }
+  return uids;
 }
 
 int run_up(const UpOptions& opts) {

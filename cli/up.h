@@ -9,11 +9,14 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "relay/forward.h"
 #include "relay/gateway_client.h"
 
 namespace osh::cli {
+
+class UserFiles;
 
 /// The one local user the tunnel serves besides root (issue 14 items 1, 2):
 /// whose ~/.ssh/config gets the Include (written as that user) and who may
@@ -29,6 +32,12 @@ struct ServedUser {
 /// there is no such user. Any thread (getpwnam_r).
 std::optional<ServedUser> lookup_user(const std::string& name, std::string* error);
 
+/// Parses --allow-users: comma-separated user names or numeric uids (a uid
+/// need not be in the passwd database), e.g. "alice,1001". Empty entries
+/// are ignored. nullopt (and *error naming the entry) for an unknown name.
+/// Root is not added here (run_up() always allows it). Any thread.
+std::optional<std::vector<uid_t>> parse_allow_users(const std::string& list, std::string* error);
+
 struct UpOptions {
   relay::GatewayOptions gateway;           ///< resolved by cli/gateway_config
   /// SIGHUP: resolves the gateway configuration again (the same flags and
@@ -40,12 +49,33 @@ struct UpOptions {
   std::string prefix6 = "fd00:6f73:6800::/64";
   std::string domain = "local";
   std::string hosts_file = "/etc/hosts";   ///< "" disables the hosts block
-  std::string state_dir = "/var/lib/openshell-tunnel";  ///< state.json, control.sock, ssh_config
-  std::string ssh_config;                  ///< user's ssh config; "" = ~/.ssh/config of $SUDO_USER or root
+  std::string state_dir = "/var/lib/openshell-tunnel";  ///< state.json, control.sock, lock
+  /// The ssh config that gets the Include block; its Include target is
+  /// openshell-tunnel.conf beside it. "" = ~/.ssh/config of the served user
+  /// (set by cmd_up.cc), else of root.
+  std::string ssh_config;
   bool no_ssh_config = false;              ///< opt out of the ssh Include
   /// The served user: --user, else $OPENSHELL_TUNNEL_USER, else $SUDO_USER;
   /// nullopt = only root (said once at start-up). Set by cmd_up.cc.
   std::optional<ServedUser> user;
+  /// Local uids that may open connections through the tunnel (socket owner,
+  /// nft `meta skuid`; tun/firewall.h) and read `status` (SO_PEERCRED on the
+  /// control socket). Root is always among them. Set by cmd_up.cc from
+  /// --allow-users, default: the served user and root.
+  std::vector<uid_t> allowed_uids{0};
+  /// TCP connections one socket owner may have through the tunnel at once
+  /// (nft `ct count` per `meta skuid`); past it a new one is reset and
+  /// counted (`status`: firewall.uid_cap_hits). 0 = no cap. Above what one
+  /// user's 100 parallel downloads to one sandbox need (vm_limits): the
+  /// relay queues past its 20 streams per sandbox (relay/forward.h).
+  uint32_t max_connections_per_user = 128;
+  /// --allow-forwarding: packets routed through this machine (other
+  /// namespaces, containers, hosts) may reach the tunnel; off by default.
+  bool allow_forwarding = false;
+  /// The helper that writes the ssh config and its Include target as the
+  /// served user (root without one), forked by cmd_up.cc before privileges
+  /// are dropped (cli/user_files.h); not owned. nullptr = no ssh Include.
+  UserFiles* user_files = nullptr;
   std::string dns = "both";                ///< hosts | resolver | both
   uint32_t mtu = 65000;                    ///< TUN MTU, bytes (large: fewer, bigger segments; lwip-notes.md)
   /// The stream settings (caps, queue, settle window, extensions, token

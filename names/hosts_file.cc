@@ -7,9 +7,12 @@
 // functions of the text, unit-tested without touching a file.
 //
 // Files: write_block()/remove_block() read the whole file (hosts files are
-// small), compute the new text and, only if it differs, replace the file:
-//   1. mkostemp "<dir>/.<name>.osh-XXXXXX" in the same directory (same file
-//      system, so rename is atomic);
+// small), compute the new text and, only if it differs, replace the file.
+// The file itself is never reached through a symlink (issue 14.1): it is
+// opened O_NOFOLLOW relative to its directory and must be a regular file,
+// and a symlink or anything else at its name is refused with an error.
+//   1. create "<dir>/.<name>.osh-XXXXXX" in the same directory (same file
+//      system, so rename is atomic; O_EXCL | O_NOFOLLOW);
 //   2. write all, fchmod to the old mode (0644 for a new file), fchown to the
 //      old owner (best effort), fsync, close;
 //   3. rename over the target, then fsync the directory (best effort).
@@ -28,6 +31,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>  // arc4random_uniform
 #include <optional>
 #include <stdexcept>
 #include <system_error>
@@ -124,20 +128,37 @@ std::string render_block(const std::vector<HostEntry>& entries) {
   throw std::system_error(err, std::generic_category(), what + " " + p.string());
 }
 
-// The whole file, or nullopt if it does not exist.
-std::optional<std::string> read_file(const fs::path& p) {
-  ScopedFd fd(::open(p.c_str(), O_RDONLY | O_CLOEXEC));
+// Opens `name` in `dirfd` for `flags` without following a symlink and
+// refuses anything but a regular file (a FIFO would block, a device is not
+// ours). Returns an invalid fd for ENOENT when `missing_ok`.
+ScopedFd open_regular_at(int dirfd, const std::string& name, int flags, const fs::path& shown,
+                         bool missing_ok) {
+  ScopedFd fd(::openat(dirfd, name.c_str(), flags | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
   if (!fd.valid()) {
-    if (errno == ENOENT) return std::nullopt;
-    throw_errno(errno, "open", p);
+    if (errno == ENOENT && missing_ok) return fd;
+    if (errno == ELOOP)
+      throw std::system_error(ELOOP, std::generic_category(),
+                              shown.string() + " is a symbolic link; refusing to follow it");
+    throw_errno(errno, "open", shown);
   }
+  struct stat st {};
+  if (::fstat(fd.get(), &st) < 0) throw_errno(errno, "fstat", shown);
+  if (!S_ISREG(st.st_mode))
+    throw std::system_error(EINVAL, std::generic_category(),
+                            shown.string() + " is not a regular file; refusing to use it");
+  return fd;
+}
+
+std::optional<std::string> read_at(int dirfd, const std::string& name, const fs::path& shown) {
+  ScopedFd fd = open_regular_at(dirfd, name, O_RDONLY, shown, true);
+  if (!fd.valid()) return std::nullopt;
   std::string data;
   char buf[8192];
   for (;;) {
     const ssize_t n = ::read(fd.get(), buf, sizeof buf);
     if (n < 0) {
       if (errno == EINTR) continue;
-      throw_errno(errno, "read", p);
+      throw_errno(errno, "read", shown);
     }
     if (n == 0) break;
     data.append(buf, static_cast<std::size_t>(n));
@@ -157,44 +178,54 @@ void write_all_at(int fd, std::string_view data, const fs::path& p) {
   }
 }
 
-void fsync_dir(const fs::path& dir) noexcept {
-  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd >= 0) {
-    (void)::fsync(fd);
-    ::close(fd);
-  }
-}
-
-void rewrite_in_place(const fs::path& target, std::string_view data) {
-  ScopedFd fd(::open(target.c_str(), O_WRONLY | O_CLOEXEC));
-  if (!fd.valid()) throw_errno(errno, "open for writing", target);
+void rewrite_in_place(int dirfd, const std::string& name, std::string_view data, const fs::path& target) {
+  ScopedFd fd = open_regular_at(dirfd, name, O_WRONLY, target, false);
   write_all_at(fd.get(), data, target);
   if (::ftruncate(fd.get(), static_cast<off_t>(data.size())) < 0) throw_errno(errno, "truncate", target);
   if (::fsync(fd.get()) < 0) throw_errno(errno, "fsync", target);
   if (::close(fd.release()) < 0) throw_errno(errno, "close", target);
 }
 
-void replace_file(const fs::path& target, std::string_view data) {
-  struct stat st {};
-  const bool exists = ::stat(target.c_str(), &st) == 0;
-  if (!exists && errno != ENOENT) throw_errno(errno, "stat", target);
-  const mode_t mode = exists ? (st.st_mode & 07777) : 0644;
+// A new file "<dir>/.<name>.osh-XXXXXX" (O_EXCL, never through a symlink).
+ScopedFd create_temp_at(int dirfd, const std::string& name, std::string* tmp_name) {
+  static constexpr char kChars[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+  for (int attempt = 0; attempt < 100; ++attempt) {
+    std::string suffix(6, 'x');
+    for (char& c : suffix) c = kChars[::arc4random_uniform(sizeof kChars - 1)];
+    *tmp_name = "." + name + ".osh-" + suffix;
+    ScopedFd fd(::openat(dirfd, tmp_name->c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+    if (fd.valid() || errno != EEXIST) return fd;
+  }
+  errno = EEXIST;
+  return ScopedFd{};
+}
 
-  fs::path dir = target.parent_path();
-  if (dir.empty()) dir = ".";
-  std::string tmpl = (dir / ("." + target.filename().string() + ".osh-XXXXXX")).string();
-  ScopedFd fd(::mkostemp(tmpl.data(), O_CLOEXEC));
+void replace_at(int dirfd, const std::string& name, std::string_view data, mode_t new_mode,
+                const fs::path& target) {
+  struct stat st {};
+  const bool exists = ::fstatat(dirfd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0;
+  if (!exists && errno != ENOENT) throw_errno(errno, "stat", target);
+  if (exists && S_ISLNK(st.st_mode))
+    throw std::system_error(ELOOP, std::generic_category(),
+                            target.string() + " is a symbolic link; refusing to write through it");
+  if (exists && !S_ISREG(st.st_mode))
+    throw std::system_error(EINVAL, std::generic_category(),
+                            target.string() + " is not a regular file; refusing to replace it");
+  const mode_t mode = exists ? (st.st_mode & 07777) : new_mode;
+
+  std::string tmp_name;
+  ScopedFd fd = create_temp_at(dirfd, name, &tmp_name);
   if (!fd.valid()) {
     // A read-only directory around a writable file: systemd's
     // ProtectSystem=strict with ReadWritePaths=/etc/hosts (the packaged
     // unit) bind-mounts the file writable, /etc stays read-only.
     if (errno == EROFS && exists) {
-      rewrite_in_place(target, data);
+      rewrite_in_place(dirfd, name, data, target);
       return;
     }
     throw_errno(errno, "create temporary file for", target);
   }
-  const fs::path tmp = tmpl;
+  const fs::path tmp = target.parent_path() / tmp_name;
   try {
     write_all_at(fd.get(), data, tmp);
     if (::fchmod(fd.get(), mode) < 0) throw_errno(errno, "chmod", tmp);
@@ -202,41 +233,53 @@ void replace_file(const fs::path& target, std::string_view data) {
     if (::fsync(fd.get()) < 0) throw_errno(errno, "fsync", tmp);
     if (::close(fd.release()) < 0) throw_errno(errno, "close", tmp);
   } catch (...) {
-    ::unlink(tmp.c_str());
+    ::unlinkat(dirfd, tmp_name.c_str(), 0);
     throw;
   }
 
-  if (::rename(tmp.c_str(), target.c_str()) == 0) {
-    fsync_dir(dir);
+  if (::renameat(dirfd, tmp_name.c_str(), dirfd, name.c_str()) == 0) {
+    (void)::fsync(dirfd);  // best effort
     return;
   }
   const int err = errno;
-  ::unlink(tmp.c_str());
+  ::unlinkat(dirfd, tmp_name.c_str(), 0);
   if (err == EBUSY || err == EXDEV) {
-    rewrite_in_place(target, data);
+    rewrite_in_place(dirfd, name, data, target);
     return;
   }
   throw_errno(err, "rename " + tmp.string() + " to", target);
 }
 
-// The file to operate on: the symlink target if `p` is a symlink.
-fs::path resolve(const fs::path& p) {
-  std::error_code ec;
-  if (fs::is_symlink(p, ec)) {
-    fs::path real = fs::canonical(p, ec);
-    if (!ec) return real;
-  }
-  return p;
+// The directory holding `p` (its components may be symlinks: only the last
+// one, the file itself, is never followed); invalid if it does not exist
+// and `missing_ok`.
+ScopedFd open_parent(const fs::path& p, bool missing_ok = false) {
+  fs::path dir = p.parent_path();
+  if (dir.empty()) dir = ".";
+  ScopedFd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!fd.valid() && !(missing_ok && errno == ENOENT)) throw_errno(errno, "open directory of", p);
+  return fd;
 }
 
 }  // namespace
 
+std::optional<std::string> read_text_file_at(int dirfd, const std::string& name, const fs::path& shown) {
+  return read_at(dirfd, name, shown);
+}
+
+void replace_text_file_at(int dirfd, const std::string& name, std::string_view data, mode_t new_mode,
+                          const fs::path& shown) {
+  replace_at(dirfd, name, data, new_mode, shown);
+}
+
 std::optional<std::string> read_text_file(const std::filesystem::path& path) {
-  return read_file(resolve(path));
+  const ScopedFd dir = open_parent(path, true);
+  if (!dir.valid()) return std::nullopt;
+  return read_at(dir.get(), path.filename().string(), path);
 }
 
 void replace_text_file(const std::filesystem::path& path, std::string_view data) {
-  replace_file(resolve(path), data);
+  replace_at(open_parent(path).get(), path.filename().string(), data, 0644, path);
 }
 
 HostsFile::HostsFile(std::filesystem::path path) : path_(std::move(path)) {}
@@ -272,20 +315,23 @@ std::string HostsFile::strip(std::string_view original) {
 }
 
 void HostsFile::write_block(const std::vector<HostEntry>& entries) {
-  const fs::path target = resolve(path_);
-  const std::optional<std::string> old = read_file(target);
+  const ScopedFd dir = open_parent(path_);
+  const std::string name = path_.filename().string();
+  const std::optional<std::string> old = read_at(dir.get(), name, path_);
   const std::string next = render(old.value_or(std::string{}), entries);
   if (old && *old == next) return;
-  replace_file(target, next);
+  replace_at(dir.get(), name, next, 0644, path_);
 }
 
 void HostsFile::remove_block() {
-  const fs::path target = resolve(path_);
-  const std::optional<std::string> old = read_file(target);
+  const ScopedFd dir = open_parent(path_, true);
+  if (!dir.valid()) return;
+  const std::string name = path_.filename().string();
+  const std::optional<std::string> old = read_at(dir.get(), name, path_);
   if (!old) return;
   const std::string next = strip(*old);
   if (next == *old) return;
-  replace_file(target, next);
+  replace_at(dir.get(), name, next, 0644, path_);
 }
 
 }  // namespace osh::names

@@ -3,6 +3,8 @@
 // and remove exactly its own lines and never touch anyone else's.
 #pragma once
 
+#include <sys/types.h>
+
 #include <filesystem>
 #include <optional>
 #include <string>
@@ -11,14 +13,32 @@
 
 namespace osh::names {
 
-/// The whole file at `path` (symlinks followed), or nullopt if it does not
-/// exist. @throws std::system_error (message names the path) on I/O errors.
+/// The whole file at `path`, or nullopt if it (or its directory) does not
+/// exist. The file itself is opened O_NOFOLLOW and must be a regular file
+/// (issue 14.1: a symlink planted there is refused, never followed; its
+/// directory's path may contain symlinks). @throws std::system_error
+/// (message names the path; ELOOP for a symlink, EINVAL for a non-regular
+/// file) on I/O errors.
 std::optional<std::string> read_text_file(const std::filesystem::path& path);
 
 /// Replaces the file's content the way HostsFile::write_block does (temp file
 /// + fsync + rename; in place when the file is a mount point), keeping its
-/// mode, 0644 for a new file. @throws std::system_error on I/O errors.
+/// mode, 0644 for a new file. A symlink or non-regular file at `path` is
+/// refused (std::system_error ELOOP / EINVAL), never written through.
+/// @throws std::system_error on I/O errors.
 void replace_text_file(const std::filesystem::path& path, std::string_view data);
+
+/// read_text_file() of the entry `name` (no '/') of the open directory
+/// `dirfd`; `shown` is the path used in messages. Thread: any.
+std::optional<std::string> read_text_file_at(int dirfd, const std::string& name,
+                                             const std::filesystem::path& shown);
+
+/// replace_text_file() of the entry `name` of the open directory `dirfd`,
+/// `new_mode` for a file that does not exist yet (an existing file keeps
+/// its mode; the new file is created by the caller's uid, so it is owned by
+/// whoever calls). Thread: any.
+void replace_text_file_at(int dirfd, const std::string& name, std::string_view data, mode_t new_mode,
+                          const std::filesystem::path& shown);
 
 /// One hosts-file line: an address and the names that resolve to it.
 struct HostEntry {
@@ -51,7 +71,8 @@ class HostsFile {
       "# BEGIN openshell-tunnel (managed, do not edit)";
   static constexpr std::string_view kEndMarker = "# END openshell-tunnel";
 
-  /// @param path  the hosts file; a symlink is followed to its target.
+  /// @param path  the hosts file; a symlink or a non-regular file there is
+  ///              refused by write_block()/remove_block() (issue 14.1).
   explicit HostsFile(std::filesystem::path path);
 
   const std::filesystem::path& path() const noexcept { return path_; }

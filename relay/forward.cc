@@ -1,15 +1,28 @@
 // Theory of operation
 // ===================
-// open() queues a request; the worker thread admits it when the sandbox is
-// under its stream cap (otherwise it waits, up to queue_timeout, then is
-// refused), takes a token from the sandbox's pool (minting one with
-// CreateSshSession when every token already carries max_streams_per_token
-// streams), and starts a ForwardCall in the gateway's protocol generation
+// open() refuses at once (RST) past the global caps (max_pending_opens
+// queued, max_streams open or starting), else queues a request; the
+// admission worker admits it when the sandbox is under its stream cap
+// (otherwise it waits, up to queue_timeout, then is refused), takes a token
+// from the sandbox's pool, or, when every token already carries
+// max_streams_per_token streams, hands the open to the token worker, which
+// mints one with CreateSshSession (a blocking unary call, kept off the
+// admission worker, like RevokeSshSession of idle tokens), and starts a
+// ForwardCall in the gateway's protocol generation
 // (GatewayClient::Impl::generation, set by health()): ForwardReactor<Frame>
 // is one implementation over the two frame types, 0.0's
 // openshell::v1::TcpForwardFrame (sandbox by UUID, generated stub) and 0.1's
 // openshell::v1::g01::TcpForwardFrame (sandbox by name + workspace, generic
 // stub on the same method path). Exactly one encoding per call.
+//
+// Every open has a deadline (open_timeout, from open()): the queue expires
+// it at queue_timeout at the latest, the token worker refuses it if it is
+// past when its turn comes, and each call arms an alarm for it that cancels
+// a call not reported open by then (a gateway that never answers): refused,
+// open_timeouts. No thread is detached: answers that must not come from the
+// API call itself (refused by a cap, aborted while queued, made during
+// shutdown) are deferred to the admission worker, which runs until the
+// destructor; the token worker is joined by shutdown().
 //
 // ForwardCall is one gRPC callback bidi reactor per connection
 // (grpc-notes.md, style.md §12): init frame first (the gateway reads it
@@ -169,6 +182,7 @@ struct ForwardManager::Impl : std::enable_shared_from_this<ForwardManager::Impl>
     StreamId id;
     ForwardTarget target;
     Clock::time_point deadline;        // refused (queue timeout) after this
+    Clock::time_point give_up_at{};    // refused (open timeout) after this, wherever it is
     int attempt = 0;                   // UNAUTHENTICATED retries so far
     int rate_limited = 0;              // rate-limit refusals so far (back-off exponent)
     bool fallback_tried = false;       // the other loopback family was tried
@@ -200,6 +214,30 @@ struct ForwardManager::Impl : std::enable_shared_from_this<ForwardManager::Impl>
   std::thread worker;
   std::optional<IdleTrimmer> trimmer;  // ForwardOptions::trim_when_idle
 
+  // on_closed calls the worker reports (an open refused by a global cap,
+  // aborted while queued, or made during shutdown): never from the API call
+  // itself (ForwardObserver contract) and never from a thread of its own.
+  struct Deferred {
+    StreamId id;
+    EndKind kind;
+    std::string reason;
+  };
+  std::vector<Deferred> deferred;
+  bool exiting = false;  // the destructor: the worker ends once `deferred` is empty
+
+  // The token worker: the blocking unary calls (CreateSshSession for an
+  // admitted open without a pooled token, a first Health, RevokeSshSession
+  // of idle tokens), off the admission worker. Jobs in order; shutdown()
+  // sets token_exit and joins it once the queue is done.
+  struct TokenJob {
+    std::optional<PendingOpen> open;  // mint (if needed) and start this open
+    std::string revoke;               // or revoke this token
+  };
+  std::deque<TokenJob> token_jobs;
+  std::condition_variable token_cv;
+  bool token_exit = false;
+  std::thread token_worker;
+
   Impl(GatewayClient& g, ForwardObserver& o, ForwardOptions op)
       : gw(g),
         obs(o),
@@ -214,7 +252,30 @@ struct ForwardManager::Impl : std::enable_shared_from_this<ForwardManager::Impl>
   }
 
   void run();
+  void token_run();
+  /// An admitted open: starts its call at once with a pooled token (the
+  /// admission worker), or hands it to the token worker. Thread: the worker.
   void start_one(PendingOpen p);
+  /// The token worker's part of an open: the generation, a token (minted if
+  /// none is pooled), then finish_start. Thread: the token worker.
+  void mint_and_start(PendingOpen p);
+  /// Ends the start of admitted @p: with @token, the call starts; without
+  /// (@err says why) the open is queued again (@retry), or answered:
+  /// refused at its open deadline (@timed_out), or the token call's error.
+  void finish_start(PendingOpen p, Generation gen, std::shared_ptr<TokenEntry> token, const CallStatus& err,
+                    std::optional<PendingOpen> retry, bool waited_out, bool timed_out);
+  /// A pooled token of @key with a free slot (its count taken), or nullptr. Takes mu.
+  std::shared_ptr<TokenEntry> pooled_token(const std::string& key);
+  /// Reports on_closed(@id) from the worker (see `deferred`). Under mu.
+  void defer_close_locked(StreamId id, EndKind kind, std::string reason) {
+    deferred.push_back({id, kind, std::move(reason)});
+    kick_locked();
+  }
+  /// The open deadline passed before the call was reported open: counted.
+  void count_open_timeout() {
+    std::lock_guard lk(mu);
+    st.open_timeouts++;
+  }
   std::shared_ptr<TokenEntry> acquire_token(const SandboxRef& sandbox, CallStatus* err);
   std::shared_ptr<ForwardCall> make_call(Generation g, PendingOpen p, std::shared_ptr<TokenEntry> tok);
   /// What to do with an open that ended with (@code, @message) before it was
@@ -303,6 +364,7 @@ class ForwardReactor final : public ForwardCall, public grpc::ClientBidiReactor<
     this->StartWrite(&init_);
     this->StartRead(&rx_);
     this->StartCall();
+    arm_open_deadline();
   }
 
   void send(std::string bytes) override {
@@ -360,6 +422,7 @@ class ForwardReactor final : public ForwardCall, public grpc::ClientBidiReactor<
       headers_at_ = now;
       headers_seen_ = true;
       load_ext_locked();
+      if (open_timed_out_) return;  // being cancelled: OnDone refuses it
       if (ext_.connect_ack) {  // headers mean "target connected": no late refusal can come
         note_answered_locked();
         std::lock_guard g(mu_);  // lock order: open_mu_, then mu_
@@ -475,12 +538,13 @@ class ForwardReactor final : public ForwardCall, public grpc::ClientBidiReactor<
 
   void OnDone(const grpc::Status& s) override {
     auto self = shared_from_this();
-    bool reported = false, saw_headers = false;
+    bool reported = false, saw_headers = false, timed_out = false;
     Clock::time_point headers_at;
     {
       std::lock_guard lk(open_mu_);
       ended_ = true;  // a settle alarm firing now does nothing
       reported = open_reported_;
+      timed_out = open_timed_out_ && !aborted_;
       saw_headers = headers_seen_;
       headers_at = headers_at_;
     }
@@ -511,7 +575,7 @@ class ForwardReactor final : public ForwardCall, public grpc::ClientBidiReactor<
 
     std::optional<PendingOpen> retry;
     bool waited_out = false;  // still refused by a cap at the queue deadline
-    if (!aborted_ && !reported) retry = mgr_->plan_retry(open_, code, msg, token_, &waited_out);
+    if (!aborted_ && !reported && !timed_out) retry = mgr_->plan_retry(open_, code, msg, token_, &waited_out);
     const std::string key = pool_key(open_.target.sandbox);
     if (mgr_->release(id_, key, token_, code, retry ? &*retry : nullptr, waited_out)) {
       spdlog::debug("stream {}: {} before it was open: retrying", id_, from_grpc(s).to_string());
@@ -520,6 +584,13 @@ class ForwardReactor final : public ForwardCall, public grpc::ClientBidiReactor<
     if (waited_out) {
       OSH_LOG_LIMITED(spdlog::level::warn, "stream {}: refused: the gateway had no stream slot for {} ms ({})",
                       id_, mgr_->opts.queue_timeout.count(), log_escape(from_grpc(s).to_string()));
+    }
+    if (timed_out) {
+      mgr_->count_open_timeout();
+      spdlog::warn("stream {}: refused: the gateway did not open it within {} ms", id_,
+                   mgr_->opts.open_timeout.count());
+      mgr_->obs.on_closed(id_, EndKind::kRefused, "open timeout");
+      return;
     }
     // An OK end before the stream was reported open: the target accepted
     // and closed without a byte (or, upstream, the relay was lost, which
@@ -639,12 +710,40 @@ class ForwardReactor final : public ForwardCall, public grpc::ClientBidiReactor<
   void target_spoke() {
     std::lock_guard lk(open_mu_);
     note_answered_locked();
-    if (!open_reported_ && !ended_) report_open_locked();
+    if (!open_reported_ && !ended_ && !open_timed_out_) report_open_locked();
   }
 
   void settle_elapsed() {
     std::lock_guard lk(open_mu_);
-    if (!open_reported_ && !ended_) report_open_locked();
+    if (!open_reported_ && !ended_ && !open_timed_out_) report_open_locked();
+  }
+
+  // The open deadline (ForwardOptions::open_timeout, issue 14.5): a call
+  // not reported open by PendingOpen::give_up_at is cancelled, and OnDone
+  // refuses it. The alarm holds a weak reference, like the settle alarm.
+  // A successor (late fallback) is open already: no deadline.
+  void arm_open_deadline() {
+    {
+      std::lock_guard lk(open_mu_);
+      if (open_reported_ || ended_) return;
+    }
+    const auto left = std::max(open_.give_up_at - Clock::now(), Clock::duration::zero());
+    open_alarm_.emplace();
+    std::weak_ptr<ForwardCall> weak = weak_from_this();
+    open_alarm_->Set(std::chrono::system_clock::now() +
+                         std::chrono::duration_cast<std::chrono::system_clock::duration>(left),
+                     [weak](bool fired) {
+                       if (!fired) return;
+                       if (auto self = weak.lock()) static_cast<ForwardReactor&>(*self).open_deadline_passed();
+                     });
+  }
+  void open_deadline_passed() {
+    {
+      std::lock_guard lk(open_mu_);
+      if (open_reported_ || ended_) return;
+      open_timed_out_ = true;
+    }
+    ctx_.TryCancel();
   }
 
   // The target is reached: if a fallback or the family memory chose this
@@ -712,6 +811,8 @@ class ForwardReactor final : public ForwardCall, public grpc::ClientBidiReactor<
   bool pending_fin_ = false;  // an empty frame arrived before the headers' reaction
   tunnel_ext::Extensions ext_;
   std::optional<grpc::Alarm> settle_alarm_;
+  std::optional<grpc::Alarm> open_alarm_;  // the open deadline (arm_open_deadline)
+  bool open_timed_out_ = false;            // the open deadline cancelled the call
 
   std::mutex mu_;
   std::string pending_;       // client bytes not yet in a frame
@@ -740,10 +841,24 @@ class ForwardReactor final : public ForwardCall, public grpc::ClientBidiReactor<
 void ForwardManager::Impl::run() {
   std::unique_lock lk(mu);
   auto wake = Clock::now() + std::chrono::milliseconds(100);
-  while (!stopping) {
-    cv.wait_until(lk, wake, [&] { return stopping || kicked; });
+  for (;;) {
+    cv.wait_until(lk, wake, [&] { return exiting || kicked; });
     kicked = false;
-    if (stopping) break;
+    if (!deferred.empty()) {
+      std::vector<Deferred> out;
+      out.swap(deferred);
+      lk.unlock();
+      for (auto& d : out) obs.on_closed(d.id, d.kind, std::move(d.reason));
+      lk.lock();
+    }
+    if (exiting) {
+      if (deferred.empty()) break;
+      continue;
+    }
+    if (stopping) {  // only deferred answers from now on
+      wake = Clock::now() + std::chrono::hours(1);
+      continue;
+    }
     const auto now = Clock::now();
     wake = now + std::chrono::milliseconds(100);
     std::vector<PendingOpen> admit, expired;
@@ -751,13 +866,15 @@ void ForwardManager::Impl::run() {
       size_t& active = active_per_sandbox[pool_key(it->target.sandbox)];
       const bool backing_off = now < it->not_before;
       const bool gated = backing_off || now < admit_not_before;
-      // The whole-process ceiling (StreamBudget): streams open or starting.
-      const bool budget_ok = budget.admits(calls.size() + starting.size());
+      // The whole-process ceiling (StreamBudget) and the global stream cap:
+      // streams open or starting.
+      const size_t open_streams = calls.size() + starting.size();
+      const bool budget_ok = budget.admits(open_streams);
       if (!gated && !budget_ok && !it->waited_for_budget) {
         it->waited_for_budget = true;
         st.buffer_waits++;
       }
-      if (!gated && budget_ok && active < opts.max_streams_per_sandbox) {
+      if (!gated && budget_ok && open_streams < opts.max_streams && active < opts.max_streams_per_sandbox) {
         ++active;
         starting.insert(it->id);
         admit.push_back(std::move(*it));
@@ -774,12 +891,17 @@ void ForwardManager::Impl::run() {
     st.queue_timeouts += expired.size();
     st.queued_now = pending.size();
     const size_t open_streams = calls.size() + starting.size();  // admitted ones included
-    // Idle tokens: revoked after token_idle_timeout without a stream.
-    std::vector<std::string> idle;
+    // Idle tokens: revoked after token_idle_timeout without a stream, on the
+    // token worker (a blocking call).
+    size_t revoked = 0;
+    const auto revoke = [&](const std::shared_ptr<TokenEntry>& t) {
+      token_jobs.push_back({std::nullopt, t->token});
+      ++revoked;
+    };
     for (auto& [sb, v] : tokens) {
       for (auto it = v.begin(); it != v.end();) {
         if ((*it)->active == 0 && now - (*it)->idle_since >= opts.token_idle_timeout) {
-          idle.push_back((*it)->token);
+          revoke(*it);
           it = v.erase(it);
         } else {
           ++it;
@@ -788,19 +910,16 @@ void ForwardManager::Impl::run() {
     }
     for (auto it = retired.begin(); it != retired.end();) {
       if ((*it)->active == 0) {
-        idle.push_back((*it)->token);
+        revoke(*it);
         it = retired.erase(it);
       } else {
         ++it;
       }
     }
-    st.tokens_revoked += idle.size();
+    st.tokens_revoked += revoked;
+    if (revoked) token_cv.notify_all();
     lk.unlock();
     resize_quota(open_streams);
-    for (const auto& t : idle) {
-      CallStatus s = gw.revoke_ssh_session(t);
-      if (!s.ok()) spdlog::debug("revoking an idle token: {}", s.to_string());
-    }
     for (auto& p : expired) {
       OSH_LOG_LIMITED(spdlog::level::warn, "stream {}: refused: waited {} ms for one of the sandbox's {} stream slots",
                       p.id, opts.queue_timeout.count(), opts.max_streams_per_sandbox);
@@ -811,19 +930,40 @@ void ForwardManager::Impl::run() {
   }
 }
 
+void ForwardManager::Impl::token_run() {
+  std::unique_lock lk(mu);
+  for (;;) {
+    token_cv.wait(lk, [&] { return token_exit || !token_jobs.empty(); });
+    if (token_jobs.empty()) return;  // token_exit, and nothing left
+    TokenJob job = std::move(token_jobs.front());
+    token_jobs.pop_front();
+    lk.unlock();
+    if (job.open) {
+      mint_and_start(std::move(*job.open));
+    } else {
+      CallStatus s = gw.revoke_ssh_session(job.revoke);
+      if (!s.ok()) spdlog::debug("revoking an idle token: {}", s.to_string());
+    }
+    lk.lock();
+  }
+}
+
+std::shared_ptr<TokenEntry> ForwardManager::Impl::pooled_token(const std::string& key) {
+  std::lock_guard lk(mu);
+  const auto now = Clock::now();
+  for (auto& t : tokens[key]) {
+    if (!t->bad && now >= t->full_until && t->active < opts.max_streams_per_token) {
+      ++t->active;
+      return t;
+    }
+  }
+  return nullptr;
+}
+
 std::shared_ptr<TokenEntry> ForwardManager::Impl::acquire_token(const SandboxRef& sandbox,
                                                                 CallStatus* err) {
   const std::string key = pool_key(sandbox);
-  {
-    std::lock_guard lk(mu);
-    const auto now = Clock::now();
-    for (auto& t : tokens[key]) {
-      if (!t->bad && now >= t->full_until && t->active < opts.max_streams_per_token) {
-        ++t->active;
-        return t;
-      }
-    }
-  }
+  if (auto t = pooled_token(key)) return t;
   SshSession session;
   CallStatus s = gw.create_ssh_session(sandbox, &session);
   if (!s.ok()) {
@@ -848,27 +988,58 @@ std::shared_ptr<ForwardCall> ForwardManager::Impl::make_call(Generation g, Pendi
 }
 
 void ForwardManager::Impl::start_one(PendingOpen p) {
-  const std::string key = pool_key(p.target.sandbox);
   // The generation is known once health() succeeded (protocol-0.1 §2); a
-  // stream is never opened in a guessed encoding.
-  // Until then (a gateway that was down when the client started), detect
-  // it here, on the worker thread, like a token mint.
+  // stream is never opened in a guessed encoding. With it and a pooled
+  // token the call starts here; anything that needs a gateway call goes to
+  // the token worker, so a slow CreateSshSession never stalls admission.
+  const Generation gen = gw.generation();
+  std::shared_ptr<TokenEntry> token;
+  if (gen != Generation::kUnknown) token = pooled_token(pool_key(p.target.sandbox));
+  if (!token) {
+    std::unique_lock lk(mu);
+    if (!stopping) {  // token_exit comes after stopping: the job is taken
+      token_jobs.push_back({std::move(p), {}});
+      token_cv.notify_all();
+      return;
+    }
+  }
+  finish_start(std::move(p), gen, std::move(token), {}, std::nullopt, false, false);
+}
+
+void ForwardManager::Impl::mint_and_start(PendingOpen p) {
+  // Until the generation is known (a gateway that was down when the client
+  // started), detect it here, like a token mint.
   CallStatus err;
   Generation gen = gw.generation();
-  if (gen == Generation::kUnknown) {
-    err = gw.health(nullptr);
-    gen = gw.generation();
-    if (err.ok() && gen == Generation::kUnknown)
-      err = {grpc::StatusCode::FAILED_PRECONDITION, "the gateway's protocol generation is unknown"};
-  }
   std::shared_ptr<TokenEntry> token;
-  if (gen != Generation::kUnknown) token = acquire_token(p.target.sandbox, &err);
+  bool stop = false;
+  {
+    std::lock_guard lk(mu);
+    stop = stopping;
+  }
+  const bool timed_out = !stop && Clock::now() >= p.give_up_at;
+  if (!stop && !timed_out) {
+    if (gen == Generation::kUnknown) {
+      err = gw.health(nullptr);
+      gen = gw.generation();
+      if (err.ok() && gen == Generation::kUnknown)
+        err = {grpc::StatusCode::FAILED_PRECONDITION, "the gateway's protocol generation is unknown"};
+    }
+    if (gen != Generation::kUnknown) token = acquire_token(p.target.sandbox, &err);
+  }
   // CreateSshSession also passes the gateway's global rate limiter.
   bool waited_out = false;
   std::optional<PendingOpen> retry;
-  if (!token && gen != Generation::kUnknown &&
+  if (!token && !stop && !timed_out && gen != Generation::kUnknown &&
       classify_open_failure(err.code, err.message) == OpenFailure::kRateLimit)
     retry = plan_retry(p, err.code, err.message, nullptr, &waited_out);
+  finish_start(std::move(p), gen, std::move(token), err, std::move(retry), waited_out, timed_out);
+}
+
+void ForwardManager::Impl::finish_start(PendingOpen p, Generation gen, std::shared_ptr<TokenEntry> token,
+                                        const CallStatus& err, std::optional<PendingOpen> retry,
+                                        bool waited_out, bool timed_out) {
+  const std::string key = pool_key(p.target.sandbox);
   std::unique_lock lk(mu);
   starting.erase(p.id);
   const bool aborted = abort_requested.erase(p.id) > 0;
@@ -884,15 +1055,23 @@ void ForwardManager::Impl::start_one(PendingOpen p) {
     }
     st.open_failed++;
     if (waited_out) st.queue_timeouts++;
+    if (timed_out && !aborted) st.open_timeouts++;
+    if (!pending.empty()) kick_locked();  // a slot freed up
     cv.notify_all();
+    const bool stopped = stopping;
     lk.unlock();
-    if (!token && !aborted) {
+    if (aborted) {
+      obs.on_closed(p.id, EndKind::kReset, "aborted");
+    } else if (timed_out) {
+      spdlog::warn("stream {}: refused: no token within {} ms", p.id, opts.open_timeout.count());
+      obs.on_closed(p.id, EndKind::kRefused, "open timeout");
+    } else if (stopped) {
+      obs.on_closed(p.id, EndKind::kReset, "shutting down");
+    } else {
       EndKind kind = map_session_status(err.code, err.message);
       OSH_LOG_LIMITED(spdlog::level::info, "stream {}: CreateSshSession failed: {}", p.id,
                       log_escape(err.to_string()));
       obs.on_closed(p.id, kind, "CreateSshSession: " + err.to_string());
-    } else {
-      obs.on_closed(p.id, EndKind::kReset, aborted ? "aborted" : "shutting down");
     }
     return;
   }
@@ -1029,35 +1208,59 @@ ForwardManager::ForwardManager(GatewayClient& gateway, ForwardObserver& observer
   impl_->resize_quota(0);
   if (opts.trim_when_idle) impl_->trimmer.emplace("relay");
   impl_->worker = std::thread([impl = impl_.get()] { impl->run(); });
+  impl_->token_worker = std::thread([impl = impl_.get()] { impl->token_run(); });
 }
 
-ForwardManager::~ForwardManager() { shutdown(); }
+ForwardManager::~ForwardManager() {
+  shutdown();
+  {
+    std::lock_guard lk(impl_->mu);
+    impl_->exiting = true;
+    impl_->cv.notify_all();
+  }
+  if (impl_->worker.joinable()) impl_->worker.join();
+}
 
 void ForwardManager::open(StreamId id, ForwardTarget target) {
   std::lock_guard lk(impl_->mu);
-  if (impl_->stopping) {
-    // Reported from the worker's thread of control would be nicer, but the
-    // contract is only "not synchronously from a manager call": defer.
-    std::thread([obs = &impl_->obs, id] {
-      obs->on_closed(id, EndKind::kUnreachable, "tunnel shutting down");
-    }).detach();
+  Impl& m = *impl_;
+  // Answers that cannot wait come from the worker: not synchronously from
+  // this call (ForwardObserver contract).
+  if (m.stopping) {
+    m.defer_close_locked(id, EndKind::kUnreachable, "tunnel shutting down");
+    return;
+  }
+  // The global caps (issue 14.5): refused at once, RST to the client.
+  if (m.pending.size() >= m.opts.max_pending_opens) {
+    m.st.pending_cap_refusals++;
+    spdlog::warn("stream {}: refused: {} opens are queued already (--max-pending-opens)", id,
+                 m.pending.size());
+    m.defer_close_locked(id, EndKind::kRefused, "pending-open cap");
+    return;
+  }
+  if (m.calls.size() + m.starting.size() >= m.opts.max_streams) {
+    m.st.stream_cap_refusals++;
+    spdlog::warn("stream {}: refused: {} streams are open already (--max-streams)", id,
+                 m.calls.size() + m.starting.size());
+    m.defer_close_locked(id, EndKind::kRefused, "stream cap");
     return;
   }
   const auto now = Clock::now();
-  Impl::PendingOpen p{id, std::move(target), now + impl_->opts.queue_timeout};
+  Impl::PendingOpen p{id, std::move(target), now + std::min(m.opts.queue_timeout, m.opts.open_timeout)};
+  p.give_up_at = now + m.opts.open_timeout;
   // A loopback port whose other family answered lately: go there first.
   if (!p.target.ssh && other_loopback(p.target.host)) {
-    if (auto host = impl_->family_memory.preferred(pool_key(p.target.sandbox), p.target.port, now)) {
+    if (auto host = m.family_memory.preferred(pool_key(p.target.sandbox), p.target.port, now)) {
       p.remembered = true;
       if (*host != p.target.host) {
         p.target.host = std::move(*host);
-        impl_->st.loopback_memory_hits++;
+        m.st.loopback_memory_hits++;
       }
     }
   }
-  impl_->pending.push_back(std::move(p));
-  impl_->st.queued_now = impl_->pending.size();
-  impl_->kick_locked();
+  m.pending.push_back(std::move(p));
+  m.st.queued_now = m.pending.size();
+  m.kick_locked();
 }
 
 void ForwardManager::send(StreamId id, std::string bytes) {
@@ -1074,14 +1277,15 @@ void ForwardManager::close_write(StreamId id) {
 
 void ForwardManager::abort(StreamId id) {
   std::shared_ptr<ForwardCall> call;
-  bool was_pending = false;
   {
     std::lock_guard lk(impl_->mu);
     auto it = std::find_if(impl_->pending.begin(), impl_->pending.end(),
                            [id](const auto& p) { return p.id == id; });
     if (it != impl_->pending.end()) {
       impl_->pending.erase(it);
-      was_pending = true;
+      impl_->st.queued_now = impl_->pending.size();
+      impl_->defer_close_locked(id, EndKind::kReset, "aborted");
+      return;
     } else if (impl_->starting.contains(id)) {
       impl_->abort_requested.insert(id);
       return;
@@ -1090,10 +1294,6 @@ void ForwardManager::abort(StreamId id) {
     }
   }
   if (call) call->abort();
-  if (was_pending) {
-    std::thread([obs = &impl_->obs, id] { obs->on_closed(id, EndKind::kReset, "aborted"); })
-        .detach();
-  }
 }
 
 void ForwardManager::shutdown(std::chrono::milliseconds grace) {
@@ -1104,17 +1304,24 @@ void ForwardManager::shutdown(std::chrono::milliseconds grace) {
     if (impl_->stopping) return;
     impl_->stopping = true;
     queued.swap(impl_->pending);
+    impl_->st.queued_now = 0;
     for (auto& [id, c] : impl_->calls) live.push_back(c);
     impl_->cv.notify_all();
+    impl_->token_cv.notify_all();
   }
-  if (impl_->worker.joinable()) impl_->worker.join();
+  // The admission worker admits nothing more (it keeps delivering deferred
+  // answers until the destructor); opens in the token worker's queue end
+  // there ("shutting down") without a gateway call.
   for (auto& p : queued) impl_->obs.on_closed(p.id, EndKind::kReset, "tunnel shutting down");
   for (auto& c : live) c->abort();
   live.clear();
   {
     std::unique_lock lk(impl_->mu);
     impl_->cv.wait_for(lk, grace, [&] { return impl_->calls.empty(); });
+    impl_->token_exit = true;
+    impl_->token_cv.notify_all();
   }
+  if (impl_->token_worker.joinable()) impl_->token_worker.join();  // its revokes done
   std::vector<std::string> to_revoke;
   {
     std::lock_guard lk(impl_->mu);

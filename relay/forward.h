@@ -64,6 +64,23 @@ struct ForwardOptions {
   size_t max_streams_per_sandbox = 20;
   /// How long an open may wait in that queue before it is refused.
   std::chrono::milliseconds queue_timeout{10000};
+  /// Global caps (issue 14.5; docs/ARCHITECTURE.md "Bounds"): every local
+  /// process reaches the tunnel, so no input may grow them without bound.
+  /// Opens waiting in the queue at once, all sandboxes together: an open()
+  /// that finds this many is refused at once (EndKind::kRefused: RST to the
+  /// client), counted in ForwardStats::pending_cap_refusals.
+  size_t max_pending_opens = 256;
+  /// Streams open or starting at once, all sandboxes together: an open()
+  /// that finds this many is refused at once (RST), counted in
+  /// ForwardStats::stream_cap_refusals; a queued open is not admitted past it.
+  size_t max_streams = 1024;
+  /// Deadline of one open, from open() until on_open_ok: queue, token and
+  /// the ForwardTcp call together (the queue part is still bounded by
+  /// queue_timeout). A gateway that never answers a call, or never sends
+  /// its headers, gets the call cancelled and the open refused (RST) at this
+  /// deadline, counted in ForwardStats::open_timeouts. A token or health
+  /// call in flight at the deadline may add up to GatewayOptions::rpc_timeout.
+  std::chrono::milliseconds open_timeout{30000};
   /// A pooled token that carried no stream for this long is revoked and
   /// dropped (tokens are valid for 24 h upstream; do not keep them around).
   std::chrono::milliseconds token_idle_timeout{60000};
@@ -154,6 +171,9 @@ struct ForwardStats {
   uint64_t buffer_waits = 0;
   /// The settle window now in use, microseconds (0 = none).
   uint64_t settle_window_us = 0;
+  /// Opens refused at once by the global caps (ForwardOptions::max_pending_opens,
+  /// max_streams), and opens refused at their open_timeout.
+  uint64_t pending_cap_refusals = 0, stream_cap_refusals = 0, open_timeouts = 0;
 };
 
 /// The data-plane calls on ForwardTcp streams, as ForwardManager offers them;
@@ -177,11 +197,16 @@ class ForwardStreams {
 };
 
 /// Owns every live ForwardTcp stream. All methods are thread-safe and
-/// non-blocking (token minting runs on an internal worker thread).
+/// non-blocking. Threads (all joined by the destructor, none detached):
+/// the admission worker (queue, caps, deadlines, and the deferred on_closed
+/// of opens refused or aborted before they started), the token worker
+/// (CreateSshSession / RevokeSshSession / a first Health: blocking unary
+/// calls, so a slow gateway delays only the opens that need a new token),
+/// and gRPC's own threads for the stream reactions.
 class ForwardManager final : public ForwardStreams {
  public:
   ForwardManager(GatewayClient& gateway, ForwardObserver& observer, ForwardOptions opts = {});
-  ~ForwardManager() override;  ///< calls shutdown()
+  ~ForwardManager() override;  ///< calls shutdown(), then joins the admission worker
 
   void open(StreamId id, ForwardTarget target) override;
   void send(StreamId id, std::string bytes) override;
@@ -189,8 +214,10 @@ class ForwardManager final : public ForwardStreams {
   void close_write(StreamId id) override;
   void abort(StreamId id) override;
 
-  /// Cancels every stream, waits up to `grace` for them to end, revokes the
-  /// pooled tokens. Idempotent.
+  /// Cancels every stream, waits up to `grace` for them to end, joins the
+  /// token worker, revokes the pooled tokens. Idempotent. Later open()s are
+  /// answered on_closed(kUnreachable) from the admission worker, which runs
+  /// until the destructor.
   void shutdown(std::chrono::milliseconds grace = std::chrono::milliseconds(2000));
 
   ForwardStats stats() const;

@@ -14,13 +14,14 @@ PKGS=(
   build-essential cmake ninja-build ccache pkg-config
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   liblwip-dev libnl-3-dev libnl-route-3-dev libspdlog-dev libldns-dev libcap-dev
-  libsystemd-dev libgtest-dev libgmock-dev libcli11-dev nlohmann-json3-dev
+  libnftables-dev libsystemd-dev libgtest-dev libgmock-dev libcli11-dev nlohmann-json3-dev
   # man page, package (CPack DEB + dpkg-shlibdeps), package test, unit check
   scdoc dpkg-dev file mmdebstrap systemd
   # tests and demo (the sandbox's sshd, the browser test's Chromium, the
-  # resolved test's private D-Bus, the unit's syscall check, the benchmark chart)
+  # resolved test's private D-Bus, the unit's syscall check, the benchmark chart,
+  # nft to look at the firewall table in the isolation test)
   openssh-server openssh-client iproute2 iputils-ping procps curl python3 python3-scapy openssl bind9-dnsutils
-  dbus-daemon dbus-bin strace
+  dbus-daemon dbus-bin strace nftables
   chromium fonts-dejavu-core python3-matplotlib
 )
 missing=()

@@ -8,7 +8,9 @@
 //                open ok -> listener, SYN fed to lwIP -> kHandshake;
 //                  no listener -> Upstream::abort -> kDead;
 //                stream failed (or ended OK before opening) -> RST (refused,
-//                  RFC 9293 §3.10.7.1) or ICMP unreachable -> erased.
+//                  RFC 9293 §3.10.7.1) or ICMP unreachable -> erased;
+//                no answer within the open timeout -> Upstream::abort, RST,
+//                  erased (swept).
 //   kHandshake   lwIP sent SYN-ACK. A retransmitted SYN goes to lwIP (it
 //                re-answers). accept -> kEstablished (queued bytes flush);
 //                stream failed -> kDead; stream ended OK -> remote_fin (FIN
@@ -41,8 +43,11 @@
 //   upstream -> client: one frame at a time; read_more() only once the tx
 //     queue is empty, i.e. lwIP took the whole previous frame (≤ 64 KiB).
 //
-// Deadlines: kHandshakeTimeout (20 s) for kHandshake and kDead, checked by
-// sweep() (the Stack runs it every second: a connection lives 20..21 s).
+// Deadlines: kHandshakeTimeout (20 s) for kHandshake and kDead, and the
+// open timeout (StackConfig::open_timeout_ms, default 60 s) for kOpening:
+// a held SYN whose stream never answers is refused (RST, Upstream::abort,
+// syn_timeouts). Both are checked by sweep() (the Stack runs it every
+// second: a connection lives up to the deadline + 1 s).
 #include "stack/conn.h"
 
 #include <spdlog/spdlog.h>
@@ -55,8 +60,12 @@
 namespace osh::stack {
 
 Connections::Connections(size_t early_ack_bytes, Upstream& upstream, PcbOps& ops,
-                         StackCounters& counters)
-    : early_ack_bytes_(early_ack_bytes), upstream_(upstream), ops_(ops), counters_(counters) {}
+                         StackCounters& counters, Clock::duration open_timeout)
+    : early_ack_bytes_(early_ack_bytes),
+      open_timeout_(open_timeout),
+      upstream_(upstream),
+      ops_(ops),
+      counters_(counters) {}
 
 Conn* Connections::get(ConnId id) {
   auto it = conns_.find(id);
@@ -377,15 +386,26 @@ void Connections::maybe_close(Conn& c) {
 // ---- deadlines, routes, stop ----
 
 void Connections::sweep(Clock::time_point now) {
-  std::vector<Conn*> dead;
+  std::vector<Conn*> dead, expired;
   for (auto& [id, c] : conns_) {
     if ((c->state == Conn::State::kHandshake || c->state == Conn::State::kDead) &&
         now - c->born > kHandshakeTimeout)
       dead.push_back(c.get());
+    else if (c->state == Conn::State::kOpening && now - c->born > open_timeout_)
+      expired.push_back(c.get());
   }
   for (Conn* c : dead) {
     spdlog::debug("conn {}: handshake never completed, reaped", c->id);
     if (!c->upstream_done) upstream_.abort(c->id);
+    erase(*c);
+  }
+  for (Conn* c : expired) {
+    spdlog::info("conn {}: {} refused: its stream did not open within {} s", c->id,
+                 c->flow.to_string(),
+                 std::chrono::duration_cast<std::chrono::seconds>(open_timeout_).count());
+    upstream_.abort(c->id);  // kOpening: the upstream has not reported on_closed
+    refuse(*c, CloseKind::kRefused);
+    counters_.syn_timeouts++;
     erase(*c);
   }
 }

@@ -113,10 +113,17 @@ class Connections {
   /// A connection still in kHandshake or kDead this long after its SYN was
   /// held is reaped (the client gave up, or its accept never came).
   static constexpr Clock::duration kHandshakeTimeout = std::chrono::seconds(20);
+  /// Default deadline of a held SYN (kOpening): StackConfig::open_timeout_ms.
+  static constexpr Clock::duration kDefaultOpenTimeout = std::chrono::seconds(60);
 
   /// @early_ack_bytes: StackConfig::early_ack_bytes (back-pressure allowance)
   /// @upstream, @ops, @counters: must outlive the table
-  Connections(size_t early_ack_bytes, Upstream& upstream, PcbOps& ops, StackCounters& counters);
+  /// @open_timeout: how long a SYN may stay held while its stream opens
+  ///   (issue 14.5: an Upstream that never answers must not hold it forever);
+  ///   past it the client gets RST, the stream is aborted (counted in
+  ///   StackCounters::syn_timeouts)
+  Connections(size_t early_ack_bytes, Upstream& upstream, PcbOps& ops, StackCounters& counters,
+              Clock::duration open_timeout = kDefaultOpenTimeout);
 
   // ---- from the packet gate ----
   enum class SynAction {
@@ -162,7 +169,8 @@ class Connections {
 
   // ---- deadlines, routes, stop ----
   /// sweep() - reaps connections past kHandshakeTimeout in kHandshake or
-  /// kDead (Upstream::abort unless done). Run every second.
+  /// kDead (Upstream::abort unless done), and refuses (RST, Upstream::abort)
+  /// held SYNs past the open timeout. Run every second.
   void sweep(Clock::time_point now);
   /// drop_unrouted() - resets every connection whose destination @served
   /// says is no longer served (RST to the client, Upstream::abort).
@@ -188,6 +196,7 @@ class Connections {
   void maybe_close(Conn& c);
 
   const size_t early_ack_bytes_;
+  const Clock::duration open_timeout_;
   Upstream& upstream_;
   PcbOps& ops_;
   StackCounters& counters_;

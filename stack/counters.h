@@ -24,6 +24,9 @@ struct StackCounters {
       dns_dropped{0};  ///< DNS datagrams StackConfig::dns_accept refused (not in dns_queries)
   std::atomic<uint64_t> syn_held{0}, syn_absorbed{0}, conns_opened{0}, conns_closed{0},
       refused_rst{0}, refused_unreachable{0}, resets{0}, echo_replies{0};
+  /// Held SYNs refused (RST) because their stream did not open within
+  /// StackConfig::open_timeout_ms (also counted in refused_rst).
+  std::atomic<uint64_t> syn_timeouts{0};
   std::atomic<uint64_t> bytes_up{0}, bytes_down{0};
   std::atomic<int64_t> active{0};
 };

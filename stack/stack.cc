@@ -13,7 +13,7 @@
 //                      (a client RST answering our SYN-ACK also ends the
 //                       connection: Connections::handshake_reset)
 //   UpstreamEvents (any thread: gRPC reactions) ──► EventLoop::post ──► Connections::on_*
-//   1 s timer ──► Connections::sweep (the 20 s handshake deadline)
+//   1 s timer ──► Connections::sweep (the 20 s handshake deadline, the held-SYN deadline)
 //
 // The packet fd is read in batches of up to 64 packets per wake-up, each
 // batch and each posted event under one hold of the lwIP core lock. lwIP's
@@ -83,7 +83,8 @@ struct Stack::Impl final : UpstreamEvents {
   bool started = false, ever_started = false;
 
   Impl(const StackConfig& c, Upstream& u)
-      : cfg(c), upstream(u), lwip(cfg, routes, counters), conns(cfg.early_ack_bytes, u, lwip, counters) {
+      : cfg(c), upstream(u), lwip(cfg, routes, counters), conns(cfg.early_ack_bytes, u, lwip, counters,
+              std::chrono::milliseconds(cfg.open_timeout_ms)) {
     lwip.bind(conns);
   }
 

@@ -57,6 +57,12 @@ struct StackConfig {
   /// one 64 KiB window per gRPC write round trip. 0: acknowledge only what
   /// the upstream wrote.
   size_t early_ack_bytes = 256 * 1024;
+  /// Deadline of a held SYN, ms: a connection whose stream has not opened
+  /// this long after its SYN is refused with RST and its stream aborted
+  /// (counted in syn_timeouts). A backstop for an Upstream that never
+  /// answers: `up` sets it above the relay's own open deadline
+  /// (relay::ForwardOptions::open_timeout), which normally answers first.
+  uint32_t open_timeout_ms = 60000;
   /// DNS, in two steps so that no query is parsed under the lwIP core lock
   /// (issue 14.3; stack.cc "DNS off the lock"):
   ///  - dns_accept(payload): the cheap check, called on the stack thread

@@ -27,6 +27,10 @@ OSH_GW_PORT=17670
 OSH_WORK="$(mktemp -d /tmp/osh-vmtest.XXXXXX)"
 OSH_PIDS=()
 OSH_VERBOSE="${OSH_VERBOSE:-1}"
+# No served user unless a test names one (--user): the tunnel's user file
+# helper would otherwise write the test's ssh config as $SUDO_USER, who
+# cannot enter this run's root-only work dir (cli/user_files.h).
+unset SUDO_USER OPENSHELL_TUNNEL_USER
 # The protocol matrix (issue 12.4; vm-tests/CMakeLists.txt registers the
 # variants). OSH_PROTOCOL: the mini peers' wire generation, 0.1 (upstream's
 # current line, the default) or 0.0. OSH_EXT=1: the mini-gateway offers the
@@ -310,6 +314,23 @@ osh_topology() {
   mkdir -p "/etc/netns/$NS_CLIENT"
   printf '127.0.0.1\tlocalhost\n::1\tlocalhost\n' >"/etc/netns/$NS_CLIENT/hosts"
   OSH_HOSTS="/etc/netns/$NS_CLIENT/hosts"
+}
+
+# osh_routed_namespace NS: a namespace NS behind the client namespace, as a
+# container or a VM is behind its host: veth (NS 203.0.113.2/24, client
+# 203.0.113.1/24, TEST-NET-3), NS's route to the IPv4 prefix via the client,
+# IPv4 forwarding on in the client namespace. The caller deletes NS (trap).
+osh_routed_namespace() {
+  local ns="$1"
+  ip netns add "$ns"
+  ip -n "$ns" link set lo up
+  ip link add "vv$OSH_TAG" netns "$ns" type veth peer name "vw$OSH_TAG" netns "$NS_CLIENT"
+  ip -n "$ns" addr add 203.0.113.2/24 dev "vv$OSH_TAG"
+  ip -n "$NS_CLIENT" addr add 203.0.113.1/24 dev "vw$OSH_TAG"
+  ip -n "$ns" link set "vv$OSH_TAG" up
+  ip -n "$NS_CLIENT" link set "vw$OSH_TAG" up
+  ip -n "$ns" route add 198.18.0.0/16 via 203.0.113.1
+  ip netns exec "$NS_CLIENT" sysctl -qw net.ipv4.ip_forward=1
 }
 
 # sshd on 127.0.0.1:22 and an HTTP server on 127.0.0.1:8080 in the sandbox,

@@ -53,7 +53,7 @@ for round in 1 2 3; do
   # taking the lock; a loser that looked in between says "starting".
   check "and said why" grep -q "another openshell-tunnel holds the state directory $OSH_STATE" "$loser_log"
   check "the loser changed nothing: no TUN or names step in its log" \
-    bash -c "! grep -qE 'TUN|names written|cleaning up after' '$loser_log'"
+    bash -c "! grep -qE '✓ TUN|names written|cleaning up after' '$loser_log'"
   check "the winner still runs" kill -0 "$winner"
   check "state.json names the winner" [ "$(state_field pid)" = "$winner" ]
   check "with its boot id" [ "$(state_field boot_id)" = "$(cat /proc/sys/kernel/random/boot_id)" ]

@@ -42,8 +42,10 @@ sbx_tcp_server sink 9006 discard
 # out the settle window (up to 25 ms; 10,000 of them: minutes). Connect
 # semantics are vm_refusal's; this test is about what a vanished client
 # leaves behind.
-osh_tunnel --max-streams-per-sandbox $((N + 50)) --max-streams-per-token 100 --keepalive-s 2 --token-idle-s 3 \
-  --connect-settle-ms 0
+# --allow-forwarding: the client host is another namespace routed through
+# the client one, which the firewall drops by default (vm_isolation).
+osh_tunnel --allow-forwarding --max-streams-per-sandbox $((N + 50)) --max-streams-per-token 100 --keepalive-s 2 \
+  --token-idle-s 3 --max-streams $((N + 50)) --max-pending-opens $((N + 50)) --connect-settle-ms 0
 V4="$(sandbox_v4)"
 status_field() {
   ip netns exec "$NS_CLIENT" "$OSH_TUNNEL" status --state-dir "$OSH_STATE" --json |
@@ -51,15 +53,7 @@ status_field() {
 }
 
 say "a second client host, routed through the client namespace"
-ip netns add "$NS_V"
-ip -n "$NS_V" link set lo up
-ip link add "vv$OSH_TAG" netns "$NS_V" type veth peer name "vw$OSH_TAG" netns "$NS_CLIENT"
-ip -n "$NS_V" addr add 203.0.113.2/24 dev "vv$OSH_TAG"
-ip -n "$NS_CLIENT" addr add 203.0.113.1/24 dev "vw$OSH_TAG"
-ip -n "$NS_V" link set "vv$OSH_TAG" up
-ip -n "$NS_CLIENT" link set "vw$OSH_TAG" up
-ip -n "$NS_V" route add 198.18.0.0/16 via 203.0.113.1
-ip netns exec "$NS_CLIENT" sysctl -qw net.ipv4.ip_forward=1
+osh_routed_namespace "$NS_V"
 
 say "it opens $N connections to the sandbox and holds them"
 ip netns exec "$NS_V" /usr/bin/python3 "$OSH_TCPTOOL" hold-many --host "$V4" --port 9006 \

@@ -37,7 +37,7 @@ need() { grep -qx "$1" "$UNIT" || { echo "FAIL: the unit lacks '$1'"; exit 1; };
 need 'Type=notify'
 need 'ExecReload=/bin/kill -HUP $MAINPID'
 need 'EnvironmentFile=/etc/openshell-tunnel/openshell-tunnel.env'
-need 'CapabilityBoundingSet=CAP_NET_ADMIN CAP_DAC_OVERRIDE CAP_FOWNER CAP_CHOWN'
+need 'CapabilityBoundingSet=CAP_NET_ADMIN CAP_DAC_READ_SEARCH CAP_SETUID CAP_SETGID CAP_SETPCAP'
 need 'NoNewPrivileges=yes'
 need 'ProtectSystem=strict'
 need 'ReadWritePaths=-/etc/hosts'

@@ -35,7 +35,7 @@ TEST(JsonAnswer, ValuesThatAreNotUtf8BecomeReplacementCharacters) {
 
 TEST_F(ControlDir, AThrowingHandlerAnswersAnErrorAndTheServerKeepsRunning) {
   std::atomic<int> calls{0};
-  ControlServer server(dir_ / "control.sock", [&](const std::string&) -> std::string {
+  ControlServer server(dir_ / "control.sock", [&](const std::string&, uid_t) -> std::string {
     if (calls++ == 0) {
       // What status_json().dump() threw for a gateway error that is not UTF-8.
       return json{{"error", "\xff"}}.dump();

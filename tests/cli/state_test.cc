@@ -207,13 +207,38 @@ TEST_F(StateDir, LockFileSymlinkIsRefused) {
   EXPECT_NE(err.find("lock"), std::string::npos) << err;
 }
 
-TEST_F(StateDir, LockCreatesAPrivateDirectory) {
+// Only root lists or writes it; others may traverse it to the control
+// socket (kStateDirMode, issue 14.2).
+TEST_F(StateDir, LockCreatesADirectoryOthersCanOnlyTraverse) {
   const fs::path sub = dir_ / "new" / "state";
   std::string err;
   StateLock l;
   ASSERT_EQ(l.acquire(sub, &err), StateLock::Result::kAcquired) << err;
-  EXPECT_EQ(fs::status(sub).permissions() & fs::perms::all, fs::perms::owner_all);
+  EXPECT_EQ(fs::status(sub).permissions() & fs::perms::all,
+            fs::perms::owner_all | fs::perms::group_exec | fs::perms::others_exec);
   EXPECT_TRUE(fs::is_regular_file(sub / "lock"));
+}
+
+// Issue 14.1: the uid whose helper removes the ssh block after a crash is
+// the recorded one; an older state file (no ssh_uid) falls back to the
+// config's owner, and a symlink there names nobody.
+TEST_F(StateDir, SshOwnerIsRecordedOrTheConfigsOwner) {
+  RunState st;
+  EXPECT_FALSE(ssh_config_owner(st));
+  st.ssh_config = (dir_ / "config").string();
+  st.ssh_uid = 1234;
+  st.save(dir_);
+  const RunState back = RunState::load(dir_);
+  EXPECT_EQ(back.ssh_uid, 1234);
+  EXPECT_EQ(ssh_config_owner(back), std::optional<uid_t>(1234));
+  RunState old;
+  old.ssh_config = st.ssh_config;
+  EXPECT_FALSE(ssh_config_owner(old)) << "no file: nobody";
+  { std::ofstream(old.ssh_config) << "Host x\n"; }
+  EXPECT_EQ(ssh_config_owner(old), std::optional<uid_t>(::geteuid()));
+  fs::remove(old.ssh_config);
+  fs::create_symlink("/etc/passwd", old.ssh_config);
+  EXPECT_FALSE(ssh_config_owner(old)) << "a symlink names nobody";
 }
 
 }  // namespace

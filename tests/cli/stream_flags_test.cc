@@ -32,6 +32,9 @@ TEST(StreamFlags, DefaultsAreRelays) {
   EXPECT_EQ(fo.max_streams_per_token, relay_default.max_streams_per_token);
   EXPECT_EQ(fo.queue_timeout, relay_default.queue_timeout);
   EXPECT_EQ(fo.token_idle_timeout, relay_default.token_idle_timeout);
+  EXPECT_EQ(fo.max_pending_opens, relay_default.max_pending_opens);
+  EXPECT_EQ(fo.max_streams, relay_default.max_streams);
+  EXPECT_EQ(fo.open_timeout, relay_default.open_timeout);
   EXPECT_FALSE(fo.connect_settle.has_value());
   EXPECT_TRUE(fo.request_extensions);
 }
@@ -49,6 +52,17 @@ TEST(StreamFlags, EachFlagWritesItsField) {
   EXPECT_EQ(fo.token_idle_timeout, 3s);
   EXPECT_FALSE(parse({"--connect-settle-ms", "-1"}).connect_settle.has_value());
   EXPECT_EQ(*parse({"--connect-settle-ms", "40"}).connect_settle, 40ms);
+}
+
+TEST(StreamFlags, TheGlobalBoundsWriteTheirFields) {
+  const relay::ForwardOptions fo =
+      parse({"--max-pending-opens", "5", "--max-streams", "9", "--open-timeout-ms", "2500"});
+  EXPECT_EQ(fo.max_pending_opens, 5u);
+  EXPECT_EQ(fo.max_streams, 9u);
+  EXPECT_EQ(fo.open_timeout, 2500ms);
+  EXPECT_THROW(parse({"--max-streams", "0"}), CLI::ValidationError);
+  EXPECT_THROW(parse({"--max-pending-opens", "0"}), CLI::ValidationError);
+  EXPECT_THROW(parse({"--open-timeout-ms", "50"}), CLI::ValidationError);
 }
 
 TEST(StreamFlags, OutOfRangeIsAUsageError) {

@@ -219,16 +219,44 @@ TEST_F(HostsFileTest, RemoveIsNoopWithoutBlockOrFile) {
   EXPECT_EQ(stat_of(p).st_ino, ino);
 }
 
-TEST_F(HostsFileTest, FollowsSymlink) {
+// Issue 14.1: a symlink at the hosts file's name is refused, never followed
+// (root would otherwise write its block into whatever file the link names).
+TEST_F(HostsFileTest, RefusesSymlink) {
   const fs::path real = dir_ / "real-hosts";
   const fs::path link = dir_ / "hosts";
   write(real, "127.0.0.1 localhost\n");
   fs::create_symlink(real, link);
-  HostsFile(link).write_block(kTwo);
+  for (int op = 0; op < 2; ++op) {
+    try {
+      if (op == 0) HostsFile(link).write_block(kTwo);
+      else HostsFile(link).remove_block();
+      FAIL() << "no exception for op " << op;
+    } catch (const std::system_error& e) {
+      EXPECT_EQ(e.code().value(), ELOOP);
+      EXPECT_NE(std::string(e.what()).find("symbolic link"), std::string::npos) << e.what();
+    }
+  }
   EXPECT_TRUE(fs::is_symlink(link));
-  EXPECT_EQ(read(real), "127.0.0.1 localhost\n" + kTwoBlock);
-  HostsFile(link).remove_block();
   EXPECT_EQ(read(real), "127.0.0.1 localhost\n");
+  EXPECT_THROW(replace_text_file(link, "x"), std::system_error);
+  EXPECT_THROW(read_text_file(link), std::system_error);
+  EXPECT_EQ(read(real), "127.0.0.1 localhost\n");
+}
+
+TEST_F(HostsFileTest, RefusesNonRegularFile) {
+  const fs::path fifo = dir_ / "hosts";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0644), 0);
+  try {
+    HostsFile(fifo).write_block(kTwo);
+    FAIL() << "no exception";
+  } catch (const std::system_error& e) {
+    EXPECT_EQ(e.code().value(), EINVAL);
+    EXPECT_NE(std::string(e.what()).find("not a regular file"), std::string::npos) << e.what();
+  }
+  const fs::path d = dir_ / "hosts.d";
+  fs::create_directory(d);
+  EXPECT_THROW(HostsFile(d).write_block(kTwo), std::system_error);
+  EXPECT_TRUE(fs::is_directory(d));
 }
 
 TEST_F(HostsFileTest, ErrorsNameThePath) {

@@ -42,6 +42,9 @@ struct Script {
   /// Trailers-only answer (no headers): the checks before the relay, or a
   /// connect-ack gateway's failed dial.
   std::optional<grpc::Status> reject;
+  /// Never answer: no headers, no status, until the client cancels (a
+  /// gateway that hangs; issue 14.5's open deadline).
+  bool hang = false;
   /// Response initial metadata x-osh-tunnel-ext ("" = none: upstream).
   std::string confirm_ext;
   /// After the headers, before the frames: wait until at least this many
@@ -84,6 +87,16 @@ class FakeGateway {
   int tokens_minted() const {
     std::lock_guard lk(mu_);
     return minted_;
+  }
+  int tokens_revoked() const {
+    std::lock_guard lk(mu_);
+    return revoked_;
+  }
+  /// From now on CreateSshSession / RevokeSshSession answer after @d (a
+  /// slow gateway: the reaction sleeps, one of gRPC's server threads).
+  void set_unary_delay(std::chrono::milliseconds d) {
+    std::lock_guard lk(mu_);
+    unary_delay_ = d;
   }
   /// Bytes the client sent on call @index (data frames, concatenated).
   std::string received(size_t index) const {
@@ -157,6 +170,8 @@ class FakeGateway {
   std::vector<std::string> received_;
   std::vector<bool> half_closed_;
   int minted_ = 0;
+  int revoked_ = 0;
+  std::chrono::milliseconds unary_delay_{0};
   int drivers_ = 0;
 };
 
@@ -174,6 +189,12 @@ class FakeGateway::UnaryReactor final : public grpc::ServerGenericBidiReactor {
       return;
     }
     std::string reply;
+    std::chrono::milliseconds delay;
+    {
+      std::lock_guard lk(gw_.mu_);
+      delay = gw_.unary_delay_;
+    }
+    if (delay.count() > 0) std::this_thread::sleep_for(delay);
     if (method_.ends_with("/CreateSshSession")) {
       openshell::v1::CreateSshSessionResponse r;
       std::lock_guard lk(gw_.mu_);
@@ -181,6 +202,10 @@ class FakeGateway::UnaryReactor final : public grpc::ServerGenericBidiReactor {
       r.set_sandbox_id("uuid");
       reply = r.SerializeAsString();
     } else if (method_.ends_with("/RevokeSshSession")) {
+      {
+        std::lock_guard lk(gw_.mu_);
+        ++gw_.revoked_;
+      }
       if (gw_.gen_ == Generation::k0_1) {
         openshell::v1::g01::RevokeSshSessionResponse r;
         r.set_outcome(openshell::v1::g01::DELETION_OUTCOME_COMPLETED);
@@ -240,6 +265,11 @@ class FakeGateway::ForwardReactor final : public grpc::ServerGenericBidiReactor 
     StartRead(&in_);
   }
   void OnSendInitialMetadataDone(bool) override { signal_done(); }
+  void OnCancel() override {
+    std::lock_guard lk(mu_);
+    cancelled_ = true;
+    cv_.notify_all();
+  }
   void OnWriteDone(bool) override { signal_done(); }
   void OnDone() override {
     {
@@ -286,6 +316,13 @@ class FakeGateway::ForwardReactor final : public grpc::ServerGenericBidiReactor 
   void drive(const Script& s) {
     if (s.reject) {
       finish(*s.reject);
+      return;
+    }
+    if (s.hang) {
+      std::unique_lock lk(mu_);
+      cv_.wait(lk, [&] { return cancelled_ || done_; });  // the client cancelled
+      lk.unlock();
+      finish(grpc::Status(grpc::StatusCode::CANCELLED, "hung"));
       return;
     }
     if (!s.confirm_ext.empty()) ctx_->AddInitialMetadata("x-osh-tunnel-ext", s.confirm_ext);
@@ -349,6 +386,7 @@ class FakeGateway::ForwardReactor final : public grpc::ServerGenericBidiReactor 
   std::mutex mu_;
   std::condition_variable cv_;
   bool have_init_ = false, half_closed_ = false, op_done_ = false, done_ = false, driving_ = false;
+  bool cancelled_ = false;
   size_t received_bytes_ = 0;
   int index_ = 0;
 };

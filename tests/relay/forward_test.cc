@@ -792,5 +792,182 @@ TEST(ForwardBudget, PastTheCeilingANewStreamWaitsForOneToEnd) {
   EXPECT_EQ(mgr.stats().buffer_waits, 1u);
 }
 
+// ---- issue 14.5: global caps, the open deadline, no detached threads ----
+
+/// Routes each stream's events to its own Recorder (ids 1..7).
+struct Fan final : ForwardObserver {
+  Recorder r[8];
+  void on_open_ok(StreamId id) override { r[id].on_open_ok(id); }
+  void on_data(StreamId id, std::string b) override { r[id].on_data(id, std::move(b)); }
+  void on_remote_fin(StreamId id) override { r[id].on_remote_fin(id); }
+  void on_write_done(StreamId id, size_t n) override { r[id].on_write_done(id, n); }
+  void on_closed(StreamId id, EndKind k, std::string why) override { r[id].on_closed(id, k, std::move(why)); }
+};
+
+/// Every call: headers, "x", then OK after @hold.
+Script x_then_ok_after(std::chrono::milliseconds hold) {
+  Script s = data_then_ok({"x"});
+  s.end_delay = hold;
+  return s;
+}
+
+/// Options for these tests: no idle-trim thread.
+ForwardOptions no_trim() {
+  ForwardOptions fo;
+  fo.trim_when_idle = false;
+  return fo;
+}
+
+ForwardTarget target_in(std::string sandbox_id, std::string name) {
+  ForwardTarget t = target();
+  t.sandbox = {std::move(sandbox_id), std::move(name)};
+  return t;
+}
+
+TEST(ForwardBounds, PastThePendingOpenCapAnOpenIsRefusedAtOnce) {
+  FakeGateway fake(Generation::k0_1, [](const SeenInit&) { return x_then_ok_after(800ms); });
+  GatewayClient gw(options_for(fake, Generation::k0_1));
+  Fan fan;
+  ForwardOptions fo = no_trim();
+  fo.max_streams_per_sandbox = 1;  // stream 1 holds the slot: 2 and 3 wait
+  fo.max_pending_opens = 2;
+  ForwardManager mgr(gw, fan, fo);
+  mgr.open(1, target());
+  ASSERT_TRUE(fan.r[1].wait_open());
+  mgr.open(2, target());
+  mgr.open(3, target());
+  const auto t0 = Clock::now();
+  mgr.open(4, target());
+  ASSERT_TRUE(fan.r[4].wait_closed(mgr, 4, 2000ms));
+  EXPECT_LT(Clock::now() - t0, 700ms) << "refused at once, not at a deadline";
+  EXPECT_EQ(fan.r[4].events(), want({"closed:refused"}));
+  EXPECT_EQ(mgr.stats().pending_cap_refusals, 1u);
+  // The queued ones still get their turn: the cap refuses, it does not wedge.
+  for (StreamId id : {1, 2, 3}) {
+    ASSERT_TRUE(fan.r[id].wait_closed(mgr, id, 10000ms)) << id;
+    EXPECT_EQ(fan.r[id].events(), want({"open", "data:x", "closed:ok"})) << id;
+  }
+  EXPECT_EQ(mgr.stats().pending_cap_refusals, 1u);
+}
+
+TEST(ForwardBounds, PastTheStreamCapAnOpenIsRefusedAtOnce) {
+  FakeGateway fake(Generation::k0_1, [](const SeenInit&) { return x_then_ok_after(800ms); });
+  GatewayClient gw(options_for(fake, Generation::k0_1));
+  Fan fan;
+  ForwardOptions fo = no_trim();
+  fo.max_streams = 2;
+  ForwardManager mgr(gw, fan, fo);
+  mgr.open(1, target());
+  mgr.open(2, target_in("other-uuid", "other"));
+  ASSERT_TRUE(fan.r[1].wait_open());
+  ASSERT_TRUE(fan.r[2].wait_open());
+  mgr.open(3, target());
+  ASSERT_TRUE(fan.r[3].wait_closed(mgr, 3, 2000ms));
+  EXPECT_EQ(fan.r[3].events(), want({"closed:refused"}));
+  EXPECT_EQ(mgr.stats().stream_cap_refusals, 1u);
+  ASSERT_TRUE(fan.r[1].wait_closed(mgr, 1, 10000ms));
+  ASSERT_TRUE(fan.r[2].wait_closed(mgr, 2, 10000ms));
+  mgr.open(4, target());  // below the cap again
+  ASSERT_TRUE(fan.r[4].wait_closed(mgr, 4, 10000ms));
+  EXPECT_EQ(fan.r[4].events(), want({"open", "data:x", "closed:ok"}));
+}
+
+TEST(ForwardBounds, AGatewayThatNeverAnswersAnOpenIsRefusedAtItsDeadline) {
+  FakeGateway fake(Generation::k0_1, [](const SeenInit& i) {
+    Script s;
+    if (i.call_index == 0) s.hang = true;
+    else s = data_then_ok({"ok"});
+    return s;
+  });
+  GatewayClient gw(options_for(fake, Generation::k0_1));
+  Recorder rec;
+  ForwardOptions fo = no_trim();
+  fo.open_timeout = 600ms;
+  ForwardManager mgr(gw, rec, fo);
+  const auto t0 = Clock::now();
+  mgr.open(1, target());
+  ASSERT_TRUE(rec.wait_closed(mgr, 1, 10000ms)) << "a hung open must end";
+  EXPECT_GE(Clock::now() - t0, 600ms);
+  EXPECT_EQ(rec.events(), want({"closed:refused"}));
+  EXPECT_EQ(mgr.stats().open_timeouts, 1u);
+  EXPECT_EQ(mgr.stats().active_now, 0u);
+  // The slot and the token came back: the next open works.
+  rec.reset();
+  mgr.open(2, target());
+  ASSERT_TRUE(rec.wait_closed(mgr, 2));
+  EXPECT_EQ(rec.events(), want({"open", "data:ok", "closed:ok"}));
+}
+
+TEST(ForwardBounds, ASlowTokenMintDoesNotStallAnOpenWithAPooledToken) {
+  FakeGateway fake(Generation::k0_1, [](const SeenInit&) { return data_then_ok({"ok"}); });
+  GatewayClient gw(options_for(fake, Generation::k0_1));
+  Fan fan;
+  ForwardOptions fo = no_trim();
+  ForwardManager mgr(gw, fan, fo);
+  mgr.open(1, target());  // sandbox A: mints a token, which stays pooled
+  ASSERT_TRUE(fan.r[1].wait_closed(mgr, 1));
+  fake.set_unary_delay(3000ms);
+  mgr.open(2, target_in("b-uuid", "b"));  // sandbox B: needs a new token, slow
+  std::this_thread::sleep_for(100ms);     // let B's mint begin first
+  const auto t0 = Clock::now();
+  mgr.open(3, target());  // sandbox A again: its pooled token
+  ASSERT_TRUE(fan.r[3].wait_open(2500ms)) << "admission waited for another sandbox's token call";
+  EXPECT_LT(Clock::now() - t0, 2500ms);
+  EXPECT_TRUE(fan.r[3].wait_closed(mgr, 3));
+  ASSERT_TRUE(fan.r[2].wait_closed(mgr, 2, 10000ms));
+  EXPECT_EQ(fan.r[2].events(), want({"open", "data:ok", "closed:ok"}));
+  EXPECT_EQ(fake.tokens_minted(), 2);
+  fake.set_unary_delay(0ms);  // shutdown's revokes
+}
+
+TEST(ForwardBounds, ASlowRevokeDoesNotStallAdmission) {
+  FakeGateway fake(Generation::k0_1, [](const SeenInit& i) {
+    Script s = data_then_ok({"ok"});
+    if (i.call_index == 0) s.end_delay = 5000ms;  // A's first stream keeps A's token busy
+    return s;
+  });
+  GatewayClient gw(options_for(fake, Generation::k0_1));
+  Fan fan;
+  ForwardOptions fo = no_trim();
+  fo.token_idle_timeout = 1000ms;
+  ForwardManager mgr(gw, fan, fo);
+  mgr.open(1, target());
+  ASSERT_TRUE(fan.r[1].wait_open());
+  mgr.open(2, target_in("b-uuid", "b"));
+  ASSERT_TRUE(fan.r[2].wait_closed(mgr, 2));
+  fake.set_unary_delay(3000ms);  // B's token goes idle and is revoked, slowly
+  const auto idle_deadline = Clock::now() + 5000ms;
+  while (mgr.stats().tokens_revoked == 0 && Clock::now() < idle_deadline)
+    std::this_thread::sleep_for(20ms);
+  ASSERT_EQ(mgr.stats().tokens_revoked, 1u) << "B's idle token was not revoked";
+  std::this_thread::sleep_for(100ms);  // the revoke call is under way
+  const auto t0 = Clock::now();
+  mgr.open(3, target());  // A's pooled token has a free slot
+  ASSERT_TRUE(fan.r[3].wait_open(2500ms)) << "admission waited for a token revoke";
+  EXPECT_LT(Clock::now() - t0, 2500ms);
+  EXPECT_TRUE(fan.r[3].wait_closed(mgr, 3));
+  EXPECT_TRUE(fan.r[1].wait_closed(mgr, 1, 10000ms));
+  fake.set_unary_delay(0ms);  // shutdown's revokes
+}
+
+TEST(ForwardBounds, AbortedQueuedOpensAndOpensAfterShutdownAreAnsweredBeforeTheDestructorReturns) {
+  FakeGateway fake(Generation::k0_1, [](const SeenInit&) { return x_then_ok_after(300ms); });
+  GatewayClient gw(options_for(fake, Generation::k0_1));
+  Fan fan;
+  {
+    ForwardOptions fo = no_trim();
+    fo.max_streams_per_sandbox = 1;
+    ForwardManager mgr(gw, fan, fo);
+    mgr.open(1, target());
+    ASSERT_TRUE(fan.r[1].wait_open());
+    mgr.open(2, target());  // queued behind stream 1
+    mgr.abort(2);
+    mgr.shutdown();
+    mgr.open(3, target());
+  }
+  EXPECT_EQ(fan.r[2].events(), want({"closed:reset"}));
+  EXPECT_EQ(fan.r[3].events(), want({"closed:unreachable"}));
+}
+
 }  // namespace
 }  // namespace osh::relay

@@ -293,13 +293,48 @@ TEST_F(ConnLifecycle, HandshakeIsSweptAfter20Seconds) {
   EXPECT_EQ(counters.active, 0);
 }
 
-TEST_F(ConnLifecycle, OpeningAndEstablishedAreNeverSwept) {
-  syn();
+TEST_F(ConnLifecycle, EstablishedIsNeverSwept) {
   TcpSpec other;
   other.sport = 40001;
   established(other);
   conns.sweep(t0 + 1h);
-  EXPECT_EQ(conns.size(), 2u);
+  EXPECT_EQ(conns.size(), 1u);
+}
+
+// Issue 14.5: a held SYN has a deadline. An upstream that never answers the
+// open gets the client a RST at the open timeout, not a SYN held forever.
+TEST_F(ConnLifecycle, AHeldSynWithoutAnAnswerIsRefusedAtTheOpenTimeout) {
+  const ConnId id = syn();
+  up.take();
+  conns.sweep(t0 + Connections::kDefaultOpenTimeout);
+  EXPECT_EQ(conns.size(), 1u);
+  EXPECT_TRUE(ops.emitted.empty());
+  conns.sweep(t0 + Connections::kDefaultOpenTimeout + 1ms);
+  EXPECT_EQ(up.take(), (Lines{"abort " + std::to_string(id)}));
+  ASSERT_EQ(ops.emitted.size(), 1u);
+  const Parsed r = classify(ops.emitted[0]);
+  EXPECT_TRUE(r.tcp_flags & kRst);
+  EXPECT_EQ(conns.size(), 0u);
+  EXPECT_EQ(counters.active, 0);
+  EXPECT_EQ(counters.syn_timeouts, 1u);
+  EXPECT_EQ(counters.refused_rst, 1u);
+  conns.on_closed(id, CloseKind::kReset, "aborted");  // the upstream's late answer: ignored
+  EXPECT_TRUE(up.take().empty());
+}
+
+TEST(ConnOpenTimeout, TheDeadlineIsConfigurable) {
+  StackCounters counters;
+  FakeOps ops;
+  RecordingUpstream up;
+  Connections conns(0, up, ops, counters, std::chrono::seconds(5));
+  const auto t0 = Connections::Clock::now();
+  const auto syn = testing::tcp(TcpSpec{});
+  ASSERT_EQ(conns.on_syn(syn, classify(syn), "sb", t0), Connections::SynAction::kOpened);
+  conns.sweep(t0 + std::chrono::seconds(5));
+  EXPECT_EQ(conns.size(), 1u);
+  conns.sweep(t0 + std::chrono::seconds(6));
+  EXPECT_EQ(conns.size(), 0u);
+  EXPECT_EQ(counters.syn_timeouts, 1u);
 }
 
 // ---- kEstablished: client -> upstream, back-pressure ----

@@ -34,7 +34,7 @@
 # of the tunnel process per connection), CPU seconds per GiB of the tunnel
 # process, the gateway and the supervisor. The mini-gateway's caps are raised
 # (5000 streams per sandbox and per token, 5000 unclaimed relays) and so are the tunnel's and
-# forward's --max-streams-per-sandbox (1100), for the idle test.
+# forward's --max-streams-per-sandbox (1100) and --max-streams (1200), for the idle test.
 #
 # Usage: bench.sh [--smoke] [--out DIR] [--reps N] [--bulk-mib N] [--latency-n N]
 #                 [--rr-n N] [--storm-n N] [--churn-n N] [--idle-n N] [--paths "A B C D E U"]
@@ -156,14 +156,15 @@ for p in $PATHS; do
       ;;
     C)
       osh_spawn "$NS_CLIENT" forward "$OSH_TUNNEL" forward --gateway-endpoint "$GW_URL" \
-        --max-streams-per-sandbox 1100 0 demo:9100
+        --max-streams-per-sandbox 1100 --max-streams 1200 0 demo:9100
       wait_until 15 grep -q "✓ Forwarding" "$OSH_WORK/forward.log"
       FWD_PORT="$(sed -n 's/^✓ Forwarding .*:\([0-9]*\) -> .*/\1/p' "$OSH_WORK/forward.log" | head -n1)"
       run_path C "forward (no TUN)" 127.0.0.1 "$FWD_PORT" "$PID_forward"
       stop_pid "$PID_forward"
       ;;
     D | E)
-      osh_tunnel --max-streams-per-sandbox 1100
+      # No per-user cap: the idle case holds --idle-n (1,000) connections of root.
+      osh_tunnel --max-streams-per-sandbox 1100 --max-streams 1200 --max-connections-per-user 0
       if [[ $p == D ]]; then
         run_path D "tunnel demo.local (IPv4)" "$(sandbox_v4)" 9100 "$PID_tunnel"
       else
@@ -172,7 +173,7 @@ for p in $PATHS; do
       stop_tunnel
       ;;
     U)
-      osh_tunnel --max-streams-per-sandbox 1100 --no-tunnel-ext
+      osh_tunnel --max-streams-per-sandbox 1100 --max-streams 1200 --max-connections-per-user 0 --no-tunnel-ext
       run_path U "tunnel, upstream mode (IPv4)" "$(sandbox_v4)" 9100 "$PID_tunnel"
       stop_tunnel
       say "path U: $(grep -o 'late_refusals=[0-9]*' "$OSH_WORK/tunnel.log" | tail -n1) (refusals after the settle window)"
