@@ -1,5 +1,6 @@
 #include "cli/addressing.h"
 
+#include <algorithm>
 #include <stdexcept>
 
 namespace osh::cli {
@@ -45,12 +46,17 @@ AddressPlan::AddressPlan(const tun::IpPrefix& p4, const tun::IpPrefix& p6)
   if (!p6_.addr.is_v6() || p6_.len > 112) throw std::invalid_argument("IPv6 prefix must be /112 or larger");
 }
 
-SandboxAddresses AddressPlan::assign(const std::string& id) {
+uint64_t AddressPlan::capacity() const {
+  return std::min(hosts4_ - 1 - kFirstSandboxIndex, hosts6_ - kFirstSandboxIndex);
+}
+
+std::optional<SandboxAddresses> AddressPlan::assign(const std::string& id) {
   if (auto it = by_id_.find(id); it != by_id_.end()) return it->second;
   // Usable v4 indexes: [16, hosts4 - 2] (the last one is the broadcast address).
   const uint64_t span4 = hosts4_ - 1 - kFirstSandboxIndex;
   const uint64_t span6 = hosts6_ - kFirstSandboxIndex;
-  if (used4_.size() >= span4) throw std::runtime_error("IPv4 prefix is full");
+  // Either range full: the probes below would never end.
+  if (used4_.size() >= span4 || used6_.size() >= span6) return std::nullopt;
   uint64_t i4 = kFirstSandboxIndex + fnv1a(id, 4) % span4;
   while (used4_.contains(i4)) i4 = kFirstSandboxIndex + (i4 - kFirstSandboxIndex + 1) % span4;
   uint64_t i6 = kFirstSandboxIndex + fnv1a(id, 6) % span6;

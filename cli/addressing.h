@@ -5,6 +5,7 @@
 #pragma once
 
 #include <map>
+#include <optional>
 #include <string>
 
 #include "tun/ip_prefix.h"
@@ -35,7 +36,12 @@ class AddressPlan {
   /// The addresses of sandbox `id`: the same id always gets the same pair
   /// from one plan; a hash collision moves the later id to the next free
   /// address (linear probing).
-  SandboxAddresses assign(const std::string& id);
+  /// @return nullopt (nothing reserved) when either prefix has no free
+  ///         sandbox address left (issue 14.8: the caller skips the sandbox;
+  ///         a full prefix is not an exception of the refresh loop).
+  std::optional<SandboxAddresses> assign(const std::string& id);
+  /// How many sandboxes the plan can hold: the smaller of the two ranges.
+  uint64_t capacity() const;
   /// Gives `id` the addresses it had before (from the state file), if both
   /// are inside the prefixes, in the sandbox range, and still free.
   /// @return false (and nothing reserved) otherwise.

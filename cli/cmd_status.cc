@@ -16,6 +16,7 @@
 #include "cli/control.h"
 #include "cli/state.h"
 #include "cli/up.h"
+#include "common/log_escape.h"
 #include "cli/user_files.h"
 
 namespace osh::cli {
@@ -37,26 +38,29 @@ std::string human_bytes(uint64_t b) {
 void print_status(const json& j) {
   fmt::print("openshell-tunnel: up (pid {}, since {}), TUN {}\n", j.value("pid", 0),
              j.value("started", ""), j.value("tun", ""));
+  // Names, versions and errors come from the gateway: escaped for the
+  // terminal as for the log (common/log_escape.h).
   const json& g = j["gateway"];
+  const auto gv = [&g](const char* key) { return log_escape(g.value(key, "")); };
   if (g.value("reachable", false))
-    fmt::print("gateway {}: reachable ({}, protocol {}, workspace {}) since {}\n",
-               g.value("endpoint", ""), g.value("version", ""), g.value("protocol", "unknown"),
-               g.value("workspace", ""), g.value("since", ""));
+    fmt::print("gateway {}: reachable ({}, protocol {}, workspace {}) since {}\n", gv("endpoint"), gv("version"),
+               g.value("protocol", "unknown"), gv("workspace"), gv("since"));
   else
-    fmt::print("gateway {}: UNREACHABLE since {}: {}\n", g.value("endpoint", ""), g.value("since", ""),
-               g.value("error", ""));
-  if (!g.value("conflict", "").empty()) fmt::print("gateway CONFLICT: {}\n", g.value("conflict", ""));
+    fmt::print("gateway {}: UNREACHABLE since {}: {}\n", gv("endpoint"), gv("since"), gv("error"));
+  if (!g.value("conflict", "").empty()) fmt::print("gateway CONFLICT: {}\n", gv("conflict"));
   if (!j.value("ipv6", true)) fmt::print("IPv6: off on this host (IPv4-only; names have A records only)\n");
   fmt::print("\n  {:<24} {:<15} {:<38} {:<13} {:>6} {:>7} {:>10} {:>10} {:>7} {:>7} {:>6}\n", "NAME", "IPv4",
              "IPv6", "PHASE", "ACTIVE", "OPENED", "UP", "DOWN", "REFUSED", "UNREACH", "RESETS");
   for (const auto& s : j["sandboxes"]) {
     fmt::print("  {:<24} {:<15} {:<38} {:<13} {:>6} {:>7} {:>10} {:>10} {:>7} {:>7} {:>6}\n",
-               s.value("fqdn", ""), s.value("ipv4", ""), s.value("ipv6", ""), s.value("phase", ""),
+               log_escape(s.value("fqdn", ""), 64), s.value("ipv4", ""), s.value("ipv6", ""), s.value("phase", ""),
                s.value("connections_active", 0), s.value("connections_opened", 0),
                human_bytes(s.value("bytes_up", uint64_t{0})), human_bytes(s.value("bytes_down", uint64_t{0})),
                s["refused"].value("rst", 0), s["refused"].value("unreachable", 0), s.value("resets", 0));
   }
   if (j["sandboxes"].empty()) fmt::print("  (no sandboxes)\n");
+  if (const uint64_t n = j.value("sandboxes_unaddressed", uint64_t{0}); n > 0)
+    fmt::print("  {} more sandbox(es) have no address: the prefixes are full (a larger --prefix4/--prefix6)\n", n);
   if (j.contains("firewall")) {
     const json& f = j["firewall"];
     const uint32_t cap = f.value("max_connections_per_user", 0u);
@@ -88,6 +92,8 @@ void print_status(const json& j) {
     fmt::print("gateway refusals (retried): token cap {}, sandbox cap {}, rate limit {}, relay capacity {}\n",
                st.value("token_cap_hits", 0), st.value("sandbox_cap_hits", 0),
                st.value("rate_limit_hits", 0), st.value("relay_capacity_hits", 0));
+    if (const uint64_t n = st.value("oversize_frames", uint64_t{0}); n > 0)
+      fmt::print("gateway frames over the 64 KiB receive limit: {} (each ended its stream)\n", n);
     fmt::print("bounds (refused, RST): pending-open cap {}, stream cap {}, open timeouts {}, held SYNs timed out {}\n",
                st.value("pending_cap_refusals", 0), st.value("stream_cap_refusals", 0),
                st.value("open_timeouts", 0), c.value("syn_timeouts", 0));

@@ -19,6 +19,7 @@
 #include "cli/commands.h"
 #include "cli/control.h"
 #include "cli/gateway_config.h"
+#include "cli/log_setup.h"
 #include "cli/privileges.h"
 #include "cli/stream_flags.h"
 #include "cli/up.h"
@@ -29,16 +30,22 @@ namespace {
 
 std::vector<std::string> g_args;
 
-// `up -d`: re-executes this binary without -d as a session leader with its
-// output in <state-dir>/tunnel.log, and waits until its control socket
-// answers (up) or it exits (failed: show the end of its log).
+// `up -d`: re-executes this binary without -d as a session leader that logs
+// to --log-file (default <state-dir>/tunnel.log, rotating: cli/log_setup.h),
+// and waits until its control socket answers (up) or it exits (failed: show
+// the end of its log).
 int detach(const UpOptions& o) {
   namespace fs = std::filesystem;
   fs::create_directories(o.state_dir);
-  const std::string log = (fs::path(o.state_dir) / "tunnel.log").string();
   std::vector<std::string> args;
   for (const auto& a : g_args)
     if (a != "-d" && a != "--detach") args.push_back(a);
+  std::string log = log_options().file;
+  if (log.empty()) {
+    log = (fs::path(o.state_dir) / "tunnel.log").string();
+    args.push_back("--log-file");
+    args.push_back(log);
+  }
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
@@ -97,7 +104,7 @@ void add_up_command(CLI::App& app, int* exit_code) {
   auto gw = std::make_shared<GatewayFlags>();
   auto background = std::make_shared<bool>(false);
   add_gateway_flags(cmd, *gw);
-  cmd->add_flag("-d,--detach", *background, "run in the background (log: <state-dir>/tunnel.log)");
+  cmd->add_flag("-d,--detach", *background, "run in the background (log: --log-file, default <state-dir>/tunnel.log)");
   cmd->add_option("--tun-name", opts->tun_name, "TUN interface name")->capture_default_str();
   cmd->add_option("--prefix4", opts->prefix4, "IPv4 prefix for sandbox addresses")->capture_default_str();
   cmd->add_option("--prefix6", opts->prefix6, "IPv6 prefix for sandbox addresses")->capture_default_str();

@@ -9,6 +9,7 @@
 // read is not served.
 #include "cli/control.h"
 
+#include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
@@ -21,6 +22,8 @@
 #include <system_error>
 
 #include "cli/state.h"
+#include "common/log_escape.h"
+#include "common/log_limiter.h"
 
 namespace osh::cli {
 namespace {
@@ -123,10 +126,26 @@ void ControlServer::serve_one() {
   }
   std::string req;
   if (read_line(c.get(), &req, kMaxRequest)) {
-    std::string resp = handler_(req, cred.uid);
+    // The request boundary (issue 14.8): whatever the handler throws is an
+    // error answer and one log line, never the end of this thread (an
+    // exception escaping the loop would terminate the daemon, uncleaned).
+    std::string resp;
+    try {
+      resp = handler_(req, cred.uid);
+    } catch (const std::exception& e) {
+      OSH_LOG_LIMITED(spdlog::level::err, "control socket: request failed: {}", log_escape(e.what()));
+      resp = R"({"ok":false,"error":"internal error, see the tunnel's log"})";
+    } catch (...) {
+      OSH_LOG_LIMITED(spdlog::level::err, "control socket: request failed (unknown exception)");
+      resp = R"({"ok":false,"error":"internal error"})";
+    }
     resp.push_back('\n');
     write_all(c.get(), resp);
   }
+}
+
+std::string json_answer(const nlohmann::json& j) {
+  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 std::optional<std::string> control_request(const std::filesystem::path& path, const std::string& request,

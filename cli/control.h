@@ -15,6 +15,8 @@
 #include <optional>
 #include <string>
 
+#include <nlohmann/json_fwd.hpp>
+
 #include "common/event_loop.h"
 #include "common/scoped_fd.h"
 
@@ -24,7 +26,8 @@ class ControlServer {
  public:
   /// Handler: request line and the peer's uid (SO_PEERCRED, from the
   /// kernel: cannot be forged) in, response line out. Runs on the server's
-  /// thread (an osh::EventLoop of its own).
+  /// thread (an osh::EventLoop of its own). If it throws, the client gets
+  /// {"ok":false,"error":"internal error ..."} and the server keeps running.
   using Handler = std::function<std::string(const std::string& request, uid_t peer_uid)>;
 
   /// Binds `path` (removing a stale socket file first), mode 0666, its
@@ -42,6 +45,11 @@ class ControlServer {
   ScopedFd listen_fd_;  // non-blocking
   osh::EventLoop loop_;
 };
+
+/// json_answer() - @j as one line of JSON. Strings that are not UTF-8 (a
+/// sandbox name or gateway error from the network) come out with U+FFFD for
+/// each bad byte instead of making nlohmann::json throw.
+std::string json_answer(const nlohmann::json& j);
 
 /// Sends one request line to the daemon at `path` and returns its answer;
 /// nullopt with `*error` set if nobody answers (no daemon, stale socket,

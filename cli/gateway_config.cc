@@ -12,7 +12,9 @@
 #include "cli/gateway_config.h"
 
 #include <fcntl.h>
+#include <fmt/format.h>
 #include <spdlog/spdlog.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -25,6 +27,9 @@
 #include <ctime>
 #include <dirent.h>
 #include <nlohmann/json.hpp>
+
+#include "common/ip_address.h"
+#include "common/log_escape.h"
 
 namespace osh::cli {
 namespace {
@@ -50,13 +55,27 @@ std::string join(const std::string& dir, const std::string& leaf) {
   return dir.back() == '/' ? dir + leaf : dir + "/" + leaf;
 }
 
+/// A secret file (tls.key, oidc_token.json) that group or others may read or
+/// write is refused, as OpenSSH refuses such a private key (issue 14.8): the
+/// tunnel runs as root and would otherwise use a credential every local user
+/// can copy or swap. The files are the served user's; their owner is not
+/// checked, their mode is (fstat of the open file: no race with a rename).
+enum class Secret : bool { kNo, kYes };
+
 /// The file's contents; nullopt if it does not exist. Throws ConfigError for
-/// any other problem (permissions, a directory, too large).
-std::optional<std::string> read_optional(const std::string& path) {
+/// any other problem (permissions, a directory, too large, a secret with a
+/// mode that lets group or others in).
+std::optional<std::string> read_optional(const std::string& path, Secret secret = Secret::kNo) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
     if (errno == ENOENT || errno == ENOTDIR) return std::nullopt;
     throw ConfigError("cannot read " + path + ": " + std::strerror(errno));
+  }
+  if (struct stat st {}; secret == Secret::kYes && ::fstat(fd, &st) == 0 && (st.st_mode & 077) != 0) {
+    ::close(fd);
+    throw ConfigError(fmt::format("{}: permissions {:04o} are too open: a private key or token must be "
+                                  "readable by its owner only (run `chmod 600 {}`)",
+                                  path, st.st_mode & 07777, path));
   }
   std::string out;
   char buf[8192];
@@ -254,7 +273,7 @@ void load_oidc_token(const GatewayFlags& f, const std::string& name, const Metad
                       ") but there is no user config directory for its token (set HOME, "
                       "XDG_CONFIG_HOME or --config-dir)");
   const std::string path = join(join(join(f.config_dir, "gateways"), name), "oidc_token.json");
-  auto text = read_optional(path);
+  auto text = read_optional(path, Secret::kYes);
   if (!text)
     throw ConfigError("gateway '" + name + "' uses OIDC (auth_mode \"oidc\" in " + meta.file +
                       ") but " + path + " does not exist: run `openshell gateway login " + name +
@@ -307,7 +326,7 @@ void load_tls(const GatewayFlags& f, const std::string& bundle_name, bool oidc,
   const std::string key_path = join(r.mtls_dir, "tls.key");
   auto ca = read_optional(ca_path);
   auto cert = read_optional(cert_path);
-  auto key = read_optional(key_path);
+  auto key = read_optional(key_path, Secret::kYes);
   if (ca) {
     check_pem(ca_path, *ca, false);
     o.ca_pem = *ca;
@@ -328,6 +347,18 @@ void load_tls(const GatewayFlags& f, const std::string& bundle_name, bool oidc,
     o.client_key_pem = *key;
     o.client_cert_source = cert_path;
   }
+}
+
+/// Whether a gateway host is this machine: "localhost" or a loopback
+/// literal (127.0.0.0/8, ::1). A name is not resolved here: any other name
+/// counts as remote.
+bool loopback_host(const std::string& host) {
+  if (lower(host) == "localhost") return true;
+  const std::optional<IpAddress> a = IpAddress::parse(host);
+  if (!a) return false;
+  if (a->is_v4()) return a->bytes[0] == 127;
+  static const IpAddress kLoopback6 = *IpAddress::parse("::1");
+  return *a == kLoopback6;
 }
 
 }  // namespace
@@ -508,6 +539,11 @@ GatewayResolution resolve_gateway_config(const GatewayFlags& f,
     }
     load_tls(f, bundle, oidc, r);
   }
+  if (!r.options.endpoint.tls && !r.options.bearer_token.empty() && !loopback_host(r.options.endpoint.host))
+    r.warnings.push_back("the bearer token from " + r.options.token_source + " goes to " +
+                         r.options.endpoint.to_string() +
+                         " in plaintext (http://, not loopback): anyone on the path can read and reuse "
+                         "it; use https://");
   r.options.workspace = f.workspace.empty() ? "default" : f.workspace;
   if (f.protocol == "0.0") r.options.force_generation = relay::Generation::k0_0;
   else if (f.protocol == "0.1") r.options.force_generation = relay::Generation::k0_1;
@@ -518,8 +554,9 @@ GatewayResolution resolve_gateway_config(const GatewayFlags& f,
 
 relay::GatewayOptions resolve_gateway(const GatewayFlags& flags) {
   GatewayResolution r = resolve_gateway_config(flags);
-  for (const auto& w : r.warnings) spdlog::warn("{}", w);
-  spdlog::info("{}", r.summary());
+  // Names, paths and endpoints from files and the environment: escaped (issue 14.7).
+  for (const auto& w : r.warnings) spdlog::warn("{}", log_escape(w, 1024));
+  spdlog::info("{}", log_escape(r.summary(), 1024));
   return std::move(r.options);
 }
 

@@ -2,8 +2,6 @@
 // itself (commands.h); this file sets up logging and signals.
 #include <malloc.h>
 #include <signal.h>
-#include <spdlog/sinks/stdout_color_sinks.h>
-#include <spdlog/spdlog.h>
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
@@ -11,6 +9,7 @@
 #include <vector>
 
 #include "cli/commands.h"
+#include "cli/log_setup.h"
 #include "cli/up.h"
 #include "osh_version.h"  // generated at build time (cmake/version.cmake)
 
@@ -40,20 +39,17 @@ int main(int argc, char** argv) {
   CLI::App app{"openshell-tunnel: every OpenShell sandbox reachable as a host on your network"};
   app.require_subcommand(1);
   app.fallthrough();  // `up -v` works as well as `-v up`
-  std::string log_level = "info";
-  bool verbose = false;
-  app.add_option("--log-level", log_level, "trace, debug, info, warn, error, critical, off")
-      ->capture_default_str()
-      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
-  app.add_flag("-v,--verbose", verbose, "same as --log-level debug");
+  osh::cli::LogOptions log;
+  osh::cli::add_log_flags(app, log);
   // OSH_VERSION: CMakeLists.txt's project version, "~git<count>.<hash>" appended
   // for untagged builds (cmake/version.cmake).
   app.set_version_flag("--version", "openshell-tunnel " OSH_VERSION);
   app.parse_complete_callback([&] {
-    auto logger = spdlog::stderr_color_mt("openshell-tunnel");
-    spdlog::set_default_logger(logger);
-    spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
-    spdlog::set_level(verbose ? spdlog::level::debug : spdlog::level::from_str(log_level));
+    try {
+      osh::cli::start_logging(log);
+    } catch (const std::exception& e) {
+      throw CLI::ValidationError(e.what());
+    }
   });
 
   int exit_code = osh::cli::kExitOk;

@@ -85,7 +85,9 @@ void RunState::save(const fs::path& dir) const {
   fs::create_directories(dir);
   ::chmod(dir.c_str(), kStateDirMode);
   const fs::path file = dir / "state.json";
-  names::replace_text_file(file, j.dump(2) + "\n");
+  // replace: a sandbox name or id that is not UTF-8 (from the gateway) must
+  // not make the state unsaveable.
+  names::replace_text_file(file, j.dump(2, ' ', false, json::error_handler_t::replace) + "\n");
   ::chmod(file.c_str(), 0600);
 }
 

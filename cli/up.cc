@@ -80,6 +80,8 @@
 #include "cli/setup_check.h"
 #include "cli/state.h"
 #include "cli/user_files.h"
+#include "common/log_escape.h"
+#include "common/log_limiter.h"
 #include "common/undo_stack.h"
 #include "names/dns_responder.h"
 #include "names/hosts_file.h"
@@ -124,7 +126,7 @@ void log_counters(const stack::StackCounters& c, const relay::ForwardStats& f) {
       "stream_open_failed={} queue_timeouts={} open_retries={} tokens_minted={} late_refusals={} "
       "loopback_fallbacks={} token_cap_hits={} sandbox_cap_hits={} rate_limit_hits={} "
       "relay_capacity_hits={} late_fallbacks={} loopback_memory_hits={} pending_cap_refusals={} "
-      "stream_cap_refusals={} open_timeouts={} syn_timeouts={}",
+      "stream_cap_refusals={} open_timeouts={} syn_timeouts={} oversize_frames={}",
       c.conns_opened.load(), c.refused_rst.load(), c.refused_unreachable.load(), c.resets.load(),
       c.syn_held.load(), c.syn_absorbed.load(), c.bytes_up.load(), c.bytes_down.load(),
       c.rx_packets.load(), c.tx_packets.load(), c.drop_not_sandbox.load(), c.drop_malformed.load(),
@@ -133,7 +135,7 @@ void log_counters(const stack::StackCounters& c, const relay::ForwardStats& f) {
       f.open_failed, f.queue_timeouts, f.retries, f.tokens, f.late_refusals, f.loopback_fallbacks,
       f.token_cap_hits, f.sandbox_cap_hits, f.rate_limit_hits, f.relay_capacity_hits,
       f.late_fallbacks, f.loopback_memory_hits, f.pending_cap_refusals, f.stream_cap_refusals,
-      f.open_timeouts, c.syn_timeouts.load());
+      f.open_timeouts, c.syn_timeouts.load(), f.oversize_frames);
 }
 
 json counters_json(const stack::StackCounters& c, const relay::ForwardStats& f) {
@@ -179,7 +181,8 @@ json counters_json(const stack::StackCounters& c, const relay::ForwardStats& f) 
             {"relay_capacity_hits", f.relay_capacity_hits},
             {"pending_cap_refusals", f.pending_cap_refusals},
             {"stream_cap_refusals", f.stream_cap_refusals},
-            {"open_timeouts", f.open_timeouts}}}};
+            {"open_timeouts", f.open_timeouts},
+            {"oversize_frames", f.oversize_frames}}}};
 }
 
 // The running tunnel: everything `up` built, and the state `status` reports.
@@ -261,6 +264,8 @@ class Tunnel {
   bool gateway_ok_ = true;
   Clock::time_point gateway_since_ = Clock::now();
   std::string gateway_version_, gateway_error_;
+  /// Listed sandboxes left without addresses: the prefixes are full.
+  size_t unaddressed_ = 0;
   /// A gateway address inside a prefix after a re-resolution ("" if none).
   std::string gateway_conflict_;
   /// IPv6 in use: false on a host with IPv6 off (set before any thread but
@@ -407,7 +412,7 @@ void Tunnel::collect_gateway_recheck() {
 }
 
 void Tunnel::apply_sandboxes(const std::vector<relay::SandboxInfo>& list, bool initial) {
-  std::vector<std::string> added, removed;
+  std::vector<std::string> added, removed, unaddressed;
   bool changed = false;
   {
     std::lock_guard lk(mu_);
@@ -430,7 +435,14 @@ void Tunnel::apply_sandboxes(const std::vector<relay::SandboxInfo>& list, bool i
           restored = v4 && v6 && plan_->restore(sb.id, *v4, *v6);
           if (restored) s.addr = SandboxAddresses{*v4, *v6};
         }
-        if (!restored) s.addr = plan_->assign(sb.id);
+        if (!restored) {
+          std::optional<SandboxAddresses> a = plan_->assign(sb.id);
+          if (!a) {  // the prefixes are full: this one stays unreachable (status shows how many)
+            unaddressed.push_back(sb.name);
+            continue;
+          }
+          s.addr = *a;
+        }
         added.push_back(sb.name);
         changed = true;
       }
@@ -447,11 +459,22 @@ void Tunnel::apply_sandboxes(const std::vector<relay::SandboxInfo>& list, bool i
     sandboxes_ = std::move(next);
     for (const auto& [id, s] : sandboxes_)
       state_.sandboxes[id] = SandboxRecord{id, s.info.name, s.addr.v4.to_string(), s.addr.v6.to_string()};
+    if (unaddressed.size() != unaddressed_) {  // one warning per change, not one per refresh
+      if (!unaddressed.empty())
+        OSH_LOG_LIMITED(spdlog::level::warn,
+                        "{} sandbox(es) get no address, the prefixes hold {} (first: {}); start the tunnel "
+                        "with a larger --prefix4/--prefix6", unaddressed.size(), plan_->capacity(),
+                        log_escape(unaddressed.front()));
+      else
+        spdlog::info("every sandbox has an address again");
+      unaddressed_ = unaddressed.size();
+    }
   }
   if (!changed) return;
   if (!initial) {
-    for (const auto& n : added) spdlog::info("sandbox {}.{} added", n, o_.domain);
-    for (const auto& n : removed) spdlog::info("sandbox {}.{} removed: its connections are reset", n, o_.domain);
+    for (const auto& n : added) spdlog::info("sandbox {}.{} added", log_escape(n), o_.domain);
+    for (const auto& n : removed)
+      spdlog::info("sandbox {}.{} removed: its connections are reset", log_escape(n), o_.domain);
   }
   std::vector<stack::Route> routes;
   {
@@ -478,7 +501,7 @@ void Tunnel::apply_sandboxes(const std::vector<relay::SandboxInfo>& list, bool i
     try {
       dns_->set_names(std::move(table));
     } catch (const std::exception& e) {
-      spdlog::error("DNS names: {}", e.what());
+      spdlog::error("DNS names: {}", log_escape(e.what()));
     }
   }
   write_names();
@@ -523,7 +546,7 @@ void Tunnel::write_names() {
   try {
     hosts_->write_block(entries);
   } catch (const std::exception& e) {
-    spdlog::error("writing names to {}: {}", hosts_->path().string(), e.what());
+    spdlog::error("writing names to {}: {}", hosts_->path().string(), log_escape(e.what()));  // may quote file lines
   }
 }
 
@@ -580,7 +603,7 @@ void Tunnel::refresh() {
       gateway_ok_ = s.ok();
       gateway_since_ = Clock::now();
       if (s.ok()) spdlog::info("gateway {} is reachable again", o_.gateway.endpoint.to_string());
-      else spdlog::warn("gateway {} is unreachable: {}", o_.gateway.endpoint.to_string(), s.to_string());
+      else spdlog::warn("gateway {} is unreachable: {}", o_.gateway.endpoint.to_string(), log_escape(s.to_string()));
     }
     gateway_error_ = s.ok() ? "" : s.to_string();
   }
@@ -608,12 +631,13 @@ void Tunnel::reload() {
   if (o_.reload_gateway) {
     std::string err;
     if (std::optional<relay::GatewayOptions> next = o_.reload_gateway(&err); !next) {
-      spdlog::error("reload: {}; keeping the current configuration", err);
+      spdlog::error("reload: {}; keeping the current configuration", log_escape(err, 1024));
     } else {
       const relay::GatewayOptions& cur = gw_.options();
       auto restart_needed = [](const char* what, const std::string& from, const std::string& to) {
         spdlog::warn("reload: the gateway's {} changed ({} -> {}): restart the tunnel to use it "
-                     "(systemctl restart openshell-tunnel); keeping {}", what, from, to, from);
+                     "(systemctl restart openshell-tunnel); keeping {}", what, log_escape(from), log_escape(to),
+                     log_escape(from));
       };
       if (next->endpoint.to_string() != cur.endpoint.to_string())
         restart_needed("endpoint", cur.endpoint.to_string(), next->endpoint.to_string());
@@ -628,7 +652,7 @@ void Tunnel::reload() {
       const bool changed = gw_.set_bearer_token(next->bearer_token, next->bearer_token_file,
                                                 next->parse_bearer_token_file);
       spdlog::info("reload: bearer token {}{}", changed ? "replaced" : "unchanged",
-                   next->token_source.empty() ? "" : " (" + next->token_source + ")");
+                   next->token_source.empty() ? "" : " (" + log_escape(next->token_source) + ")");
     }
   }
   std::string version;
@@ -638,10 +662,10 @@ void Tunnel::reload() {
     if (s.ok()) gateway_version_ = version;
   }
   if (s.ok())
-    spdlog::info("reload: gateway {} answers ({}, protocol {})", o_.gateway.endpoint.to_string(), version,
+    spdlog::info("reload: gateway {} answers ({}, protocol {})", o_.gateway.endpoint.to_string(), log_escape(version),
                  relay::to_string(gw_.generation()));
   else
-    spdlog::warn("reload: gateway {} does not answer: {}", o_.gateway.endpoint.to_string(), s.to_string());
+    spdlog::warn("reload: gateway {} does not answer: {}", o_.gateway.endpoint.to_string(), log_escape(s.to_string()));
   recheck_gateway();
   refresh();
   sd_notify(0, "READY=1\nSTATUS=tunnel is up (configuration reloaded)");
@@ -683,7 +707,8 @@ json Tunnel::status_json() {
               {"workspace", gw_.options().workspace},
               {"error", gateway_error_},
               {"conflict", gateway_conflict_}}},
-            {"sandboxes", sbs}};
+            {"sandboxes", sbs},
+            {"sandboxes_unaddressed", unaddressed_}};
   if (stack_ && upstream_) {
     j["counters"] = counters_json(stack_->counters(), upstream_->manager().stats());
     const stack::PcbCounts pcbs = stack_->pcb_counts();
@@ -716,10 +741,10 @@ bool Tunnel::allowed(uid_t uid) const {
 
 std::string Tunnel::handle_control(const std::string& request, uid_t peer_uid) {
   if (!allowed(peer_uid))
-    return json{{"ok", false},
-                {"denied", true},
-                {"error", fmt::format("uid {} is not allowed to use this tunnel (root and the users of "
-                                      "`up --allow-users` are)", peer_uid)}}.dump();
+    return json_answer({{"ok", false},
+                        {"denied", true},
+                        {"error", fmt::format("uid {} is not allowed to use this tunnel (root and the users of "
+                                              "`up --allow-users` are)", peer_uid)}});
   ControlCommands commands;
   commands.status = [this] { return status_json(); };
   if (peer_uid == 0) commands.down = [] {
@@ -734,7 +759,7 @@ void Tunnel::print_table() {
   std::lock_guard lk(mu_);
   fmt::print("\n  {:<28} {:<16} {:<38} {}\n", "NAME", "IPv4", "IPv6", "PHASE");
   for (const auto& [id, s] : sandboxes_)
-    fmt::print("  {:<28} {:<16} {:<38} {}\n", s.info.name + "." + o_.domain, s.addr.v4.to_string(),
+    fmt::print("  {:<28} {:<16} {:<38} {}\n", log_escape(s.info.name + "." + o_.domain), s.addr.v4.to_string(),
                ipv6_ ? s.addr.v6.to_string() : "(IPv6 off)", relay::phase_name(s.info.phase));
   if (sandboxes_.empty()) fmt::print("  (the gateway lists no sandboxes yet; new ones appear within {} s)\n",
                                      (o_.refresh_ms + 999) / 1000);
@@ -785,14 +810,14 @@ int Tunnel::run() {
   // Gateway.
   const std::string ep = o_.gateway.endpoint.to_string();
   if (auto s = gw_.health(&gateway_version_); !s.ok()) {
-    fmt::print(stderr, "error: {}\n", relay::describe_failure(s, o_.gateway));
+    fmt::print(stderr, "error: {}\n", log_escape(relay::describe_failure(s, o_.gateway), 1024));
     return kExitGateway;
   }
-  fmt::print("✓ gateway {} is healthy ({}, protocol {}, workspace {})\n", ep, gateway_version_,
-             relay::to_string(gw_.generation()), gw_.options().workspace);
+  fmt::print("✓ gateway {} is healthy ({}, protocol {}, workspace {})\n", ep, log_escape(gateway_version_),
+             relay::to_string(gw_.generation()), log_escape(gw_.options().workspace));
   std::vector<relay::SandboxInfo> list;
   if (auto s = gw_.list_sandboxes(&list); !s.ok()) {
-    fmt::print(stderr, "error: listing sandboxes: {}\n", relay::describe_failure(s, o_.gateway));
+    fmt::print(stderr, "error: listing sandboxes: {}\n", log_escape(relay::describe_failure(s, o_.gateway), 1024));
     return kExitGateway;
   }
 
@@ -974,7 +999,7 @@ void Tunnel::bring_up(const std::vector<relay::SandboxInfo>& list) {
       if (resolver_->active()) fmt::print("✓ systemd-resolved sends *.{} to the tunnel\n", o_.domain);
     } catch (const std::exception& e) {
       spdlog::warn("systemd-resolved registration failed (names still work through {}): {}",
-                   o_.hosts_file.empty() ? "the DNS address" : o_.hosts_file, e.what());
+                   o_.hosts_file.empty() ? "the DNS address" : o_.hosts_file, log_escape(e.what()));
     }
   } else if (o_.dns == "resolver") {
     spdlog::warn("--dns resolver: systemd-resolved is not running; use the DNS address directly");
@@ -1006,7 +1031,7 @@ void Tunnel::bring_up(const std::vector<relay::SandboxInfo>& list) {
       fmt::print("✓ ssh: `ssh <sandbox>.{}` works without flags (Include in {}, hosts in {})\n", o_.domain, cfg,
                  names::SshConfigInclude::include_path(cfg).string());
     } catch (const std::exception& e) {
-      spdlog::warn("could not add the ssh Include to {}: {}", cfg, e.what());
+      spdlog::warn("could not add the ssh Include to {}: {}", log_escape(cfg), log_escape(e.what()));
     }
   }
   save_state();

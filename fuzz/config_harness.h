@@ -158,6 +158,10 @@ class ConfigHarness {
     std::ofstream out(p, std::ios::binary | std::ios::trunc);
     out.write(text.data(), static_cast<std::streamsize>(text.size()));
     if (!out) throw std::runtime_error("config harness: cannot write " + p.string());
+    out.close();
+    // 0600: the openshell CLI's secrets must be (a group/other-readable
+    // tls.key or oidc_token.json is refused, issue 14.8).
+    std::filesystem::permissions(p, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
   }
 
   TempDir root_{"config-fuzz"};

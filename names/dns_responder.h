@@ -30,10 +30,10 @@ namespace osh::names {
 /// | class not IN, or name outside the domain        | REFUSED, AA clear                 |
 /// | AXFR/IXFR for a name in the domain              | REFUSED, AA clear (no transfers)  |
 /// | <label>.<domain>, label known, type A / AAAA    | NOERROR, AA, the addresses        |
-/// | known label with no address of that family, or any other type (MX, TXT, ANY...) | NOERROR, AA, no answer, SOA in authority (NODATA) |
+/// | known label with no address of that family, or any other type (MX, TXT, ANY...) | NOERROR, AA, no answer (NODATA, no SOA) |
 /// | the apex <domain>, type SOA                     | NOERROR, AA, the SOA              |
 /// | the apex, any other type                        | NODATA                            |
-/// | any other name under the domain (unknown label, or deeper names such as x.<label>.<domain>) | NXDOMAIN, AA, SOA in authority |
+/// | any other name under the domain (unknown label, or deeper names such as x.<label>.<domain>) | NXDOMAIN, AA, no SOA |
 ///
 /// Every response has QR set, RA clear, and the query's ID, opcode, RD and CD
 /// bits. The question is echoed byte for byte as parsed, so DNS 0x20 mixed
@@ -55,12 +55,13 @@ namespace osh::names {
 /// so never longer than the query's), an OPT record without options only if
 /// the query had one, and only the records the answer needs, every name in
 /// them a compression pointer (plus "hostmaster" for the SOA RNAME):
-/// REFUSED, FORMERR, NOTIMP and BADVERS are never larger than the query;
-/// NXDOMAIN and NODATA add one SOA, kSoaBytes (47) bytes, which RFC 2308 §3
-/// requires for negative caching; positive answers add 16 bytes per A and
-/// 28 per AAAA record. The smallest acceptable query (25 bytes, "x.local"
-/// without EDNS) thus gets a 72-byte NXDOMAIN; nothing answers a datagram
-/// that fails header_acceptable().
+/// REFUSED, FORMERR, NOTIMP, BADVERS, NXDOMAIN and NODATA are never larger
+/// than the query (issue 14.8: negative answers carry no SOA, although RFC
+/// 2308 §3 asks for one for negative caching: with it a 25-byte query got a
+/// 72-byte NXDOMAIN; resolvers then do not cache the negative answer, which
+/// costs one more query, not a wrong answer); positive answers add 16 bytes
+/// per A and 28 per AAAA record, and the apex's SOA, asked for, kSoaBytes;
+/// nothing answers a datagram that fails header_acceptable().
 ///
 /// Thread safety: respond() and set_names() may be called from any threads
 /// concurrently; set_names() swaps an immutable table under a mutex and

@@ -97,6 +97,8 @@
 #include <vector>
 
 #include "common/idle_trim.h"
+#include "common/log_escape.h"
+#include "common/log_limiter.h"
 #include "relay/forward_policy.h"
 #include "relay/gateway_client_impl.h"
 #include "common/tunnel_ext.h"
@@ -568,6 +570,10 @@ class ForwardReactor final : public ForwardCall, public grpc::ClientBidiReactor<
     const int code = s.error_code();
     const std::string& msg = s.error_message();
     const OpenFailure failure = classify_open_failure(code, msg);
+    if (failure == OpenFailure::kFinal && code == grpc::StatusCode::RESOURCE_EXHAUSTED) {
+      std::lock_guard g(mgr_->mu);
+      mgr_->st.oversize_frames++;  // our receive limit (forward_policy.cc): a broken or hostile gateway
+    }
     const bool refused = failure == OpenFailure::kDialRefused || failure == OpenFailure::kDialFamily;
     if (refused && !aborted_) mgr_->note_refused(open_);
     if (s.ok() && !aborted_) note_answered();
@@ -583,8 +589,8 @@ class ForwardReactor final : public ForwardCall, public grpc::ClientBidiReactor<
     if (dial_failure && saw_headers)
       mgr_->dial_failed_after_headers(Clock::now() - headers_at, late_refusal);
     if (late_refusal)
-      spdlog::info("stream {}: the target refused after the settle window: reset ({}{})", id_, msg,
-                   open_.fallback_tried ? ", in both loopback families" : "");
+      OSH_LOG_LIMITED(spdlog::level::info, "stream {}: the target refused after the settle window: reset ({}{})",
+                      id_, log_escape(msg), open_.fallback_tried ? ", in both loopback families" : "");
 
     std::optional<PendingOpen> retry;
     bool waited_out = false;  // still refused by a cap at the queue deadline
@@ -595,8 +601,8 @@ class ForwardReactor final : public ForwardCall, public grpc::ClientBidiReactor<
       return;
     }
     if (waited_out) {
-      spdlog::warn("stream {}: refused: the gateway had no stream slot for {} ms ({})", id_,
-                   mgr_->opts.queue_timeout.count(), from_grpc(s).to_string());
+      OSH_LOG_LIMITED(spdlog::level::warn, "stream {}: refused: the gateway had no stream slot for {} ms ({})",
+                      id_, mgr_->opts.queue_timeout.count(), log_escape(from_grpc(s).to_string()));
     }
     if (timed_out) {
       mgr_->count_open_timeout();
@@ -653,9 +659,9 @@ class ForwardReactor final : public ForwardCall, public grpc::ClientBidiReactor<
       mgr_->st.loopback_fallbacks++;
       mgr_->st.late_fallbacks++;
     }
-    spdlog::info("stream {}: {}:{} refused after the settle window; moving to {} ({} client bytes{} replayed)",
-                 id_, open_.target.host, open_.target.port, *other, replay_bytes,
-                 replay_fin ? " and FIN" : "");
+    OSH_LOG_LIMITED(spdlog::level::info,
+                    "stream {}: {}:{} refused after the settle window; moving to {} ({} client bytes{} replayed)",
+                    id_, open_.target.host, open_.target.port, *other, replay_bytes, replay_fin ? " and FIN" : "");
     next->start();
     return true;
   }
@@ -936,8 +942,8 @@ void ForwardManager::Impl::run() {
     lk.unlock();
     resize_quota(open_streams);
     for (auto& p : expired) {
-      spdlog::warn("stream {}: refused: waited {} ms for one of the sandbox's {} stream slots",
-                   p.id, opts.queue_timeout.count(), opts.max_streams_per_sandbox);
+      OSH_LOG_LIMITED(spdlog::level::warn, "stream {}: refused: waited {} ms for one of the sandbox's {} stream slots",
+                      p.id, opts.queue_timeout.count(), opts.max_streams_per_sandbox);
       obs.on_closed(p.id, EndKind::kRefused, "stream queue timeout");
     }
     for (auto& p : admit) start_one(std::move(p));
@@ -1084,7 +1090,8 @@ void ForwardManager::Impl::finish_start(PendingOpen p, Generation gen, std::shar
       obs.on_closed(p.id, EndKind::kReset, "shutting down");
     } else {
       EndKind kind = map_session_status(err.code, err.message);
-      spdlog::info("stream {}: CreateSshSession failed: {}", p.id, err.to_string());
+      OSH_LOG_LIMITED(spdlog::level::info, "stream {}: CreateSshSession failed: {}", p.id,
+                      log_escape(err.to_string()));
       obs.on_closed(p.id, kind, "CreateSshSession: " + err.to_string());
     }
     return;

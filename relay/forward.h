@@ -163,6 +163,9 @@ struct ForwardStats {
   uint64_t sandbox_cap_hits = 0;    ///< "sandbox SSH connection limit reached" (per sandbox)
   uint64_t rate_limit_hits = 0;     ///< "gRPC rate limit exceeded" (global; backed off)
   uint64_t relay_capacity_hits = 0; ///< UNAVAILABLE "relay capacity reached" (pending relays)
+  /// Streams ended because the gateway sent a frame over the receive limit
+  /// (kMaxForwardFrameBytes, gateway_client.h; issue 14.8).
+  uint64_t oversize_frames = 0;
   /// Opens that waited in the queue because the open streams' buffer
   /// reservations had reached ForwardOptions::max_buffer_bytes (each counted once).
   uint64_t buffer_waits = 0;

@@ -49,6 +49,10 @@ OpenFailure classify_open_failure(int code, std::string_view msg) {
     case grpc::StatusCode::UNAUTHENTICATED:
       return OpenFailure::kUnauthenticated;
     case grpc::StatusCode::RESOURCE_EXHAUSTED:
+      // Our own receive limit (gateway_client.h kMaxForwardFrameBytes; gRPC's
+      // "Received message larger than max (N vs. M)"): the gateway sent an
+      // oversize frame; final, no retry.
+      if (contains(msg, "larger than max")) return OpenFailure::kFinal;
       // Told apart by message (protocol-0.1 §3 ForwardTcp).
       if (contains(msg, "rate limit")) return OpenFailure::kRateLimit;
       if (contains(msg, "SSH session connection limit")) return OpenFailure::kTokenCap;

@@ -32,6 +32,7 @@
 #include <sstream>
 #include <string_view>
 
+#include "common/log_escape.h"
 #include "relay/gateway_client_impl.h"
 
 namespace osh::relay {
@@ -309,13 +310,13 @@ void GatewayClient::Impl::reload_token_locked() {
   const std::string token = parse_token(text.str());
   if (token.empty()) {
     spdlog::warn("{} changed but holds no usable access token; keeping the previous one",
-                 token_file);
+                 log_escape(token_file));
     return;
   }
   token_file_mtime_ns = mtime;
   if ("Bearer " + token != authorization) {
     authorization = "Bearer " + token;
-    spdlog::info("re-read the bearer token from {}", token_file);
+    spdlog::info("re-read the bearer token from {}", log_escape(token_file));
   }
 }
 
@@ -328,7 +329,20 @@ GatewayClient::GatewayClient(GatewayOptions opts) : opts_(std::move(opts)), impl
   args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
   args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
   args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
-  args.SetMaxReceiveMessageSize(4 * 1024 * 1024);
+  // Receive limits per method (gateway_client.h kMax*): the channel's is
+  // the largest one (a list page), each method's own comes from a default
+  // service config, which gRPC applies as min(channel, method) per call. No
+  // service config from DNS: the gateway's name must not lift the limits.
+  const size_t list_max = max_list_page_bytes(opts_.list_page_size);
+  args.SetMaxReceiveMessageSize(static_cast<int>(list_max));
+  args.SetInt(GRPC_ARG_SERVICE_CONFIG_DISABLE_RESOLUTION, 1);
+  args.SetServiceConfigJSON(fmt::format(
+      R"({{"methodConfig":[)"
+      R"({{"name":[{{"service":"openshell.v1.OpenShell","method":"ForwardTcp"}}],"maxResponseMessageBytes":{}}},)"
+      R"({{"name":[{{"service":"openshell.v1.OpenShell","method":"ListSandboxes"}}],"maxResponseMessageBytes":{}}},)"
+      R"({{"name":[{{"service":"openshell.v1.OpenShell","method":"GetSandbox"}}],"maxResponseMessageBytes":{}}},)"
+      R"({{"name":[{{"service":"openshell.v1.OpenShell"}}],"maxResponseMessageBytes":{}}}]}})",
+      kMaxForwardFrameBytes, list_max, 2 * kMaxSandboxRecordBytes, kMaxSmallAnswerBytes));
   // An optional memory quota for the channel's buffers (gRPC shrinks its
   // HTTP/2 flow-control windows under pressure, and cancels calls under
   // extreme pressure; see GatewayOptions::grpc_memory_quota).
@@ -385,7 +399,7 @@ CallStatus GatewayClient::health(std::string* version) {
   const Generation before = impl_->generation.exchange(g);
   if (before != g)
     spdlog::info("gateway {} speaks the {} protocol generation (version '{}'{})",
-                 opts_.endpoint.to_string(), to_string(g), resp.version(),
+                 opts_.endpoint.to_string(), to_string(g), log_escape(resp.version()),
                  generation_from_version(resp.version()) == Generation::kUnknown ? ", probed" : "");
   return {};
 }

@@ -92,6 +92,26 @@ struct SandboxRef {
 /// How to reach and authenticate to the gateway (protocol §4.2, §4.3).
 /// cli/gateway_config resolves these from flags, environment and the
 /// OpenShell config files; the relay only uses them.
+/// Receive limits per call (issue 14.8, docs/THREAT_MODEL.md "Gateway"):
+/// each call accepts what it can legitimately get, not one channel-wide
+/// 4 MiB. Enforced by gRPC (a per-method service config; a larger message
+/// fails the call with RESOURCE_EXHAUSTED before it is buffered whole).
+/// ForwardTcp frame: upstream sends at most 64 KiB of data per frame, plus
+/// the frame's own encoding; 1 KiB of slack.
+inline constexpr size_t kMaxForwardFrameBytes = (64u << 10) + 1024;
+/// One sandbox record in a list page or GetSandbox answer: an assumption
+/// (the records the tunnel reads carry id, name, phase and a small spec).
+inline constexpr size_t kMaxSandboxRecordBytes = 16u << 10;
+/// Health, CreateSshSession, RevokeSshSession answers.
+inline constexpr size_t kMaxSmallAnswerBytes = 64u << 10;
+/// max_list_page_bytes() - the receive limit of one ListSandboxes page of
+/// @page_size records (clamped to upstream's 1..1000): one record bound each,
+/// plus one for the page's own fields (page token, paging info).
+inline size_t max_list_page_bytes(uint32_t page_size) {
+  const size_t n = page_size < 1 ? 1 : page_size > 1000 ? 1000 : page_size;
+  return (n + 1) * kMaxSandboxRecordBytes;
+}
+
 struct GatewayOptions {
   Endpoint endpoint;
   std::chrono::milliseconds rpc_timeout{5000};

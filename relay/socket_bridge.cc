@@ -51,6 +51,9 @@
 #include <cstring>
 #include <utility>
 
+#include "common/log_escape.h"
+#include "common/log_limiter.h"
+
 namespace osh::relay {
 
 struct SocketBridge::Conn {
@@ -216,7 +219,8 @@ void SocketBridge::accept_all() {
       if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
         // Out of descriptors: stop accepting until a connection ends, or
         // the level-triggered listener would spin.
-        spdlog::warn("{}: accept: {}; pausing until a connection closes", name_, std::strerror(errno));
+        OSH_LOG_LIMITED(spdlog::level::warn, "{}: accept: {}; pausing until a connection closes", name_,
+                        std::strerror(errno));
         pause_listener(true);
       } else if (errno != EAGAIN) {
         spdlog::error("{}: accept: {}", name_, std::strerror(errno));
@@ -467,7 +471,8 @@ void SocketBridge::apply(Event& ev) {
         // Refused or failed: reset, so the peer never mistakes it for a
         // clean end of data.
         (c->open_ok ? counters_.reset : counters_.refused)++;
-        spdlog::info("{}: connection {}: {} ({})", name_, c->id, to_string(ev.end), ev.reason);
+        OSH_LOG_LIMITED(spdlog::level::info, "{}: connection {}: {} ({})", name_, c->id, to_string(ev.end),
+                        log_escape(ev.reason));  // per connection: rate-limited; the gateway's text (issue 14.7)
         close_local(*c, /*reset=*/true);
         end_conn(*c, BridgeEnd{c->id, BridgeEnd::Cause::kStream, ev.end, c->open_ok, std::move(ev.reason), 0});
         return;

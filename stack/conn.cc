@@ -54,6 +54,9 @@
 
 #include <algorithm>
 
+#include "common/log_escape.h"
+#include "common/log_limiter.h"
+
 namespace osh::stack {
 
 Connections::Connections(size_t early_ack_bytes, Upstream& upstream, PcbOps& ops,
@@ -237,7 +240,7 @@ void Connections::on_open_ok(ConnId id) {
   Conn* c = get(id);
   if (!c || c->state != Conn::State::kOpening) return;
   if (!ops_.ensure_listener(c->flow.dport)) {
-    spdlog::warn("conn {}: cannot create listener for port {}", c->id, c->flow.dport);
+    OSH_LOG_LIMITED(spdlog::level::warn, "conn {}: cannot create listener for port {}", c->id, c->flow.dport);
     upstream_.abort(c->id);
     c->state = Conn::State::kDead;
     return;
@@ -288,8 +291,10 @@ void Connections::on_closed(ConnId id, CloseKind kind, const std::string& reason
   spdlog::debug("conn {}: stream closed ({}: {})", c->id, to_string(kind), reason);
   switch (c->state) {
     case Conn::State::kOpening:
-      spdlog::info("conn {}: {} {} ({})", c->id, c->flow.to_string(),
-                   kind == CloseKind::kUnreachable ? "unreachable" : "refused", reason);
+      // One line per refused connection, rate-limited (issue 14.7); the
+      // reason is the gateway's text.
+      OSH_LOG_LIMITED(spdlog::level::info, "conn {}: {} {} ({})", c->id, c->flow.to_string(),
+                      kind == CloseKind::kUnreachable ? "unreachable" : "refused", log_escape(reason));
       if (kind == CloseKind::kOk) kind = CloseKind::kRefused;
       refuse(*c, kind);
       erase(*c);

@@ -29,6 +29,9 @@ Clients:
            data) arrived meanwhile ("early_eof", "extra"); then send M bytes,
            shutdown(SHUT_WR), and read to EOF within --timeout ("eof"): a
            target's FIN that only reaches the client after its half-close
+  connect-many --host H --port P --count N       N connects one after another (each
+           closed at once); prints one JSON line: how many ended how
+           ("connected" or the errno name)
   hold-many --host H --port P --count N --secs S  open N connections one after
            another, send 100 bytes on each, print "holding N", keep them S seconds
   read-many --host H --port P --count N --rate B/s --secs S [--timeout T]
@@ -148,6 +151,19 @@ def discard_loop(ls):
             if not data:
                 sel.unregister(key.fileobj)
                 key.fileobj.close()
+
+
+def connect_many(a):
+    outcomes = {}
+    for _ in range(a.count):
+        try:
+            s = socket.create_connection((a.host, a.port), timeout=a.timeout)
+            s.close()
+            key = "connected"
+        except OSError as e:
+            key = errno.errorcode.get(e.errno, str(e.errno)) if e.errno else "timeout"
+        outcomes[key] = outcomes.get(key, 0) + 1
+    print(json.dumps(outcomes), flush=True)
 
 
 def hold_many(a):
@@ -343,6 +359,8 @@ def main():
         print(expect_sha(a.bytes))
     elif a.cmd == "hold-many":
         hold_many(a)
+    elif a.cmd == "connect-many":
+        connect_many(a)
     elif a.cmd == "read-many":
         read_many(a)
     else:

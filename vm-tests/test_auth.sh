@@ -104,7 +104,7 @@ bundle() {
     case "$what" in
       ca) cp "$PKI/ca.crt" "$dir/ca.crt" ;;
       other-ca) cp "$PKI/other-ca.crt" "$dir/ca.crt" ;;
-      client) cp "$PKI/client.crt" "$dir/tls.crt" && cp "$PKI/client.key" "$dir/tls.key" ;;
+      client) cp "$PKI/client.crt" "$dir/tls.crt" && install -m 600 "$PKI/client.key" "$dir/tls.key" ;;
     esac
   done
 }
@@ -149,6 +149,7 @@ lab_config "$CFG_BADTOKEN" oidc
 bundle "$CFG_BADTOKEN/gateways/lab/mtls" ca client
 printf '{"access_token":"not-the-token","issuer":"https://idp.osh.test","client_id":"cli"}\n' \
   >"$CFG_BADTOKEN/gateways/lab/oidc_token.json"
+chmod 600 "$CFG_BADTOKEN/gateways/lab/oidc_token.json"
 # Health needs no token, so the first call refused is ListSandboxes.
 expect_fail bad-bearer 2 \
   "~error: .*https://${OSH_GW_ADDR//./\\.}:$PORT_B.*invalid token.*" \
@@ -159,6 +160,7 @@ lab_config "$CFG_B" oidc
 bundle "$CFG_B/gateways/lab/mtls" ca client
 printf '{"access_token":"%s","refresh_token":"r","expires_at":1000,"issuer":"https://idp.osh.test","client_id":"cli"}\n' \
   "$TOKEN" >"$CFG_B/gateways/lab/oidc_token.json"
+chmod 600 "$CFG_B/gateways/lab/oidc_token.json"
 echo lab >"$CFG_B/active_gateway"
 start_tunnel config-files --config-dir "$CFG_B"
 check "resolved from active_gateway with mTLS and the token" grep -qF \

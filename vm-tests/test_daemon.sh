@@ -22,6 +22,15 @@ tunnel() { ip netns exec "$NS_CLIENT" "$OSH_TUNNEL" "$@"; }
 status_json() { tunnel status --state-dir "$OSH_STATE" --json; }
 jq_py() { /usr/bin/python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
 
+say "up -d with no gateway there: exits 2 and shows the end of its log"
+rc=0
+tunnel up -d --gateway-endpoint "http://$OSH_GW_ADDR:1" --hosts-file "" --no-ssh-config \
+  --state-dir "$OSH_WORK/state-nogw" 2>"$OSH_WORK/up-nogw.err" || rc=$?
+cat "$OSH_WORK/up-nogw.err"
+check "exit code 2 (gateway)" [ "$rc" = 2 ]
+check "the end of the log is shown" grep -q "^  error: gateway http://$OSH_GW_ADDR:1 is not reachable" "$OSH_WORK/up-nogw.err"
+check "the log file is 0600 (issue 14.7)" [ "$(stat -c %a "$OSH_WORK/state-nogw/tunnel.log")" = 600 ]
+
 say "up -d"
 tunnel up -d "${TUNNEL_ARGS[@]}"
 pid="$(cat "$OSH_STATE/state.json" | jq_py 'd["pid"]')"

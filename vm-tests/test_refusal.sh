@@ -69,6 +69,19 @@ check "download intact" [ "$(sha256sum <"$OSH_WORK/blob6" | cut -d' ' -f1)" = "$
 check "counted as a loopback fallback ($fb0 -> $(streams_field loopback_fallbacks))" \
   [ "$(streams_field loopback_fallbacks)" -gt "$fb0" ]
 
+say "a refusal storm: 100 connects to a closed port; the log gets a burst of lines, not 100 (issue 14.7)"
+lines0="$(grep -c ' refused (' "$OSH_WORK/tunnel.log" || true)"
+out="$(client_tcp connect-many --host "$V4" --port 9 --count 100)"
+echo "  $out"
+check "all 100 refused" [ "$(jfield "$out" ECONNREFUSED)" = 100 ]
+lines=$(($(grep -c ' refused (' "$OSH_WORK/tunnel.log" || true) - lines0))
+# 10 at once, then one a second: 100 connects would need more than 40 s to
+# reach 50 lines.
+check "per-connection refusal lines rate-limited ($lines lines for 100 refusals)" [ "$lines" -lt 50 ]
+check "the next line that passes counts the suppressed ones" wait_until 10 bash -c \
+  "ip netns exec $NS_CLIENT /usr/bin/python3 $OSH_TCPTOOL connect --host $V4 --port 9 >/dev/null;
+   grep -q 'refused (.*similar lines suppressed\]' '$OSH_WORK/tunnel.log'"
+
 say "gateway goes away"
 kill -TERM "$PID_gateway"
 wait "$PID_gateway" || true

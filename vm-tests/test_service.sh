@@ -32,6 +32,7 @@ gw_config() {  # NAME TOKEN [PORT]
     "$1" "$OSH_GW_ADDR" "${3:-$OSH_GW_PORT}" >"$CFG/gateways/$1/metadata.json"
   printf '{"access_token":"%s","issuer":"https://idp.osh.test","client_id":"cli"}\n' "$2" \
     >"$CFG/gateways/$1/oidc_token.json"
+  chmod 600 "$CFG/gateways/$1/oidc_token.json"  # others may not read a token (issue 14.8)
 }
 gw_config lab "$T1"
 gw_config lab2 "$T2"

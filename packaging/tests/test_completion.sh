@@ -49,7 +49,7 @@ expect "both hosts resolver" openshell-tunnel up --dns ""
 expect "debug" openshell-tunnel --log-level de
 expect "0.0 0.1 auto" openshell-tunnel forward --gateway-protocol ""
 expect "--tun-name" openshell-tunnel -v up --tun
-expect "--help --json --log-level --state-dir --verbose -h -v" openshell-tunnel status -
+expect "--help --json --log-file --log-files --log-level --log-max-mib --state-dir --verbose -h -v" openshell-tunnel status -
 expect "db-1 demo" openshell-tunnel ssh-proxy ""
 expect "demo" openshell-tunnel ssh-proxy --gateway-endpoint http://g:1 de
 expect "db-1 demo" openshell-tunnel forward 8080 ""

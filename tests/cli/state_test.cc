@@ -2,6 +2,7 @@
 // start time all match (a reused pid is not the tunnel), and the state-dir
 // lock admits one holder (issue 14.4). Runs as any user; no namespaces.
 #include "cli/state.h"
+#include "tests/cli/temp_dir_test.h"
 
 #include <gtest/gtest.h>
 #include <signal.h>
@@ -18,16 +19,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-class StateDir : public ::testing::Test {
- protected:
-  void SetUp() override {
-    char tmpl[] = "/tmp/osh-state-test-XXXXXX";
-    ASSERT_NE(::mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
-  }
-  void TearDown() override { fs::remove_all(dir_); }
-  fs::path dir_;
-};
+using StateDir = testing::TempDirTest;
 
 // A child that waits until killed; its pid plays "the pid was reused".
 struct Sleeper {
@@ -139,6 +131,19 @@ TEST_F(StateDir, OldStateFileWithoutIdentity) {
   EXPECT_EQ(st.pid, ::getpid());
   EXPECT_TRUE(st.identity.boot_id.empty());
   EXPECT_FALSE(recorded_tunnel_alive(st));
+}
+
+TEST_F(StateDir, NamesThatAreNotUtf8AreSaved) {
+  // Sandbox names come from the gateway (issue 14.8): one that is not UTF-8
+  // made nlohmann::json throw, and the state was never saved again.
+  RunState st;
+  st.pid = 42;
+  st.sandboxes["id-1"] = SandboxRecord{"id-1", "bad\xff\xfename", "198.18.0.20", "fd00::20"};
+  ASSERT_NO_THROW(st.save(dir_));
+  const RunState back = RunState::load(dir_);
+  ASSERT_TRUE(back.sandboxes.contains("id-1"));
+  EXPECT_EQ(back.sandboxes.at("id-1").v4, "198.18.0.20");
+  EXPECT_EQ(back.sandboxes.at("id-1").name, "bad\xef\xbf\xbd\xef\xbf\xbdname");  // U+FFFD per bad byte
 }
 
 TEST_F(StateDir, LockHasOneHolder) {

@@ -22,5 +22,7 @@ check "-v bogus" 1 "unknown command or option 'bogus'"
 check "up --bogus" 1 "--bogus"
 check "--help" 0 "SUBCOMMAND"
 check "--version" 0 "openshell-tunnel "
+check "--log-file /proc/no-such-dir/x.log status" 1 "--log-file /proc/no-such-dir/x.log: Failed opening"
+check "--log-max-mib 0 status" 1 "--log-max-mib"
 ((fail == 0)) && echo "PASS: usage errors"
 exit $fail

@@ -204,6 +204,44 @@ TEST(ForwardEnd, OkEndDeliversEveryByteThenFin) {
   EXPECT_EQ(rec.events(), want({"open", "data:a", "data:bb", "data:ccc", "closed:ok"}));
 }
 
+// Receive limits per call (issue 14.8): a ForwardTcp frame may carry what
+// upstream sends (64 KiB of data); a larger one ends the stream (gRPC's
+// RESOURCE_EXHAUSTED) instead of being buffered, where the channel-wide 4 MiB
+// used to take it. Both generations: the limit is the method's.
+TEST(ForwardLimits, AFrameOverSixtyFourKiBEndsTheStream) {
+  for (Generation gen : {Generation::k0_1, Generation::k0_0}) {
+    SCOPED_TRACE(to_string(gen));
+    const std::string fits(64u << 10, 'a');
+    const std::string too_big(kMaxForwardFrameBytes + 1, 'b');
+    FakeGateway fake(gen, [&](const SeenInit& init) {
+      return data_then_ok({init.call_index == 0 ? fits : too_big});
+    });
+    GatewayClient gw(options_for(fake, gen));
+    Recorder rec;
+    ForwardManager mgr(gw, rec, {});
+    mgr.open(1, target());
+    ASSERT_TRUE(rec.wait_closed(mgr, 1));
+    EXPECT_EQ(rec.data(), fits);
+    EXPECT_EQ(rec.events().back(), "closed:ok");
+    rec.reset();
+    mgr.open(2, target());
+    ASSERT_TRUE(rec.wait_closed(mgr, 2));
+    EXPECT_EQ(rec.data(), "");
+    EXPECT_NE(rec.events().back(), "closed:ok");
+    // Not mistaken for a gateway cap (RESOURCE_EXHAUSTED too): no retry.
+    const ForwardStats st = mgr.stats();
+    EXPECT_EQ(st.retries, 0u);
+    EXPECT_EQ(st.sandbox_cap_hits + st.rate_limit_hits + st.token_cap_hits, 0u);
+    EXPECT_EQ(st.oversize_frames, 1u);
+  }
+}
+
+TEST(ForwardLimits, ListPagesAreSizedByThePageSize) {
+  EXPECT_EQ(max_list_page_bytes(1), 2 * kMaxSandboxRecordBytes);
+  EXPECT_EQ(max_list_page_bytes(100), 101 * kMaxSandboxRecordBytes);
+  EXPECT_EQ(max_list_page_bytes(5000), max_list_page_bytes(1000));  // upstream coerces to 1000
+}
+
 TEST(ForwardEnd, EmptyFrameIsFinOnlyWhenFinFrameIsConfirmed) {
   auto script = [](std::string ext) {
     return [ext](const SeenInit&) {

@@ -60,11 +60,14 @@ class TempDir {
   std::string path_;
 };
 
+// Mode 0600, as the openshell CLI's secrets must be (tls.key and
+// oidc_token.json with group or other access are refused, issue 14.8).
 void write_file(const fs::path& path, const std::string& text) {
   fs::create_directories(path.parent_path());
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
   out << text;
   ASSERT_TRUE(out.good()) << path;
+  fs::permissions(path, fs::perms::owner_read | fs::perms::owner_write);
 }
 
 std::string read_file(const fs::path& path) {
@@ -296,7 +299,7 @@ TEST_F(GatewayConfigTest, OidcTokenIsTheBearer) {
 }
 
 TEST_F(GatewayConfigTest, ExpiredOidcTokenIsUsedWithAWarning) {
-  simple(user(), "o", "http://gw.example:80", R"(,"auth_mode":"oidc")");
+  simple(user(), "o", "http://127.0.0.1:80", R"(,"auth_mode":"oidc")");
   token("o", R"({"access_token":"old","expires_at":1000,"issuer":"i","client_id":"c"})");
   GatewayFlags f = flags();
   f.name = "o";
@@ -311,6 +314,68 @@ TEST_F(GatewayConfigTest, ExpiredOidcTokenIsUsedWithAWarning) {
   auto soon = resolve_gateway_config(f, now);
   ASSERT_EQ(soon.warnings.size(), 1u);
   EXPECT_TRUE(contains(soon.warnings[0], " expires at 1970-01-01T00:16:40Z")) << soon.warnings[0];
+}
+
+// OpenSSH's rule for private keys (issue 14.8): a token or key file that
+// group or others can read or write is refused, naming the file and the fix.
+TEST_F(GatewayConfigTest, SecretsOthersCanReadAreRefused) {
+  simple(user(), "o", "https://gw.example:443", R"(,"auth_mode":"oidc")");
+  token("o", R"({"access_token":"t0k"})");
+  GatewayFlags f = flags();
+  f.name = "o";
+  const std::string tok = file(user(), "o", "oidc_token.json");
+  EXPECT_EQ(resolve_gateway_config(f).options.bearer_token, "t0k");  // 0600
+  for (fs::perms extra : {fs::perms::group_read, fs::perms::others_read, fs::perms::others_write}) {
+    fs::permissions(tok, fs::perms::owner_read | fs::perms::owner_write | extra);
+    const std::string err = config_error([&] { resolve_gateway_config(f); });
+    EXPECT_TRUE(contains(err, tok + ": permissions 0")) << err;
+    EXPECT_TRUE(contains(err, "are too open")) << err;
+    EXPECT_TRUE(contains(err, "`chmod 600 " + tok + "`")) << err;
+  }
+  fs::permissions(tok, fs::perms::owner_read);  // 0400 is fine
+  EXPECT_EQ(resolve_gateway_config(f).options.bearer_token, "t0k");
+
+  simple(user(), "m", "https://gw.example:443");
+  bundle("m", true, true, true);
+  f.name = "m";
+  const std::string key = file(user(), "m", "mtls/tls.key");
+  EXPECT_EQ(resolve_gateway_config(f).options.client_key_pem, kKey);
+  fs::permissions(key, fs::perms::owner_read | fs::perms::owner_write | fs::perms::group_read |
+                           fs::perms::others_read);
+  EXPECT_EQ(config_error([&] { resolve_gateway_config(f); }),
+            key + ": permissions 0644 are too open: a private key or token must be readable by its owner "
+                  "only (run `chmod 600 " + key + "`)");
+  // Certificates are public: any mode.
+  fs::permissions(key, fs::perms::owner_read | fs::perms::owner_write);
+  fs::permissions(file(user(), "m", "mtls/tls.crt"), fs::perms::all);
+  EXPECT_NO_THROW(resolve_gateway_config(f));
+}
+
+// A bearer token over http:// to another machine: one warning (issue 14.8);
+// loopback and https are quiet.
+TEST_F(GatewayConfigTest, PlaintextTokenToARemoteGatewayWarns) {
+  token("o", R"({"access_token":"t0k"})");
+  GatewayFlags f = flags();
+  f.name = "o";
+  for (const char* ep : {"http://gw.example:80", "http://192.0.2.7:8080", "http://[2001:db8::1]:80"}) {
+    SCOPED_TRACE(ep);
+    simple(user(), "o", ep, R"(,"auth_mode":"oidc")");
+    auto r = resolve_gateway_config(f);
+    ASSERT_EQ(r.warnings.size(), 1u);
+    EXPECT_TRUE(contains(r.warnings[0], "the bearer token from " + file(user(), "o", "oidc_token.json") +
+                                            " goes to " + r.options.endpoint.to_string() + " in plaintext"))
+        << r.warnings[0];
+  }
+  for (const char* ep : {"http://127.0.0.1:80", "http://127.1.2.3:80", "http://localhost:80", "http://[::1]:80",
+                         "https://gw.example:443"}) {
+    SCOPED_TRACE(ep);
+    simple(user(), "o", ep, R"(,"auth_mode":"oidc")");
+    EXPECT_TRUE(resolve_gateway_config(f).warnings.empty());
+  }
+  // No token, no warning.
+  simple(user(), "p", "http://gw.example:80");
+  f.name = "p";
+  EXPECT_TRUE(resolve_gateway_config(f).warnings.empty());
 }
 
 TEST_F(GatewayConfigTest, MalformedOidcTokenFiles) {

@@ -139,6 +139,8 @@ TEST(OpenFailure, ToldApartByMessage) {
       {StatusCode::RESOURCE_EXHAUSTED, "sandbox SSH connection limit reached", OpenFailure::kSandboxCap},
       {StatusCode::RESOURCE_EXHAUSTED, "gRPC rate limit exceeded", OpenFailure::kRateLimit},
       {StatusCode::RESOURCE_EXHAUSTED, "something new", OpenFailure::kSandboxCap},
+      // gRPC's own receive limit (issue 14.8): an oversize frame, not a cap.
+      {StatusCode::RESOURCE_EXHAUSTED, "Received message larger than max (66561 vs. 66560)", OpenFailure::kFinal},
       {StatusCode::UNAVAILABLE,
        "supervisor relay failed: status: ResourceExhausted, message: \"relay capacity reached\"",
        OpenFailure::kRelayCapacity},
