@@ -226,6 +226,7 @@ void add_up_command(CLI::App& app, int* exit_code) {
     // Before any thread exists (docs/THREAT_MODEL.md "Privileges").
     if (std::string why = drop_privileges(); !why.empty())
       spdlog::warn("could not drop privileges ({}); running with the ones it was started with", why);
+    start_log_writer();  // rotations off the confined data-plane threads
     *exit_code = run_up(*opts);
     opts->user_files = nullptr;
   });

@@ -11,6 +11,7 @@
 // terminal on fds 1 and 2 (`up --log-file F` in the foreground) stays.
 #include "cli/log_setup.h"
 
+#include <spdlog/async.h>
 #include <spdlog/sinks/rotating_file_sink.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
@@ -25,6 +26,9 @@ namespace osh::cli {
 namespace {
 
 LogOptions g_options;
+// The --log-file sink, shared by the synchronous logger and the async one
+// start_log_writer() makes.
+std::shared_ptr<spdlog::sinks::rotating_file_sink_mt> g_file_sink;
 
 constexpr const char* kPattern = "%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v";
 
@@ -71,6 +75,7 @@ void start_logging(const LogOptions& o) {
     try {
       auto sink = std::make_shared<spdlog::sinks::rotating_file_sink_mt>(
           o.file, size_t{o.max_mib} << 20, o.files, /*rotate_on_open=*/false, h);
+      g_file_sink = sink;
       logger = std::make_shared<spdlog::logger>("openshell-tunnel", std::move(sink));
     } catch (const spdlog::spdlog_ex& e) {
       throw std::runtime_error("--log-file " + o.file + ": " + e.what());
@@ -81,6 +86,19 @@ void start_logging(const LogOptions& o) {
   spdlog::set_pattern(kPattern);
   spdlog::set_level(o.verbose ? spdlog::level::debug : spdlog::level::from_str(o.level));
 }
+
+void start_log_writer() {
+  if (!g_file_sink) return;
+  spdlog::init_thread_pool(8192, 1);
+  auto logger = std::make_shared<spdlog::async_logger>("openshell-tunnel", g_file_sink, spdlog::thread_pool(),
+                                                       spdlog::async_overflow_policy::block);
+  logger->set_level(spdlog::default_logger()->level());
+  logger->flush_on(spdlog::level::trace);
+  spdlog::set_default_logger(logger);
+  spdlog::set_pattern(kPattern);
+}
+
+void stop_logging() { spdlog::shutdown(); }
 
 const LogOptions& log_options() { return g_options; }
 

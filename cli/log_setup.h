@@ -33,6 +33,21 @@ void add_log_flags(CLI::App& app, LogOptions& o);
 /// @throws std::runtime_error naming the file if it cannot be opened.
 void start_logging(const LogOptions& o);
 
+/// start_log_writer() - with a log file: from now on lines are written,
+/// and the file rotated, by one spdlog worker thread created here (an
+/// async logger over the same sink, queue of 8192 lines, callers block
+/// when it is full). The data-plane threads log under a seccomp filter
+/// that forbids open/rename/dup2 (common/thread_sandbox.h), so a rotation
+/// must never run on them. Call it after drop_privileges() (the worker
+/// inherits the calling thread's capabilities) and after every fork that
+/// does not exec (a forked child has no worker). No-op without a file.
+/// Main thread.
+void start_log_writer();
+
+/// stop_logging() - writes what the worker still holds and stops it
+/// (spdlog::shutdown()). Main thread, at exit.
+void stop_logging();
+
 /// The options start_logging() was called with (defaults before).
 const LogOptions& log_options();
 

@@ -75,5 +75,6 @@ int main(int argc, char** argv) {
     const int rc = app.exit(e);
     return rc == 0 ? 0 : osh::cli::kExitUsage;
   }
+  osh::cli::stop_logging();
   return exit_code;
 }

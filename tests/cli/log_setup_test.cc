@@ -4,6 +4,7 @@
 // child: start_logging() replaces the process's default logger and may move
 // fds 1 and 2. Runs as any user; no namespaces.
 #include "cli/log_setup.h"
+#include "common/thread_sandbox.h"
 #include "tests/cli/temp_dir_test.h"
 
 #include <fcntl.h>
@@ -19,6 +20,7 @@
 #include <functional>
 #include <sstream>
 #include <string>
+#include <thread>
 
 namespace osh::cli {
 namespace {
@@ -101,6 +103,39 @@ TEST_F(LogDir, OutputOnTheLogFileFollowsItAcrossRotations) {
   EXPECT_NE(now.find("printed after the rotation"), std::string::npos);
   EXPECT_NE(now.find("error: after the rotation"), std::string::npos);
   EXPECT_EQ(now.find("printed before the rotation"), std::string::npos);
+}
+
+TEST_F(LogDir, AConfinedThreadsLinesRotateTheFileOnTheWriter) {
+  // up: the stack reader logs under the data-plane seccomp filter, which
+  // forbids the open/rename/dup2 of a rotation; start_log_writer() moves
+  // writing and rotating to a worker thread of its own, so the file still
+  // rotates, nothing is lost and the filter never fires (a dup2 on the
+  // confined thread would kill the process: this child's exit status).
+  const fs::path log = dir_ / "tunnel.log";
+  ASSERT_EQ(in_child([&] {
+              const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+              if (fd < 0) return 10;
+              ::dup2(fd, 1);  // as in up -d's child: the rotation moves fds 1 and 2
+              ::dup2(fd, 2);
+              ::close(fd);
+              log_to(log, 2);
+              start_log_writer();
+              std::string why;
+              std::thread confined([&why] {
+                why = confine_this_thread("osh-test", Confinement::kSeccomp);
+                if (!why.empty()) return;
+                const std::string line(1000, 'z');
+                for (int i = 0; i < 2500; ++i) spdlog::info("{} {}", i, line);  // > 2 MiB: two rotations
+                spdlog::info("the last confined line");
+              });
+              confined.join();
+              stop_logging();
+              return why.empty() ? 0 : 11;
+            }),
+            0);
+  EXPECT_TRUE(fs::exists(dir_ / "tunnel.1.log"));
+  EXPECT_TRUE(fs::exists(dir_ / "tunnel.2.log"));
+  EXPECT_NE(read(log).find("the last confined line"), std::string::npos);
 }
 
 TEST_F(LogDir, ATerminalOnStdoutStaysWhereItIs) {

@@ -877,6 +877,97 @@ TEST(ForwardBounds, AGatewayThatNeverAnswersAnOpenIsRefusedAtItsDeadline) {
     Script s;
     if (i.call_index == 0) s.hang = true;
     else s = data_then_ok({"ok"});
+    return s;
+  });
+  GatewayClient gw(options_for(fake, Generation::k0_1));
+  Recorder rec;
+  ForwardOptions fo = no_trim();
+  fo.open_timeout = 600ms;
+  ForwardManager mgr(gw, rec, fo);
+  const auto t0 = Clock::now();
+  mgr.open(1, target());
+  ASSERT_TRUE(rec.wait_closed(mgr, 1, 10000ms)) << "a hung open must end";
+  EXPECT_GE(Clock::now() - t0, 600ms);
+  EXPECT_EQ(rec.events(), want({"closed:refused"}));
+  EXPECT_EQ(mgr.stats().open_timeouts, 1u);
+  EXPECT_EQ(mgr.stats().active_now, 0u);
+  // The slot and the token came back: the next open works.
+  rec.reset();
+  mgr.open(2, target());
+  ASSERT_TRUE(rec.wait_closed(mgr, 2));
+  EXPECT_EQ(rec.events(), want({"open", "data:ok", "closed:ok"}));
+}
+
+TEST(ForwardBounds, ASlowTokenMintDoesNotStallAnOpenWithAPooledToken) {
+  FakeGateway fake(Generation::k0_1, [](const SeenInit&) { return data_then_ok({"ok"}); });
+  GatewayClient gw(options_for(fake, Generation::k0_1));
+  Fan fan;
+  ForwardOptions fo = no_trim();
+  ForwardManager mgr(gw, fan, fo);
+  mgr.open(1, target());  // sandbox A: mints a token, which stays pooled
+  ASSERT_TRUE(fan.r[1].wait_closed(mgr, 1));
+  fake.set_unary_delay(3000ms);
+  mgr.open(2, target_in("b-uuid", "b"));  // sandbox B: needs a new token, slow
+  std::this_thread::sleep_for(100ms);     // let B's mint begin first
+  const auto t0 = Clock::now();
+  mgr.open(3, target());  // sandbox A again: its pooled token
+  ASSERT_TRUE(fan.r[3].wait_open(2500ms)) << "admission waited for another sandbox's token call";
+  EXPECT_LT(Clock::now() - t0, 2500ms);
+  EXPECT_TRUE(fan.r[3].wait_closed(mgr, 3));
+  ASSERT_TRUE(fan.r[2].wait_closed(mgr, 2, 10000ms));
+  EXPECT_EQ(fan.r[2].events(), want({"open", "data:ok", "closed:ok"}));
+  EXPECT_EQ(fake.tokens_minted(), 2);
+  fake.set_unary_delay(0ms);  // shutdown's revokes
+}
+
+TEST(ForwardBounds, ASlowRevokeDoesNotStallAdmission) {
+  FakeGateway fake(Generation::k0_1, [](const SeenInit& i) {
+    Script s = data_then_ok({"ok"});
+    if (i.call_index == 0) s.end_delay = 5000ms;  // A's first stream keeps A's token busy
+    return s;
+  });
+  GatewayClient gw(options_for(fake, Generation::k0_1));
+  Fan fan;
+  ForwardOptions fo = no_trim();
+  fo.token_idle_timeout = 1000ms;
+  ForwardManager mgr(gw, fan, fo);
+  mgr.open(1, target());
+  ASSERT_TRUE(fan.r[1].wait_open());
+  mgr.open(2, target_in("b-uuid", "b"));
+  ASSERT_TRUE(fan.r[2].wait_closed(mgr, 2));
+  fake.set_unary_delay(3000ms);  // B's token goes idle and is revoked, slowly
+  const auto idle_deadline = Clock::now() + 5000ms;
+  while (mgr.stats().tokens_revoked == 0 && Clock::now() < idle_deadline)
+    std::this_thread::sleep_for(20ms);
+  ASSERT_EQ(mgr.stats().tokens_revoked, 1u) << "B's idle token was not revoked";
+  std::this_thread::sleep_for(100ms);  // the revoke call is under way
+  const auto t0 = Clock::now();
+  mgr.open(3, target());  // A's pooled token has a free slot
+  ASSERT_TRUE(fan.r[3].wait_open(2500ms)) << "admission waited for a token revoke";
+  EXPECT_LT(Clock::now() - t0, 2500ms);
+  EXPECT_TRUE(fan.r[3].wait_closed(mgr, 3));
+  EXPECT_TRUE(fan.r[1].wait_closed(mgr, 1, 10000ms));
+  fake.set_unary_delay(0ms);  // shutdown's revokes
+}
+
+TEST(ForwardBounds, AbortedQueuedOpensAndOpensAfterShutdownAreAnsweredBeforeTheDestructorReturns) {
+  FakeGateway fake(Generation::k0_1, [](const SeenInit&) { return x_then_ok_after(300ms); });
+  GatewayClient gw(options_for(fake, Generation::k0_1));
+  Fan fan;
+  {
+    ForwardOptions fo = no_trim();
+    fo.max_streams_per_sandbox = 1;
+    ForwardManager mgr(gw, fan, fo);
+    mgr.open(1, target());
+    ASSERT_TRUE(fan.r[1].wait_open());
+    mgr.open(2, target());  // queued behind stream 1
+    mgr.abort(2);
+    mgr.shutdown();
+    mgr.open(3, target());
+  }
+  EXPECT_EQ(fan.r[2].events(), want({"closed:reset"}));
+  EXPECT_EQ(fan.r[3].events(), want({"closed:unreachable"}));
+}
 
 // ---- a hostile gateway's frames (issue 14.9) ----
 // What the relay hands the stack (on_data) is at most the concatenation of
@@ -974,93 +1065,6 @@ TEST(ForwardHostileGateway, DataAfterAFinFrameIsNotDelivered) {
   });
   GatewayClient gw(options_for(fake, Generation::k0_1));
   Recorder rec;
-  ForwardOptions fo = no_trim();
-  fo.open_timeout = 600ms;
-  ForwardManager mgr(gw, rec, fo);
-  const auto t0 = Clock::now();
-  mgr.open(1, target());
-  ASSERT_TRUE(rec.wait_closed(mgr, 1, 10000ms)) << "a hung open must end";
-  EXPECT_GE(Clock::now() - t0, 600ms);
-  EXPECT_EQ(rec.events(), want({"closed:refused"}));
-  EXPECT_EQ(mgr.stats().open_timeouts, 1u);
-  EXPECT_EQ(mgr.stats().active_now, 0u);
-  // The slot and the token came back: the next open works.
-  rec.reset();
-  mgr.open(2, target());
-  ASSERT_TRUE(rec.wait_closed(mgr, 2));
-  EXPECT_EQ(rec.events(), want({"open", "data:ok", "closed:ok"}));
-}
-
-TEST(ForwardBounds, ASlowTokenMintDoesNotStallAnOpenWithAPooledToken) {
-  FakeGateway fake(Generation::k0_1, [](const SeenInit&) { return data_then_ok({"ok"}); });
-  GatewayClient gw(options_for(fake, Generation::k0_1));
-  Fan fan;
-  ForwardOptions fo = no_trim();
-  ForwardManager mgr(gw, fan, fo);
-  mgr.open(1, target());  // sandbox A: mints a token, which stays pooled
-  ASSERT_TRUE(fan.r[1].wait_closed(mgr, 1));
-  fake.set_unary_delay(3000ms);
-  mgr.open(2, target_in("b-uuid", "b"));  // sandbox B: needs a new token, slow
-  std::this_thread::sleep_for(100ms);     // let B's mint begin first
-  const auto t0 = Clock::now();
-  mgr.open(3, target());  // sandbox A again: its pooled token
-  ASSERT_TRUE(fan.r[3].wait_open(2500ms)) << "admission waited for another sandbox's token call";
-  EXPECT_LT(Clock::now() - t0, 2500ms);
-  EXPECT_TRUE(fan.r[3].wait_closed(mgr, 3));
-  ASSERT_TRUE(fan.r[2].wait_closed(mgr, 2, 10000ms));
-  EXPECT_EQ(fan.r[2].events(), want({"open", "data:ok", "closed:ok"}));
-  EXPECT_EQ(fake.tokens_minted(), 2);
-  fake.set_unary_delay(0ms);  // shutdown's revokes
-}
-
-TEST(ForwardBounds, ASlowRevokeDoesNotStallAdmission) {
-  FakeGateway fake(Generation::k0_1, [](const SeenInit& i) {
-    Script s = data_then_ok({"ok"});
-    if (i.call_index == 0) s.end_delay = 5000ms;  // A's first stream keeps A's token busy
-    return s;
-  });
-  GatewayClient gw(options_for(fake, Generation::k0_1));
-  Fan fan;
-  ForwardOptions fo = no_trim();
-  fo.token_idle_timeout = 1000ms;
-  ForwardManager mgr(gw, fan, fo);
-  mgr.open(1, target());
-  ASSERT_TRUE(fan.r[1].wait_open());
-  mgr.open(2, target_in("b-uuid", "b"));
-  ASSERT_TRUE(fan.r[2].wait_closed(mgr, 2));
-  fake.set_unary_delay(3000ms);  // B's token goes idle and is revoked, slowly
-  const auto idle_deadline = Clock::now() + 5000ms;
-  while (mgr.stats().tokens_revoked == 0 && Clock::now() < idle_deadline)
-    std::this_thread::sleep_for(20ms);
-  ASSERT_EQ(mgr.stats().tokens_revoked, 1u) << "B's idle token was not revoked";
-  std::this_thread::sleep_for(100ms);  // the revoke call is under way
-  const auto t0 = Clock::now();
-  mgr.open(3, target());  // A's pooled token has a free slot
-  ASSERT_TRUE(fan.r[3].wait_open(2500ms)) << "admission waited for a token revoke";
-  EXPECT_LT(Clock::now() - t0, 2500ms);
-  EXPECT_TRUE(fan.r[3].wait_closed(mgr, 3));
-  EXPECT_TRUE(fan.r[1].wait_closed(mgr, 1, 10000ms));
-  fake.set_unary_delay(0ms);  // shutdown's revokes
-}
-
-TEST(ForwardBounds, AbortedQueuedOpensAndOpensAfterShutdownAreAnsweredBeforeTheDestructorReturns) {
-  FakeGateway fake(Generation::k0_1, [](const SeenInit&) { return x_then_ok_after(300ms); });
-  GatewayClient gw(options_for(fake, Generation::k0_1));
-  Fan fan;
-  {
-    ForwardOptions fo = no_trim();
-    fo.max_streams_per_sandbox = 1;
-    ForwardManager mgr(gw, fan, fo);
-    mgr.open(1, target());
-    ASSERT_TRUE(fan.r[1].wait_open());
-    mgr.open(2, target());  // queued behind stream 1
-    mgr.abort(2);
-    mgr.shutdown();
-    mgr.open(3, target());
-  }
-  EXPECT_EQ(fan.r[2].events(), want({"closed:reset"}));
-  EXPECT_EQ(fan.r[3].events(), want({"closed:unreachable"}));
-
   ForwardManager mgr(gw, rec, {});
   mgr.open(1, target());
   ASSERT_TRUE(rec.wait_closed(mgr, 1));
