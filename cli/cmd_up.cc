@@ -112,10 +112,10 @@ void add_up_command(CLI::App& app, int* exit_code) {
   cmd->add_option("--hosts-file", opts->hosts_file,
                   "hosts file for the managed names block (\"\" to disable)")->capture_default_str();
   cmd->add_option("--state-dir", opts->state_dir,
-                  "state (stable addresses, pid), control socket, ssh include")->capture_default_str();
+                  "state (stable addresses, pid), lock, control socket")->capture_default_str();
   cmd->add_option("--ssh-config", opts->ssh_config,
-                  "ssh config that gets an Include for Host *.<domain> (default ~/.ssh/config of "
-                  "$OPENSHELL_TUNNEL_USER, else of $SUDO_USER, else of root)");
+                  "ssh config that gets an Include of openshell-tunnel.conf beside it, one Host block per "
+                  "sandbox (default ~/.ssh/config of the --user, else of root)");
   cmd->add_flag("--no-ssh-config", opts->no_ssh_config, "do not touch any ssh config");
   auto user_name = std::make_shared<std::string>();
   cmd->add_option("--user", *user_name,
@@ -194,6 +194,15 @@ void add_up_command(CLI::App& app, int* exit_code) {
     }
     if (std::find(opts->allowed_uids.begin(), opts->allowed_uids.end(), 0) == opts->allowed_uids.end())
       opts->allowed_uids.insert(opts->allowed_uids.begin(), 0);
+    // Whose OpenShell files root may read (issue 14.1): the served user's in
+    // their home, root's elsewhere; a file owned by anyone else (a symlink
+    // to another user's token or key) is refused. An explicit --config-dir
+    // is the administrator's choice and not checked.
+    if (::geteuid() == 0 && cmd->count("--config-dir") == 0) {
+      const bool in_home = opts->user && !opts->user->home.empty() && opts->user->home != "/" &&
+                           gw->config_dir.rfind(opts->user->home + "/", 0) == 0;
+      gw->files_owner = in_home ? opts->user->uid : 0;
+    }
     if (!resolve_for_command(*gw, &opts->gateway, "error")) {
       *exit_code = kExitUsage;
       return;

@@ -9,6 +9,7 @@
 // read is not served.
 #include "cli/control.h"
 
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 #include <sys/epoll.h>
@@ -54,11 +55,20 @@ bool write_all(int fd, const std::string& s) {
 constexpr size_t kMaxRequest = 4096;
 constexpr size_t kMaxAnswer = 64u << 20;
 
-// Reads up to '\n' (not included) or EOF; false on error/timeout, or when
-// more than @max bytes come without a newline.
-bool read_line(int fd, std::string* out, size_t max) {
+void set_timeouts(int fd, std::chrono::milliseconds t);
+
+// Reads up to '\n' (not included) or EOF; false on error, when the line is
+// not complete by @deadline, or when more than @max bytes come without a
+// newline.
+bool read_line(int fd, std::string* out, size_t max, std::chrono::steady_clock::time_point deadline) {
   char buf[16384];
   while (out->size() <= max) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) {
+      errno = ETIMEDOUT;
+      return false;
+    }
+    set_timeouts(fd, left);
     ssize_t n = ::recv(fd, buf, sizeof buf, 0);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) return false;
@@ -82,8 +92,8 @@ void set_timeouts(int fd, std::chrono::milliseconds t) {
 
 }  // namespace
 
-ControlServer::ControlServer(std::filesystem::path path, Handler handler)
-    : path_(std::move(path)), handler_(std::move(handler)) {
+ControlServer::ControlServer(std::filesystem::path path, Handler handler, Admit admit)
+    : path_(std::move(path)), handler_(std::move(handler)), admit_(std::move(admit)) {
   std::error_code ec;
   std::filesystem::create_directories(path_.parent_path(), ec);
   ::chmod(path_.parent_path().c_str(), kStateDirMode);
@@ -124,8 +134,15 @@ void ControlServer::serve_one() {
     spdlog::warn("control socket: cannot read the peer's credentials: {}", std::strerror(errno));
     return;
   }
+  if (admit_ && !admit_(cred.uid)) {
+    write_all(c.get(), json_answer({{"ok", false},
+                                    {"denied", true},
+                                    {"error", fmt::format("uid {} is not allowed to use this tunnel", cred.uid)}}) +
+                           "\n");
+    return;
+  }
   std::string req;
-  if (read_line(c.get(), &req, kMaxRequest)) {
+  if (read_line(c.get(), &req, kMaxRequest, std::chrono::steady_clock::now() + std::chrono::milliseconds(2000))) {
     // The request boundary (issue 14.8): whatever the handler throws is an
     // error answer and one log line, never the end of this thread (an
     // exception escaping the loop would terminate the daemon, uncleaned).
@@ -164,7 +181,8 @@ std::optional<std::string> control_request(const std::filesystem::path& path, co
   }
   std::string line = request + "\n";
   std::string resp;
-  const bool ok = write_all(fd, line) && read_line(fd, &resp, kMaxAnswer);
+  const bool ok =
+      write_all(fd, line) && read_line(fd, &resp, kMaxAnswer, std::chrono::steady_clock::now() + timeout);
   const int err = errno;
   ::close(fd);
   if (!ok) {

@@ -29,10 +29,17 @@ class ControlServer {
   /// thread (an osh::EventLoop of its own). If it throws, the client gets
   /// {"ok":false,"error":"internal error ..."} and the server keeps running.
   using Handler = std::function<std::string(const std::string& request, uid_t peer_uid)>;
+  /// Admit: whether a peer's uid may send a request at all. A refused peer
+  /// gets {"ok":false,"denied":true,...} at once, before anything is read
+  /// from it, so a uid that may not use the tunnel cannot hold the server's
+  /// one thread (nullptr: every peer is read).
+  using Admit = std::function<bool(uid_t peer_uid)>;
 
   /// Binds `path` (removing a stale socket file first), mode 0666, its
-  /// directory kStateDirMode, and starts the server's thread. @throws std::system_error if it cannot bind.
-  ControlServer(std::filesystem::path path, Handler handler);
+  /// directory kStateDirMode, and starts the server's thread. A request line
+  /// must arrive whole within 2 s of the accept (one deadline for the line,
+  /// not per read: a trickling peer is cut off). @throws std::system_error if it cannot bind.
+  ControlServer(std::filesystem::path path, Handler handler, Admit admit = nullptr);
   /// Stops the thread and removes the socket file.
   ~ControlServer();
   ControlServer(const ControlServer&) = delete;
@@ -42,6 +49,7 @@ class ControlServer {
   void serve_one();
   std::filesystem::path path_;
   Handler handler_;
+  Admit admit_;
   ScopedFd listen_fd_;  // non-blocking
   osh::EventLoop loop_;
 };

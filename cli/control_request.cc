@@ -36,7 +36,7 @@ std::string answer_control_request(const std::string& request, const ControlComm
     if (!run) return failure("unknown command '" + cmd + "'");
     if (!*run)
       return one_line(
-          json{{"ok", false}, {"denied", true}, {"error", "'" + cmd + "' is not allowed for this caller"}});
+          json{{"ok", false}, {"denied", true}, {"error", "'" + cmd + "' " + commands.denied_why}});
     json answer;
     try {
       answer = (*run)();

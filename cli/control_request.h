@@ -18,6 +18,8 @@ namespace osh::cli {
 struct ControlCommands {
   std::function<nlohmann::json()> status;  ///< {"cmd": "status"}
   std::function<nlohmann::json()> down;    ///< {"cmd": "down"}
+  /// Why an empty command is refused, after the command's name in the error.
+  std::string denied_why = "is not allowed for this caller";
 };
 
 /// answer_control_request() - the one answer to one request line.

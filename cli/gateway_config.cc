@@ -62,6 +62,23 @@ std::string join(const std::string& dir, const std::string& leaf) {
 /// checked, their mode is (fstat of the open file: no race with a rename).
 enum class Secret : bool { kNo, kYes };
 
+/// Whose files resolve_gateway_config() may read (GatewayFlags::files_owner,
+/// system_dir), for read_optional(); set for the call by OwnerScope.
+/// Thread: the caller's (thread_local).
+thread_local std::optional<uid_t> t_files_owner;
+thread_local std::string t_system_dir;
+
+struct OwnerScope {
+  explicit OwnerScope(const GatewayFlags& f) {
+    t_files_owner = f.files_owner;
+    t_system_dir = f.system_dir;
+  }
+  ~OwnerScope() {
+    t_files_owner.reset();
+    t_system_dir.clear();
+  }
+};
+
 /// The file's contents; nullopt if it does not exist. Throws ConfigError for
 /// any other problem (permissions, a directory, too large, a secret with a
 /// mode that lets group or others in).
@@ -70,6 +87,17 @@ std::optional<std::string> read_optional(const std::string& path, Secret secret 
   if (fd < 0) {
     if (errno == ENOENT || errno == ENOTDIR) return std::nullopt;
     throw ConfigError("cannot read " + path + ": " + std::strerror(errno));
+  }
+  if (t_files_owner) {
+    struct stat st {};
+    const bool system = !t_system_dir.empty() && path.rfind(join(t_system_dir, ""), 0) == 0;
+    const uid_t want = system ? 0 : *t_files_owner;
+    if (::fstat(fd, &st) != 0 || st.st_uid != want) {
+      const uid_t got = st.st_uid;
+      ::close(fd);
+      throw ConfigError(fmt::format("{}: owned by uid {}, not uid {}: refused (a symlink to another user's file?)",
+                                    path, got, want));
+    }
   }
   if (struct stat st {}; secret == Secret::kYes && ::fstat(fd, &st) == 0 && (st.st_mode & 077) != 0) {
     ::close(fd);
@@ -300,6 +328,7 @@ void load_oidc_token(const GatewayFlags& f, const std::string& name, const Metad
   // The openshell CLI rewrites the file on refresh or login; the client
   // re-reads it when it changes (no restart).
   r.options.bearer_token_file = path;
+  r.options.bearer_token_file_owner = f.files_owner;
   r.options.parse_bearer_token_file = [path](const std::string& text) -> std::string {
     try {
       return access_token(parse_json_object(path, text), path);
@@ -459,6 +488,7 @@ std::string GatewayResolution::summary() const {
 GatewayResolution resolve_gateway_config(const GatewayFlags& f,
                                          std::chrono::system_clock::time_point now) {
   if (!f.env_errors.empty()) throw ConfigError(f.env_errors.front());
+  const OwnerScope owner(f);
   GatewayResolution r;
   r.warnings = f.env_warnings;
   std::optional<Metadata> meta;

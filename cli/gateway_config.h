@@ -3,6 +3,8 @@
 // the per-gateway mTLS bundle and OIDC token.
 #pragma once
 
+#include <sys/types.h>
+
 #include <chrono>
 #include <functional>
 #include <optional>
@@ -41,6 +43,13 @@ struct GatewayFlags {
   /// is an absolute path, else /etc/openshell (active_gateway and
   /// gateways/<name>/metadata.json only; protocol §4.1, §4.2).
   std::string system_dir = "/etc/openshell";
+  /// The uid that must own every file read from config_dir (the served
+  /// user, when `up` runs as root); a file of anyone else (a symlink to
+  /// another user's token or key) is refused, and files under system_dir
+  /// must be root's (issue 14.1: root never reads on a user's behalf what
+  /// that user could not read). nullopt = not checked (the caller's own
+  /// files, read with the caller's own permissions).
+  std::optional<uid_t> files_owner;
   /// Problems found while reading the environment: warnings are logged by
   /// resolve_gateway(), the first error is thrown as ConfigError.
   std::vector<std::string> env_warnings;

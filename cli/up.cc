@@ -747,6 +747,7 @@ std::string Tunnel::handle_control(const std::string& request, uid_t peer_uid) {
                                               "`up --allow-users` are)", peer_uid)}});
   ControlCommands commands;
   commands.status = [this] { return status_json(); };
+  commands.denied_why = fmt::format("needs root (uid {} may only read `status`)", peer_uid);
   if (peer_uid == 0) commands.down = [] {
     spdlog::info("down requested on the control socket");
     ::kill(::getpid(), SIGTERM);  // wakes the main thread's sigtimedwait
@@ -889,8 +890,18 @@ void Tunnel::bring_up(const std::vector<relay::SandboxInfo>& list) {
   state_.tun_name = tun_name_;
   // The firewall before the link is up: no moment where forwarded packets
   // or another uid's sockets reach the TUN. Removed before the TUN closes.
-  firewall_.emplace(
-      tun::FirewallSpec{tun_name_, o_.allowed_uids, o_.max_connections_per_user, o_.allow_forwarding});
+  tun::FirewallSpec fw{tun_name_, o_.allowed_uids, o_.max_connections_per_user, o_.allow_forwarding};
+  // systemd-resolved asks the responder for every local user (--dns
+  // resolver|both): its own user may send DNS there, and nothing else.
+  if (o_.dns != "hosts") {
+    std::string why;
+    if (std::optional<ServedUser> r = lookup_user("systemd-resolve", &why)) {
+      fw.dns_uids = {r->uid};
+      fw.dns_addrs = {plan_->dns4().to_string()};
+      if (ipv6_) fw.dns_addrs.push_back(plan_->dns6().to_string());
+    }
+  }
+  firewall_.emplace(std::move(fw));
   undo_.push("the firewall table", [this] { firewall_.reset(); });
   link_.emplace(dev_->ifindex());
   undo_.push("the TUN link configuration", [this] {
@@ -1036,7 +1047,8 @@ void Tunnel::bring_up(const std::vector<relay::SandboxInfo>& list) {
   }
   save_state();
   control_.emplace(control_socket_path(o_.state_dir),
-                   [this](const std::string& req, uid_t uid) { return handle_control(req, uid); });
+                   [this](const std::string& req, uid_t uid) { return handle_control(req, uid); },
+                   [this](uid_t uid) { return allowed(uid); });
   undo_.push("the control socket", [this] { control_.reset(); });  // first down: no status during teardown
 }
 

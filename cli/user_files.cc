@@ -118,6 +118,10 @@ std::string become(uid_t uid, gid_t gid, pid_t parent) {
   cap_free(none);
   if (rc != 0) return errno_text("cap_set_proc");
   if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return errno_text("PR_SET_NO_NEW_PRIVS");
+  // A copy of the daemon's memory (the bearer token among it): not readable
+  // through /proc or ptrace by anyone without CAP_SYS_PTRACE, as the daemon
+  // (the kernel does this for a uid change; for uid 0 there is none).
+  if (::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) return errno_text("PR_SET_DUMPABLE");
   // Reset by setuid, so set now; the parent may have died in between.
   if (::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0) return errno_text("PR_SET_PDEATHSIG");
   if (::getppid() != parent) return "the daemon is gone";

@@ -606,8 +606,8 @@ class ForwardReactor final : public ForwardCall, public grpc::ClientBidiReactor<
     }
     if (timed_out) {
       mgr_->count_open_timeout();
-      spdlog::warn("stream {}: refused: the gateway did not open it within {} ms", id_,
-                   mgr_->opts.open_timeout.count());
+      OSH_LOG_LIMITED(spdlog::level::warn, "stream {}: refused: the gateway did not open it within {} ms", id_,
+                      mgr_->opts.open_timeout.count());
       mgr_->obs.on_closed(id_, EndKind::kRefused, "open timeout");
       return;
     }
@@ -1084,7 +1084,8 @@ void ForwardManager::Impl::finish_start(PendingOpen p, Generation gen, std::shar
     if (aborted) {
       obs.on_closed(p.id, EndKind::kReset, "aborted");
     } else if (timed_out) {
-      spdlog::warn("stream {}: refused: no token within {} ms", p.id, opts.open_timeout.count());
+      OSH_LOG_LIMITED(spdlog::level::warn, "stream {}: refused: no token within {} ms", p.id,
+                      opts.open_timeout.count());
       obs.on_closed(p.id, EndKind::kRefused, "open timeout");
     } else if (stopped) {
       obs.on_closed(p.id, EndKind::kReset, "shutting down");
@@ -1254,15 +1255,15 @@ void ForwardManager::open(StreamId id, ForwardTarget target) {
   // The global caps (issue 14.5): refused at once, RST to the client.
   if (m.pending.size() >= m.opts.max_pending_opens) {
     m.st.pending_cap_refusals++;
-    spdlog::warn("stream {}: refused: {} opens are queued already (--max-pending-opens)", id,
-                 m.pending.size());
+    OSH_LOG_LIMITED(spdlog::level::warn, "stream {}: refused: {} opens are queued already (--max-pending-opens)",
+                    id, m.pending.size());
     m.defer_close_locked(id, EndKind::kRefused, "pending-open cap");
     return;
   }
   if (m.calls.size() + m.starting.size() >= m.opts.max_streams) {
     m.st.stream_cap_refusals++;
-    spdlog::warn("stream {}: refused: {} streams are open already (--max-streams)", id,
-                 m.calls.size() + m.starting.size());
+    OSH_LOG_LIMITED(spdlog::level::warn, "stream {}: refused: {} streams are open already (--max-streams)", id,
+                    m.calls.size() + m.starting.size());
     m.defer_close_locked(id, EndKind::kRefused, "stream cap");
     return;
   }

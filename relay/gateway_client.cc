@@ -18,6 +18,8 @@
 // re-read from its OIDC token file when the openshell CLI rewrites it.
 #include "relay/gateway_client.h"
 
+#include <fcntl.h>
+
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/resource_quota.h>
 #include <grpcpp/security/tls_certificate_verifier.h>
@@ -32,6 +34,7 @@
 #include <sstream>
 #include <string_view>
 
+#include "common/log_limiter.h"
 #include "common/log_escape.h"
 #include "relay/gateway_client_impl.h"
 
@@ -303,11 +306,25 @@ void GatewayClient::Impl::reload_token_locked() {
   token_checked = now;
   const int64_t mtime = mtime_ns(token_file);
   if (mtime == 0 || mtime == token_file_mtime_ns) return;  // 0: kept, it may be mid-rewrite
-  std::ifstream in(token_file, std::ios::binary);
-  std::stringstream text;
-  text << in.rdbuf();
-  if (!in) return;
-  const std::string token = parse_token(text.str());
+  const int fd = ::open(token_file.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return;
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || (token_file_owner && st.st_uid != *token_file_owner)) {
+    ::close(fd);
+    OSH_LOG_LIMITED(spdlog::level::warn, "{} is now owned by uid {}, not uid {}: ignored, keeping the previous token",
+                    log_escape(token_file), st.st_uid, token_file_owner ? *token_file_owner : 0);
+    token_file_mtime_ns = mtime;
+    return;
+  }
+  std::string text;
+  char buf[8192];
+  for (ssize_t n; (n = ::read(fd, buf, sizeof buf)) != 0 && text.size() <= (1u << 20);) {
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) break;
+    text.append(buf, static_cast<size_t>(n));
+  }
+  ::close(fd);
+  const std::string token = parse_token(text);
   if (token.empty()) {
     spdlog::warn("{} changed but holds no usable access token; keeping the previous one",
                  log_escape(token_file));
@@ -364,6 +381,10 @@ GatewayClient::GatewayClient(GatewayOptions opts) : opts_(std::move(opts)), impl
   impl_->stub = openshell::v1::OpenShell::NewStub(impl_->channel);
   impl_->forward01 = std::make_unique<decltype(impl_->forward01)::element_type>(impl_->channel);
   set_bearer_token(opts_.bearer_token, opts_.bearer_token_file, opts_.parse_bearer_token_file);
+  {
+    std::lock_guard lk(impl_->auth_mu);
+    impl_->token_file_owner = opts_.bearer_token_file_owner;
+  }
   impl_->generation = opts_.force_generation;
 }
 

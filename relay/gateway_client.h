@@ -3,10 +3,13 @@
 // gRPC type in this header.
 #pragma once
 
+#include <sys/types.h>
+
 #include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -153,6 +156,11 @@ struct GatewayOptions {
   /// parse_bearer_token_file returns for the new text. "" = the token is
   /// fixed for the client's life.
   std::string bearer_token_file;
+  /// The uid that must own bearer_token_file when it is re-read (the
+  /// served user; cli GatewayFlags::files_owner): a file that now belongs
+  /// to someone else (swapped for a symlink to another user's token) is
+  /// ignored with a warning and the previous token kept. nullopt = any.
+  std::optional<uid_t> bearer_token_file_owner;
   /// Returns the bearer token in the file's text, or "" when the text holds
   /// no usable token (the previous token is then kept and a warning logged).
   /// Called on whichever thread starts a call; must not throw.

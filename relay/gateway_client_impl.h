@@ -58,6 +58,7 @@ struct GatewayClient::Impl {
   std::mutex auth_mu;
   std::string authorization;  ///< "Bearer <token>", or "" when none is configured
   std::string token_file;     ///< "" = the token is fixed
+  std::optional<uid_t> token_file_owner;  ///< GatewayOptions::bearer_token_file_owner
   int64_t token_file_mtime_ns = 0;
   std::chrono::steady_clock::time_point token_checked{};
   std::function<std::string(const std::string&)> parse_token;

@@ -400,8 +400,8 @@ void Connections::sweep(Clock::time_point now) {
     erase(*c);
   }
   for (Conn* c : expired) {
-    spdlog::info("conn {}: {} refused: its stream did not open within {} s", c->id,
-                 c->flow.to_string(),
+    OSH_LOG_LIMITED(spdlog::level::info, "conn {}: {} refused: its stream did not open within {} s", c->id,
+                    c->flow.to_string(),
                  std::chrono::duration_cast<std::chrono::seconds>(open_timeout_).count());
     upstream_.abort(c->id);  // kOpening: the upstream has not reported on_closed
     refuse(*c, CloseKind::kRefused);

@@ -62,7 +62,14 @@ struct Context {
 
 std::string firewall_table_name(const std::string& tun_name) {
   std::string t = "openshell_tunnel_";
-  for (char c : tun_name) t.push_back(std::isalnum(static_cast<unsigned char>(c)) || c == '_' ? c : '_');
+  // One-to-one (two TUNs never share a table): letters and digits as they
+  // are, '_' doubled, anything else as '_' and two hex digits.
+  for (char c : tun_name) {
+    const auto u = static_cast<unsigned char>(c);
+    if (std::isalnum(u)) t.push_back(c);
+    else if (c == '_') t += "__";
+    else t += fmt::format("_{:02x}", u);
+  }
   return t;
 }
 
@@ -94,10 +101,23 @@ std::string firewall_ruleset(const FirewallSpec& spec) {
   r += fmt::format(
       "  chain output {{\n"
       "    type filter hook output priority {prio}; policy accept;\n"
-      "    oifname != \"{dev}\" accept\n"
+      "    oifname != \"{dev}\" accept\n",
+      fmt::arg("prio", kPriority), fmt::arg("dev", dev));
+  if (!spec.dns_uids.empty()) {
+    std::string dns_set;
+    for (uid_t u : spec.dns_uids) dns_set += (dns_set.empty() ? "" : ", ") + std::to_string(u);
+    for (const std::string& a : spec.dns_addrs) {
+      if (a.find_first_not_of("0123456789abcdefABCDEF.:") != std::string::npos || a.empty())
+        throw std::invalid_argument("firewall: bad DNS address '" + a + "'");
+      const char* family = a.find(':') != std::string::npos ? "ip6" : "ip";
+      r += fmt::format("    meta skuid {{ {} }} {} daddr {} meta l4proto {{ tcp, udp }} th dport 53 accept\n",
+                       dns_set, family, a);
+    }
+  }
+  r += fmt::format(
       "    meta skuid != {{ {set} }} meta l4proto tcp counter name \"{ru}\" reject with tcp reset\n"
       "    meta skuid != {{ {set} }} counter name \"{ru}\" reject with icmpx admin-prohibited\n",
-      fmt::arg("prio", kPriority), fmt::arg("dev", dev), fmt::arg("set", set), fmt::arg("ru", kRefusedUid));
+      fmt::arg("set", set), fmt::arg("ru", kRefusedUid));
   if (spec.max_conns_per_uid > 0)
     r += fmt::format(
         "    meta l4proto tcp ct state new add @uid_conns {{ meta skuid ct count over {n} }} "

@@ -13,6 +13,8 @@
 //     outside the allowed set is refused (TCP: a reset; anything else, DNS
 //     over UDP included: ICMP administratively prohibited). Packets without a
 //     socket (the kernel's own resets and ICMP errors) pass;
+//   - output hook: DNS queries (port 53) to the responder's addresses from a
+//     `dns_uids` socket (systemd-resolved's user) pass before that refusal;
 //   - output hook: past `max_conns_per_uid` tracked TCP connections of one
 //     socket owner (`meta skuid` keyed `ct count`), a new one is reset.
 // Every refusal is counted in a named counter (FirewallCounters).
@@ -40,6 +42,15 @@ struct FirewallSpec {
   /// Leave forwarded packets alone (no forward chain): other namespaces and
   /// hosts routed through this one reach the sandboxes (`up --allow-forwarding`).
   bool allow_forwarding = false;
+  /// Socket owners that may send DNS queries (UDP and TCP port 53) to the
+  /// responder's addresses (`dns_addrs`) and nothing else: systemd-resolved's
+  /// own user when `up --dns resolver|both` routes `~<domain>` to the tunnel
+  /// (resolved then asks on behalf of every local user, as it does for any
+  /// name). Empty = none.
+  std::vector<uid_t> dns_uids;
+  /// The DNS responder's addresses (the second address of each prefix, as
+  /// text: "198.18.0.2", "fd00:6f73:6800::2"). Used only with `dns_uids`.
+  std::vector<std::string> dns_addrs;
 };
 
 /// The counters of the table's refusals, in packets.
@@ -50,7 +61,8 @@ struct FirewallCounters {
 };
 
 /// The table's name for `tun_name`: "openshell_tunnel_" + the name with
-/// every character but [A-Za-z0-9_] replaced by '_' (an nft identifier).
+/// letters and digits kept, '_' doubled, every other byte as '_' and two hex
+/// digits (an nft identifier; one-to-one, so two TUNs never share a table).
 std::string firewall_table_name(const std::string& tun_name);
 
 /// The nft script that replaces the table (family inet) of `spec.tun_name`

@@ -6,9 +6,14 @@
 #include "tests/cli/temp_dir_test.h"
 
 #include <gtest/gtest.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
+#include <cstring>
+#include <thread>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <stdexcept>
@@ -54,6 +59,59 @@ TEST_F(ControlDir, AThrowingHandlerAnswersAnErrorAndTheServerKeepsRunning) {
   ASSERT_TRUE(third) << err;
   EXPECT_EQ(json::parse(*third)["ok"], true);
   EXPECT_EQ(calls.load(), 3);
+}
+
+// A raw client of the socket at @path (connected; -1 on failure).
+int connect_raw(const fs::path& path) {
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  std::strncpy(a.sun_path, path.c_str(), sizeof a.sun_path - 1);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) < 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+TEST_F(ControlDir, AUidThatIsNotAdmittedIsAnsweredWithoutBeingRead) {
+  // Admit says no for our own uid: the answer comes although we send nothing
+  // (a peer that may not use the tunnel cannot hold the server's thread).
+  std::atomic<int> calls{0};
+  ControlServer server(
+      dir_ / "control.sock", [&](const std::string&, uid_t) { return (++calls, std::string(R"({"ok":true})")); },
+      [](uid_t) { return false; });
+  const int fd = connect_raw(dir_ / "control.sock");
+  ASSERT_GE(fd, 0);
+  char buf[512];
+  const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+  ::close(fd);
+  ASSERT_GT(n, 0);
+  const json answer = json::parse(std::string(buf, static_cast<size_t>(n)));
+  EXPECT_EQ(answer["ok"], false);
+  EXPECT_EQ(answer["denied"], true);
+  EXPECT_EQ(calls.load(), 0);
+}
+
+TEST_F(ControlDir, ATricklingPeerIsCutOffAndTheNextRequestIsServed) {
+  // One byte every 500 ms never completes a line: one deadline for the whole
+  // line (2 s), not per read, so the server moves on to the next client.
+  ControlServer server(dir_ / "control.sock", [](const std::string&, uid_t) { return std::string(R"({"ok":true})"); });
+  const int slow = connect_raw(dir_ / "control.sock");
+  ASSERT_GE(slow, 0);
+  std::atomic<bool> stop{false};
+  std::thread trickle([&] {
+    while (!stop && ::send(slow, "{", 1, MSG_NOSIGNAL) == 1)
+      std::this_thread::sleep_for(std::chrono::milliseconds(500));  // the trickle's pace, not a wait for an event
+  });
+  std::string err;
+  const auto answer = control_request(dir_ / "control.sock", R"({"cmd":"status"})", std::chrono::seconds(20), &err);
+  stop = true;
+  ::shutdown(slow, SHUT_RDWR);
+  trickle.join();
+  ::close(slow);
+  ASSERT_TRUE(answer) << err;
+  EXPECT_EQ(json::parse(*answer)["ok"], true);
 }
 
 }  // namespace

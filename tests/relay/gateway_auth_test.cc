@@ -318,6 +318,25 @@ TEST_F(GatewayConfigTest, ExpiredOidcTokenIsUsedWithAWarning) {
 
 // OpenSSH's rule for private keys (issue 14.8): a token or key file that
 // group or others can read or write is refused, naming the file and the fix.
+// up as root for a served user (issue 14.1): a file in the user's config
+// that someone else owns (a symlink to another user's token) is refused,
+// as is a file under the system dir that is not root's; the token's owner
+// also travels to the client for its re-reads.
+TEST_F(GatewayConfigTest, FilesOfAnotherOwnerAreRefused) {
+  simple(user(), "o", "https://gw.example:443", R"(,"auth_mode":"oidc")");
+  token("o", R"({"access_token":"t0k"})");
+  GatewayFlags f = flags();
+  f.name = "o";
+  f.files_owner = ::getuid();  // the files' real owner
+  relay::GatewayOptions ok = resolve_gateway_config(f).options;
+  EXPECT_EQ(ok.bearer_token, "t0k");
+  EXPECT_EQ(ok.bearer_token_file_owner, std::optional<uid_t>(::getuid()));
+  f.files_owner = ::getuid() + 4242;  // someone else is served
+  const std::string err = config_error([&] { resolve_gateway_config(f); });
+  EXPECT_TRUE(contains(err, "owned by uid " + std::to_string(::getuid()) + ", not uid " +
+                                std::to_string(::getuid() + 4242) + ": refused")) << err;
+}
+
 TEST_F(GatewayConfigTest, SecretsOthersCanReadAreRefused) {
   simple(user(), "o", "https://gw.example:443", R"(,"auth_mode":"oidc")");
   token("o", R"({"access_token":"t0k"})");

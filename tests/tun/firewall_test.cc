@@ -17,7 +17,10 @@ bool has(const std::string& s, const std::string& needle) { return s.find(needle
 
 TEST(FirewallTableName, IsAnNftIdentifier) {
   EXPECT_EQ(firewall_table_name("osh0"), "openshell_tunnel_osh0");
-  EXPECT_EQ(firewall_table_name("osh-a.b"), "openshell_tunnel_osh_a_b");
+  EXPECT_EQ(firewall_table_name("osh-a.b"), "openshell_tunnel_osh_2da_2eb");
+  // one-to-one: osh-0 and osh_0 are two TUNs, so two tables
+  EXPECT_EQ(firewall_table_name("osh_0"), "openshell_tunnel_osh__0");
+  EXPECT_NE(firewall_table_name("osh-0"), firewall_table_name("osh_0"));
 }
 
 TEST(FirewallRuleset, DropsForwardedPacketsBothWays) {
@@ -57,6 +60,23 @@ TEST(FirewallRuleset, PerUidCapOnlyWhenSet) {
   EXPECT_TRUE(has(on, "set uid_conns { type uid; size 65535; flags dynamic; }")) << on;
   EXPECT_TRUE(has(on, "meta l4proto tcp ct state new add @uid_conns { meta skuid ct count over 48 } "
                       "counter name \"uid_cap_hits\" reject with tcp reset")) << on;
+}
+
+TEST(FirewallRuleset, ResolvedsUserMaySendDnsToTheResponderOnly) {
+  FirewallSpec spec{"osh0", {1000}, 0};
+  EXPECT_FALSE(has(firewall_ruleset(spec), "dport 53")) << "no DNS exception unless asked";
+  spec.dns_uids = {991};
+  spec.dns_addrs = {"198.18.0.2", "fd00:6f73:6800::2"};
+  const std::string r = firewall_ruleset(spec);
+  const std::string v4 = "meta skuid { 991 } ip daddr 198.18.0.2 meta l4proto { tcp, udp } th dport 53 accept";
+  const std::string v6 = "meta skuid { 991 } ip6 daddr fd00:6f73:6800::2 meta l4proto { tcp, udp } th dport 53 accept";
+  EXPECT_TRUE(has(r, v4)) << r;
+  EXPECT_TRUE(has(r, v6)) << r;
+  // before the refusal of uids outside the allowed set (first match wins)
+  EXPECT_LT(r.find(v6), r.find("refused_uid\" reject")) << r;
+  EXPECT_FALSE(has(r, "{ 0, 991, 1000 }")) << "resolved's user is not an allowed user: " << r;
+  spec.dns_addrs = {"198.18.0.2; flush ruleset"};
+  EXPECT_THROW(firewall_ruleset(spec), std::invalid_argument);
 }
 
 TEST(FirewallRuleset, ReplacesAStaleTableInOneTransaction) {
