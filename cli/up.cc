@@ -236,6 +236,7 @@ class Tunnel {
   StateLock lock_;
   relay::GatewayClient gw_;
   std::optional<AddressPlan> plan_;
+  bool hosts_written_ = false;  ///< the last write_names() of the hosts block succeeded
   std::optional<tun::IpPrefix> p4_, p6_;
   RunState state_;
   std::optional<names::HostsFile> hosts_;
@@ -545,7 +546,9 @@ void Tunnel::write_names() {
   }
   try {
     hosts_->write_block(entries);
+    hosts_written_ = true;
   } catch (const std::exception& e) {
+    hosts_written_ = false;
     spdlog::error("writing names to {}: {}", hosts_->path().string(), log_escape(e.what()));  // may quote file lines
   }
 }
@@ -998,7 +1001,8 @@ void Tunnel::bring_up(const std::vector<relay::SandboxInfo>& list) {
     });
   }
   apply_sandboxes(list, true);
-  if (hosts_) fmt::print("✓ names written to {}\n", o_.hosts_file);
+  if (hosts_ && hosts_written_) fmt::print("✓ names written to {}\n", o_.hosts_file);
+  else if (hosts_) fmt::print("✗ names NOT written to {} (see the error above)\n", o_.hosts_file);
   std::vector<std::string> dns_servers{plan_->dns4().to_string()};
   if (ipv6_) dns_servers.push_back(plan_->dns6().to_string());
   fmt::print("✓ DNS for *.{} answers on {}{} (port 53)\n", o_.domain, dns_servers[0],
