@@ -181,8 +181,11 @@ std::optional<std::string> control_request(const std::filesystem::path& path, co
   }
   std::string line = request + "\n";
   std::string resp;
-  const bool ok =
-      write_all(fd, line) && read_line(fd, &resp, kMaxAnswer, std::chrono::steady_clock::now() + timeout);
+  // A daemon that refuses this uid answers at accept, before reading, and
+  // closes (ControlServer::Admit): the write may then fail with EPIPE while
+  // the answer is already waiting to be read. So read whatever the write did.
+  (void)write_all(fd, line);
+  const bool ok = read_line(fd, &resp, kMaxAnswer, std::chrono::steady_clock::now() + timeout);
   const int err = errno;
   ::close(fd);
   if (!ok) {

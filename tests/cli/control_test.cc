@@ -93,6 +93,23 @@ TEST_F(ControlDir, AUidThatIsNotAdmittedIsAnsweredWithoutBeingRead) {
   EXPECT_EQ(calls.load(), 0);
 }
 
+TEST_F(ControlDir, ARefusedClientReadsItsAnswerEvenWhenItsRequestCannotBeSent) {
+  // The server answers a refused uid at accept and closes without reading;
+  // control_request() still returns that answer (it used to report "not
+  // answering" when its write met the closed socket first).
+  ControlServer server(
+      dir_ / "control.sock", [](const std::string&, uid_t) { return std::string(R"({"ok":true})"); },
+      [](uid_t) { return false; });
+  for (int i = 0; i < 20; ++i) {
+    std::string err;
+    const std::string big(200000, ' ');  // larger than the socket buffer: the write cannot finish first
+    const auto answer =
+        control_request(dir_ / "control.sock", R"({"cmd":"status"})" + big, std::chrono::seconds(10), &err);
+    ASSERT_TRUE(answer) << err;
+    EXPECT_EQ(json::parse(*answer)["denied"], true);
+  }
+}
+
 TEST_F(ControlDir, ATricklingPeerIsCutOffAndTheNextRequestIsServed) {
   // One byte every 500 ms never completes a line: one deadline for the whole
   // line (2 s), not per read, so the server moves on to the next client.
