@@ -909,10 +909,10 @@ TEST(ForwardBounds, ASlowTokenMintDoesNotStallAnOpenWithAPooledToken) {
   fake.set_unary_delay(3000ms);
   mgr.open(2, target_in("b-uuid", "b"));  // sandbox B: needs a new token, slow
   std::this_thread::sleep_for(100ms);     // let B's mint begin first
-  const auto t0 = Clock::now();
   mgr.open(3, target());  // sandbox A again: its pooled token
-  ASSERT_TRUE(fan.r[3].wait_open(2500ms)) << "admission waited for another sandbox's token call";
-  EXPECT_LT(Clock::now() - t0, 2500ms);
+  ASSERT_TRUE(fan.r[3].wait_open(10000ms));
+  // Ordering, not timing: B (needing the slow mint) has not opened yet.
+  EXPECT_TRUE(fan.r[2].events().empty()) << "admission waited for another sandbox's token call";
   EXPECT_TRUE(fan.r[3].wait_closed(mgr, 3));
   ASSERT_TRUE(fan.r[2].wait_closed(mgr, 2, 10000ms));
   EXPECT_EQ(fan.r[2].events(), want({"open", "data:ok", "closed:ok"}));
@@ -935,7 +935,7 @@ TEST(ForwardBounds, ASlowRevokeDoesNotStallAdmission) {
   ASSERT_TRUE(fan.r[1].wait_open());
   mgr.open(2, target_in("b-uuid", "b"));
   ASSERT_TRUE(fan.r[2].wait_closed(mgr, 2));
-  fake.set_unary_delay(3000ms);  // B's token goes idle and is revoked, slowly
+  fake.set_unary_delay(8000ms);  // B's token goes idle and is revoked, slowly (margin for a loaded machine)
   const auto idle_deadline = Clock::now() + 5000ms;
   while (mgr.stats().tokens_revoked == 0 && Clock::now() < idle_deadline)
     std::this_thread::sleep_for(20ms);
@@ -943,8 +943,8 @@ TEST(ForwardBounds, ASlowRevokeDoesNotStallAdmission) {
   std::this_thread::sleep_for(100ms);  // the revoke call is under way
   const auto t0 = Clock::now();
   mgr.open(3, target());  // A's pooled token has a free slot
-  ASSERT_TRUE(fan.r[3].wait_open(2500ms)) << "admission waited for a token revoke";
-  EXPECT_LT(Clock::now() - t0, 2500ms);
+  ASSERT_TRUE(fan.r[3].wait_open(6000ms)) << "admission waited for a token revoke";
+  EXPECT_LT(Clock::now() - t0, 6000ms);
   EXPECT_TRUE(fan.r[3].wait_closed(mgr, 3));
   EXPECT_TRUE(fan.r[1].wait_closed(mgr, 1, 10000ms));
   fake.set_unary_delay(0ms);  // shutdown's revokes
