@@ -38,7 +38,12 @@
 #
 # Usage: bench.sh [--smoke] [--out DIR] [--reps N] [--bulk-mib N] [--latency-n N]
 #                 [--rr-n N] [--storm-n N] [--churn-n N] [--idle-n N] [--paths "A B C D E U"]
+#                 [--profile]
 #   --smoke   tiny sizes, one repetition (~10 s of measuring): CI's anti-rot check
+#   --profile one extra bulk upload and download per path, not measured, under
+#             `perf record -e cpu-clock -g` of the tunnel process, the gateway and
+#             the supervisor: DIR/profile/<path>-<upload|download>-<group>.{data,txt}
+#             (the .txt: CPU share per thread and per symbol; issue 16.1)
 # Output: the table on stdout, DIR/bench.json (everything), DIR/bench.md and
 # DIR/bench.png (benchchart.py: each path's throughput, latency and CPU per GiB
 # relative to C, the direct relay; needs python3-matplotlib).
@@ -60,6 +65,7 @@ STORM_BYTES=$((1 << 20))
 CHURN_N=1000
 IDLE_N=1000
 PATHS="A B C D E U"
+PROFILE=0
 while (($#)); do
   case "$1" in
     --smoke) SMOKE=1 ;;
@@ -72,6 +78,7 @@ while (($#)); do
     --churn-n) CHURN_N="$2"; shift ;;
     --idle-n) IDLE_N="$2"; shift ;;
     --paths) PATHS="$2"; shift ;;
+    --profile) PROFILE=1 ;;
     -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench.sh: unknown argument $1 (see --help)" >&2; exit 1 ;;
   esac
@@ -87,6 +94,12 @@ export OSH_TUNNEL="${OSH_TUNNEL:-$ROOT/build/cli/openshell-tunnel}"
 export OSH_GATEWAY="${OSH_GATEWAY:-$ROOT/build/peers/openshell-mini-gateway}"
 export OSH_SUPERVISOR="${OSH_SUPERVISOR:-$ROOT/build/peers/openshell-mini-supervisor}"
 export OSH_VERBOSE="${OSH_VERBOSE:-0}"
+if ((PROFILE)) && ! command -v perf >/dev/null; then
+  echo "bench.sh: --profile needs perf (apt-get install linux-perf)" >&2
+  exit 1
+fi
+PROFILE_ARGS=()
+((PROFILE)) && PROFILE_ARGS=(--profile-dir "$OUT/profile")
 for b in "$OSH_TUNNEL" "$OSH_GATEWAY" "$OSH_SUPERVISOR"; do
   [[ -x $b ]] || { echo "bench.sh: $b is missing: build first (scripts/build.sh)" >&2; exit 1; }
 done
@@ -128,7 +141,23 @@ run_path() {
   ip netns exec "$NS_CLIENT" "$PY" "$TOOL" client --name "$name" --label "$label" --host "$host" \
     --port "$port" --out "$OUT/path-$name.json" --watch "$watch" --reps "$REPS" \
     --bulk-bytes "$BULK" --latency-n "$LAT_N" --rr-n "$RR_N" --storm-n "$STORM_N" \
-    --storm-bytes "$STORM_BYTES" --churn-n "$CHURN_N" --idle-n "$IDLE_N"
+    --storm-bytes "$STORM_BYTES" --churn-n "$CHURN_N" --idle-n "$IDLE_N"  \
+    "${PROFILE_ARGS[@]}"
+}
+
+# profile_summaries: one text summary next to each perf.data of --profile:
+# the CPU share per thread, then per symbol (self time, no call graphs).
+profile_summaries() {
+  local f
+  for f in "$OUT"/profile/*.data; do
+    [[ -e $f ]] || continue
+    {
+      echo "# $(basename "$f"): perf record -e cpu-clock -g; self time"
+      perf report -i "$f" --stdio --no-children --sort comm --percent-limit 1 -g none 2>/dev/null | grep -v '^$'
+      perf report -i "$f" --stdio --no-children --sort dso,sym --percent-limit 0.7 -g none 2>/dev/null | grep -v '^$'
+    } > "${f%.data}.txt"
+  done
+  say "profiles: $OUT/profile/*.txt"
 }
 
 # stop_pid PID: SIGTERM one process this script started, and wait for it.
@@ -182,6 +211,7 @@ for p in $PATHS; do
   esac
 done
 
+((PROFILE)) && profile_summaries
 say "report ($((SECONDS - T_START)) s so far)"
 EXTRA="$("$PY" -c 'import json,sys; print(json.dumps({"ssh_cipher": sys.argv[1], "smoke": sys.argv[2] == "1", "git": sys.argv[3]}))' \
   "$CIPHER" "$SMOKE" "$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo unknown)")"

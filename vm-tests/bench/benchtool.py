@@ -32,9 +32,11 @@ import platform
 import random
 import resource
 import selectors
+import signal
 import socket
 import statistics
 import struct
+import subprocess
 import sys
 import time
 
@@ -248,6 +250,39 @@ def rss_kib(pids):
         except OSError:
             pass
     return t
+
+
+class Profiler:
+    """perf record (cpu-clock, call graphs) of each watched process group while a
+    transfer runs (bench.sh --profile; issue 16.1: this machine has no hardware
+    counters). One perf.data per group and transfer: DIR/<path>-<word>-<group>.data."""
+
+    def __init__(self, out_dir, path_name, watch):
+        self.dir, self.path, self.watch = out_dir, path_name, watch
+        self.procs = []
+
+    def start(self, word):
+        if not self.dir:
+            return
+        os.makedirs(self.dir, exist_ok=True)
+        for g, roots in self.watch.groups.items():
+            pids = ",".join(str(p) for p in _tree(roots))
+            out = os.path.join(self.dir, f"{self.path}-{word}-{g}.data")
+            self.procs.append(subprocess.Popen(
+                ["perf", "record", "-q", "-e", "cpu-clock", "-F", "999", "-g", "-o", out, "-p", pids],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        time.sleep(0.3)  # perf attaches before the transfer starts
+
+    def stop(self):
+        for pr in self.procs:
+            pr.send_signal(signal.SIGINT)
+        for pr in self.procs:
+            try:
+                pr.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                pr.kill()
+                pr.wait()
+        self.procs = []
 
 
 class Watch:
@@ -535,9 +570,19 @@ def client(a):
         log(f"storm {a.storm_n} x {a.storm_bytes} B: {secs:.3f} s, bad {bad}")
 
     res["bulk_up"], res["bulk_down"] = [], []
+    prof = Profiler(a.profile_dir, a.name, watch)
     for r in range(a.reps):
         for key, fn, buf, word in (("bulk_up", bulk_up, stream, "upload"),
                                    ("bulk_down", bulk_down, downbuf, "download")):
+            # The profiled transfer is an extra one, before the measured ones
+            # (perf's own cost must not enter the table).
+            if r == 0 and a.profile_dir:
+                prof.start(word)
+                try:
+                    fn(addr, buf, a.bulk_bytes, expect_bulk, watch)
+                except OSError as e:
+                    log(f"profiled {word}: FAILED {e!r}")
+                prof.stop()
             try:
                 x = fn(addr, buf, a.bulk_bytes, expect_bulk, watch)
             except OSError as e:
@@ -756,6 +801,7 @@ def main():
     c.add_argument("--storm-bytes", type=int, default=1 << 20)
     c.add_argument("--churn-n", type=int, default=1000)
     c.add_argument("--idle-n", type=int, default=1000)
+    c.add_argument("--profile-dir", default="", help="perf record each group during one extra bulk transfer per direction")
     r = sub.add_parser("report")
     r.add_argument("files", nargs="+")
     r.add_argument("--json")
