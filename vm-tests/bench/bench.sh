@@ -34,7 +34,9 @@
 # of the tunnel process per connection), CPU seconds per GiB of the tunnel
 # process, the gateway and the supervisor. The mini-gateway's caps are raised
 # (5000 streams per sandbox and per token, 5000 unclaimed relays) and so are the tunnel's and
-# forward's --max-streams-per-sandbox (1100) and --max-streams (1200), for the idle test.
+# forward's --max-streams-per-sandbox (1100) and --max-streams (1200), for the idle test;
+# forward's --max-pending-opens too (1100): its idle connections are all accepted by the
+# kernel at once, so their opens queue together (the tunnel's SYN gate paces them).
 #
 # Usage: bench.sh [--smoke] [--out DIR] [--reps N] [--bulk-mib N] [--latency-n N]
 #                 [--rr-n N] [--storm-n N] [--churn-n N] [--idle-n N] [--paths "A B C D E U"]
@@ -185,7 +187,7 @@ for p in $PATHS; do
       ;;
     C)
       osh_spawn "$NS_CLIENT" forward "$OSH_TUNNEL" forward --gateway-endpoint "$GW_URL" \
-        --max-streams-per-sandbox 1100 --max-streams 1200 0 demo:9100
+        --max-streams-per-sandbox 1100 --max-streams 1200 --max-pending-opens 1100 0 demo:9100
       wait_until 15 grep -q "✓ Forwarding" "$OSH_WORK/forward.log"
       FWD_PORT="$(sed -n 's/^✓ Forwarding .*:\([0-9]*\) -> .*/\1/p' "$OSH_WORK/forward.log" | head -n1)"
       run_path C "forward (no TUN)" 127.0.0.1 "$FWD_PORT" "$PID_forward"
