@@ -148,7 +148,8 @@ run_path() {
 }
 
 # profile_summaries: one text summary next to each perf.data of --profile:
-# the CPU share per thread, then per symbol (self time, no call graphs).
+# the CPU share per thread, per symbol (self time), then per symbol with what
+# it calls (children: which of our functions and syscalls the time sits under).
 profile_summaries() {
   local f
   for f in "$OUT"/profile/*.data; do
@@ -157,6 +158,9 @@ profile_summaries() {
       echo "# $(basename "$f"): perf record -e cpu-clock -g; self time"
       perf report -i "$f" --stdio --no-children --sort comm --percent-limit 1 -g none 2>/dev/null | grep -v '^$'
       perf report -i "$f" --stdio --no-children --sort dso,sym --percent-limit 0.7 -g none 2>/dev/null | grep -v '^$'
+      echo "# with children (time in the function and what it calls)"
+      perf report -i "$f" --stdio --children --sort sym --percent-limit 3 -g none 2>/dev/null |
+        grep -v '^#' | grep -v '^$' | cut -c1-160
     } > "${f%.data}.txt"
   done
   say "profiles: $OUT/profile/*.txt"
