@@ -33,10 +33,11 @@
 # close), concurrent idle connections (all established end to end; RSS growth
 # of the tunnel process per connection), CPU seconds per GiB of the tunnel
 # process, the gateway and the supervisor. The mini-gateway's caps are raised
-# (5000 streams per sandbox and per token, 5000 unclaimed relays) and so are the tunnel's and
-# forward's --max-streams-per-sandbox (1100) and --max-streams (1200), for the idle test;
-# forward's --max-pending-opens too (1100): its idle connections are all accepted by the
-# kernel at once, so their opens queue together (the tunnel's SYN gate paces them).
+# (5000 streams per sandbox and per token, 5000 unclaimed relays; more with a larger
+# --idle-n) and so are the tunnel's and forward's --max-streams-per-sandbox (idle-n + 100) and
+# --max-streams (idle-n + 200), for the idle test; forward's --max-pending-opens too
+# (idle-n + 100): its idle connections are all accepted by the kernel at once, so their opens
+# queue together (the tunnel's SYN gate paces them).
 #
 # Usage: bench.sh [--smoke] [--out DIR] [--reps N] [--bulk-mib N] [--latency-n N]
 #                 [--rr-n N] [--storm-n N] [--churn-n N] [--idle-n N] [--paths "A B C D E U"]
@@ -120,8 +121,11 @@ ip -n "$NS_SBX" addr add 203.0.113.2/24 dev "ve$OSH_TAG"
 ip -n "$NS_CLIENT" link set "vd$OSH_TAG" up
 ip -n "$NS_SBX" link set "ve$OSH_TAG" up
 osh_sandbox_services 1
-osh_gateway --max-streams-per-sandbox 5000 --max-streams-per-token 5000 \
-  --max-pending-relays-per-sandbox 5000 --max-pending-relays 5000
+GW_CAP=$((IDLE_N + 200 > 5000 ? IDLE_N + 200 : 5000))
+osh_gateway --max-streams-per-sandbox "$GW_CAP" --max-streams-per-token "$GW_CAP" \
+  --max-pending-relays-per-sandbox "$GW_CAP" --max-pending-relays "$GW_CAP"
+# The tunnel's and forward's caps, above what the idle test holds.
+CAPS=(--max-streams-per-sandbox $((IDLE_N + 100)) --max-streams $((IDLE_N + 200)))
 osh_supervisor
 STREAM_BYTES=$((BULK > STORM_BYTES ? BULK : STORM_BYTES))
 say "sandbox: benchtool serve on [::]:9100 (test stream of $((STREAM_BYTES >> 20)) MiB)"
@@ -191,7 +195,7 @@ for p in $PATHS; do
       ;;
     C)
       osh_spawn "$NS_CLIENT" forward "$OSH_TUNNEL" forward --gateway-endpoint "$GW_URL" \
-        --max-streams-per-sandbox 1100 --max-streams 1200 --max-pending-opens 1100 0 demo:9100
+        "${CAPS[@]}" --max-pending-opens $((IDLE_N + 100)) 0 demo:9100
       wait_until 15 grep -q "✓ Forwarding" "$OSH_WORK/forward.log"
       FWD_PORT="$(sed -n 's/^✓ Forwarding .*:\([0-9]*\) -> .*/\1/p' "$OSH_WORK/forward.log" | head -n1)"
       run_path C "forward (no TUN)" 127.0.0.1 "$FWD_PORT" "$PID_forward"
@@ -199,7 +203,7 @@ for p in $PATHS; do
       ;;
     D | E)
       # No per-user cap: the idle case holds --idle-n (1,000) connections of root.
-      osh_tunnel --max-streams-per-sandbox 1100 --max-streams 1200 --max-connections-per-user 0
+      osh_tunnel "${CAPS[@]}" --max-connections-per-user 0
       if [[ $p == D ]]; then
         run_path D "tunnel demo.local (IPv4)" "$(sandbox_v4)" 9100 "$PID_tunnel"
       else
@@ -208,7 +212,7 @@ for p in $PATHS; do
       stop_tunnel
       ;;
     U)
-      osh_tunnel --max-streams-per-sandbox 1100 --max-streams 1200 --max-connections-per-user 0 --no-tunnel-ext
+      osh_tunnel "${CAPS[@]}" --max-connections-per-user 0 --no-tunnel-ext
       run_path U "tunnel, upstream mode (IPv4)" "$(sandbox_v4)" 9100 "$PID_tunnel"
       stop_tunnel
       say "path U: $(grep -o 'late_refusals=[0-9]*' "$OSH_WORK/tunnel.log" | tail -n1) (refusals after the settle window)"
