@@ -21,6 +21,9 @@ Subcommands:
   serve  --port P [--host ::] [--stream-bytes N]      selectors loop, one thread
   client --name X --host H --port P --out FILE [--watch JSON] [sizes...]
          runs every workload against one path, prints progress, writes JSON
+  idle   --host H --port P --count N --pid PID [--after-n M]
+         N idle connections, RSS growth of PID per connection, then M
+         sequential connections after they closed; one JSON line
   report FILE... [--json OUT] [--markdown OUT]        the table and the targets
 """
 import argparse
@@ -596,6 +599,21 @@ def client(a):
         json.dump(res, f, indent=1)
 
 
+def idle_check(a):
+    """The idle-memory check of vm-tests/test_idle_memory.sh: warm-up, then
+    idle() against the RSS of process --pid (and its children), then
+    --after-n sequential connections right after the idle ones closed (the
+    close storm must not fail later connections). One JSON line."""
+    fam = socket.AF_INET6 if ":" in a.host else socket.AF_INET
+    addr = (fam, (a.host, a.port))
+    watch = Watch({"tunnel": [a.pid]})
+    latency(addr, 20)  # warm-up: channel, tokens, lazily created state
+    res = idle(addr, a.count, watch, "tunnel", watch.rss("tunnel"))
+    v, fails = latency(addr, a.after_n)
+    res.update(after_ok=len(v), after_failed=fails, after_max_ms=round(max(v, default=0) * 1e3, 1))
+    print(json.dumps(res), flush=True)
+
+
 def fmt_cpu(d):
     return " ".join(f"{k}={v:.2f}s" for k, v in d.items())
 
@@ -802,6 +820,12 @@ def main():
     c.add_argument("--churn-n", type=int, default=1000)
     c.add_argument("--idle-n", type=int, default=1000)
     c.add_argument("--profile-dir", default="", help="perf record each group during one extra bulk transfer per direction")
+    i = sub.add_parser("idle", help="hold --count idle connections; RSS growth of --pid per connection")
+    i.add_argument("--host", required=True)
+    i.add_argument("--port", type=int, required=True)
+    i.add_argument("--count", type=int, required=True)
+    i.add_argument("--pid", type=int, required=True)
+    i.add_argument("--after-n", type=int, default=20)
     r = sub.add_parser("report")
     r.add_argument("files", nargs="+")
     r.add_argument("--json")
@@ -815,6 +839,8 @@ def main():
         srv.run()
     elif a.cmd == "client":
         client(a)
+    elif a.cmd == "idle":
+        idle_check(a)
     else:
         sys.exit(report(a))
 
