@@ -38,7 +38,8 @@
 //     a buffer of FramePool::Frames() -> one data frame whose payload slice
 //     is that buffer (EncodeDataFrame: no copy, no protobuf) -> StartWrite;
 //     the buffer goes back to the pool when gRPC drops the slice. The
-//     socket leaves the epoll set until OnWriteDone. read() == 0 (target
+//     socket leaves the epoll set until OnWriteDone, which reads it at once
+//     (and polls it only if it had nothing). read() == 0 (target
 //     FIN) -> StartWritesDone (half-close; the other direction goes on) and
 //     the socket is never read again. A read error -> cancel the relay.
 //   gateway -> target: one StartRead outstanding at a time. OnReadDone with
@@ -470,7 +471,10 @@ void Relay::HandleWriteDone(bool ok) {
     ReleaseIdleHolds();
     return;
   }
-  UpdateWatch();  // EPOLLIN again
+  // Read at once: the target has usually sent more while the frame was being
+  // written. Polling first would cost an epoll_ctl and an epoll_wait per frame.
+  if (!target_eof_) ReadTarget();
+  if (!call_over_) UpdateWatch();  // EPOLLIN again if there was nothing to read
 }
 
 void Relay::HandleWritesDoneDone() {
