@@ -16,7 +16,10 @@
 // frames reuses the same memory: free memory stays in the arenas while the
 // process is busy (bounded by the peak of live buffers plus trim_threshold
 // per arena), and IdleTrimmer (idle_trim.h) returns it with malloc_trim(0)
-// once a busy period is over; malloc_trim does not look at the thresholds.
+// once a busy period is over, and again every 10 s while RSS stays up;
+// malloc_trim does not look at the thresholds. 8 MiB of trim threshold is
+// 64 times glibc's default and far above what one frame frees, and keeps
+// what an arena may hold between trims small (vm_memory's 8 MiB bound).
 // Setting either threshold also turns glibc's dynamic adjustment off, so
 // both are set together. M_ARENA_MAX is here too: every such process wants
 // it (issue 3.3).

@@ -23,7 +23,7 @@ struct MallocTuning {
   /// M_TRIM_THRESHOLD, bytes: free memory at the top of an arena beyond this
   /// is returned to the kernel at once, on free(). The rest goes back on
   /// idle (IdleTrimmer's malloc_trim(0)).
-  size_t trim_threshold = size_t{32} << 20;
+  size_t trim_threshold = size_t{8} << 20;
 };
 
 /// tune_malloc() - applies @tuning with mallopt(). Call once, first thing in
