@@ -1,6 +1,5 @@
 // openshell-tunnel: command-line entry point (CLI11). Each subcommand adds
 // itself (commands.h); this file sets up logging and signals.
-#include <malloc.h>
 #include <signal.h>
 
 #include <CLI/CLI.hpp>
@@ -11,6 +10,7 @@
 #include "cli/commands.h"
 #include "cli/log_setup.h"
 #include "cli/up.h"
+#include "common/malloc_tuning.h"
 #include "osh_version.h"  // generated at build time (cmake/version.cmake)
 
 namespace {
@@ -30,10 +30,8 @@ void block_signals() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  // Bounded memory (issue 3.3): with one glibc arena per thread, memory
-  // freed by one connection's thread is not reused by another's and RSS
-  // grows with the thread count, not with live data. Two arenas suffice.
-  mallopt(M_ARENA_MAX, 2);
+  // Two arenas, and no heap trimming per freed frame (common/malloc_tuning.h).
+  osh::tune_malloc_at_start("openshell-tunnel");
   block_signals();
   std::setvbuf(stdout, nullptr, _IOLBF, 0);  // progress lines interleave with stderr in order
   CLI::App app{"openshell-tunnel: every OpenShell sandbox reachable as a host on your network"};

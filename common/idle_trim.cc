@@ -10,7 +10,12 @@
 // since the last trim, and idle_for with less than idle_cpu_share of a core,
 // with RSS at least rss_slack above the lowest seen, it trims once. A stalled
 // connection's live data is not freed by this (its bound is the gRPC quota's
-// business); a steady load never idles and is never trimmed. Cost: one
+// business); a steady load never idles and is never trimmed. While idle with
+// RSS still above the slack, it trims again every retrim_every (10 s): memory
+// freed after a trim with little CPU (a stream's buffers released late)
+// would otherwise stay in the arenas, which malloc_tuning.h's thresholds no
+// longer shrink on free (vm_memory's slow downloads: the gateway kept 10-36
+// MiB without this). Cost: one
 // getrusage and one read of /proc/self/statm per second, and one trim per
 // busy-then-idle period (vm_memory: RSS back within 8 MiB of its level
 // before the load 0-5 s after 20 stalled or 150 slow downloads closed, in
@@ -38,13 +43,15 @@ bool IdleTrimPolicy::observe(const Sample& s) {
   const double wall_s = std::chrono::duration<double>(span).count();
   if (cpu_s > p_.idle_cpu_share * wall_s) return false;  // busy
   const auto since = have_trim_ ? s.cpu - cpu_at_trim_ : s.cpu;
-  if (since < p_.min_activity) return false;  // nothing happened since the last trim
+  const bool retrim_due = have_trim_ && s.now - trim_time_ >= p_.retrim_every;
+  if (since < p_.min_activity && !retrim_due) return false;  // nothing happened since the last trim
   return s.rss >= rss_low_ + p_.rss_slack;
 }
 
 void IdleTrimPolicy::trimmed(const Sample& after) {
   have_trim_ = true;
   cpu_at_trim_ = after.cpu;
+  trim_time_ = after.now;
   if (after.rss > 0 && after.rss < rss_low_) rss_low_ = after.rss;
   window_.clear();
   window_.push_back(after);

@@ -22,7 +22,10 @@ namespace osh {
 ///   - idle: over the last Params::idle_for, CPU time was below
 ///     Params::idle_cpu_share of the wall time;
 ///   - something happened since the last trim: at least Params::min_activity
-///     of CPU time (so an idle process is trimmed once, not every sample);
+///     of CPU time (so an idle process is trimmed once, not every sample),
+///     or Params::retrim_every has passed since it (memory freed after a
+///     trim with next to no CPU - streams torn down late - stays in glibc's
+///     arenas, since the thresholds of malloc_tuning.h keep it there);
 ///   - RSS is at least Params::rss_slack above the lowest RSS seen (nothing
 ///     worth returning otherwise).
 /// Not thread-safe: one caller (IdleTrimmer's thread, or a test).
@@ -33,6 +36,7 @@ class IdleTrimPolicy {
     std::chrono::milliseconds idle_for{3000};
     double idle_cpu_share = 0.02;               ///< CPU s per wall s below which the process is idle
     std::chrono::microseconds min_activity{20000};
+    std::chrono::milliseconds retrim_every{10000};
     size_t rss_slack = size_t{4} << 20;         ///< bytes
   };
   struct Sample {
@@ -57,6 +61,7 @@ class IdleTrimPolicy {
   std::deque<Sample> window_;  // samples within idle_for of the newest
   bool have_trim_ = false;
   std::chrono::microseconds cpu_at_trim_{0};
+  Clock::time_point trim_time_{};
   size_t rss_low_ = SIZE_MAX;
 };
 

@@ -70,7 +70,13 @@
 // next read starts only when the previous frame is written, so HTTP/2 flow
 // control reaches from the slow reader back to the sender and the gateway
 // buffers at most one received frame per direction. A frame is forwarded in
-// chunks of at most 64 KiB (§2.5, both ways).
+// chunks of at most 64 KiB (§2.5, both ways). A data frame of at most 64
+// KiB, encoded as nothing but its `data` field (ParseDataFrame: what every
+// client and supervisor sends), passes through as the same bytes - the same
+// gRPC slices, swapped from the read buffer into the write buffer - since
+// TcpForwardFrame (both generations) and RelayFrame both carry bytes as field
+// 2: no parse, copy or allocation of ours per frame (issue 16.2). Every other
+// frame is decoded with protobuf and re-encoded (copied).
 //   upload   client Read -> relay Write -> client Read ... Empty data frames
 //            are skipped; the client's WritesDone, or a non-data frame after
 //            init, is its FIN -> ONE EMPTY RelayFrame.data to the supervisor
@@ -111,6 +117,7 @@
 
 #include "peers/common/address.h"
 #include "peers/common/log.h"
+#include "peers/common/message_buffer.h"
 #include "peers/common/uuid.h"
 #include "peers/gateway/control_session.h"
 
@@ -239,11 +246,17 @@ class RelayReactor final : public RelayStreamReactor {
       Finish(Status(StatusCode::INVALID_ARGUMENT, "empty RelayStream"));
       return;
     }
-    if (!init_.has_init()) {
+    v1::RelayFrame init;
+    if (!ParseFromBuffer(init_, &init)) {
+      Finish(Status(StatusCode::INTERNAL, "failed to decode RelayFrame"));
+      return;
+    }
+    init_.Clear();
+    if (!init.has_init()) {
       Finish(Status(StatusCode::INVALID_ARGUMENT, "first RelayFrame must be init"));
       return;
     }
-    if (std::shared_ptr<ForwardCall> call = hub_.FindRelay(init_.init().channel_id())) {
+    if (std::shared_ptr<ForwardCall> call = hub_.FindRelay(init.init().channel_id())) {
       {
         // Set before Claim(): the bridge may start our reads at once, and
         // their reactions must find the call.
@@ -259,7 +272,7 @@ class RelayReactor final : public RelayStreamReactor {
 
   ForwardHub& hub_;
   grpc::CallbackServerContext* const ctx_;
-  v1::RelayFrame init_;
+  grpc::ByteBuffer init_;
   std::mutex mu_;
   std::shared_ptr<ForwardCall> call_;  // guarded by mu_; set once claimed
 };
@@ -407,13 +420,7 @@ void ForwardCall::OnRelayReadDone(RelayReactor* relay, bool ok) {
     }
     return;
   }
-  if (!relay_in_.has_data() || relay_in_.data().empty()) {
-    relay_->StartRead(&relay_in_);
-    return;
-  }
-  down_buf_ = std::move(*relay_in_.mutable_data());
-  down_off_ = 0;
-  WriteNextDownloadChunkLocked();
+  DownloadReadDoneLocked();
 }
 
 void ForwardCall::OnRelayWriteDone(RelayReactor* relay, bool ok) {
@@ -572,12 +579,64 @@ void ForwardCall::StartBridgeLocked() {
   relay_->StartRead(&relay_in_);
 }
 
+// PassThroughLocked() - if @in is a data frame of 1 to kMaxDataFrameBytes
+// bytes encoded as nothing but that field, moves it to @out unchanged (the
+// same slices) and returns true; an empty one is consumed and skipped (true,
+// @out untouched: check it with out->Length()). Return false for any other
+// frame (@in left as it is, for protobuf).
+bool ForwardCall::PassThroughLocked(grpc::ByteBuffer* in, grpc::ByteBuffer* out) {
+  const bool data = ParseDataFrame(*in, &frame_view_);
+  const size_t size = frame_view_.size;
+  frame_view_.Clear();
+  if (!data || size > kMaxDataFrameBytes) return false;
+  out->Clear();
+  if (size == 0) {
+    in->Clear();  // skipped, as upstream does
+    return true;
+  }
+  out->Swap(in);  // TcpForwardFrame.data and RelayFrame.data: both field 2
+  return true;
+}
+
+void ForwardCall::DownloadReadDoneLocked() {
+  if (PassThroughLocked(&relay_in_, &client_out_)) {
+    if (client_out_.Length() == 0) {
+      relay_->StartRead(&relay_in_);
+    } else {
+      StartClientWriteLocked();
+    }
+    return;
+  }
+  v1::RelayFrame frame;
+  if (!ParseFromBuffer(relay_in_, &frame)) {
+    Log()->info("relay {}: a RelayFrame did not decode", channel_id_);
+    RelayLostLocked();
+    return;
+  }
+  relay_in_.Clear();
+  if (!frame.has_data() || frame.data().empty()) {
+    relay_->StartRead(&relay_in_);
+    return;
+  }
+  down_buf_ = std::move(*frame.mutable_data());
+  down_off_ = 0;
+  WriteNextDownloadChunkLocked();
+}
+
 void ForwardCall::UploadReadDoneLocked(bool ok) {
   if (!ok) {
     if (client_ctx_->IsCancelled()) {
       ClientCancelledLocked();
     } else {
       SendRelayFinLocked();  // the client's WritesDone
+    }
+    return;
+  }
+  if (PassThroughLocked(&client_in_, &relay_out_)) {
+    if (relay_out_.Length() == 0) {
+      client_->StartRead(&client_in_);
+    } else {
+      relay_->StartWrite(&relay_out_);
     }
     return;
   }
@@ -602,16 +661,11 @@ void ForwardCall::UploadReadDoneLocked(bool ok) {
 
 void ForwardCall::WriteNextUploadChunkLocked() {
   const size_t n = std::min(kMaxDataFrameBytes, up_buf_.size() - up_off_);
-  if (up_off_ == 0 && n == up_buf_.size()) {
-    relay_out_.set_data(std::move(up_buf_));  // the common case: one frame, no copy
+  relay_out_ = EncodeDataFrame(grpc::Slice(up_buf_.data() + up_off_, n));  // a copy: decoded frames only
+  up_off_ += n;
+  if (up_off_ == up_buf_.size()) {
     up_buf_.clear();
-  } else {
-    relay_out_.mutable_data()->assign(up_buf_, up_off_, n);
-    up_off_ += n;
-    if (up_off_ == up_buf_.size()) {
-      up_buf_.clear();
-      up_off_ = 0;
-    }
+    up_off_ = 0;
   }
   relay_->StartWrite(&relay_out_);
 }
@@ -636,7 +690,7 @@ void ForwardCall::WriteNextDownloadChunkLocked() {
 
 void ForwardCall::SendRelayFinLocked() {
   up_fin_sent_ = true;
-  relay_out_.set_data(std::string());  // client FIN
+  relay_out_ = EncodeDataFrame(grpc::Slice());  // an empty data frame: client FIN
   relay_->StartWrite(&relay_out_);
 }
 

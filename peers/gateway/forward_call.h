@@ -13,6 +13,7 @@
 #include <string>
 
 #include "openshell.grpc.pb.h"
+#include "peers/common/data_frame.h"
 #include "peers/common/protocol.h"
 #include "common/tunnel_ext.h"
 #include "peers/gateway/wire.h"
@@ -97,8 +98,7 @@ class ForwardHub {
 
 /// Raw: the frames are decoded with the hub's generation (wire.h).
 using ForwardTcpReactor = grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>;
-using RelayStreamReactor =
-    grpc::ServerBidiReactor<openshell::v1::RelayFrame, openshell::v1::RelayFrame>;
+using RelayStreamReactor = grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>;
 
 /// NewForwardTcpReactor() - the reactor for one ForwardTcp call (protocol §2):
 /// authorization, the init frame, admission, relay open and the bridge; see
@@ -172,6 +172,8 @@ class ForwardCall : public std::enable_shared_from_this<ForwardCall> {
   void SendHeadersLocked();
   void StartBridgeLocked();
   void UploadReadDoneLocked(bool ok);
+  bool PassThroughLocked(grpc::ByteBuffer* in, grpc::ByteBuffer* out);
+  void DownloadReadDoneLocked();
   void WriteNextUploadChunkLocked();
   void WriteNextDownloadChunkLocked();
   void SendRelayFinLocked();
@@ -212,11 +214,13 @@ class ForwardCall : public std::enable_shared_from_this<ForwardCall> {
   uint64_t alarm_generation_ = 0;       // bumped per wait; stale alarms are ignored
 
   // The bridge: one outstanding operation per direction and stream; a
-  // received frame is forwarded in chunks of at most kMaxDataFrameBytes.
+  // received frame is forwarded as it came (PassThroughLocked), or decoded
+  // and sent in chunks of at most kMaxDataFrameBytes.
   grpc::ByteBuffer client_in_;
   grpc::ByteBuffer client_out_;
-  openshell::v1::RelayFrame relay_in_;
-  openshell::v1::RelayFrame relay_out_;
+  grpc::ByteBuffer relay_in_;
+  grpc::ByteBuffer relay_out_;
+  DataFrameView frame_view_;  // scratch of PassThroughLocked (keeps its capacity)
   std::string up_buf_;     // client data not yet written to the relay
   size_t up_off_ = 0;
   std::string down_buf_;   // relay data not yet written to the client

@@ -8,10 +8,10 @@
 #include <vector>
 
 #include "common/idle_trim.h"
+#include "common/malloc_tuning.h"
 #include "peers/common/log.h"
 #include "peers/common/signals.h"
 
-#include <malloc.h>
 #include <signal.h>
 #include "peers/gateway/mini_gateway.h"
 
@@ -46,10 +46,8 @@ void AddSandboxFlags(const std::vector<std::string>& sandbox_flags,
 }  // namespace
 
 int main(int argc, char** argv) {
-  // Bounded memory (issue 3.3): with one glibc arena per thread, memory
-  // freed by one connection's thread is not reused by another's and RSS
-  // grows with the thread count, not with live data. Two arenas suffice.
-  mallopt(M_ARENA_MAX, 2);
+  // Two arenas, and no heap trimming per freed frame (common/malloc_tuning.h).
+  osh::tune_malloc_at_start("openshell-mini-gateway");
   osh::peers::BlockTerminationSignals();  // before gRPC starts any thread
 
   CLI::App app{"openshell-mini-gateway: a small OpenShell gateway for tests and demos "

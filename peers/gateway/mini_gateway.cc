@@ -11,8 +11,9 @@
 // tokens, Timestamps, DeletionOutcome; protocol-0.1 §3). The generated
 // service is typed with 0.0 messages, so every method whose messages differ
 // is registered raw (ByteBuffer, callback API) and decoded with the chosen
-// generation's types only; RelayStream (identical) is typed on the callback
-// API and Health (identical) on the sync API. No thread per call or stream
+// generation's types only; RelayStream (identical) is raw too, so that data
+// frames pass through as bytes (forward_call.cc), and Health (identical) is
+// typed on the sync API. No thread per call or stream
 // (forward_call.cc, control_session.cc). All gateway-wide state lives in
 // GatewayService under one mutex (mu_); nothing blocking ever runs with mu_
 // held, and mu_ is never held while calling into a ForwardCall or a
@@ -168,14 +169,15 @@ bool ConstantTimeEquals(std::string_view a, std::string_view b) {
 
 /// Every method whose messages differ between the generations is raw
 /// (ByteBuffer, decoded with the configured generation's types); RelayStream
-/// is typed on the callback API; Health, identical in both, stays sync.
+/// is raw too (data frames pass through, forward_call.cc); Health, identical
+/// in both, stays sync.
 using MixedService = v1::OpenShell::WithRawCallbackMethod_ListSandboxes<
     v1::OpenShell::WithRawCallbackMethod_GetSandbox<
         v1::OpenShell::WithRawCallbackMethod_CreateSshSession<
             v1::OpenShell::WithRawCallbackMethod_RevokeSshSession<
                 v1::OpenShell::WithRawCallbackMethod_ForwardTcp<
                     v1::OpenShell::WithRawCallbackMethod_ConnectSupervisor<
-                        v1::OpenShell::WithCallbackMethod_RelayStream<v1::OpenShell::Service>>>>>>>;
+                        v1::OpenShell::WithRawCallbackMethod_RelayStream<v1::OpenShell::Service>>>>>>>;
 
 /// ListSandboxes page sizes (protocol §1.3, protocol-0.1 §3).
 constexpr int kDefaultPageSize = 100;

@@ -6,11 +6,14 @@
 #include <string>
 
 #include "common/idle_trim.h"
+#include "common/malloc_tuning.h"
 #include "peers/common/log.h"
 #include "peers/common/signals.h"
 #include "peers/supervisor/mini_supervisor.h"
 
 int main(int argc, char** argv) {
+  // Two arenas, and no heap trimming per freed frame (common/malloc_tuning.h).
+  osh::tune_malloc_at_start("openshell-mini-supervisor");
   osh::peers::BlockTerminationSignals();  // before gRPC starts any thread
 
   CLI::App app{"openshell-mini-supervisor: the sandbox side of the OpenShell relay protocol; "

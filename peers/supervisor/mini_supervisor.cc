@@ -361,8 +361,7 @@ class MiniSupervisor::Impl {
       args.SetResourceQuota(quota);
     }
     channel_ = grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
-    stub_ = v1::OpenShell::NewStub(channel_);
-    bridge_ = std::make_unique<RelayBridge>(stub_.get());
+    bridge_ = std::make_unique<RelayBridge>(channel_.get());
   }
 
   ~Impl() { Stop(); }
@@ -550,8 +549,7 @@ class MiniSupervisor::Impl {
   SupervisorConfig config_;
   HostPort ssh_;
   std::shared_ptr<grpc::Channel> channel_;
-  std::unique_ptr<v1::OpenShell::Stub> stub_;
-  std::unique_ptr<RelayBridge> bridge_;  // after stub_: destroyed before it
+  std::unique_ptr<RelayBridge> bridge_;  // after channel_: destroyed before it
 
   mutable std::mutex mu_;
   std::condition_variable cv_;        // backoff wait; with mu_

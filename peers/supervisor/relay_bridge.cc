@@ -35,16 +35,25 @@
 // direction:
 //   target -> gateway: EPOLLIN is polled only while no write is outstanding
 //     on the reactor (init included). Readable -> read() at most 64 KiB into
-//     the loop's one scratch buffer -> one data frame -> StartWrite; the
-//     socket leaves the epoll set until OnWriteDone. read() == 0 (target
+//     a buffer of FramePool::Frames() -> one data frame whose payload slice
+//     is that buffer (EncodeDataFrame: no copy, no protobuf) -> StartWrite;
+//     the buffer goes back to the pool when gRPC drops the slice. The
+//     socket leaves the epoll set until OnWriteDone, which reads it at once
+//     (and polls it only if it had nothing). read() == 0 (target
 //     FIN) -> StartWritesDone (half-close; the other direction goes on) and
 //     the socket is never read again. A read error -> cancel the relay.
 //   gateway -> target: one StartRead outstanding at a time. OnReadDone with
-//     data -> send() what the socket takes; if it would block, the rest
-//     stays in the received frame and EPOLLOUT is polled; the next StartRead
-//     comes only once it is all written. An EMPTY data frame is the client's
-//     FIN (the gateway's half-close extension) -> shutdown(SHUT_WR). Frames
-//     without data are skipped. A write error -> cancel the relay.
+//     data -> sendmsg() of the payload straight from gRPC's slices
+//     (ParseDataFrame; other encodings through protobuf, copied) - what the
+//     socket takes; if it would block, the rest stays in the received frame
+//     and EPOLLOUT is polled; the next StartRead comes only once it is all
+//     written. An EMPTY data frame is the client's FIN (the gateway's
+//     half-close extension) -> shutdown(SHUT_WR). Frames without data are
+//     skipped; a frame that does not parse cancels the relay. A write error
+//     -> cancel the relay.
+//   Frames are raw ByteBuffers (the RelayStream call is made through gRPC's
+//   generic factory, as the generated stub does), so no frame's bytes are
+//   parsed into or serialised from a protobuf string (issue 16.2).
 //   A socket waiting for nothing is removed from the epoll set (EPOLLERR and
 //   EPOLLHUP are always reported and would otherwise spin the loop).
 //
@@ -72,16 +81,21 @@
 
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <grpcpp/grpcpp.h>
 
+#include <array>
 #include <atomic>
 #include <cerrno>
 #include <condition_variable>
 #include <unordered_map>
 
+#include "peers/common/data_frame.h"
+#include "peers/common/frame_pool.h"
 #include "peers/common/log.h"
+#include "peers/common/message_buffer.h"
 #include "peers/common/socket.h"
 #include "common/event_loop.h"
 
@@ -90,8 +104,9 @@ namespace {
 
 namespace v1 = openshell::v1;
 
-/// Target read size per data frame (the tunnel's frames are <= 64 KiB).
-constexpr size_t kRelayChunkBytes = 64 * 1024;
+constexpr char kRelayStreamPath[] = "/openshell.v1.OpenShell/RelayStream";
+/// iovecs per sendmsg() to a target (a 64 KiB frame arrives in a few slices).
+constexpr size_t kMaxIov = 64;
 
 std::shared_ptr<spdlog::logger> Log() {
   static const auto logger = PeerLogger("mini-supervisor");
@@ -106,8 +121,7 @@ class Relay;
 /// on the loop thread only, except loop.post() and WaitIdle().
 class RelayBridgeCore {
  public:
-  explicit RelayBridgeCore(v1::OpenShell::Stub* s)
-      : stub(s), scratch(kRelayChunkBytes) {}
+  explicit RelayBridgeCore(grpc::ChannelInterface* c) : channel(c) {}
 
   /// Creates a relay for @request and starts its dial. Thread: loop.
   void Add(RelayOpenRequest request);
@@ -122,9 +136,8 @@ class RelayBridgeCore {
   /// Socket readiness of relay @id (ignored if it is gone). Thread: loop.
   void OnEvents(uint64_t id, uint32_t events);
 
-  v1::OpenShell::Stub* const stub;
+  grpc::ChannelInterface* const channel;
   osh::EventLoop loop;
-  std::vector<char> scratch;  // the one target read buffer of every relay
   bool stopping = false;
 
  private:
@@ -140,7 +153,7 @@ namespace {
 
 /// One relay; see the theory of operation. Loop-thread methods are the
 /// public non-override ones; the overrides are gRPC reactions and only post.
-class Relay final : public grpc::ClientBidiReactor<v1::RelayFrame, v1::RelayFrame> {
+class Relay final : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
  public:
   Relay(RelayBridgeCore* core, uint64_t id, RelayOpenRequest request)
       : core_(core), id_(id), channel_(std::move(request.channel_id)),
@@ -181,6 +194,7 @@ class Relay final : public grpc::ClientBidiReactor<v1::RelayFrame, v1::RelayFram
   void ReadTarget();
   void FlushToTarget();
   void StartNextRead();
+  bool TakeReceivedData(bool* data);
   void HandleWriteDone(bool ok);
   void HandleWritesDoneDone();
   void HandleReadDone(bool ok);
@@ -204,9 +218,10 @@ class Relay final : public grpc::ClientBidiReactor<v1::RelayFrame, v1::RelayFram
   int watched_fd_ = -1;   // the socket registered with the loop while watched_ != 0
 
   grpc::ClientContext ctx_;
-  v1::RelayFrame tx_;         // the frame being written (init or data)
-  v1::RelayFrame rx_;         // the frame being read, then its data until sent
-  size_t rx_sent_ = 0;        // bytes of rx_.data() already sent to the target
+  grpc::ByteBuffer tx_;       // the frame being written (init or data)
+  grpc::ByteBuffer rx_;       // the frame being read
+  DataFrameView rx_data_;     // rx_'s payload, until sent
+  size_t rx_sent_ = 0;        // bytes of rx_data_'s payload already sent to the target
   bool draining_ = false;     // rx_ data waits for EPOLLOUT
   bool read_in_flight_ = false;
   bool write_in_flight_ = false;  // StartWrite or StartWritesDone
@@ -269,10 +284,15 @@ void Relay::OnResultWritten(bool written) {
 
 void Relay::StartStream() {
   state_ = State::kStreaming;
-  core_->stub->async()->RelayStream(&ctx_, this);
+  static const grpc::internal::RpcMethod method(kRelayStreamPath,
+                                                grpc::internal::RpcMethod::BIDI_STREAMING);
+  grpc::internal::ClientCallbackReaderWriterFactory<grpc::ByteBuffer, grpc::ByteBuffer>::Create(
+      core_->channel, method, &ctx_, this);
   AddMultipleHolds(2);
   read_hold_ = write_hold_ = true;
-  tx_.mutable_init()->set_channel_id(channel_);
+  v1::RelayFrame init;
+  init.mutable_init()->set_channel_id(channel_);
+  tx_ = SerializeToBuffer(init);
   write_in_flight_ = true;
   StartWrite(&tx_);
   read_in_flight_ = true;
@@ -319,14 +339,14 @@ void Relay::OnSocketEvents(uint32_t events) {
 }
 
 void Relay::ReadTarget() {
+  FramePool& pool = FramePool::Frames();
+  FramePool::Buffer buffer = pool.Take();
   ssize_t n;
   do {
-    n = ::read(fd_.get(), core_->scratch.data(), core_->scratch.size());
+    n = ::read(fd_.get(), FramePool::Data(buffer), pool.buffer_bytes());
   } while (n < 0 && errno == EINTR);
   if (n > 0) {
-    // assign() into the frame's existing string: no allocation per frame
-    // (set_data() would build a new std::string every time).
-    tx_.mutable_data()->assign(core_->scratch.data(), static_cast<size_t>(n));
+    tx_ = EncodeDataFrame(FramePool::ToSlice(std::move(buffer), static_cast<size_t>(n)));
     write_in_flight_ = true;
     StartWrite(&tx_);
     UpdateWatch();
@@ -346,10 +366,24 @@ void Relay::ReadTarget() {
 }
 
 void Relay::FlushToTarget() {
-  const std::string& data = rx_.data();
-  while (rx_sent_ < data.size()) {
-    const ssize_t n = ::send(fd_.get(), data.data() + rx_sent_, data.size() - rx_sent_,
-                             MSG_NOSIGNAL | MSG_DONTWAIT);
+  while (rx_sent_ < rx_data_.size) {
+    // The unsent payload, straight from the frame's slices.
+    std::array<iovec, kMaxIov> iov;
+    size_t count = 0;
+    size_t skip = rx_data_.header + rx_sent_;
+    for (const grpc::Slice& slice : rx_data_.slices) {
+      if (skip >= slice.size()) {
+        skip -= slice.size();
+        continue;
+      }
+      iov[count++] = {const_cast<uint8_t*>(slice.begin()) + skip, slice.size() - skip};
+      skip = 0;
+      if (count == iov.size()) break;
+    }
+    msghdr msg{};
+    msg.msg_iov = iov.data();
+    msg.msg_iovlen = count;
+    const ssize_t n = ::sendmsg(fd_.get(), &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (n >= 0) {
       rx_sent_ += static_cast<size_t>(n);
       continue;
@@ -367,6 +401,7 @@ void Relay::FlushToTarget() {
   }
   draining_ = false;
   rx_sent_ = 0;
+  rx_data_.Clear();
   rx_.Clear();
   StartNextRead();
   UpdateWatch();
@@ -380,6 +415,23 @@ void Relay::StartNextRead() {
   StartRead(&rx_);
 }
 
+// TakeReceivedData() - finds rx_'s payload (rx_data_): @data is set to
+// whether rx_ is a data frame. Return: false if rx_ does not parse as a
+// RelayFrame. Thread: loop.
+bool Relay::TakeReceivedData(bool* data) {
+  *data = true;
+  if (ParseDataFrame(rx_, &rx_data_)) return true;  // the usual encoding: no copy
+  v1::RelayFrame frame;  // any other encoding protobuf accepts
+  if (!ParseFromBuffer(rx_, &frame)) return false;
+  *data = frame.has_data();
+  rx_data_.Clear();
+  if (*data) {
+    rx_data_.slices.emplace_back(frame.data());
+    rx_data_.size = frame.data().size();
+  }
+  return true;
+}
+
 void Relay::HandleReadDone(bool ok) {
   read_in_flight_ = false;
   if (!ok) {  // the RPC is over: status received, or cancelled
@@ -391,13 +443,16 @@ void Relay::HandleReadDone(bool ok) {
     ReleaseIdleHolds();
     return;
   }
-  if (!rx_.has_data()) {  // not a data frame: skipped
+  bool data = false;
+  if (!TakeReceivedData(&data)) {
+    Log()->info("relay {}: a RelayFrame did not parse", channel_);
     rx_.Clear();
-    StartNextRead();
+    EndCall(/*cancel=*/true);
     return;
   }
-  if (rx_.data().empty()) {  // the client sent FIN
-    ::shutdown(fd_.get(), SHUT_WR);
+  if (!data || rx_data_.size == 0) {
+    if (data) ::shutdown(fd_.get(), SHUT_WR);  // an empty data frame: the client sent FIN
+    rx_data_.Clear();  // else not a data frame: skipped
     rx_.Clear();
     StartNextRead();
     return;
@@ -416,7 +471,10 @@ void Relay::HandleWriteDone(bool ok) {
     ReleaseIdleHolds();
     return;
   }
-  UpdateWatch();  // EPOLLIN again
+  // Read at once: the target has usually sent more while the frame was being
+  // written. Polling first would cost an epoll_ctl and an epoll_wait per frame.
+  if (!target_eof_) ReadTarget();
+  if (!call_over_) UpdateWatch();  // EPOLLIN again if there was nothing to read
 }
 
 void Relay::HandleWritesDoneDone() {
@@ -446,6 +504,7 @@ void Relay::EndCall(bool cancel) {
     call_over_ = true;
     if (draining_) {  // no read is in flight while draining: rx_ is ours
       draining_ = false;
+      rx_data_.Clear();
       rx_.Clear();
     }
     UpdateWatch();  // leaves the epoll set
@@ -578,8 +637,8 @@ void RelayBridgeCore::WaitIdle() {
 
 // ---- RelayBridge ----
 
-RelayBridge::RelayBridge(v1::OpenShell::Stub* stub)
-    : core_(std::make_unique<RelayBridgeCore>(stub)) {}
+RelayBridge::RelayBridge(grpc::ChannelInterface* channel)
+    : core_(std::make_unique<RelayBridgeCore>(channel)) {}
 
 RelayBridge::~RelayBridge() { Shutdown(); }
 

@@ -50,9 +50,10 @@ class RelayBridgeCore;
 class RelayBridge {
  public:
   /// RelayBridge() - creates the event loop (no thread yet).
-  /// @stub: makes the RelayStream calls; must outlive the bridge.
+  /// @channel: carries the RelayStream calls (raw frames, relay_bridge.cc);
+  /// must outlive the bridge.
   /// @throws std::system_error if epoll or eventfd cannot be created.
-  explicit RelayBridge(openshell::v1::OpenShell::Stub* stub);
+  explicit RelayBridge(grpc::ChannelInterface* channel);
   /// Calls Shutdown().
   ~RelayBridge();
   RelayBridge(const RelayBridge&) = delete;

@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "openshell.grpc.pb.h"
+#include "peers/common/frame_pool.h"
 #include "peers/common/socket.h"
 #include "common/tunnel_ext.h"
 #include "peers/gateway/mini_gateway.h"
@@ -102,6 +103,8 @@ bool Eventually(const std::function<bool()>& pred) {
 
 class PeersTest : public ::testing::Test {
  protected:
+  void EchoThrough(size_t total, size_t frame_bytes);
+
   void TearDown() override {
     for (auto& s : supervisors_) s->Stop();
     if (gateway_) gateway_->Shutdown(200ms);
@@ -327,15 +330,17 @@ TEST_F(PeersTest, CreateAndRevokeSshSession) {
 
 // ---- data path ----
 
-TEST_F(PeersTest, EchoRoundTripsOneMiB) {  // (2)
+// Echoes @total bytes written in data frames of @frame_bytes through the
+// gateway and the supervisor (extensions on), then half-closes; expects the
+// same bytes back, the target's FIN and OK.
+void PeersTest::EchoThrough(size_t total, size_t frame_bytes) {
   TcpTestServer echo(testing::EchoHandler);
-  StartStack();
   auto call = OpenForward(TcpInit(Token(), echo.port()), "connect-ack,fin-frame");
   call->stream->WaitForInitialMetadata();  // connect-ack: the target is connected
-  const std::string sent = Pattern(1 << 20, 42);
+  const std::string sent = Pattern(total, 42);
   std::thread writer([&] {
-    for (size_t off = 0; off < sent.size(); off += 64 * 1024) {
-      if (!WriteData(call->stream.get(), sent.substr(off, 64 * 1024))) return;
+    for (size_t off = 0; off < sent.size(); off += frame_bytes) {
+      if (!WriteData(call->stream.get(), sent.substr(off, frame_bytes))) return;
     }
     call->stream->WritesDone();
   });
@@ -349,6 +354,30 @@ TEST_F(PeersTest, EchoRoundTripsOneMiB) {  // (2)
   EXPECT_TRUE(st.ok()) << st.error_code() << " " << st.error_message();
   EXPECT_EQ(got.size(), sent.size());
   EXPECT_TRUE(got == sent) << "echoed bytes differ";
+}
+
+TEST_F(PeersTest, EchoRoundTripsOneMiB) {  // (2)
+  StartStack();
+  EchoThrough(1 << 20, 64 * 1024);
+}
+
+// Issue 16.2: data frames pass the peers without an allocation per frame:
+// the supervisor reads its target into FramePool buffers that come back once
+// gRPC has sent them (the gateway passes frames through as they came).
+TEST_F(PeersTest, BulkEchoReusesTheSupervisorsFrameBuffers) {
+  StartStack();
+  EchoThrough(1 << 20, 64 * 1024);  // warm-up: the pool fills to what one stream needs
+  const uint64_t before = FramePool::Frames().allocations();
+  EchoThrough(16 << 20, 64 * 1024);  // 256 frames each way
+  EXPECT_LE(FramePool::Frames().allocations() - before, 16u)
+      << "frame buffers allocated per frame instead of reused";
+}
+
+// Frames over 64 KiB (or encoded otherwise) take the decoding path: split
+// into 64 KiB frames towards the supervisor, bytes intact.
+TEST_F(PeersTest, OversizedFramesAreSplitAndIntact) {
+  StartStack();
+  EchoThrough(1 << 20, 200 * 1024 + 3);
 }
 
 TEST_F(PeersTest, ClientHalfCloseThenReplyThenFinThenOk) {  // (3)
