@@ -163,15 +163,16 @@ class Connections {
   /// @copy during the call only. They are appended to the connection's
   /// upload frame (Conn::up_frame), which is handed to Upstream::send when
   /// it holds frame_bytes, or by end_batch() when the stream has no write
-  /// in flight (Conn::up_inflight == 0), or by on_write_done() when its
-  /// writes complete; see conn.cc "Upload frames". Return: false if @id is
+  /// in flight (Conn::up_inflight == 0) or the frame is small (< 4 KiB), or
+  /// by on_write_done() once at most one frame is unwritten; see conn.cc "Upload
+  /// frames". Return: false if @id is
   /// unknown (the adapter then recved()s and frees them itself).
   bool on_client_data(ConnId id, size_t n, const CopyOut& copy);
   /// The same for bytes in memory (tests, callers without a pbuf).
   bool on_client_data(ConnId id, std::string_view bytes);
   /// end_batch() - hands the partial upload frames of the connections that
   /// received bytes since the last call and whose stream has no write in
-  /// flight. The Stack calls it after every batch of packets it read and
+  /// flight, or that are small (< 4 KiB). The Stack calls it after every batch of packets it read and
   /// after every posted event (lwIP calls tcp_recv only from tcp_input,
   /// i.e. inside those), so a small request leaves within the batch it came
   /// in, and a bulk upload leaves in frame_bytes frames.

@@ -350,9 +350,8 @@ TEST_F(ConnLifecycle, ClientBytesAreAcknowledgedWithinTheEarlyAckAllowance) {
   EXPECT_TRUE(conns.on_client_data(id, std::string(100, 'c')));
   EXPECT_TRUE(ops.take().empty());
   conns.end_batch();
-  EXPECT_TRUE(up.take().empty());  // a write is in flight: the frame gathers
+  EXPECT_EQ(up.take(), (Lines{"send 1 700"}));  // small: not held behind the write in flight
   conns.on_write_done(id, 600);  // 700 unwritten, 400 acknowledged of them
-  EXPECT_EQ(up.take(), (Lines{"send 1 700"}));
   EXPECT_EQ(ops.take(), (Lines{"recved 300"}));
   conns.on_write_done(id, 700);
   EXPECT_TRUE(ops.take().empty());  // nothing owed any more
@@ -387,20 +386,41 @@ TEST_F(ConnLifecycle, ASmallWriteAloneLeavesAtTheEndOfItsBatch) {
 TEST_F(ConnLifecycle, ABurstOfSegmentsBecomesFullFrames) {
   const ConnId id = established();
   std::string all;
-  for (int i = 0; i < 100; ++i) {  // 100 segments of 1448 bytes in one batch
+  for (int i = 0; i < 200; ++i) {  // 200 segments of 1448 bytes in one batch
     const std::string seg(1448, static_cast<char>('a' + i % 26));
     all += seg;
     conns.on_client_data(id, seg);
   }
-  EXPECT_EQ(up.take(), (Lines{"send 1 65536", "send 1 65536"}));  // as soon as full
+  EXPECT_EQ(up.take(), (Lines{"send 1 65536", "send 1 65536", "send 1 65536", "send 1 65536"}));  // as soon as full
   conns.end_batch();
-  EXPECT_TRUE(up.take().empty());  // the rest waits: writes are in flight
+  EXPECT_TRUE(up.take().empty());  // the rest (27456) waits: writes are in flight
   conns.on_write_done(id, 65536);
-  EXPECT_TRUE(up.take().empty());
   conns.on_write_done(id, 65536);
-  EXPECT_EQ(up.take(), (Lines{"send 1 13728"}));  // idle again: the partial frame
+  EXPECT_TRUE(up.take().empty());  // two frames still ahead: it gathers on
+  conns.on_write_done(id, 65536);
+  EXPECT_EQ(up.take(), (Lines{"send 1 27456"}));  // one left: queued before the relay runs dry
   EXPECT_EQ(up.sent, all);
-  EXPECT_EQ(conns.find(id)->recv_pending, 13728u);
+  conns.on_write_done(id, 65536);
+  conns.on_write_done(id, 27456);
+  EXPECT_EQ(conns.find(id)->recv_pending, 0u);
+}
+
+TEST_F(ConnLifecycle, APartialFrameWaitsForTheWriteInFlightUnlessSmall) {
+  const ConnId id = established();
+  conns.on_client_data(id, std::string(5000, 'a'));
+  conns.end_batch();
+  EXPECT_EQ(up.take(), (Lines{"send 1 5000"}));  // nothing in flight: at once
+  conns.on_client_data(id, std::string(5000, 'b'));
+  conns.end_batch();
+  EXPECT_TRUE(up.take().empty());  // a write in flight: it gathers
+  conns.on_client_data(id, std::string(100, 'c'));
+  conns.end_batch();
+  EXPECT_TRUE(up.take().empty());  // the frame is not small any more
+  conns.on_write_done(id, 5000);
+  EXPECT_EQ(up.take(), (Lines{"send 1 5100"}));
+  conns.on_client_data(id, "ping");
+  conns.end_batch();
+  EXPECT_EQ(up.take(), (Lines{"send 1 4"}));  // small: not held behind the write in flight
 }
 
 TEST_F(ConnLifecycle, ASegmentCrossingTheFrameEdgeIsSplitAcrossFrames) {
@@ -426,22 +446,22 @@ TEST(ConnFrames, FramesNeverExceedTheConfiguredSize) {
   ASSERT_TRUE(conns.on_accept(FlowKey{spec.src, spec.dst, spec.sport, spec.dport}, kPcb));
   up.take();
   conns.on_client_data(1, std::string(250, 'x'));
-  conns.end_batch();
   EXPECT_EQ(up.take(), (Lines{"send 1 100", "send 1 100"}));
-  conns.on_write_done(1, 200);
+  conns.end_batch();
   EXPECT_EQ(up.take(), (Lines{"send 1 50"}));
 }
 
 TEST_F(ConnLifecycle, AFrameGatheredWhenTheStreamEndsIsDropped) {
   const ConnId id = established();
-  conns.on_client_data(id, "a");
+  conns.on_client_data(id, std::string(5000, 'a'));
   conns.end_batch();
-  conns.on_client_data(id, "bc");  // waits for the first write
+  conns.on_client_data(id, std::string(5000, 'b'));
+  conns.end_batch();  // waits for the first write
   up.take();
   conns.on_closed(id, CloseKind::kOk, "");
   EXPECT_TRUE(up.take().empty());
-  EXPECT_EQ(counters.drop_after_close, 2u);
-  EXPECT_EQ(conns.find(id)->recv_pending, 1u);
+  EXPECT_EQ(counters.drop_after_close, 5000u);
+  EXPECT_EQ(conns.find(id)->recv_pending, 5000u);
 }
 
 TEST_F(ConnLifecycle, UnknownConnectionDataIsLeftToTheAdapter) {
