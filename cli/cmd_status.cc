@@ -92,6 +92,13 @@ void print_status(const json& j) {
     fmt::print("gateway refusals (retried): token cap {}, sandbox cap {}, rate limit {}, relay capacity {}\n",
                st.value("token_cap_hits", 0), st.value("sandbox_cap_hits", 0),
                st.value("rate_limit_hits", 0), st.value("relay_capacity_hits", 0));
+    const auto mean_kib = [&st](const char* frames, const char* bytes) {
+      const uint64_t n = st.value(frames, uint64_t{0});
+      return n == 0 ? 0.0 : static_cast<double>(st.value(bytes, uint64_t{0})) / static_cast<double>(n) / 1024.0;
+    };
+    fmt::print("data frames: {} sent (mean {:.1f} KiB), {} received (mean {:.1f} KiB)\n",
+               st.value("frames_sent", uint64_t{0}), mean_kib("frames_sent", "frame_bytes_sent"),
+               st.value("frames_received", uint64_t{0}), mean_kib("frames_received", "frame_bytes_received"));
     if (const uint64_t n = st.value("oversize_frames", uint64_t{0}); n > 0)
       fmt::print("gateway frames over the 64 KiB receive limit: {} (each ended its stream)\n", n);
     fmt::print("bounds (refused, RST): pending-open cap {}, stream cap {}, open timeouts {}, held SYNs timed out {}\n",

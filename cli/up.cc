@@ -126,7 +126,8 @@ void log_counters(const stack::StackCounters& c, const relay::ForwardStats& f) {
       "stream_open_failed={} queue_timeouts={} open_retries={} tokens_minted={} late_refusals={} "
       "loopback_fallbacks={} token_cap_hits={} sandbox_cap_hits={} rate_limit_hits={} "
       "relay_capacity_hits={} late_fallbacks={} loopback_memory_hits={} pending_cap_refusals={} "
-      "stream_cap_refusals={} open_timeouts={} syn_timeouts={} oversize_frames={}",
+      "stream_cap_refusals={} open_timeouts={} syn_timeouts={} oversize_frames={} frames_sent={} "
+      "frame_bytes_sent={} frames_received={} frame_bytes_received={}",
       c.conns_opened.load(), c.refused_rst.load(), c.refused_unreachable.load(), c.resets.load(),
       c.syn_held.load(), c.syn_absorbed.load(), c.bytes_up.load(), c.bytes_down.load(),
       c.rx_packets.load(), c.tx_packets.load(), c.drop_not_sandbox.load(), c.drop_malformed.load(),
@@ -135,7 +136,8 @@ void log_counters(const stack::StackCounters& c, const relay::ForwardStats& f) {
       f.open_failed, f.queue_timeouts, f.retries, f.tokens, f.late_refusals, f.loopback_fallbacks,
       f.token_cap_hits, f.sandbox_cap_hits, f.rate_limit_hits, f.relay_capacity_hits,
       f.late_fallbacks, f.loopback_memory_hits, f.pending_cap_refusals, f.stream_cap_refusals,
-      f.open_timeouts, c.syn_timeouts.load(), f.oversize_frames);
+      f.open_timeouts, c.syn_timeouts.load(), f.oversize_frames, f.frames_sent, f.frame_bytes_sent,
+      f.frames_received, f.frame_bytes_received);
 }
 
 json counters_json(const stack::StackCounters& c, const relay::ForwardStats& f) {
@@ -182,7 +184,11 @@ json counters_json(const stack::StackCounters& c, const relay::ForwardStats& f) 
             {"pending_cap_refusals", f.pending_cap_refusals},
             {"stream_cap_refusals", f.stream_cap_refusals},
             {"open_timeouts", f.open_timeouts},
-            {"oversize_frames", f.oversize_frames}}}};
+            {"oversize_frames", f.oversize_frames},
+            {"frames_sent", f.frames_sent},
+            {"frame_bytes_sent", f.frame_bytes_sent},
+            {"frames_received", f.frames_received},
+            {"frame_bytes_received", f.frame_bytes_received}}}};
 }
 
 // The running tunnel: everything `up` built, and the state `status` reports.

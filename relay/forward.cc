@@ -73,8 +73,12 @@
 // clients of either family, for loopback_memory_ttl; a refusal of that
 // family forgets it.
 //
-// Wire conventions: client bytes are coalesced into frames of ≤ max_frame
-// bytes while a write is in flight; with fin-frame confirmed an empty data
+// Wire conventions: client bytes are queued as the frames send() was given,
+// each swapped into the message when its write starts (the stack hands
+// 64 KiB frames while a write is in flight, stack/conn.cc "Upload frames");
+// small pieces join the last queued frame, larger ones are split, so no frame
+// exceeds max_frame. Data frames and bytes each way are counted
+// (ForwardStats::frames_sent ...). With fin-frame confirmed an empty data
 // frame from the gateway means "target sent FIN"; without it empty frames are
 // skipped (as upstream clients do) and the call's OK end is the FIN. Data
 // frames after a FIN frame are dropped (logged once): the stack has already
@@ -212,6 +216,13 @@ struct ForwardManager::Impl : std::enable_shared_from_this<ForwardManager::Impl>
   const StreamBudget budget;     // the whole-process ceiling (max_buffer_bytes)
   Clock::time_point admit_not_before{};  // global rate limiter: admit nothing before
   ForwardStats st;
+  // Data frames each way (ForwardStats::frames_sent ...): counted by the
+  // streams' reactions without mu.
+  std::atomic<uint64_t> frames_sent{0}, frame_bytes_sent{0}, frames_received{0}, frame_bytes_received{0};
+  static void count_frame(std::atomic<uint64_t>& frames, std::atomic<uint64_t>& bytes, size_t n) {
+    frames.fetch_add(1, std::memory_order_relaxed);
+    bytes.fetch_add(n, std::memory_order_relaxed);
+  }
   bool stopping = false;
   std::thread worker;
   std::optional<IdleTrimmer> trimmer;  // ForwardOptions::trim_when_idle
@@ -347,7 +358,7 @@ class ForwardReactor final : public ForwardCall, public grpc::ClientBidiReactor<
                  std::shared_ptr<TokenEntry> token)
       : mgr_(std::move(mgr)), open_(std::move(open)), id_(open_.id), token_(std::move(token)) {
     // Until start() has issued the init frame (always the first write) and
-    // the first read, bytes sent meanwhile wait in pending_.
+    // the first read, bytes sent meanwhile wait in frames_.
     write_in_flight_ = true;
     read_in_flight_ = true;
     // Keep a copy of the client's bytes while a late refusal could still be
@@ -375,8 +386,8 @@ class ForwardReactor final : public ForwardCall, public grpc::ClientBidiReactor<
     if (wd_requested_ || aborted_) return;
     record_locked(bytes);
     if (w_closed_) return;  // the call is ending; kept for a late fallback if recording
-    pending_.append(bytes);
-    if (write_in_flight_) return;
+    enqueue_locked(std::move(bytes));
+    if (write_in_flight_ || frames_.empty()) return;
     prepare_write_locked();
     lk.unlock();
     this->StartWrite(&tx_);
@@ -396,7 +407,7 @@ class ForwardReactor final : public ForwardCall, public grpc::ClientBidiReactor<
     if (successor_) return forward_to_successor(lk, [](ForwardCall& c) { c.close_write(); });
     if (wd_requested_ || aborted_) return;
     wd_requested_ = true;  // also when w_closed_: a late fallback replays it
-    if (w_closed_ || write_in_flight_ || !pending_.empty()) return;
+    if (w_closed_ || write_in_flight_ || !frames_.empty()) return;
     write_in_flight_ = true;
     lk.unlock();
     this->StartWritesDone();
@@ -470,6 +481,7 @@ class ForwardReactor final : public ForwardCall, public grpc::ClientBidiReactor<
     // A failed write's bytes are not reported: a late fallback writes (and
     // reports) them again.
     if (!ok || aborted_ || r_closed_) {
+      tx_.Clear();
       const int holds = release_write_locked();
       lk.unlock();
       remove_holds(holds);
@@ -478,15 +490,19 @@ class ForwardReactor final : public ForwardCall, public grpc::ClientBidiReactor<
     // Exactly once per byte: a successor call replays bytes its predecessor
     // already reported; only what lies past reported_upto_ is new.
     written_ += done;
+    if (done > 0) mgr_->count_frame(mgr_->frames_sent, mgr_->frame_bytes_sent, done);
     const size_t report = written_ > reported_upto_ ? written_ - reported_upto_ : 0;
     reported_upto_ = std::max(reported_upto_, written_);
     enum { kNone, kWrite, kWritesDone } next = kNone;
-    if (!pending_.empty()) {
+    if (!frames_.empty()) {
       prepare_write_locked();
       next = kWrite;
-    } else if (wd_requested_) {
-      write_in_flight_ = true;
-      next = kWritesDone;
+    } else {
+      tx_.Clear();  // the written frame's buffer: not kept by an idle stream
+      if (wd_requested_) {
+        write_in_flight_ = true;
+        next = kWritesDone;
+      }
     }
     lk.unlock();
     if (report) mgr_->obs.on_write_done(id_, report);
@@ -532,6 +548,7 @@ class ForwardReactor final : public ForwardCall, public grpc::ClientBidiReactor<
       std::string bytes;
       bytes.swap(*rx_.mutable_data());
       rx_.Clear();
+      mgr_->count_frame(mgr_->frames_received, mgr_->frame_bytes_received, bytes.size());
       target_spoke_locked();
       lk.unlock();
       target_spoke();  // the first byte proves the target connected
@@ -649,7 +666,7 @@ class ForwardReactor final : public ForwardCall, public grpc::ClientBidiReactor<
       if (aborted_ || !recording_ || got_data_) return false;
       replay_bytes = replay_.size();
       replay_fin = wd_requested_;
-      next->pending_ = std::move(replay_);
+      next->enqueue_locked(std::move(replay_));
       next->reported_upto_ = reported_upto_;
       next->wd_requested_ = wd_requested_;
       next->open_reported_ = true;  // the client's connection is open already
@@ -783,16 +800,32 @@ class ForwardReactor final : public ForwardCall, public grpc::ClientBidiReactor<
     mgr_->obs.on_open_ok(id_);
   }
 
-  void prepare_write_locked() {
-    const size_t n = std::min(pending_.size(), mgr_->opts.max_frame);
-    if (n == pending_.size()) {
-      tx_.mutable_data()->swap(pending_);
-      pending_.clear();
-    } else {
-      tx_.set_data(pending_.substr(0, n));
-      pending_.erase(0, n);
+  // Queues @bytes as data frames of at most max_frame bytes. A frame the
+  // stack coalesced (stack/conn.cc "Upload frames") is queued as it is and
+  // later swapped into the message: no copy. A piece that fits joins the
+  // last queued frame (callers that send small pieces while a write is in
+  // flight, e.g. the socket bridge); one over max_frame is split (copies:
+  // only the late fallback's replay, or a caller that ignores the limit).
+  void enqueue_locked(std::string bytes) {
+    const size_t max = mgr_->opts.max_frame;
+    if (bytes.size() > max) {
+      for (size_t off = 0; off < bytes.size(); off += max) enqueue_locked(bytes.substr(off, max));
+      return;
     }
-    inflight_bytes_ = n;
+    if (bytes.empty()) return;
+    if (!frames_.empty() && frames_.back().size() + bytes.size() <= max) {
+      frames_.back().append(bytes);
+      return;
+    }
+    frames_.push_back(std::move(bytes));
+  }
+
+  // The next queued frame becomes the write's message (swapped, not copied).
+  void prepare_write_locked() {
+    std::string& f = frames_.front();
+    inflight_bytes_ = f.size();
+    tx_.mutable_data()->swap(f);
+    frames_.pop_front();  // frees the previous write's buffer
     write_in_flight_ = true;
   }
   int release_read_locked() {
@@ -834,7 +867,7 @@ class ForwardReactor final : public ForwardCall, public grpc::ClientBidiReactor<
   bool open_timed_out_ = false;            // the open deadline cancelled the call
 
   std::mutex mu_;
-  std::string pending_;       // client bytes not yet in a frame
+  std::deque<std::string> frames_;  // client bytes not yet written: data frames of ≤ max_frame
   size_t inflight_bytes_ = 0; // bytes of the write in flight
   // Write accounting, in stream offsets from the client's first byte:
   // written_ = bytes this call wrote successfully; reported_upto_ = bytes
@@ -1362,6 +1395,10 @@ void ForwardManager::shutdown(std::chrono::milliseconds grace) {
 ForwardStats ForwardManager::stats() const {
   std::lock_guard lk(impl_->mu);
   ForwardStats s = impl_->st;
+  s.frames_sent = impl_->frames_sent.load(std::memory_order_relaxed);
+  s.frame_bytes_sent = impl_->frame_bytes_sent.load(std::memory_order_relaxed);
+  s.frames_received = impl_->frames_received.load(std::memory_order_relaxed);
+  s.frame_bytes_received = impl_->frame_bytes_received.load(std::memory_order_relaxed);
   s.tokens_pooled = 0;
   for (const auto& [sb, v] : impl_->tokens) s.tokens_pooled += v.size();
   return s;

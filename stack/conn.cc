@@ -34,12 +34,24 @@
 //                handshake, sweep, route removal, stop).
 //
 // Back-pressure (design.md §3; ARCHITECTURE.md "Back-pressure"):
-//   client -> upstream: received bytes are sent upstream at once and counted
-//     in recv_pending (unwritten there) and recv_owed (not recved() to lwIP).
+//   client -> upstream: received bytes go into upload frames (below) and are
+//     counted in recv_pending (unwritten upstream, whether still in up_frame
+//     or handed) and recv_owed (not recved() to lwIP).
 //     They are recved() when the upstream reports them written, or earlier
 //     while at most early_ack_bytes acknowledged bytes are unwritten
 //     (settle_recved), so lwIP's 64 KiB window plus that allowance bounds
 //     the bytes in flight upstream per connection.
+//   Upload frames (issue 16.3: every frame costs the gateway and the
+//     supervisor a fixed amount, so bulk uploads must travel in full
+//     frames): received bytes are copied once, from lwIP's pbufs, into the
+//     connection's up_frame. A frame is handed to Upstream::send when it
+//     holds frame_bytes (64 KiB); a partial one at the end of the reader's
+//     batch (end_batch) if the stream has no write in flight (up_inflight
+//     == 0) or the frame is small (< 4 KiB: a request leaves at once), else
+//     by on_write_done once at most one frame is still unwritten ahead of
+//     it (so the relay never runs dry waiting for it), and before the
+//     client's FIN. So while the gateway is busy, bytes gather into full frames
+//     (Nagle's rule, per frame, for all but small frames).
 //   upstream -> client: one frame at a time; read_more() only once the tx
 //     queue is empty, i.e. lwIP took the whole previous frame (≤ 64 KiB).
 //
@@ -58,10 +70,22 @@
 #include "common/log_limiter.h"
 
 namespace osh::stack {
+namespace {
+// A first piece of an upload frame below this many bytes gets a buffer of
+// its own size (requests, keystrokes); a larger one the whole frame.
+constexpr size_t kSmallPiece = 1024;
+// A partial frame this small leaves at the end of its batch even while a
+// write is in flight: a request or a keystroke does not wait for the
+// previous write's completion (two thread hops away, milliseconds on a
+// loaded machine). In a bulk upload the remainder at a batch's end is this
+// small in ~6 % of batches: a few extra frames per GiB, not per frame.
+constexpr size_t kSmallFrame = 4096;
+}  // namespace
 
 Connections::Connections(size_t early_ack_bytes, Upstream& upstream, PcbOps& ops,
-                         StackCounters& counters, Clock::duration open_timeout)
-    : early_ack_bytes_(early_ack_bytes),
+                         StackCounters& counters, Clock::duration open_timeout, size_t frame_bytes)
+    : frame_bytes_(std::clamp<size_t>(frame_bytes, 1, kMaxFrameBytes)),
+      early_ack_bytes_(early_ack_bytes),
       open_timeout_(open_timeout),
       upstream_(upstream),
       ops_(ops),
@@ -193,10 +217,14 @@ bool Connections::on_accept(const FlowKey& flow, PcbHandle pcb) {
   return true;
 }
 
-bool Connections::on_client_data(ConnId id, std::string bytes) {
+bool Connections::on_client_data(ConnId id, std::string_view bytes) {
+  return on_client_data(id, bytes.size(),
+                        [bytes](char* dst, size_t off, size_t len) { bytes.copy(dst, len, off); });
+}
+
+bool Connections::on_client_data(ConnId id, size_t n, const CopyOut& copy) {
   Conn* c = get(id);
   if (!c) return false;
-  const size_t n = bytes.size();
   if (c->upstream_done) {
     counters_.drop_after_close += n;
     ops_.recved(c->pcb, n);
@@ -206,16 +234,52 @@ bool Connections::on_client_data(ConnId id, std::string bytes) {
   c->recv_owed += n;
   counters_.bytes_up += n;
   stats_of(*c).bytes_up += n;
-  upstream_.send(c->id, std::move(bytes));
+  for (size_t off = 0; off < n;) {
+    std::string& f = c->up_frame;
+    const size_t k = std::min(n - off, frame_bytes_ - f.size());
+    // A small first piece (a request) gets an exact buffer; anything larger
+    // the whole frame at once, so that appending never reallocates.
+    if (f.size() + k > f.capacity()) f.reserve(f.empty() && k < kSmallPiece ? k : frame_bytes_);
+    const size_t at = f.size();
+    f.resize(at + k);
+    copy(f.data() + at, off, k);
+    off += k;
+    if (f.size() == frame_bytes_) hand_frame(*c);
+  }
+  if (!c->up_frame.empty() && !c->up_dirty) {
+    c->up_dirty = true;
+    dirty_.push_back(c->id);
+  }
   settle_recved(*c);
   return true;
+}
+
+// Hands the upload frame to the upstream as it is (1..frame_bytes_ bytes).
+void Connections::hand_frame(Conn& c) {
+  if (c.up_frame.empty()) return;
+  c.up_inflight += c.up_frame.size();
+  upstream_.send(c.id, std::exchange(c.up_frame, {}));
+}
+
+void Connections::end_batch() {
+  // Upstream calls never re-enter Connections: dirty_ stays as it is here.
+  for (const ConnId id : dirty_) {
+    Conn* c = get(id);
+    if (!c) continue;
+    c->up_dirty = false;
+    if (c->up_inflight == 0 || c->up_frame.size() < kSmallFrame) hand_frame(*c);  // else on_write_done does
+  }
+  dirty_.clear();
 }
 
 void Connections::on_client_fin(ConnId id) {
   Conn* c = get(id);
   if (!c) return;
   c->client_fin = true;
-  if (!c->upstream_done) upstream_.close_write(c->id);
+  if (!c->upstream_done) {
+    hand_frame(*c);  // the last bytes go before the half-close
+    upstream_.close_write(c->id);
+  }
   maybe_close(*c);
 }
 
@@ -280,6 +344,11 @@ void Connections::on_write_done(ConnId id, size_t n) {
   Conn* c = get(id);
   if (!c) return;
   c->recv_pending -= std::min(c->recv_pending, n);
+  c->up_inflight -= std::min(c->up_inflight, n);
+  // What came meanwhile, once at most one frame is left ahead of it: it is
+  // queued before the relay runs dry (no idle gap of two thread hops), and
+  // bytes that arrive while two or more frames wait still gather.
+  if (c->up_inflight <= frame_bytes_ && !c->upstream_done) hand_frame(*c);
   settle_recved(*c);
   maybe_close(*c);
 }
@@ -288,6 +357,11 @@ void Connections::on_closed(ConnId id, CloseKind kind, const std::string& reason
   Conn* c = get(id);
   if (!c) return;  // connection already gone: late event
   c->upstream_done = true;
+  if (!c->up_frame.empty()) {  // never to be written: dropped like later client bytes
+    counters_.drop_after_close += c->up_frame.size();
+    c->recv_pending -= std::min(c->recv_pending, c->up_frame.size());
+    std::string().swap(c->up_frame);
+  }
   spdlog::debug("conn {}: stream closed ({}: {})", c->id, to_string(kind), reason);
   switch (c->state) {
     case Conn::State::kOpening:

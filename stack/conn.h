@@ -16,6 +16,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -93,10 +94,13 @@ struct Conn {
   uint32_t syn_seq = 0;           ///< the client's ISN (from its SYN)
   Clock::time_point born;         ///< when the SYN was held (handshake deadline)
   PcbHandle pcb = PcbHandle::kNone;
+  std::string up_frame;           ///< client bytes of the next upload frame (not handed yet)
+  size_t up_inflight = 0;         ///< client bytes handed to Upstream::send, not yet written
+  bool up_dirty = false;          ///< listed for end_batch() (Connections::dirty_)
   std::deque<std::string> tx;     ///< upstream -> client, not yet in lwIP
   size_t tx_off = 0;              ///< bytes of tx.front() already written
   bool read_wanted = false;       ///< we owe the upstream a read_more()
-  size_t recv_pending = 0;        ///< client bytes sent upstream, not yet written there
+  size_t recv_pending = 0;        ///< client bytes received, not yet written upstream (up_frame + up_inflight)
   size_t recv_owed = 0;           ///< client bytes received, not yet recved()
   bool client_fin = false;        ///< FIN from the client (tcp_recv p == NULL)
   bool remote_fin = false;        ///< FIN from the target (frame, or the stream's OK end)
@@ -122,8 +126,10 @@ class Connections {
   ///   (issue 14.5: an Upstream that never answers must not hold it forever);
   ///   past it the client gets RST, the stream is aborted (counted in
   ///   StackCounters::syn_timeouts)
+  /// @frame_bytes: the largest upload frame handed to Upstream::send
+  ///   (kMaxFrameBytes, upstream.h; tests use smaller ones)
   Connections(size_t early_ack_bytes, Upstream& upstream, PcbOps& ops, StackCounters& counters,
-              Clock::duration open_timeout = kDefaultOpenTimeout);
+              Clock::duration open_timeout = kDefaultOpenTimeout, size_t frame_bytes = kMaxFrameBytes);
 
   // ---- from the packet gate ----
   enum class SynAction {
@@ -149,9 +155,28 @@ class Connections {
   /// on_accept() - lwIP accepted @pcb for @flow. Return: false if no
   /// connection waits for it (the adapter aborts the pcb: RST).
   bool on_accept(const FlowKey& flow, PcbHandle pcb);
-  /// on_client_data() - client bytes (tcp_recv with data). Return: false if
-  /// @id is unknown (the adapter then recved()s and frees them itself).
-  bool on_client_data(ConnId id, std::string bytes);
+  /// Copies @len bytes from offset @off of received client data to @dst
+  /// (the adapter: pbuf_copy_partial from lwIP's pbuf chain, so the bytes
+  /// are copied once, straight into the upload frame).
+  using CopyOut = std::function<void(char* dst, size_t off, size_t len)>;
+  /// on_client_data() - @n client bytes (tcp_recv with data), read through
+  /// @copy during the call only. They are appended to the connection's
+  /// upload frame (Conn::up_frame), which is handed to Upstream::send when
+  /// it holds frame_bytes, or by end_batch() when the stream has no write
+  /// in flight (Conn::up_inflight == 0) or the frame is small (< 4 KiB), or
+  /// by on_write_done() once at most one frame is unwritten; see conn.cc "Upload
+  /// frames". Return: false if @id is
+  /// unknown (the adapter then recved()s and frees them itself).
+  bool on_client_data(ConnId id, size_t n, const CopyOut& copy);
+  /// The same for bytes in memory (tests, callers without a pbuf).
+  bool on_client_data(ConnId id, std::string_view bytes);
+  /// end_batch() - hands the partial upload frames of the connections that
+  /// received bytes since the last call and whose stream has no write in
+  /// flight, or that are small (< 4 KiB). The Stack calls it after every batch of packets it read and
+  /// after every posted event (lwIP calls tcp_recv only from tcp_input,
+  /// i.e. inside those), so a small request leaves within the batch it came
+  /// in, and a bulk upload leaves in frame_bytes frames.
+  void end_batch();
   /// on_client_fin() - the client half-closed (tcp_recv with p == NULL).
   void on_client_fin(ConnId id);
   /// on_sent() - lwIP freed send-buffer space (tcp_sent).
@@ -194,7 +219,9 @@ class Connections {
   void request_read(Conn& c);
   void flush(Conn& c);
   void maybe_close(Conn& c);
+  void hand_frame(Conn& c);
 
+  const size_t frame_bytes_;
   const size_t early_ack_bytes_;
   const Clock::duration open_timeout_;
   Upstream& upstream_;
@@ -203,6 +230,7 @@ class Connections {
   std::unordered_map<ConnId, std::unique_ptr<Conn>> conns_;
   std::unordered_map<FlowKey, ConnId, FlowKeyHash> by_flow_;
   std::unordered_map<std::string, SandboxStats> sb_stats_;
+  std::vector<ConnId> dirty_;  // connections with a partial upload frame to look at in end_batch()
   ConnId next_id_ = 1;
 };
 

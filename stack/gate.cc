@@ -66,9 +66,28 @@ Verdict judge(std::span<const uint8_t> pkt, const RouteTable& routes,
 }
 
 bool judge_output(std::span<uint8_t> pkt, const RouteTable& routes, uint32_t mtu) {
-  const Parsed ps = classify(pkt);
-  if (ps.kind == Parsed::Kind::kMalformed || !routes.contains(ps.src)) return false;
-  if (ps.kind == Parsed::Kind::kTcp && (ps.tcp_flags & (kSyn | kAck)) == (kSyn | kAck) && mtu > 1500) {
+  // lwIP's output is well-formed by construction (it built the headers): no
+  // classify() per packet, only the version and the source address at their
+  // fixed offsets. The full parse only for a SYN-ACK (one per connection).
+  constexpr uint8_t kProtoTcp = 6;
+  IpAddress src;
+  uint8_t proto = 0;
+  size_t l4 = 0;  // offset of the transport header
+  if (pkt.size() >= 20 && (pkt[0] >> 4) == 4) {
+    src = IpAddress::v4(&pkt[12]);
+    proto = pkt[9];
+    l4 = static_cast<size_t>(pkt[0] & 0x0f) * 4;
+  } else if (pkt.size() >= 40 && (pkt[0] >> 4) == 6) {
+    src = IpAddress::v6(&pkt[8]);
+    proto = pkt[6];  // lwIP adds no extension header to TCP
+    l4 = 40;
+  } else {
+    return false;
+  }
+  if (!routes.contains(src)) return false;
+  if (mtu > 1500 && proto == kProtoTcp && pkt.size() >= l4 + 20 && (pkt[l4 + 13] & (kSyn | kAck)) == (kSyn | kAck)) {
+    const Parsed ps = classify(pkt);
+    if (ps.kind != Parsed::Kind::kTcp) return false;
     const uint16_t link_mss = static_cast<uint16_t>(mtu - (ps.src.is_v6() ? 60 : 40));
     rewrite_tcp_mss(pkt, ps, link_mss);
   }

@@ -53,12 +53,15 @@ Verdict judge(std::span<const uint8_t> pkt, const RouteTable& routes,
 
 /// judge_output() - the output filter for a packet lwIP wrote. Loop
 /// prevention and noise filter: only packets from a served address leave
+/// (read at the header's fixed offset: lwIP's output is well-formed by
+/// construction, so it is not classified again; issue 16.4)
 /// (lwIP's own router solicitations, MLD reports etc. do not). Large
 /// segments (lwip-notes.md "Run-time workarounds"): lwIP advertises at most
 /// TCP_MSS (1460); with an MTU above 1500 the MSS option of a SYN-ACK is
 /// rewritten in place to what the link carries (MTU - 40, IPv6: - 60), so
 /// that the kernel sends MTU-sized segments.
-/// @pkt: the packet, modified in place; @mtu: link MTU, bytes.
+/// @pkt: the packet, modified in place (at least its IP and TCP headers: the
+/// first pbuf of a chain; a SYN-ACK whole); @mtu: link MTU, bytes.
 /// Return: true if the packet may be written to the TUN (false: count it as
 /// drop_unsupported).
 bool judge_output(std::span<uint8_t> pkt, const RouteTable& routes, uint32_t mtu);

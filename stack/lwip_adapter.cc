@@ -8,6 +8,7 @@
 //
 //   feed() ──► ip_data filled by hand ──► tcp_input()      (I2 path, lwip-notes.md)
 //   lwIP output ──► judge_output() (source filter, MSS rewrite) ──► packet fd
+//                   (in place on the pbuf, written with no copy)
 //   pcb callbacks (accept/recv/sent/err) ──► Connections::on_*  (by ConnId)
 //
 // One lwIP netif answers for every address: lwIP never routes or forwards a
@@ -29,6 +30,7 @@
 
 #include <spdlog/spdlog.h>
 #include <arpa/inet.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -37,6 +39,7 @@
 #include <future>
 #include <mutex>
 #include <stdexcept>
+#include <vector>
 
 // lwipopts.h declares the core-lock functions without extern "C": wrap all.
 extern "C" {
@@ -93,14 +96,34 @@ struct LwipAdapter::Lwip {
   std::unordered_map<uint16_t, tcp_pcb*> listeners;
 
   // Every packet lwIP writes passes the output filter (gate.h judge_output).
+  // No copy (issue 16.4): judged in place on the first pbuf, which holds
+  // the IP and TCP headers (ip_output added the IP header in front of
+  // lwIP's TCP header; a SYN-ACK carries no data), then written straight
+  // from the pbuf, a chain with one writev. An MSS rewrite changes lwIP's
+  // own copy of a SYN-ACK: harmless, tcp_output_segment rewrites the option
+  // and the checksum on a retransmission.
   static err_t output(pbuf* p) {
-    uint8_t buf[65536];  // tot_len is a u16_t: any packet fits
-    const u16_t n = pbuf_copy_partial(p, buf, p->tot_len, 0);
-    if (!judge_output({buf, n}, self->routes_, self->cfg_.mtu)) {
+    if (!judge_output({static_cast<uint8_t*>(p->payload), p->len}, self->routes_, self->cfg_.mtu)) {
       self->counters_.drop_unsupported++;
       return ERR_OK;
     }
-    self->emit({buf, n});
+    if (!p->next) {
+      self->emit({static_cast<const uint8_t*>(p->payload), p->len});
+      return ERR_OK;
+    }
+    constexpr size_t kMaxIov = 64;
+    iovec iov[kMaxIov];
+    size_t n = 0;
+    for (const pbuf* q = p; q; q = q->next) {
+      if (n == kMaxIov) {  // a longer chain than lwIP builds for one segment: copied
+        std::vector<uint8_t> buf(p->tot_len);
+        pbuf_copy_partial(p, buf.data(), p->tot_len, 0);
+        self->emit(buf);
+        return ERR_OK;
+      }
+      if (q->len > 0) iov[n++] = iovec{q->payload, q->len};
+    }
+    self->emit_iov(iov, n);
     return ERR_OK;
   }
   static err_t output4(netif*, pbuf* p, const ip4_addr_t*) { return output(p); }
@@ -132,11 +155,17 @@ struct LwipAdapter::Lwip {
       if (arg && conns) conns->on_client_fin(id_of(arg));
       return ERR_OK;
     }
+    // The one copy of an upload's bytes in our code: from the pbuf chain
+    // straight into the connection's upload frame (conn.cc "Upload frames").
+    // lwIP calls this only from tcp_input (feed(), on the stack reader);
+    // ERR_OK always, so it never keeps refused data for its timers.
     const u16_t n = p->tot_len;
-    std::string bytes(n, '\0');
-    pbuf_copy_partial(p, bytes.data(), n, 0);
+    const bool taken = arg && conns &&
+                       conns->on_client_data(id_of(arg), n, [p](char* dst, size_t off, size_t len) {
+                         pbuf_copy_partial(p, dst, static_cast<u16_t>(len), static_cast<u16_t>(off));
+                       });
     pbuf_free(p);
-    if (!arg || !conns || !conns->on_client_data(id_of(arg), std::move(bytes))) tcp_recved(pcb, n);
+    if (!taken) tcp_recved(pcb, n);
     return ERR_OK;
   }
 
@@ -219,7 +248,12 @@ void LwipAdapter::stop() {
 // ---- output ----
 
 void LwipAdapter::emit(std::span<const uint8_t> pkt) {
-  if (::write(cfg_.packet_fd, pkt.data(), pkt.size()) < 0) {
+  const iovec iov{const_cast<uint8_t*>(pkt.data()), pkt.size()};
+  emit_iov(&iov, 1);
+}
+
+void LwipAdapter::emit_iov(const iovec* iov, size_t n) {
+  if (::writev(cfg_.packet_fd, iov, static_cast<int>(n)) < 0) {
     counters_.drop_tx_error++;
     spdlog::debug("stack: packet write: {}", std::strerror(errno));
     return;

@@ -6,6 +6,8 @@
 // lwip-notes.md "Header clashes").
 #pragma once
 
+#include <sys/uio.h>
+
 #include <cstdint>
 #include <memory>
 #include <span>
@@ -76,6 +78,9 @@ class LwipAdapter final : public PcbOps {
   void close(PcbHandle pcb) override;
   void abort(PcbHandle pcb) override;
   void emit(std::span<const uint8_t> packet) override;
+  /// emit_iov() - writes one packet gathered from @n pieces (a pbuf chain)
+  /// with one writev(); counted like emit().
+  void emit_iov(const iovec* iov, size_t n);
 
   struct Lwip;  // lwIP-typed state and callbacks (lwip_adapter.cc)
 

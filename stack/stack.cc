@@ -16,7 +16,9 @@
 //   1 s timer ──► Connections::sweep (the 20 s handshake deadline, the held-SYN deadline)
 //
 // The packet fd is read in batches of up to 64 packets per wake-up, each
-// batch and each posted event under one hold of the lwIP core lock. lwIP's
+// batch and each posted event under one hold of the lwIP core lock; after
+// each, Connections::end_batch hands the partial upload frames of streams
+// with no write in flight (conn.cc "Upload frames"). lwIP's
 // own tcpip thread runs its timers under the same lock and may call the pcb
 // callbacks (lwip_adapter.cc), which feed the state machine too. A packet fd
 // that fails for good (the TUN deleted: EPOLLERR, read() gives EBADFD or EIO)
@@ -113,6 +115,7 @@ struct Stack::Impl final : UpstreamEvents {
     loop.post([this, fn = std::forward<Fn>(fn)]() mutable {
       CoreLock lk;
       fn();
+      conns.end_batch();
     });
   }
 
@@ -197,6 +200,7 @@ struct Stack::Impl final : UpstreamEvents {
         counters.rx_packets++;
         handle_packet({buf, static_cast<size_t>(r)}, dns);
       }
+      conns.end_batch();  // partial upload frames of idle streams leave now (conn.cc "Upload frames")
     }
     if (!dns.empty()) answer_dns(dns);
     if (dead_errno != 0 || (drained && (events & (EPOLLERR | EPOLLHUP)) != 0)) {

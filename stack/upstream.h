@@ -4,6 +4,7 @@
 // never includes relay/; cli/ plugs the two together (design.md §2).
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 
@@ -13,6 +14,11 @@ namespace osh::stack {
 
 /// Identifies one TCP connection for its whole life; never reused.
 using ConnId = uint64_t;
+
+/// The largest data frame either way, bytes: upstream's chunk size
+/// (protocol §2.5: the CLI reads 64 KiB per frame). The stack hands upload
+/// frames of at most this size; the relay never sends larger ones.
+inline constexpr size_t kMaxFrameBytes = 64 * 1024;
 
 /// Where a new connection wants to go.
 struct OpenRequest {
@@ -44,9 +50,13 @@ class Upstream {
   virtual ~Upstream() = default;
   /// Open a stream. Answer with UpstreamEvents::on_open_ok or on_closed.
   virtual void open(const OpenRequest& req) = 0;
-  /// Client bytes, in order. Each is acknowledged by on_write_done(bytes)
-  /// once written upstream; the stack opens the client's TCP window only
-  /// then (back-pressure, design.md §3).
+  /// One frame of client bytes, in order, 1..kMaxFrameBytes bytes; the
+  /// upstream owns @bytes from here on (the relay swaps the string into its
+  /// gRPC message: no copy) and should send it as one data frame. The stack
+  /// coalesces: a frame is kMaxFrameBytes long unless the stream had no
+  /// write in flight (conn.cc "Upload frames"). Each byte is acknowledged by
+  /// on_write_done once written upstream; the stack opens the client's TCP
+  /// window only then or within its early-ack allowance (design.md §3).
   virtual void send(ConnId id, std::string bytes) = 0;
   /// The stack accepted the last on_data frame: deliver the next one.
   virtual void read_more(ConnId id) = 0;

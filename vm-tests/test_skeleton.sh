@@ -55,6 +55,23 @@ for i in $(seq 1 20); do
 done
 ((bad == 0)) || exit 1
 
+say "check: a 16 MiB upload arrives intact in (near) 64 KiB frames (issue 16.3)"
+frames_sent() {  # prints "frames bytes" sent so far, from status --json
+  n_client "$OSH_TUNNEL" status --json --state-dir "$OSH_STATE" |
+    /usr/bin/python3 -c 'import json,sys; s=json.load(sys.stdin)["counters"]["streams"]; print(s["frames_sent"], s["frame_bytes_sent"])'
+}
+sbx_tcp_server upsink 9006 sink-reply --bytes 0
+read -r f0 b0 < <(frames_sent)
+UP=$((16 * 1024 * 1024))
+out="$(client_tcp send-shut-read --host "$(sandbox_v4)" --port 9006 --bytes "$UP")"
+wait_until 30 test -s "$OSH_WORK/upsink.report"
+rep="$(tail -n1 "$OSH_WORK/upsink.report")"
+check "server received 16 MiB intact" [ "$(jfield "$rep" sha256)" = "$(expect_sha "$UP")" ]
+read -r f1 b1 < <(frames_sent)
+say "  upload: $((f1 - f0)) data frames, $((b1 - b0)) bytes"
+check "the upload's bytes were counted" [ $((b1 - b0)) -eq "$UP" ]
+check "mean upload frame >= 60 KiB" [ $(((b1 - b0) / (f1 - f0))) -ge $((60 * 1024)) ]
+
 say "check: SIGTERM tears down the TUN and the hosts block"
 kill -TERM "$PID_tunnel"
 wait "$PID_tunnel"

@@ -103,6 +103,11 @@ class FakeGateway {
     std::lock_guard lk(mu_);
     return index < received_.size() ? received_[index] : std::string();
   }
+  /// Sizes of the data frames the client sent on call @index, in order.
+  std::vector<size_t> frame_sizes(size_t index) const {
+    std::lock_guard lk(mu_);
+    return index < frame_sizes_.size() ? frame_sizes_[index] : std::vector<size_t>();
+  }
   /// Whether the client half-closed (WritesDone) call @index.
   bool half_closed(size_t index) const {
     std::lock_guard lk(mu_);
@@ -168,6 +173,7 @@ class FakeGateway {
   std::condition_variable cv_;
   std::vector<SeenInit> inits_;
   std::vector<std::string> received_;
+  std::vector<std::vector<size_t>> frame_sizes_;
   std::vector<bool> half_closed_;
   int minted_ = 0;
   int revoked_ = 0;
@@ -261,6 +267,7 @@ class FakeGateway::ForwardReactor final : public grpc::ServerGenericBidiReactor 
       cv_.notify_all();
       std::lock_guard g(gw_.mu_);
       gw_.received_[index_] += data;
+      gw_.frame_sizes_[index_].push_back(data.size());
     }
     StartRead(&in_);
   }
@@ -302,6 +309,7 @@ class FakeGateway::ForwardReactor final : public grpc::ServerGenericBidiReactor 
       seen.call_index = index_ = static_cast<int>(gw_.inits_.size());
       gw_.inits_.push_back(seen);
       gw_.received_.emplace_back();
+      gw_.frame_sizes_.emplace_back();
       gw_.half_closed_.push_back(false);
       gw_.drivers_++;
     }

@@ -204,6 +204,67 @@ TEST(ForwardEnd, OkEndDeliversEveryByteThenFin) {
   EXPECT_EQ(rec.events(), want({"open", "data:a", "data:bb", "data:ccc", "closed:ok"}));
 }
 
+// The frame queue (issue 16.3): a string of at most max_frame bytes is one
+// data frame as it is (the stack's coalesced 64 KiB frames), a longer one is
+// split into max_frame frames, and none ever exceeds it; the frame counters
+// count every data frame each way.
+TEST(ForwardFrames, FramesAreSentAsGivenSplitOnlyPastTheLimitAndCounted) {
+  for (Generation gen : {Generation::k0_1, Generation::k0_0}) {
+    SCOPED_TRACE(to_string(gen));
+    const std::string a(64u << 10, 'a'), b(150u << 10, 'b'), c(64u << 10, 'c');
+    Script s;
+    s.frames = {"x", "yy", "zzz"};
+    s.half_close_first = true;
+    FakeGateway fake(gen, [&](const SeenInit&) { return s; });
+    GatewayClient gw(options_for(fake, gen));
+    Recorder rec;
+    ForwardManager mgr(gw, rec, {});
+    mgr.open(1, target());
+    ASSERT_TRUE(rec.wait_open());
+    mgr.send(1, a);
+    mgr.send(1, b);
+    mgr.send(1, c);
+    mgr.close_write(1);
+    ASSERT_TRUE(rec.wait_closed(mgr, 1));
+    EXPECT_EQ(fake.received(0), a + b + c);
+    EXPECT_EQ(fake.frame_sizes(0), (std::vector<size_t>{65536, 65536, 65536, 22528, 65536}));
+    EXPECT_EQ(rec.written(), a.size() + b.size() + c.size());
+    EXPECT_EQ(rec.data(), "xyyzzz");
+    const ForwardStats st = mgr.stats();
+    EXPECT_EQ(st.frames_sent, 5u);
+    EXPECT_EQ(st.frame_bytes_sent, a.size() + b.size() + c.size());
+    EXPECT_EQ(st.frames_received, 3u);
+    EXPECT_EQ(st.frame_bytes_received, 6u);
+  }
+}
+
+// Small pieces sent while a write is in flight join the last queued frame
+// (the socket bridge's reads), never past max_frame; nothing is lost.
+TEST(ForwardFrames, SmallPiecesJoinUpToTheLimit) {
+  Script s;
+  s.half_close_first = true;
+  FakeGateway fake(Generation::k0_1, [&](const SeenInit&) { return s; });
+  GatewayClient gw(options_for(fake, Generation::k0_1));
+  Recorder rec;
+  ForwardOptions fo;
+  fo.max_frame = 1000;
+  ForwardManager mgr(gw, rec, fo);
+  mgr.open(1, target());
+  ASSERT_TRUE(rec.wait_open());
+  std::string all;
+  for (int i = 0; i < 300; ++i) {
+    const std::string piece(7 + i % 13, static_cast<char>('a' + i % 26));
+    all += piece;
+    mgr.send(1, piece);
+  }
+  mgr.close_write(1);
+  ASSERT_TRUE(rec.wait_closed(mgr, 1));
+  EXPECT_EQ(fake.received(0), all);
+  const std::vector<size_t> sizes = fake.frame_sizes(0);
+  for (size_t n : sizes) EXPECT_LE(n, 1000u);
+  EXPECT_EQ(mgr.stats().frames_sent, sizes.size());
+}
+
 // Receive limits per call (issue 14.8): a ForwardTcp frame may carry what
 // upstream sends (64 KiB of data); a larger one ends the stream (gRPC's
 // RESOURCE_EXHAUSTED) instead of being buffered, where the channel-wide 4 MiB

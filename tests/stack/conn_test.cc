@@ -342,12 +342,15 @@ TEST(ConnOpenTimeout, TheDeadlineIsConfigurable) {
 TEST_F(ConnLifecycle, ClientBytesAreAcknowledgedWithinTheEarlyAckAllowance) {
   const ConnId id = established();
   EXPECT_TRUE(conns.on_client_data(id, std::string(600, 'a')));
-  EXPECT_EQ(up.take(), (Lines{"send 1 600"}));
   EXPECT_EQ(ops.take(), (Lines{"recved 600"}));  // 600 of 1000 allowed
+  conns.end_batch();
+  EXPECT_EQ(up.take(), (Lines{"send 1 600"}));
   EXPECT_TRUE(conns.on_client_data(id, std::string(600, 'b')));
   EXPECT_EQ(ops.take(), (Lines{"recved 400"}));  // the allowance is full
   EXPECT_TRUE(conns.on_client_data(id, std::string(100, 'c')));
   EXPECT_TRUE(ops.take().empty());
+  conns.end_batch();
+  EXPECT_EQ(up.take(), (Lines{"send 1 700"}));  // small: not held behind the write in flight
   conns.on_write_done(id, 600);  // 700 unwritten, 400 acknowledged of them
   EXPECT_EQ(ops.take(), (Lines{"recved 300"}));
   conns.on_write_done(id, 700);
@@ -365,6 +368,100 @@ TEST_F(ConnNoEarlyAck, ClientBytesAreAcknowledgedOnlyOnceWritten) {
   EXPECT_EQ(ops.take(), (Lines{"recved 200"}));
   conns.on_write_done(id, 300);
   EXPECT_EQ(ops.take(), (Lines{"recved 300"}));
+}
+
+// ---- upload frames (conn.cc "Upload frames", issue 16.3) ----
+
+TEST_F(ConnLifecycle, ASmallWriteAloneLeavesAtTheEndOfItsBatch) {
+  const ConnId id = established();
+  conns.on_client_data(id, "GET / HTTP/1.1\r\n\r\n");
+  EXPECT_TRUE(up.take().empty());  // gathered until the batch ends
+  conns.end_batch();
+  EXPECT_EQ(up.take(), (Lines{"send 1 18"}));
+  EXPECT_EQ(up.sent, "GET / HTTP/1.1\r\n\r\n");
+  conns.end_batch();
+  EXPECT_TRUE(up.take().empty());  // nothing twice
+}
+
+TEST_F(ConnLifecycle, ABurstOfSegmentsBecomesFullFrames) {
+  const ConnId id = established();
+  std::string all;
+  for (int i = 0; i < 200; ++i) {  // 200 segments of 1448 bytes in one batch
+    const std::string seg(1448, static_cast<char>('a' + i % 26));
+    all += seg;
+    conns.on_client_data(id, seg);
+  }
+  EXPECT_EQ(up.take(), (Lines{"send 1 65536", "send 1 65536", "send 1 65536", "send 1 65536"}));  // as soon as full
+  conns.end_batch();
+  EXPECT_TRUE(up.take().empty());  // the rest (27456) waits: writes are in flight
+  conns.on_write_done(id, 65536);
+  conns.on_write_done(id, 65536);
+  EXPECT_TRUE(up.take().empty());  // two frames still ahead: it gathers on
+  conns.on_write_done(id, 65536);
+  EXPECT_EQ(up.take(), (Lines{"send 1 27456"}));  // one left: queued before the relay runs dry
+  EXPECT_EQ(up.sent, all);
+  conns.on_write_done(id, 65536);
+  conns.on_write_done(id, 27456);
+  EXPECT_EQ(conns.find(id)->recv_pending, 0u);
+}
+
+TEST_F(ConnLifecycle, APartialFrameWaitsForTheWriteInFlightUnlessSmall) {
+  const ConnId id = established();
+  conns.on_client_data(id, std::string(5000, 'a'));
+  conns.end_batch();
+  EXPECT_EQ(up.take(), (Lines{"send 1 5000"}));  // nothing in flight: at once
+  conns.on_client_data(id, std::string(5000, 'b'));
+  conns.end_batch();
+  EXPECT_TRUE(up.take().empty());  // a write in flight: it gathers
+  conns.on_client_data(id, std::string(100, 'c'));
+  conns.end_batch();
+  EXPECT_TRUE(up.take().empty());  // the frame is not small any more
+  conns.on_write_done(id, 5000);
+  EXPECT_EQ(up.take(), (Lines{"send 1 5100"}));
+  conns.on_client_data(id, "ping");
+  conns.end_batch();
+  EXPECT_EQ(up.take(), (Lines{"send 1 4"}));  // small: not held behind the write in flight
+}
+
+TEST_F(ConnLifecycle, ASegmentCrossingTheFrameEdgeIsSplitAcrossFrames) {
+  const ConnId id = established();
+  conns.on_client_data(id, std::string(60000, 'a'));
+  conns.on_client_data(id, std::string(10000, 'b'));
+  EXPECT_EQ(up.take(), (Lines{"send 1 65536"}));
+  conns.on_client_fin(id);  // the partial frame goes before the half-close
+  EXPECT_EQ(up.take(), (Lines{"send 1 4464", "close_write 1"}));
+  EXPECT_EQ(up.sent, std::string(60000, 'a') + std::string(10000, 'b'));
+}
+
+TEST(ConnFrames, FramesNeverExceedTheConfiguredSize) {
+  StackCounters counters;
+  FakeOps ops;
+  RecordingUpstream up;
+  Connections conns(0, up, ops, counters, Connections::kDefaultOpenTimeout, 100);
+  TcpSpec spec;
+  spec.mss = 1460;
+  const auto syn = testing::tcp(spec);
+  conns.on_syn(syn, classify(syn), "sb", Connections::Clock::now());
+  conns.on_open_ok(1);
+  ASSERT_TRUE(conns.on_accept(FlowKey{spec.src, spec.dst, spec.sport, spec.dport}, kPcb));
+  up.take();
+  conns.on_client_data(1, std::string(250, 'x'));
+  EXPECT_EQ(up.take(), (Lines{"send 1 100", "send 1 100"}));
+  conns.end_batch();
+  EXPECT_EQ(up.take(), (Lines{"send 1 50"}));
+}
+
+TEST_F(ConnLifecycle, AFrameGatheredWhenTheStreamEndsIsDropped) {
+  const ConnId id = established();
+  conns.on_client_data(id, std::string(5000, 'a'));
+  conns.end_batch();
+  conns.on_client_data(id, std::string(5000, 'b'));
+  conns.end_batch();  // waits for the first write
+  up.take();
+  conns.on_closed(id, CloseKind::kOk, "");
+  EXPECT_TRUE(up.take().empty());
+  EXPECT_EQ(counters.drop_after_close, 5000u);
+  EXPECT_EQ(conns.find(id)->recv_pending, 5000u);
 }
 
 TEST_F(ConnLifecycle, UnknownConnectionDataIsLeftToTheAdapter) {
