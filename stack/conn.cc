@@ -38,8 +38,9 @@
 //     in recv_pending (unwritten there) and recv_owed (not recved() to lwIP).
 //     They are recved() when the upstream reports them written, or earlier
 //     while at most early_ack_bytes acknowledged bytes are unwritten
-//     (settle_recved), so lwIP's 64 KiB window plus that allowance bounds
-//     the bytes in flight upstream per connection.
+//     (settle_recved), so lwIP's receive window (lwip_receive_window():
+//     512 KiB in the source build, 64 KiB in Debian's binary) plus that
+//     allowance bounds the bytes in flight upstream per connection.
 //   upstream -> client: one frame at a time; read_more() only once the tx
 //     queue is empty, i.e. lwIP took the whole previous frame (≤ 64 KiB).
 //
