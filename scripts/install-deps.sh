@@ -56,3 +56,24 @@ if ((${#missing[@]})); then
   created_policy=0
 fi
 echo "install-deps: all ${#PKGS[@]} packages present"
+
+# lwIP from Debian's own source package (OSH_LWIP=source, stack/lwip/README.md):
+# a deb-src entry in a sources file of its own, with the URIs, suites,
+# components and keyring of the machine's Debian entries (deb822 .sources or
+# one-line .list), then `apt-get source` of the pinned version into a cache
+# outside the checkout (scripts/fetch-lwip.sh). Rewritten, and the indexes
+# updated, only when it changes or the version is not known to apt yet.
+APT_SOURCES="${OSH_APT_SOURCES:-/etc/apt}"  # overridable for packaging/tests/test_install_deps.sh
+SRC_FILE="$APT_SOURCES/sources.list.d/openshell-tunnel-src.sources"
+LWIP_VERSION=2.1.3+dfsg1-2
+want="# openshell-tunnel scripts/install-deps.sh: Debian's sources for lwIP (scripts/fetch-lwip.sh)
+$(/usr/bin/python3 "$(dirname "$0")/debian-sources.py" --root "$APT_SOURCES" --type deb-src \
+  --skip "$(basename "$SRC_FILE")")"
+if [[ ! -f $SRC_FILE || "$(cat "$SRC_FILE")" != "$want" ]]; then
+  printf '%s\n' "$want" >"$SRC_FILE"
+  echo "install-deps: wrote $SRC_FILE (deb-src)"
+  apt-get update -qq
+elif ! apt-cache showsrc --only-source lwip 2>/dev/null | grep -qx "Version: $LWIP_VERSION"; then
+  apt-get update -qq
+fi
+"$(dirname "$0")/fetch-lwip.sh" >/dev/null

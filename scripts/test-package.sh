@@ -75,47 +75,7 @@ cleanup() {
 trap cleanup EXIT
 
 # The machine's Debian bookworm sources, deb822 (Signed-By kept).
-/usr/bin/python3 - "$WORK/debian.sources" <<'PY'
-import glob, re, sys
-entries = []
-def add(types, uris, suites, comps, signed):
-    suites = [s for s in suites if s.startswith("bookworm")]
-    if "deb" in types and suites:
-        entries.append((uris, suites, comps or ["main"], signed))
-files = (["/etc/apt/sources.list"] + sorted(glob.glob("/etc/apt/sources.list.d/*.list")))
-for f in files:
-    try:
-        text = open(f).read()
-    except OSError:
-        continue
-    for ln in text.splitlines():
-        ln = ln.split("#", 1)[0].strip()
-        m = re.match(r"^(deb)\s+(\[[^\]]*\]\s+)?(\S+)\s+(\S+)\s*(.*)$", ln)
-        if m:
-            opts = m.group(2) or ""
-            sb = re.search(r"signed-by=(\S+?)\s*[\]\s]", opts + " ")
-            add(["deb"], [m.group(3)], [m.group(4)], m.group(5).split(), sb.group(1) if sb else "")
-for f in sorted(glob.glob("/etc/apt/sources.list.d/*.sources")):
-    for stanza in re.split(r"\n\s*\n", open(f).read()):
-        fields = {}
-        for ln in stanza.splitlines():
-            if ln.startswith("#") or ":" not in ln or ln[0].isspace():
-                continue
-            k, v = ln.split(":", 1)
-            fields[k.strip().lower()] = v.strip()
-        if fields.get("enabled", "yes").lower() == "no":
-            continue
-        add(fields.get("types", "").split(), fields.get("uris", "").split(), fields.get("suites", "").split(),
-            fields.get("components", "").split(), fields.get("signed-by", ""))
-if not entries:
-    sys.exit("test-package.sh: no Debian bookworm source in /etc/apt/sources.list*")
-with open(sys.argv[1], "w") as out:
-    for uris, suites, comps, signed in entries:
-        out.write(f"Types: deb\nURIs: {' '.join(uris)}\nSuites: {' '.join(suites)}\nComponents: {' '.join(comps)}\n")
-        if signed:
-            out.write(f"Signed-By: {signed}\n")
-        out.write("\n")
-PY
+scripts/debian-sources.py --type deb >"$WORK/debian.sources"
 echo "mirrors (from this machine's apt configuration):"
 sed 's/^/  /' "$WORK/debian.sources"
 

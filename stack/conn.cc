@@ -39,8 +39,9 @@
 //     or handed) and recv_owed (not recved() to lwIP).
 //     They are recved() when the upstream reports them written, or earlier
 //     while at most early_ack_bytes acknowledged bytes are unwritten
-//     (settle_recved), so lwIP's 64 KiB window plus that allowance bounds
-//     the bytes in flight upstream per connection.
+//     (settle_recved), so lwIP's receive window (lwip_receive_window():
+//     512 KiB in the source build, 64 KiB in Debian's binary) plus that
+//     allowance bounds the bytes in flight upstream per connection.
 //   Upload frames (issue 16.3: every frame costs the gateway and the
 //     supervisor a fixed amount, so bulk uploads must travel in full
 //     frames): received bytes are copied once, from lwIP's pbufs, into the

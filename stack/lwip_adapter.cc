@@ -1,8 +1,12 @@
 // Theory of operation: the lwIP adapter
 // =====================================
 //
-// lwIP (Debian liblwip 2.1.3, NO_SYS=0, core locking) terminates the user's
-// TCP connections. It sees only the TCP segments the packet gate lets
+// lwIP 2.1.3 (NO_SYS=0, core locking) terminates the user's TCP
+// connections: Debian's source package built with the project's options
+// (OSH_LWIP=source, stack/lwip/lwipopts.h: window scaling, a 512 KiB window
+// and send buffer, no forced single-pbuf copy) or Debian's binary package
+// liblwip-dev (OSH_LWIP=system: 64 KiB window and send buffer). What depends
+// on the options is written with lwIP's option macros. It sees only the TCP segments the packet gate lets
 // through (gate.h), and held SYNs once the state machine releases them
 // (conn.h, inject_syn):
 //
@@ -19,8 +23,8 @@
 //
 // Large segments (lwip-notes.md "Run-time workarounds"): with an MTU above
 // 1500 the SYN-ACK's MSS option is rewritten on output and pcb->mss raised
-// at accept, up to the client's MSS, the link and 32 KiB (two segments in
-// lwIP's 64 KiB send buffer).
+// at accept, up to the client's MSS, the link and half of lwIP's send
+// buffer (two segments in flight; 32 KiB with Debian's 64 KiB buffer).
 //
 // Locking: everything here runs under the lwIP core lock: the stack thread
 // takes it per packet batch and per posted event; lwIP's tcpip thread holds
@@ -53,6 +57,9 @@ extern "C" {
 #include "lwip/tcp.h"
 #include "lwip/tcpip.h"
 }
+#if defined(OSH_LWIP_SOURCE) && !defined(OSH_LWIPOPTS_H)
+#error "the source build of lwIP must see stack/lwip/lwipopts.h (cmake/lwip.cmake include order)"
+#endif
 
 namespace osh::stack {
 namespace {
@@ -365,9 +372,11 @@ void LwipAdapter::attach(PcbHandle h, ConnId id, uint16_t peer_mss) {
   const u16_t max_mss = static_cast<u16_t>(cfg_.mtu - (IP_IS_V6_VAL(pcb->remote_ip) ? 60 : 40));
   if (pcb->mss > max_mss) pcb->mss = max_mss;
   // With a large MTU, send large segments too (lwIP clamps the peer's MSS
-  // to TCP_MSS): up to the client's MSS, the link, and half of lwIP's
-  // 64 KiB send buffer so that two segments can be in flight.
-  if (cfg_.mtu > 1500 && peer_mss > pcb->mss) pcb->mss = std::min<u16_t>({peer_mss, max_mss, u16_t{32768}});
+  // to TCP_MSS): up to the client's MSS, the link, and half of lwIP's send
+  // buffer so that two segments can be in flight (32 KiB with Debian's
+  // 64 KiB buffer).
+  constexpr u16_t kHalfSendBuffer = std::min<uint32_t>((TCP_SND_BUF + 1) / 2, 0xffff);
+  if (cfg_.mtu > 1500 && peer_mss > pcb->mss) pcb->mss = std::min<u16_t>({peer_mss, max_mss, kHalfSendBuffer});
   tcp_arg(pcb, reinterpret_cast<void*>(static_cast<uintptr_t>(id)));
   tcp_recv(pcb, Lwip::recv_cb);
   tcp_sent(pcb, Lwip::sent_cb);
@@ -380,6 +389,8 @@ void LwipAdapter::attach(PcbHandle h, ConnId id, uint16_t peer_mss) {
     pcb->keep_cnt = cfg_.keepalive_count;
   }
 }
+
+uint32_t lwip_receive_window() noexcept { return TCP_WND; }
 
 size_t LwipAdapter::send_room(PcbHandle h) {
   tcp_pcb* pcb = pcb_of(h);

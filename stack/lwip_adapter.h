@@ -1,4 +1,4 @@
-// The one lwIP adapter: lwIP (Debian liblwip 2.1.3, NO_SYS=0, core locking)
+// The one lwIP adapter: lwIP (2.1.3 from Debian, NO_SYS=0, core locking)
 // set up as one netif that answers for every served address, fed through the
 // I2 input path, with on-demand listeners; it implements PcbOps for the
 // connection state machine and turns pcb callbacks into its events.
@@ -31,6 +31,12 @@ class CoreLock {
   CoreLock(const CoreLock&) = delete;
   CoreLock& operator=(const CoreLock&) = delete;
 };
+
+/// lwip_receive_window() - the receive window lwIP offers each connection,
+/// bytes: TCP_WND of the lwIP build (65535 with Debian's binary package,
+/// OSH_LWIP=system; stack/lwip/lwipopts.h with OSH_LWIP=source). A client
+/// without window scaling gets at most 65535. Any thread.
+uint32_t lwip_receive_window() noexcept;
 
 /// lwIP behind the packet fd. lwIP is process-global: at most one adapter
 /// exists at a time (its pcb callbacks find it through a static pointer).

@@ -50,13 +50,13 @@ struct StackConfig {
   /// `keepalive_count` unanswered probes. 0 idle disables it.
   uint32_t keepalive_idle_ms = 120000, keepalive_intvl_ms = 15000, keepalive_count = 4;
   /// Early acknowledgement, bytes per connection: client bytes handed to the
-  /// upstream are tcp_recved() (reopening lwIP's receive window, capped at
-  /// 64 KiB by Debian's build, lwip-notes.md) before the upstream reports
-  /// them written, as long as at most this many acknowledged bytes are still
-  /// unwritten. So at most 64 KiB + early_ack_bytes per connection wait
-  /// upstream (back-pressure stays bounded), and an upload is not limited to
-  /// one 64 KiB window per gRPC write round trip. 0: acknowledge only what
-  /// the upstream wrote.
+  /// upstream are tcp_recved() (reopening lwIP's receive window, 512 KiB in
+  /// the source build, 64 KiB in Debian's binary: lwip_receive_window())
+  /// before the upstream reports them written, while at most this many
+  /// acknowledged bytes are unwritten. So at most one window + early_ack_bytes
+  /// per connection wait upstream (back-pressure stays bounded), and an upload
+  /// is not limited to one window per gRPC write round trip. 0: acknowledge
+  /// only what the upstream wrote.
   size_t early_ack_bytes = 256 * 1024;
   /// Deadline of a held SYN, ms: a connection whose stream has not opened
   /// this long after its SYN is refused with RST and its stream aborted

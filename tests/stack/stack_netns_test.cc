@@ -193,6 +193,7 @@ IpAddress ip(const char* s) { return *IpAddress::parse(s); }
 
 Stack* g_stack = nullptr;  // the child's stack, for tests that read its counters
 Confinement g_confine = Confinement::kNone;  // StackConfig::confine of with_stack()
+size_t g_early_ack = StackConfig{}.early_ack_bytes;  // StackConfig::early_ack_bytes of with_stack()
 
 // Whether another thread can take the lwIP core lock within 2 s, asked from
 // the DNS handler (issue 14.3: queries are answered off the lock). A probe
@@ -235,6 +236,7 @@ std::string with_stack(const std::function<std::string()>& body) {
     return std::vector<uint8_t>(r.begin(), r.end());
   };
   cfg.confine = g_confine;
+  cfg.early_ack_bytes = g_early_ack;
   Stack stk(cfg, up);
   up.set_events(&stk.events());
   stk.set_routes({{ip("198.18.0.10"), "sbx"}, {ip("fd00:6f73:6800::10"), "sbx"}});
@@ -353,35 +355,70 @@ TEST_F(StackNetns, ClosedConnectionsLeaveNoPcbBehind) {
   });
 }
 
+// Writes up to 8 MiB to a connection whose upstream never completes a write
+// (port 11) and returns how many bytes the upstream got once its count has
+// been still for 300 ms (or "" with *err set).
+size_t bytes_through_stalled_upstream(std::string* err) {
+  g_stalled_bytes = 0;
+  int e;
+  int fd = connect_to("198.18.0.10", 11, &e, 1);
+  if (fd < 0) {
+    *err = std::string("connect: ") + strerror(e);
+    return 0;
+  }
+  const std::string chunk(1 << 20, 'u');
+  for (int i = 0; i < 8; ++i)
+    if (write(fd, chunk.data(), chunk.size()) <= 0) break;  // SO_SNDTIMEO 1 s ends it
+  size_t last = g_stalled_bytes.load();
+  for (int still_ms = 0, waited_ms = 0; still_ms < 300 && waited_ms < 5000; waited_ms += 20) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    const size_t now = g_stalled_bytes.load();
+    still_ms = now == last ? still_ms + 20 : 0;
+    last = now;
+  }
+  close(fd);
+  return last;
+}
+
 // Back-pressure with early acknowledgement (StackConfig::early_ack_bytes):
 // against an upstream that never completes a write, lwIP hands over more
-// than one 64 KiB window (the early acknowledgement works) but never more
+// than one receive window (the early acknowledgement works) but never more
 // than the window plus the 256 KiB allowance (it stays bounded).
 TEST_F(StackNetns, StalledUpstreamGetsAtMostOneWindowPlusTheEarlyAckAllowance) {
   run([] {
-    g_stalled_bytes = 0;
-    int err;
-    int fd = connect_to("198.18.0.10", 11, &err, 1);
-    if (fd < 0) return std::string("connect: ") + strerror(err);
-    const std::string chunk(1 << 20, 'u');
-    for (int i = 0; i < 8; ++i)
-      if (write(fd, chunk.data(), chunk.size()) <= 0) break;  // SO_SNDTIMEO 1 s ends it
-    // Wait until the upstream's count has been still for 300 ms.
-    size_t last = g_stalled_bytes.load();
-    for (int still_ms = 0, waited_ms = 0; still_ms < 300 && waited_ms < 5000; waited_ms += 20) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-      const size_t now = g_stalled_bytes.load();
-      still_ms = now == last ? still_ms + 20 : 0;
-      last = now;
-    }
-    close(fd);
-    const size_t window = 65535, allowance = StackConfig{}.early_ack_bytes;
+    std::string err;
+    const size_t last = bytes_through_stalled_upstream(&err);
+    if (!err.empty()) return err;
+    const size_t window = lwip_receive_window(), allowance = StackConfig{}.early_ack_bytes;
     if (last <= window) return "only " + std::to_string(last) + " bytes: no early acknowledgement";
     if (last > window + allowance)
       return std::to_string(last) + " bytes: more than a window plus " + std::to_string(allowance);
     return std::string();
   });
 }
+
+// Without early acknowledgement a stalled upstream gets one receive window:
+// more than half of lwIP's window (with the source build's window above
+// 64 KiB: window scaling works), never more than the window.
+TEST_F(StackNetns, StalledUpstreamWithoutEarlyAckGetsOneWindow) {
+  g_early_ack = 0;
+  run([] {
+    std::string err;
+    const size_t last = bytes_through_stalled_upstream(&err);
+    if (!err.empty()) return err;
+    const size_t window = lwip_receive_window();
+    if (last <= window / 2 || last > window)
+      return std::to_string(last) + " bytes: not within (" + std::to_string(window / 2) + ", " +
+             std::to_string(window) + "], lwIP's window";
+    return std::string();
+  });
+  g_early_ack = StackConfig{}.early_ack_bytes;
+}
+
+#ifdef OSH_LWIP_SOURCE
+// The source build's options (stack/lwip/lwipopts.h) are the ones compiled in.
+TEST(LwipSourceBuild, WindowAboveDebiansSixtyFourKiB) { EXPECT_GT(lwip_receive_window(), 65535u); }
+#endif
 
 TEST_F(StackNetns, EchoIntactWithHalfCloseIpv6) {
   run([] { return echo_roundtrip("fd00:6f73:6800::10"); });
