@@ -4,9 +4,9 @@
 // loopback family fallback, the RESOURCE_EXHAUSTED / relay-capacity kinds,
 // and a target that closes first. docs/ARCHITECTURE.md "Connection semantics"
 // and "SSH-session tokens and caps" describe the behaviour checked here.
-#include <algorithm>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
