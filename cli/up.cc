@@ -985,8 +985,9 @@ void Tunnel::bring_up(const std::vector<relay::SandboxInfo>& list) {
   // 14.6; OPENSHELL_TUNNEL_SECCOMP=0 leaves the filter out, for debugging).
   sc.confine = confinement_from_env();
   if (sc.confine != Confinement::kSeccomp)
-    spdlog::warn("OPENSHELL_TUNNEL_SECCOMP={}: the data-plane threads run without their seccomp filter",
-                 std::getenv("OPENSHELL_TUNNEL_SECCOMP"));
+    spdlog::warn("OPENSHELL_TUNNEL_SECCOMP={}: the data-plane threads run without their seccomp filter{}",
+                 std::getenv("OPENSHELL_TUNNEL_SECCOMP"),
+                 sc.confine == Confinement::kNone ? ", with the process's capabilities and no upstream dispatch thread" : "");
   stack_.emplace(sc, *upstream_);
   undo_.push("the stack", [this] {
     upstream_->set_events(nullptr);

@@ -114,6 +114,7 @@ std::string load_filter() {
 Confinement confinement_from_env() {
   const char* v = std::getenv("OPENSHELL_TUNNEL_SECCOMP");
   if (v && (std::strcmp(v, "0") == 0 || std::strcmp(v, "off") == 0)) return Confinement::kCapabilities;
+  if (v && std::strcmp(v, "none") == 0) return Confinement::kNone;
   return Confinement::kSeccomp;
 }
 

@@ -25,7 +25,10 @@ enum class Confinement {
 
 /// The confinement `up` asks for: kSeccomp, or kCapabilities when the
 /// environment variable OPENSHELL_TUNNEL_SECCOMP is "0" or "off" (a debugging
-/// switch, documented in the man page). Thread: any.
+/// switch, documented in the man page), or kNone when it is "none" (for
+/// measuring the confinement's cost: the threads keep the process's
+/// capabilities and the stack calls the relay without the upstream dispatch
+/// thread, as before issue 14.6). Thread: any.
 Confinement confinement_from_env();
 
 /// Whether this build enforces the filter: false in sanitizer builds

@@ -157,6 +157,8 @@ TEST(ThreadSandbox, EnvironmentSwitch) {
   EXPECT_EQ(confinement_from_env(), Confinement::kCapabilities);
   setenv("OPENSHELL_TUNNEL_SECCOMP", "off", 1);
   EXPECT_EQ(confinement_from_env(), Confinement::kCapabilities);
+  setenv("OPENSHELL_TUNNEL_SECCOMP", "none", 1);
+  EXPECT_EQ(confinement_from_env(), Confinement::kNone);
   setenv("OPENSHELL_TUNNEL_SECCOMP", "1", 1);
   EXPECT_EQ(confinement_from_env(), Confinement::kSeccomp);
   unsetenv("OPENSHELL_TUNNEL_SECCOMP");
