@@ -33,6 +33,12 @@
 namespace osh {
 
 std::string tune_malloc(const MallocTuning& tuning) {
+#ifdef OSH_SANITIZED
+  // The sanitizers' allocators replace glibc's, and their mallopt() refuses
+  // every parameter: there is nothing to tune (and nothing to warn about).
+  (void)tuning;
+  return "";
+#else
   std::string refused;
   const auto set = [&refused](int param, long value, const char* name) {
     if (mallopt(param, static_cast<int>(value)) == 1) return;
@@ -44,6 +50,7 @@ std::string tune_malloc(const MallocTuning& tuning) {
   set(M_MMAP_THRESHOLD, clamp(tuning.mmap_threshold), "M_MMAP_THRESHOLD");
   set(M_TRIM_THRESHOLD, clamp(tuning.trim_threshold), "M_TRIM_THRESHOLD");
   return refused.empty() ? refused : "glibc refused " + refused;
+#endif
 }
 
 void tune_malloc_at_start(const char* program) {
