@@ -53,9 +53,9 @@ Verdict judge(std::span<const uint8_t> pkt, const RouteTable& routes,
 
 /// judge_output() - the output filter for a packet lwIP wrote. Loop
 /// prevention and noise filter: only packets from a served address leave
-/// (read at the header's fixed offset: lwIP's output is well-formed by
-/// construction, so it is not classified again; issue 16.4)
-/// (lwIP's own router solicitations, MLD reports etc. do not). Large
+/// (lwIP's own router solicitations, MLD reports etc. do not); the source
+/// address is read at the header's fixed offset, since lwIP's output is
+/// well-formed by construction and is not classified again (issue 16.4). Large
 /// segments (lwip-notes.md "Run-time workarounds"): lwIP advertises at most
 /// TCP_MSS (1460); with an MTU above 1500 the MSS option of a SYN-ACK is
 /// rewritten in place to what the link carries (MTU - 40, IPv6: - 60), so

@@ -361,7 +361,7 @@ class MiniSupervisor::Impl {
       args.SetResourceQuota(quota);
     }
     channel_ = grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
-    bridge_ = std::make_unique<RelayBridge>(channel_.get());
+    bridge_ = std::make_unique<RelayBridge>(channel_);
   }
 
   ~Impl() { Stop(); }

@@ -51,8 +51,8 @@
 //     half-close extension) -> shutdown(SHUT_WR). Frames without data are
 //     skipped; a frame that does not parse cancels the relay. A write error
 //     -> cancel the relay.
-//   Frames are raw ByteBuffers (the RelayStream call is made through gRPC's
-//   generic factory, as the generated stub does), so no frame's bytes are
+//   Frames are raw ByteBuffers (the RelayStream call is made through
+//   grpc::GenericStub's callback API), so no frame's bytes are
 //   parsed into or serialised from a protobuf string (issue 16.2).
 //   A socket waiting for nothing is removed from the epoll set (EPOLLERR and
 //   EPOLLHUP are always reported and would otherwise spin the loop).
@@ -84,12 +84,15 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 
 #include <array>
 #include <atomic>
 #include <cerrno>
 #include <condition_variable>
+#include <memory>
+#include <string>
 #include <unordered_map>
 
 #include "peers/common/data_frame.h"
@@ -121,7 +124,7 @@ class Relay;
 /// on the loop thread only, except loop.post() and WaitIdle().
 class RelayBridgeCore {
  public:
-  explicit RelayBridgeCore(grpc::ChannelInterface* c) : channel(c) {}
+  explicit RelayBridgeCore(std::shared_ptr<grpc::ChannelInterface> c) : stub(std::move(c)) {}
 
   /// Creates a relay for @request and starts its dial. Thread: loop.
   void Add(RelayOpenRequest request);
@@ -136,7 +139,7 @@ class RelayBridgeCore {
   /// Socket readiness of relay @id (ignored if it is gone). Thread: loop.
   void OnEvents(uint64_t id, uint32_t events);
 
-  grpc::ChannelInterface* const channel;
+  grpc::GenericStub stub;  // RelayStream with raw frames (ByteBuffer both ways)
   osh::EventLoop loop;
   bool stopping = false;
 
@@ -284,10 +287,8 @@ void Relay::OnResultWritten(bool written) {
 
 void Relay::StartStream() {
   state_ = State::kStreaming;
-  static const grpc::internal::RpcMethod method(kRelayStreamPath,
-                                                grpc::internal::RpcMethod::BIDI_STREAMING);
-  grpc::internal::ClientCallbackReaderWriterFactory<grpc::ByteBuffer, grpc::ByteBuffer>::Create(
-      core_->channel, method, &ctx_, this);
+  static const std::string method(kRelayStreamPath);
+  core_->stub.PrepareBidiStreamingCall(&ctx_, method, grpc::StubOptions(), this);
   AddMultipleHolds(2);
   read_hold_ = write_hold_ = true;
   v1::RelayFrame init;
@@ -637,8 +638,8 @@ void RelayBridgeCore::WaitIdle() {
 
 // ---- RelayBridge ----
 
-RelayBridge::RelayBridge(grpc::ChannelInterface* channel)
-    : core_(std::make_unique<RelayBridgeCore>(channel)) {}
+RelayBridge::RelayBridge(std::shared_ptr<grpc::ChannelInterface> channel)
+    : core_(std::make_unique<RelayBridgeCore>(std::move(channel))) {}
 
 RelayBridge::~RelayBridge() { Shutdown(); }
 

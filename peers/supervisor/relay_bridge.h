@@ -50,10 +50,9 @@ class RelayBridgeCore;
 class RelayBridge {
  public:
   /// RelayBridge() - creates the event loop (no thread yet).
-  /// @channel: carries the RelayStream calls (raw frames, relay_bridge.cc);
-  /// must outlive the bridge.
+  /// @channel: carries the RelayStream calls (raw frames, relay_bridge.cc).
   /// @throws std::system_error if epoll or eventfd cannot be created.
-  explicit RelayBridge(grpc::ChannelInterface* channel);
+  explicit RelayBridge(std::shared_ptr<grpc::ChannelInterface> channel);
   /// Calls Shutdown().
   ~RelayBridge();
   RelayBridge(const RelayBridge&) = delete;
