@@ -36,8 +36,8 @@ std::string human_bytes(uint64_t b) {
 }
 
 void print_status(const json& j) {
-  fmt::print("openshell-tunnel: up (pid {}, since {}), TUN {}\n", j.value("pid", 0),
-             j.value("started", ""), j.value("tun", ""));
+  fmt::print("openshell-tunnel: up (pid {}, since {}), TUN {} (offload: {})\n", j.value("pid", 0),
+             j.value("started", ""), j.value("tun", ""), j.value("tun_offload", "unknown"));
   // Names, versions and errors come from the gateway: escaped for the
   // terminal as for the log (common/log_escape.h).
   const json& g = j["gateway"];

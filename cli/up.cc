@@ -264,6 +264,8 @@ class Tunnel {
   std::optional<names::ResolverRegistration> resolver_;
   std::optional<ControlServer> control_;
   std::string tun_name_;
+  /// The TUN's checksum offload: "checksum" or "off (why)" (status "tun_offload").
+  std::string tun_offload_;
   const Clock::time_point started_ = Clock::now();
 
   std::mutex mu_;  // guards the members below (refresh vs. control thread)
@@ -703,6 +705,7 @@ json Tunnel::status_json() {
   }
   json j = {{"pid", ::getpid()},
             {"tun", tun_name_},
+            {"tun_offload", tun_offload_},
             {"started", iso_time(started_)},
             {"uptime_s", std::chrono::duration_cast<std::chrono::seconds>(Clock::now() - started_).count()},
             {"domain", o_.domain},
@@ -893,8 +896,24 @@ void Tunnel::bring_up(const std::vector<relay::SandboxInfo>& list) {
   // names' own steps forget their files once removed; a file whose block
   // could not be removed stays in the state for the next run.
 
-  dev_.emplace(tun::TunDevice::open(o_.tun_name));
+  // Checksum offload (issue 16.5, stack/vnet.h): on unless the environment
+  // turns it off or lwIP cannot skip its own checksums (Debian's binary
+  // package), where it would not pay.
+  const char* offload_env = std::getenv("OPENSHELL_TUNNEL_TUN_OFFLOAD");
+  const bool offload_off = offload_env && (std::string_view(offload_env) == "0" || std::string_view(offload_env) == "off");
+  dev_.emplace(tun::TunDevice::open(o_.tun_name, !offload_off && stack::lwip_checksum_ctrl()));
   undo_.push("the TUN device", [this] { dev_.reset(); });
+  if (dev_->vnet_hdr())
+    tun_offload_ = "checksum";
+  else if (offload_off)
+    tun_offload_ = "off (OPENSHELL_TUNNEL_TUN_OFFLOAD)";
+  else if (!stack::lwip_checksum_ctrl())
+    tun_offload_ = "off (lwIP build without per-netif checksum control)";
+  else
+    tun_offload_ = "off (kernel refused: " + dev_->offload_refused() + ")";
+  if (!dev_->vnet_hdr() && !dev_->offload_refused().empty())
+    spdlog::warn("TUN checksum offload refused by the kernel ({}); every checksum is computed and checked",
+                 dev_->offload_refused());
   tun_name_ = dev_->name();
   state_.tun_name = tun_name_;
   // The firewall before the link is up: no moment where forwarded packets
@@ -933,8 +952,9 @@ void Tunnel::bring_up(const std::vector<relay::SandboxInfo>& list) {
     }
   }
   link_->set_up();
-  fmt::print("✓ TUN {} up: {}/{} {} mtu {}\n", tun_name_, plan_->tunnel4().to_string(), p4_->len,
-             ipv6_ ? plan_->tunnel6().to_string() + "/" + std::to_string(p6_->len) : "(IPv6 off)", o_.mtu);
+  fmt::print("✓ TUN {} up: {}/{} {} mtu {}, offload {}\n", tun_name_, plan_->tunnel4().to_string(), p4_->len,
+             ipv6_ ? plan_->tunnel6().to_string() + "/" + std::to_string(p6_->len) : "(IPv6 off)", o_.mtu,
+             tun_offload_);
   fmt::print("✓ firewall table inet {}: forwarded packets {}; uids {} may connect{}\n", firewall_->table(),
              o_.allow_forwarding ? "ALLOWED (--allow-forwarding)" : "dropped", fmt::join(o_.allowed_uids, ", "),
              o_.max_connections_per_user == 0
@@ -961,6 +981,7 @@ void Tunnel::bring_up(const std::vector<relay::SandboxInfo>& list) {
   upstream_->set_sandbox_names(sandbox_names());
   stack::StackConfig sc;
   sc.packet_fd = dev_->fd();
+  sc.vnet_hdr = dev_->vnet_hdr();
   sc.mtu = o_.mtu;
   sc.peer4 = plan_->tunnel4();
   sc.peer6 = plan_->tunnel6();

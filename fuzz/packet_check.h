@@ -3,7 +3,8 @@
 // (tests/stack/corpus_replay_test.cc), plus the checksum helpers the stack
 // harness uses to build and verify packets.
 //
-// check_packet() runs classify() on one packet and, for whatever it accepts,
+// check_packet() runs the checksum offload's helpers (check_vnet) and
+// classify() on one packet and, for whatever it accepts,
 // the builder the stack would use on it (make_rst_for_syn and
 // make_unreachable for TCP, make_echo_reply for echo requests,
 // make_udp_reply for UDP), and returns the first broken rule:
@@ -23,6 +24,7 @@
 #include <vector>
 
 #include "stack/packet.h"
+#include "stack/vnet.h"
 
 namespace osh::fuzz {
 
@@ -132,8 +134,32 @@ inline std::string check_crafted(const char* what, std::span<const uint8_t> out,
 /// check_packet() - runs classify() and the builders on one packet as
 /// described at the top of this file. Return: "" or the first broken rule.
 /// Thread: any.
+/// The checksum offload's rules (stack/vnet.h) on one input: the same bytes
+/// read as a virtio-net header and a packet stay inside the buffer; a TCP
+/// segment given the partial checksum and then completed (as the kernel
+/// would) carries a valid checksum.
+inline std::string check_vnet(std::span<const uint8_t> pkt, const Parsed& p) {
+  std::vector<uint8_t> read(pkt.begin(), pkt.end());
+  const stack::VnetInput in = stack::vnet_input(read);
+  if (in.kind == stack::VnetInput::Kind::kPacket &&
+      (in.packet.data() != read.data() + stack::VnetHeader::kSize ||
+       in.packet.size() != read.size() - stack::VnetHeader::kSize))
+    return "vnet_input: the packet is not the bytes after the header";
+  if (p.kind != Parsed::Kind::kTcp) return "";
+  std::vector<uint8_t> seg(pkt.begin(), pkt.begin() + static_cast<long>(p.total_len));
+  const stack::VnetHeader h = stack::partial_tcp_checksum(seg);
+  if (h.flags != stack::VnetHeader::kNeedsCsum || h.csum_start != p.ip_header_len || h.csum_offset != 16)
+    return "partial_tcp_checksum: no NEEDS_CSUM header for a TCP segment";
+  if (!stack::complete_partial_checksum(seg, h.csum_start, h.csum_offset))
+    return "complete_partial_checksum: refused its own header";
+  if (!stack::checksums_ok(seg, p) && stack::ip_header_checksum_ok(seg, p))
+    return "partial checksum, completed, is not valid";
+  return "";
+}
+
 inline std::string check_packet(std::span<const uint8_t> pkt) {
   const Parsed p = stack::classify(pkt);
+  if (auto e = check_vnet(pkt, p); !e.empty()) return e;
   if (p.kind == Parsed::Kind::kMalformed) return "";
   // The lengths classify reports.
   const uint8_t version = pkt[0] >> 4;

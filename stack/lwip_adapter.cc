@@ -57,6 +57,7 @@ extern "C" {
 #include "lwip/tcp.h"
 #include "lwip/tcpip.h"
 }
+#include "stack/vnet.h"
 #if defined(OSH_LWIP_SOURCE) && !defined(OSH_LWIPOPTS_H)
 #error "the source build of lwIP must see stack/lwip/lwipopts.h (cmake/lwip.cmake include order)"
 #endif
@@ -80,6 +81,13 @@ void to_lwip(const IpAddress& a, ip_addr_t* out) {
     ip_addr_copy_from_ip4(*out, v4);
   }
 }
+
+#if LWIP_CHECKSUM_CTRL_PER_NETIF
+// The netif's checksum switches with checksum offload (StackConfig::vnet_hdr):
+// all of lwIP's defaults but TCP generation (the kernel completes or skips
+// it) and TCP checking (switched on per segment the kernel does not vouch for).
+constexpr u16_t kOffloadChecksums = NETIF_CHECKSUM_ENABLE_ALL & ~(NETIF_CHECKSUM_GEN_TCP | NETIF_CHECKSUM_CHECK_TCP);
+#endif
 
 tcp_pcb* pcb_of(PcbHandle h) { return reinterpret_cast<tcp_pcb*>(static_cast<uintptr_t>(h)); }
 PcbHandle handle_of(tcp_pcb* p) { return static_cast<PcbHandle>(reinterpret_cast<uintptr_t>(p)); }
@@ -109,28 +117,32 @@ struct LwipAdapter::Lwip {
   // from the pbuf, a chain with one writev. An MSS rewrite changes lwIP's
   // own copy of a SYN-ACK: harmless, tcp_output_segment rewrites the option
   // and the checksum on a retransmission.
+  //
+  // Checksum offload (StackConfig::vnet_hdr, vnet.h): lwIP generates no TCP
+  // checksum on this netif; a TCP segment gets the pseudo-header sum in its
+  // checksum field (after judge_output, whose SYN-ACK MSS rewrite computes a
+  // full one) and goes out NEEDS_CSUM.
   static err_t output(pbuf* p) {
-    if (!judge_output({static_cast<uint8_t*>(p->payload), p->len}, self->routes_, self->cfg_.mtu)) {
+    const std::span<uint8_t> headers{static_cast<uint8_t*>(p->payload), p->len};
+    if (!judge_output(headers, self->routes_, self->cfg_.mtu)) {
       self->counters_.drop_unsupported++;
       return ERR_OK;
     }
-    if (!p->next) {
-      self->emit({static_cast<const uint8_t*>(p->payload), p->len});
-      return ERR_OK;
-    }
-    constexpr size_t kMaxIov = 64;
+    uint8_t vnet[VnetHeader::kSize] = {};
+    if (self->cfg_.vnet_hdr) partial_tcp_checksum(headers).write(vnet);
     iovec iov[kMaxIov];
     size_t n = 0;
     for (const pbuf* q = p; q; q = q->next) {
       if (n == kMaxIov) {  // a longer chain than lwIP builds for one segment: copied
         std::vector<uint8_t> buf(p->tot_len);
         pbuf_copy_partial(p, buf.data(), p->tot_len, 0);
-        self->emit(buf);
+        const iovec one{buf.data(), buf.size()};
+        self->emit_iov(&one, 1, vnet);
         return ERR_OK;
       }
       if (q->len > 0) iov[n++] = iovec{q->payload, q->len};
     }
-    self->emit_iov(iov, n);
+    self->emit_iov(iov, n, vnet);
     return ERR_OK;
   }
   static err_t output4(netif*, pbuf* p, const ip4_addr_t*) { return output(p); }
@@ -237,6 +249,9 @@ void LwipAdapter::start() {
     netif_ip6_addr_set(&lwip_->nif, 1, &a6);
     netif_ip6_addr_set_state(&lwip_->nif, 1, IP6_ADDR_PREFERRED);
   }
+#if LWIP_CHECKSUM_CTRL_PER_NETIF
+  if (cfg_.vnet_hdr) NETIF_SET_CHECKSUM_CTRL(&lwip_->nif, kOffloadChecksums | NETIF_CHECKSUM_CHECK_TCP);
+#endif
   netif_set_default(&lwip_->nif);
   netif_set_up(&lwip_->nif);
   netif_set_link_up(&lwip_->nif);
@@ -259,7 +274,19 @@ void LwipAdapter::emit(std::span<const uint8_t> pkt) {
   emit_iov(&iov, 1);
 }
 
-void LwipAdapter::emit_iov(const iovec* iov, size_t n) {
+void LwipAdapter::emit_iov(const iovec* iov, size_t n, const uint8_t* vnet) {
+  if (cfg_.vnet_hdr) {  // the header as one more piece in front: no copy
+    static constexpr uint8_t kZeros[VnetHeader::kSize] = {};
+    iovec all[kMaxIov + 1];
+    all[0] = iovec{const_cast<uint8_t*>(vnet ? vnet : kZeros), VnetHeader::kSize};
+    std::copy_n(iov, std::min(n, kMaxIov), all + 1);
+    write_iov(all, std::min(n, kMaxIov) + 1);
+    return;
+  }
+  write_iov(iov, n);
+}
+
+void LwipAdapter::write_iov(const iovec* iov, size_t n) {
   if (::writev(cfg_.packet_fd, iov, static_cast<int>(n)) < 0) {
     counters_.drop_tx_error++;
     spdlog::debug("stack: packet write: {}", std::strerror(errno));
@@ -284,11 +311,18 @@ static bool aborts_lwip(const Parsed& p) {
   return false;
 }
 
-void LwipAdapter::feed(std::span<const uint8_t> pkt, const Parsed& p) {
+void LwipAdapter::feed(std::span<const uint8_t> pkt, const Parsed& p, bool l4_vouched) {
   if (aborts_lwip(p)) {
     counters_.drop_malformed++;
     return;
   }
+#if LWIP_CHECKSUM_CTRL_PER_NETIF
+  // Per segment: lwIP reads the flag in tcp_input, under the core lock held here.
+  if (cfg_.vnet_hdr)
+    NETIF_SET_CHECKSUM_CTRL(&lwip_->nif, kOffloadChecksums | (l4_vouched ? 0 : NETIF_CHECKSUM_CHECK_TCP));
+#else
+  (void)l4_vouched;
+#endif
   pbuf* pb = pbuf_alloc(PBUF_RAW, static_cast<u16_t>(p.total_len), PBUF_RAM);
   if (!pb) {
     counters_.drop_tx_error++;
@@ -391,6 +425,8 @@ void LwipAdapter::attach(PcbHandle h, ConnId id, uint16_t peer_mss) {
 }
 
 uint32_t lwip_receive_window() noexcept { return TCP_WND; }
+
+bool lwip_checksum_ctrl() noexcept { return LWIP_CHECKSUM_CTRL_PER_NETIF != 0; }
 
 size_t LwipAdapter::send_room(PcbHandle h) {
   tcp_pcb* pcb = pcb_of(h);

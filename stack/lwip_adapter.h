@@ -66,8 +66,10 @@ class LwipAdapter final : public PcbOps {
   /// feed() - a TCP segment (Verdict::kSegment, or a SYN the state machine
   /// passes on) into lwIP's tcp_input (I2 path, lwip-notes.md). A segment
   /// that would abort lwIP 2.1.3 ("insane offset", fuzz/README.md) is
-  /// dropped as malformed instead.
-  void feed(std::span<const uint8_t> pkt, const Parsed& p);
+  /// dropped as malformed instead. @l4_vouched: the kernel vouches for the
+  /// TCP checksum (StackConfig::vnet_hdr, vnet.h): lwIP does not verify it
+  /// (the netif's CHECK_TCP is off for this one segment).
+  void feed(std::span<const uint8_t> pkt, const Parsed& p, bool l4_vouched = false);
 
   /// lwIP's pcb lists, counted (core lock held).
   PcbCounts pcb_counts() const;
@@ -85,12 +87,19 @@ class LwipAdapter final : public PcbOps {
   void abort(PcbHandle pcb) override;
   void emit(std::span<const uint8_t> packet) override;
   /// emit_iov() - writes one packet gathered from @n pieces (a pbuf chain)
-  /// with one writev(); counted like emit().
-  void emit_iov(const iovec* iov, size_t n);
+  /// with one writev(); counted like emit(). With StackConfig::vnet_hdr,
+  /// @vnet (VnetHeader::kSize bytes) goes in front of it (nullptr: a header
+  /// of zeros, the packet's checksums are complete); @iov has room for at
+  /// most kMaxIov pieces.
+  void emit_iov(const iovec* iov, size_t n, const uint8_t* vnet = nullptr);
+  static constexpr size_t kMaxIov = 64;
 
   struct Lwip;  // lwIP-typed state and callbacks (lwip_adapter.cc)
 
  private:
+  /// The one writev() of a packet; counts tx_packets or drop_tx_error.
+  void write_iov(const iovec* iov, size_t n);
+
   const StackConfig& cfg_;
   const RouteTable& routes_;
   StackCounters& counters_;

@@ -31,15 +31,6 @@ void wr32(uint8_t* p, uint32_t v) {
   p[2] = static_cast<uint8_t>(v >> 8); p[3] = static_cast<uint8_t>(v);
 }
 
-// Pseudo-header sum for TCP/UDP/ICMPv6 checksums (RFC 9293 §3.1, RFC 8200 §8.1).
-uint32_t pseudo_sum(const IpAddress& src, const IpAddress& dst, uint8_t proto, size_t len) {
-  uint32_t sum = checksum_add(0, {src.bytes.data(), src.size()});
-  sum = checksum_add(sum, {dst.bytes.data(), dst.size()});
-  sum += proto;
-  sum += static_cast<uint32_t>(len & 0xffff) + static_cast<uint32_t>(len >> 16);
-  return sum;
-}
-
 // Writes an IP header for `payload_len` bytes of `proto` at the front of
 // `out` (which must be sized), returning the header length.
 size_t write_ip_header(std::vector<uint8_t>& out, const IpAddress& src, const IpAddress& dst,
@@ -80,6 +71,14 @@ uint32_t checksum_add(uint32_t sum, std::span<const uint8_t> d) {
   size_t i = 0;
   for (; i + 1 < d.size(); i += 2) sum += static_cast<uint32_t>((d[i] << 8) | d[i + 1]);
   if (i < d.size()) sum += static_cast<uint32_t>(d[i] << 8);
+  return sum;
+}
+
+uint32_t pseudo_sum(const IpAddress& src, const IpAddress& dst, uint8_t proto, size_t len) {
+  uint32_t sum = checksum_add(0, {src.bytes.data(), src.size()});
+  sum = checksum_add(sum, {dst.bytes.data(), dst.size()});
+  sum += proto;
+  sum += static_cast<uint32_t>(len & 0xffff) + static_cast<uint32_t>(len >> 16);
   return sum;
 }
 

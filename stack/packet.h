@@ -90,7 +90,11 @@ bool rewrite_tcp_mss(std::span<uint8_t> pkt, const Parsed& p, uint16_t mss);
 
 /// Internet checksum (RFC 1071) over `data`, continuing from `sum`.
 uint32_t checksum_add(uint32_t sum, std::span<const uint8_t> data);
+/// The complemented 16-bit fold of `sum`: the value a checksum field holds.
 uint16_t checksum_fold(uint32_t sum);
+/// Pseudo-header sum (unfolded) for a TCP/UDP/ICMPv6 checksum over `len`
+/// bytes of protocol `proto` (RFC 9293 §3.1, RFC 8200 §8.1).
+uint32_t pseudo_sum(const IpAddress& src, const IpAddress& dst, uint8_t proto, size_t len);
 
 /// Builds the RST|ACK that refuses a SYN (RFC 9293 §3.10.7.1: seq 0,
 /// ack = SYN's seq + 1), from the SYN's destination back to its source.

@@ -68,6 +68,7 @@
 #include "stack/gate.h"
 #include "stack/lwip_adapter.h"
 #include "stack/upstream_dispatch.h"
+#include "stack/vnet.h"
 
 namespace osh::stack {
 
@@ -184,7 +185,7 @@ struct Stack::Impl final : UpstreamEvents {
   /// forever, so the fd is dropped from the loop (one log line) and the
   /// stack waits for its owner's teardown (cli/up.cc sees the deletion).
   void read_packets(uint32_t events) {
-    uint8_t buf[65536];
+    uint8_t buf[VnetHeader::kSize + 65536];
     std::vector<PendingDns> dns;
     int dead_errno = 0;
     bool drained = false;  // the last read() found nothing (or failed)
@@ -198,7 +199,16 @@ struct Stack::Impl final : UpstreamEvents {
           break;
         }
         counters.rx_packets++;
-        handle_packet({buf, static_cast<size_t>(r)}, dns);
+        if (!cfg.vnet_hdr) {
+          handle_packet({buf, static_cast<size_t>(r)}, dns, false);
+          continue;
+        }
+        const VnetInput in = vnet_input({buf, static_cast<size_t>(r)});
+        switch (in.kind) {
+          case VnetInput::Kind::kPacket: handle_packet(in.packet, dns, in.l4_vouched); break;
+          case VnetInput::Kind::kMalformed: counters.drop_malformed++; break;
+          case VnetInput::Kind::kGso: counters.drop_unsupported++; break;
+        }
       }
       conns.end_batch();  // partial upload frames of idle streams leave now (conn.cc "Upload frames")
     }
@@ -226,7 +236,9 @@ struct Stack::Impl final : UpstreamEvents {
     for (const auto& r : replies) lwip.emit(r);
   }
 
-  void handle_packet(std::span<const uint8_t> pkt, std::vector<PendingDns>& dns) {
+  /// @l4_vouched: the kernel vouches for this TCP segment's checksum (vnet.h
+  /// VnetInput); lwIP does not check it.
+  void handle_packet(std::span<const uint8_t> pkt, std::vector<PendingDns>& dns, bool l4_vouched) {
     const Verdict v = judge(pkt, routes, cfg.dns_addrs, static_cast<bool>(cfg.dns_handler));
     const Parsed& p = v.p;
     switch (v.kind) {
@@ -254,11 +266,11 @@ struct Stack::Impl final : UpstreamEvents {
         return;
       case Verdict::Kind::kSegment:
         if (const ConnId id = conns.handshake_reset(p)) {
-          lwip.feed(pkt, p);  // lwIP frees the SYN_RCVD pcb
+          lwip.feed(pkt, p, l4_vouched);  // lwIP frees the SYN_RCVD pcb
           conns.on_handshake_reset(id);
           return;
         }
-        lwip.feed(pkt, p);
+        lwip.feed(pkt, p, l4_vouched);
         return;
     }
   }

@@ -32,6 +32,15 @@ struct StackConfig {
   /// gives EBADFD, EIO or EBADF: the TUN was deleted), the stack thread stops
   /// reading it and logs one warning; the owner tears down.
   int packet_fd = -1;
+  /// Whether every packet on packet_fd starts with a virtio_net_hdr (a TUN
+  /// opened with IFF_VNET_HDR and TUNSETOFFLOAD TUN_F_CSUM, issue 16.5;
+  /// stack/vnet.h). Then neither side computes a TCP checksum on this
+  /// host-local hop: lwIP's segments go out NEEDS_CSUM with the
+  /// pseudo-header sum only, and segments the kernel vouches for
+  /// (NEEDS_CSUM or DATA_VALID) are not verified by lwIP. A read with
+  /// gso_type other than NONE is dropped (drop_unsupported). false: plain
+  /// IP packets, every checksum computed and checked.
+  bool vnet_hdr = false;
   /// MTU of the link, bytes.
   uint32_t mtu = 1500;
   /// Address of the kernel side of the link (the TUN's own address), v4 and
@@ -89,6 +98,12 @@ struct StackConfig {
   /// they are, Upstream called on the stack's threads under the lock.
   Confinement confine = Confinement::kNone;
 };
+
+/// lwip_checksum_ctrl() - whether this lwIP build can turn its TCP checksum
+/// generation and checking off per netif (LWIP_CHECKSUM_CTRL_PER_NETIF: the
+/// source build; Debian's binary package cannot), which the TUN's checksum
+/// offload needs to pay (StackConfig::vnet_hdr works either way). Any thread.
+bool lwip_checksum_ctrl() noexcept;
 
 /// lwIP's TCP control blocks right now (lwIP core lock held while counted).
 /// `active`: every pcb between SYN_RCVD and LAST_ACK (tcp_active_pcbs);

@@ -25,6 +25,14 @@ want_version=$([[ $OSH_PROTOCOL == 0.0 ]] && echo 0.0.111 || echo 0.1.11)
 grep -q "reachable ($want_version, protocol $OSH_PROTOCOL, workspace default)" "$OSH_WORK/status.txt" ||
   { echo "FAIL: status does not say '$want_version, protocol $OSH_PROTOCOL'"; exit 1; }
 
+say "check: the TUN runs with checksum offload (issue 16.5; this kernel supports it)"
+if [[ ${OPENSHELL_TUNNEL_TUN_OFFLOAD:-} != 0 && ${OPENSHELL_TUNNEL_TUN_OFFLOAD:-} != off ]]; then
+  offload=$(n_client "$OSH_TUNNEL" status --json --state-dir "$OSH_STATE" |
+    /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["tun_offload"])')
+  [[ $offload == checksum ]] || { echo "FAIL: status --json tun_offload is '$offload'"; exit 1; }
+  grep -q "(offload: checksum)" "$OSH_WORK/status.txt" || { echo "FAIL: status does not say 'offload: checksum'"; exit 1; }
+fi
+
 say "check: the name resolves in the client namespace"
 grep -q "demo.local" "$OSH_HOSTS"
 n_client getent hosts demo.local

@@ -114,12 +114,17 @@
  * "writable" mark, unused here; init.c requires it below 0xFFFF - 4 MSS. */
 #define TCP_SNDLOWAT    LWIP_MIN(LWIP_MAX(((TCP_SND_BUF) / 2), (2 * TCP_MSS) + 1), 0xFFFF - 4 * TCP_MSS - 1)
 
-/* Checksums: generated while tcp_write() copies (kept). */
-#define LWIP_CHECKSUM_ON_COPY   1
+/* CHANGED (Debian: 1): no checksum while tcp_write() copies. With the
+ * TUN's checksum offload (issue 16.5, stack/vnet.h) lwIP generates no TCP
+ * checksum at all, and the sum taken on copy (a second pass over the bytes,
+ * lwip_chksum_copy) would be wasted; without it the checksum is taken once
+ * per segment in tcp_output_segment instead (and again per retransmission). */
+#define LWIP_CHECKSUM_ON_COPY   0
 /* CHANGED (Debian: 0): NETIF_SET_CHECKSUM_CTRL() may turn checking and
  * generating off per netif. The netif starts with all of it on (lwIP's
- * default), which is what this build does; the cost is one flag test per
- * checksum. */
+ * default); with the TUN's checksum offload the adapter turns TCP
+ * generation off, and TCP checking off for each segment the kernel vouches
+ * for (lwip_adapter.cc). The cost is one flag test per checksum. */
 #define LWIP_CHECKSUM_CTRL_PER_NETIF 1
 
 /* No statistics (kept). */
