@@ -56,6 +56,7 @@ TunDevice TunDevice::open(std::string_view name, bool checksum_offload) {
 
   // One attempt: the open descriptor attached with @flags, or errno.
   const auto attach = [&](short flags, ScopedFd& fd, std::string& actual) -> int {
+    fd.reset();  // a refused first attempt's interface goes before its name is asked for again
     fd = ScopedFd(::open(kClonePath, O_RDWR | O_CLOEXEC | O_NONBLOCK));
     if (!fd) throw TunError(std::string("open ") + kClonePath, errno);
     struct ifreq ifr;

@@ -3,6 +3,9 @@
 #include "tun/tun_device.h"
 
 #include <fcntl.h>
+#include <linux/if_tun.h>
+#include <net/if.h>
+#include <sys/ioctl.h>
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -65,6 +68,30 @@ TEST(TunDeviceTest, OpenCreatesNonPersistentInterface) {
     }
     // Closing the descriptor removes the interface.
     CHECK_IN_CHILD(f, !link_index("osh-test0").has_value(), "interface outlived its fd");
+    return f.str();
+  });
+}
+
+// Checksum offload (issue 16.5): granted by this kernel, with the flags
+// the kernel reports back (TUNGETIFF); not asked for, not there.
+TEST(TunDeviceTest, ChecksumOffloadIsOnWhenAskedFor) {
+  OSH_REQUIRE_PRIVILEGES();
+  OSH_IN_NEW_NETNS(0, [] {
+    Failures f;
+    {
+      TunDevice tun = TunDevice::open("osh-test0", true);
+      CHECK_IN_CHILD(f, tun.vnet_hdr(), "refused: " + tun.offload_refused());
+      CHECK_IN_CHILD(f, tun.offload_refused().empty(), tun.offload_refused());
+      struct ifreq ifr{};
+      CHECK_IN_CHILD(f, ::ioctl(tun.fd(), TUNGETIFF, &ifr) == 0);
+      CHECK_IN_CHILD(f, (ifr.ifr_flags & IFF_VNET_HDR) != 0, "no IFF_VNET_HDR");
+      int size = 0;
+      CHECK_IN_CHILD(f, ::ioctl(tun.fd(), TUNGETVNETHDRSZ, &size) == 0 && size == 10, std::to_string(size));
+    }
+    TunDevice plain = TunDevice::open("osh-test0");
+    CHECK_IN_CHILD(f, !plain.vnet_hdr());
+    struct ifreq ifr{};
+    CHECK_IN_CHILD(f, ::ioctl(plain.fd(), TUNGETIFF, &ifr) == 0 && (ifr.ifr_flags & IFF_VNET_HDR) == 0);
     return f.str();
   });
 }
