@@ -410,7 +410,7 @@ struct StackHarness::Impl {
       if (std::memcmp(rip, p.src.bytes.data(), p.src.size()) != 0 ||
           std::memcmp(lip, p.dst.bytes.data(), p.dst.size()) != 0)
         continue;
-      hit = q->state >= ESTABLISHED && q->rcv_nxt - p.seq == 0x80000000u;
+      hit = q->state >= SYN_RCVD && q->rcv_nxt - p.seq == 0x80000000u;
       break;
     }
     UNLOCK_TCPIP_CORE();

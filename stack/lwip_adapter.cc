@@ -300,6 +300,8 @@ void LwipAdapter::write_iov(const iovec* iov, size_t n) {
 // lwIP 2.1.3 asserts ("insane offset!", tcp_in.c) and aborts the process on
 // a 1-byte segment (data or FIN) whose sequence number is exactly 2^31 away
 // from rcv_nxt; found by fuzz/stack_fuzz. Such a segment is never valid.
+// From SYN_RCVD on: there the segment's ACK completes the handshake and lwIP
+// passes it on to tcp_receive (fuzz/README.md finding 3).
 static bool aborts_lwip(const Parsed& p) {
   const size_t len = p.tcp_payload_len + ((p.tcp_flags & kFin) ? 1 : 0) + ((p.tcp_flags & kSyn) ? 1 : 0);
   if (len != 1) return false;
@@ -307,7 +309,7 @@ static bool aborts_lwip(const Parsed& p) {
   to_lwip(p.src, &src);
   to_lwip(p.dst, &dst);
   for (tcp_pcb* q = tcp_active_pcbs; q; q = q->next)
-    if (same_flow(q, p.flow(), src, dst)) return q->state >= ESTABLISHED && q->rcv_nxt - p.seq == 0x80000000u;
+    if (same_flow(q, p.flow(), src, dst)) return q->state >= SYN_RCVD && q->rcv_nxt - p.seq == 0x80000000u;
   return false;
 }
 
