@@ -32,12 +32,14 @@
 #include <mutex>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <unordered_map>
 #include <unordered_set>
 
 #include "fuzz/packet_check.h"
 #include "stack/stack.h"
+#include "stack/vnet.h"
 
 // lwipopts.h declares the core-lock functions without extern "C".
 extern "C" {
@@ -125,6 +127,12 @@ struct StackHarness::Impl {
   bool b_present = true;
   bool strict = true;  // the known findings are fixed in stack/; OSH_FUZZ_STRICT=0 tolerates them
   bool trace = std::getenv("OSH_FUZZ_TRACE") != nullptr;  // every packet in and out, to stderr
+  // OSH_STACK_HARNESS_VNET=1: the socketpair carries virtio-net headers as a
+  // TUN with checksum offload does (StackConfig::vnet_hdr, stack/vnet.h):
+  // kVnetPartial records go in NEEDS_CSUM, the stack's output is unwrapped
+  // and its partial checksums completed before the checks.
+  bool vnet = std::getenv("OSH_STACK_HARNESS_VNET") != nullptr &&
+              std::string_view(std::getenv("OSH_STACK_HARNESS_VNET")) == "1";
   uint64_t sent = 0;  // packets of non-zero length written (= rx_packets when all read)
   std::map<ConnId, Stream> streams;
   ConnId max_id = 0;
@@ -151,6 +159,7 @@ struct StackHarness::Impl {
 
     stack::StackConfig cfg;
     cfg.packet_fd = fd_stack;
+    cfg.vnet_hdr = vnet;
     cfg.mtu = 1500;
     cfg.peer4 = ip("198.18.0.1");
     cfg.netif4 = ip("198.18.0.3");
@@ -176,7 +185,21 @@ struct StackHarness::Impl {
   }
 
   // ---- packets to the stack ----
-  bool write_packet(std::span<const uint8_t> pkt) {
+  /// @partial: with vnet, send a TCP segment NEEDS_CSUM (pseudo-header sum
+  /// in its checksum field, as the kernel would).
+  bool write_packet(std::span<const uint8_t> in, bool partial = false) {
+    std::vector<uint8_t> framed;
+    std::span<const uint8_t> pkt = in;
+    if (vnet) {
+      framed.assign(stack::VnetHeader::kSize, 0);
+      framed.insert(framed.end(), in.begin(), in.end());
+      if (partial) {
+        const stack::VnetHeader h =
+            stack::partial_tcp_checksum(std::span<uint8_t>(framed).subspan(stack::VnetHeader::kSize));
+        h.write(std::span<uint8_t, stack::VnetHeader::kSize>(framed.data(), stack::VnetHeader::kSize));
+      }
+      pkt = framed;
+    }
     const auto deadline = Clock::now() + kDeadline;
     while (::send(fd_client, pkt.data(), pkt.size(), MSG_NOSIGNAL) < 0) {
       if (errno != EAGAIN || Clock::now() > deadline) {
@@ -222,7 +245,23 @@ struct StackHarness::Impl {
       const ssize_t n = ::recv(fd_client, buf.data(), buf.size(), MSG_DONTWAIT);
       if (n < 0) return;
       ++totals.packets_out;
-      check_output({buf.data(), static_cast<size_t>(n)});
+      if (!vnet) {
+        check_output({buf.data(), static_cast<size_t>(n)});
+        continue;
+      }
+      if (static_cast<size_t>(n) < stack::VnetHeader::kSize) return fail("the stack wrote no virtio-net header");
+      const stack::VnetHeader h = stack::VnetHeader::parse(buf);
+      std::span<uint8_t> out(buf.data() + stack::VnetHeader::kSize, static_cast<size_t>(n) - stack::VnetHeader::kSize);
+      if (h.gso_type != stack::VnetHeader::kGsoNone || (h.flags & ~stack::VnetHeader::kNeedsCsum) != 0)
+        return fail("the stack wrote a virtio-net header with GSO or flags other than NEEDS_CSUM");
+      if (h.flags != 0) {
+        const Parsed r = stack::classify(out);
+        if (r.kind != Parsed::Kind::kTcp || h.csum_start != r.ip_header_len || h.csum_offset != 16)
+          return fail("the stack wrote NEEDS_CSUM for something else than a TCP segment's checksum");
+        if (!stack::complete_partial_checksum(out, h.csum_start, h.csum_offset))
+          return fail("the stack wrote NEEDS_CSUM offsets past the packet");
+      }
+      check_output(out);
     }
   }
 
@@ -380,7 +419,7 @@ struct StackHarness::Impl {
     }
     ++totals.packets_in;
     if (trace) std::fprintf(stderr, "stack_harness: in  ctl=%#x %s\n", r.ctl, hex(pkt).c_str());
-    if (!write_packet(pkt)) return;
+    if (!write_packet(pkt, (r.ctl & kVnetPartial) != 0)) return;
     if (pkt.empty() ? !barrier() : !wait_handled()) return;
     drain_output();
     if (!(r.ctl & kDeferUpstream)) settle();

@@ -38,6 +38,7 @@ enum StackCtl : uint8_t {
   kRelativeAck = 0x02,
   kDeferUpstream = 0x04,
   kToggleRoute = 0x08,
+  kVnetPartial = 0x10,  ///< OSH_STACK_HARNESS_VNET=1 only: sent NEEDS_CSUM (stack_harness.cc)
 };
 
 /// One client packet of a stack input.
