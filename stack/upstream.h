@@ -42,7 +42,8 @@ const char* to_string(CloseKind k);
 
 /// Calls the stack makes into the upstream. All are made on the stack thread
 /// with the lwIP core lock held (with StackConfig::confine: on the stack's
-/// upstream dispatch thread, without the lock, in the same order;
+/// upstream dispatch thread, without the lock, in the same order, except
+/// try_send_queued, which the dispatch makes on the confined caller's thread;
 /// upstream_dispatch.h): implementations must not block, and must not call
 /// back into UpstreamEvents synchronously (post instead).
 class Upstream {

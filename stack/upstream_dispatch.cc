@@ -1,10 +1,17 @@
 #include "stack/upstream_dispatch.h"
 
+#include <pthread.h>
+
 #include <utility>
 
 namespace osh::stack {
 
-void UpstreamDispatch::start() { thread_ = std::thread([this] { run(); }); }
+void UpstreamDispatch::start() {
+  thread_ = std::thread([this] {
+    (void)pthread_setname_np(pthread_self(), "osh-dispatch");  // for profiles and ps; cosmetic
+    run();
+  });
+}
 
 void UpstreamDispatch::finish() {
   std::vector<Call> dropped;  // destroyed after mu_ is released

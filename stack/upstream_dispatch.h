@@ -49,7 +49,7 @@ class UpstreamDispatch final : public Upstream {
   UpstreamDispatch(const UpstreamDispatch&) = delete;
   UpstreamDispatch& operator=(const UpstreamDispatch&) = delete;
 
-  /// Starts the dispatch thread. Thread: the owner's (NOT a confined one:
+  /// Starts the dispatch thread ("osh-dispatch"). Thread: the owner's (NOT a confined one:
   /// the new thread inherits its creator's capabilities and filter).
   /// @throws std::system_error if the thread cannot be created.
   void start();
