@@ -47,6 +47,9 @@ void RelayUpstream::open(const stack::OpenRequest& req) {
 }
 
 void RelayUpstream::send(stack::ConnId id, std::string bytes) { mgr_.send(id, std::move(bytes)); }
+bool RelayUpstream::try_send_queued(stack::ConnId id, std::string& bytes) {
+  return mgr_.try_send_queued(id, bytes);
+}
 void RelayUpstream::read_more(stack::ConnId id) { mgr_.read_more(id); }
 void RelayUpstream::close_write(stack::ConnId id) { mgr_.close_write(id); }
 void RelayUpstream::abort(stack::ConnId id) { mgr_.abort(id); }

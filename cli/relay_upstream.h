@@ -31,6 +31,7 @@ class RelayUpstream final : public stack::Upstream, public relay::ForwardObserve
   // stack::Upstream
   void open(const stack::OpenRequest& req) override;
   void send(stack::ConnId id, std::string bytes) override;
+  bool try_send_queued(stack::ConnId id, std::string& bytes) override;
   void read_more(stack::ConnId id) override;
   void close_write(stack::ConnId id) override;
   void abort(stack::ConnId id) override;

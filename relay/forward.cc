@@ -178,6 +178,8 @@ class ForwardCall : public std::enable_shared_from_this<ForwardCall> {
   virtual ~ForwardCall() = default;
   virtual void start() = 0;
   virtual void send(std::string bytes) = 0;
+  /// ForwardStreams::try_send_queued for this call; under the manager's mu.
+  virtual bool try_send_queued(std::string& bytes) = 0;
   virtual void read_more() = 0;
   virtual void close_write() = 0;
   virtual void abort() = 0;
@@ -391,6 +393,16 @@ class ForwardReactor final : public ForwardCall, public grpc::ClientBidiReactor<
     prepare_write_locked();
     lk.unlock();
     this->StartWrite(&tx_);
+  }
+
+  // Only the plain case: a write in flight, nothing special about the
+  // stream. Everything else goes through send(). No gRPC call here.
+  bool try_send_queued(std::string& bytes) override {
+    std::lock_guard lk(mu_);
+    if (successor_ || wd_requested_ || aborted_ || w_closed_ || !write_in_flight_) return false;
+    record_locked(bytes);
+    enqueue_locked(std::move(bytes));
+    return true;
   }
 
   void read_more() override {
@@ -1320,6 +1332,15 @@ void ForwardManager::open(StreamId id, ForwardTarget target) {
 
 void ForwardManager::send(StreamId id, std::string bytes) {
   if (auto c = impl_->find(id)) c->send(std::move(bytes));
+}
+
+bool ForwardManager::try_send_queued(StreamId id, std::string& bytes) {
+  // Under the manager's mu (lock order: it, then the call's mu_), so that the
+  // map keeps the call alive: the caller's thread never drops the last
+  // reference (a reactor's destruction is gRPC code).
+  std::lock_guard lk(impl_->mu);
+  const auto it = impl_->calls.find(id);
+  return it != impl_->calls.end() && it->second->try_send_queued(bytes);
 }
 
 void ForwardManager::read_more(StreamId id) {

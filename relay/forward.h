@@ -196,6 +196,19 @@ class ForwardStreams {
   /// copy (a piece that fits is joined to the last queued frame instead;
   /// longer ones are split); one write in flight.
   virtual void send(StreamId id, std::string bytes) = 0;
+  /// send()'s fast path for a caller on a thread that must not run gRPC
+  /// code (stack::Upstream::try_send_queued): if the stream has a write in
+  /// flight (and is not ending, aborted or moved to a fallback call), queues
+  /// @bytes (taken over) behind it under the stream's mutex and returns
+  /// true; the write's completion, on gRPC's thread, sends them. Otherwise
+  /// returns false and leaves @bytes alone: call send(). No gRPC call is
+  /// made and no stream object released on the caller's thread.
+  /// Default: false (always use send()).
+  virtual bool try_send_queued(StreamId id, std::string& bytes) {
+    (void)id;
+    (void)bytes;
+    return false;
+  }
   /// Starts the next read (after on_data).
   virtual void read_more(StreamId id) = 0;
   /// Half-closes the client->target direction after queued bytes (WritesDone).
@@ -218,6 +231,7 @@ class ForwardManager final : public ForwardStreams {
 
   void open(StreamId id, ForwardTarget target) override;
   void send(StreamId id, std::string bytes) override;
+  bool try_send_queued(StreamId id, std::string& bytes) override;
   void read_more(StreamId id) override;
   void close_write(StreamId id) override;
   void abort(StreamId id) override;

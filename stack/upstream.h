@@ -42,7 +42,8 @@ const char* to_string(CloseKind k);
 
 /// Calls the stack makes into the upstream. All are made on the stack thread
 /// with the lwIP core lock held (with StackConfig::confine: on the stack's
-/// upstream dispatch thread, without the lock, in the same order;
+/// upstream dispatch thread, without the lock, in the same order, except
+/// try_send_queued, which the dispatch makes on the confined caller's thread;
 /// upstream_dispatch.h): implementations must not block, and must not call
 /// back into UpstreamEvents synchronously (post instead).
 class Upstream {
@@ -58,6 +59,22 @@ class Upstream {
   /// on_write_done once written upstream; the stack opens the client's TCP
   /// window only then or within its early-ack allowance (design.md §3).
   virtual void send(ConnId id, std::string bytes) = 0;
+  /// Optional fast path of send() for a caller that must not run the
+  /// transport's code on its own thread (UpstreamDispatch on the confined
+  /// stack thread, issue 16): when the stream has a write in flight, queue
+  /// @bytes behind it using memory work only (locks, allocation; no system
+  /// call but futex/mmap, no call into the transport, no object of the
+  /// transport destroyed) and return true: the bytes are then sent exactly as
+  /// send() would have (the write's completion starts the next write on the
+  /// transport's own thread). Otherwise (no write in flight, stream unknown,
+  /// ending or moved) return false with @bytes untouched: the caller then
+  /// makes send(). Same rules as send() otherwise: the caller has made all
+  /// its earlier calls for @id (ordering is the caller's job). Default: false.
+  virtual bool try_send_queued(ConnId id, std::string& bytes) {
+    (void)id;
+    (void)bytes;
+    return false;
+  }
   /// The stack accepted the last on_data frame: deliver the next one.
   virtual void read_more(ConnId id) = 0;
   /// The client sent FIN: half-close upstream after the queued bytes.

@@ -5,20 +5,42 @@
 // socket I/O, DNS resolution and connects on the calling thread, and starts
 // threads of its own there (they would inherit the filter). So Connections
 // talk to an UpstreamDispatch, which queues each call for a thread of its
-// own (unconfined, an osh::EventLoop) that makes it on the real Upstream.
+// own (unconfined) that makes it on the real Upstream.
+//
+// The hop's cost (issue 16; docs/BENCHMARKS.md "The upstream dispatch
+// hop"): each call used to be a closure on an osh::EventLoop (an allocation
+// for a send, an eventfd write, epoll_wait and an eventfd read per wake-up).
+// Now:
+//   - the queue is a vector of plain Call records under one mutex, and the
+//     thread sleeps on a condition variable: a wake-up is one futex wake
+//     (only when the thread sleeps), and the thread takes every call queued
+//     meanwhile in one batch;
+//   - send() skips the hop when nothing is queued or running here and the
+//     target can queue the bytes behind a write in flight without running
+//     transport code (Upstream::try_send_queued; the relay's frame queue,
+//     drained by gRPC's own threads). Nothing queued or running means every
+//     earlier call was made, so per-connection order holds.
 #pragma once
 
+#include <condition_variable>
+#include <cstdint>
+#include <memory>
+#include <mutex>
 #include <string>
+#include <thread>
+#include <vector>
 
-#include "common/event_loop.h"
 #include "stack/upstream.h"
 
 namespace osh::stack {
 
-/// An Upstream that runs every call on its own thread, in call order.
-/// Calls: any thread, never block (a closure is queued). The target's
-/// calls are made WITHOUT the lwIP core lock; the target must tolerate that
-/// (the relay does; upstream.h's "core lock held" is then not given).
+/// An Upstream that makes every call on its own thread, in call order,
+/// except sends the target queues itself (try_send_queued, above).
+/// Calls: any thread (the stack's callers hold the lwIP core lock, which
+/// serialises them), never block beyond a short mutex hold. The target's
+/// calls on the dispatch thread are made WITHOUT the core lock (the relay
+/// tolerates that; upstream.h's "core lock held" is then not given);
+/// try_send_queued is made on the caller's thread under this object's mutex.
 class UpstreamDispatch final : public Upstream {
  public:
   /// @target must outlive this object.
@@ -27,36 +49,53 @@ class UpstreamDispatch final : public Upstream {
   UpstreamDispatch(const UpstreamDispatch&) = delete;
   UpstreamDispatch& operator=(const UpstreamDispatch&) = delete;
 
-  /// Starts the dispatch thread. Thread: the owner's (NOT a confined one:
+  /// Starts the dispatch thread ("osh-dispatch"). Thread: the owner's (NOT a confined one:
   /// the new thread inherits its creator's capabilities and filter).
-  void start() {
-    loop_.start();
-    started_ = true;
-  }
-  /// Makes every call queued so far, then stops the thread; later calls are
-  /// dropped. Idempotent. Thread: any but the dispatch thread.
+  /// @throws std::system_error if the thread cannot be created.
+  void start();
+  /// Makes every call queued so far (if started; else drops them), then
+  /// stops the thread; later calls are dropped, sends included. Idempotent.
+  /// Thread: any but the dispatch thread.
   void finish();
 
-  void open(const OpenRequest& req) override {
-    loop_.post([this, req] { target_.open(req); });
-  }
-  void send(ConnId id, std::string bytes) override {
-    loop_.post([this, id, b = std::move(bytes)]() mutable { target_.send(id, std::move(b)); });
-  }
-  void read_more(ConnId id) override {
-    loop_.post([this, id] { target_.read_more(id); });
-  }
-  void close_write(ConnId id) override {
-    loop_.post([this, id] { target_.close_write(id); });
-  }
-  void abort(ConnId id) override {
-    loop_.post([this, id] { target_.abort(id); });
-  }
+  void open(const OpenRequest& req) override;
+  /// Straight into the target's queue when possible (see the file comment),
+  /// else queued for the dispatch thread like every other call.
+  void send(ConnId id, std::string bytes) override;
+  void read_more(ConnId id) override;
+  void close_write(ConnId id) override;
+  void abort(ConnId id) override;
+
+  /// What the dispatch did so far (for tests and benchmarks).
+  struct Stats {
+    uint64_t queued = 0;        ///< calls queued for the dispatch thread
+    uint64_t wakeups = 0;       ///< times the sleeping thread was woken for them
+    uint64_t direct_sends = 0;  ///< sends the target queued itself (no hop)
+  };
+  Stats stats() const;
 
  private:
+  enum class Op : uint8_t { kOpen, kSend, kReadMore, kCloseWrite, kAbort };
+  struct Call {
+    Op op;
+    ConnId id;
+    std::string bytes;                  // kSend
+    std::unique_ptr<OpenRequest> open;  // kOpen
+  };
+
+  void enqueue(Call call);
+  void run();                 // the dispatch thread
+  void make(Call& call);      // one call on the target
+
   Upstream& target_;
-  EventLoop loop_;
-  bool started_ = false;  // owner's thread
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<Call> queue_;   // mu_
+  size_t outstanding_ = 0;    // mu_: calls queued or in the batch being made
+  bool sleeping_ = false;     // mu_: the thread waits on cv_ and was not notified yet
+  bool stopping_ = false;     // mu_: finish() began; calls are dropped
+  Stats stats_;               // mu_
+  std::thread thread_;        // owner's thread (start/finish)
 };
 
 }  // namespace osh::stack

@@ -53,6 +53,8 @@ for t in osh-stack osh-tcpip; do
 done
 check "main thread: no filter of ours (Seccomp: 0)" [ "$(task_field main Seccomp)" = 0 ]
 check "main thread keeps its capabilities" [ "$(task_field main CapEff)" != 0000000000000000 ]
+# The upstream dispatch thread makes the gRPC calls the confined threads may not.
+check "osh-dispatch: no filter of ours (Seccomp: 0)" [ "$(task_field osh-dispatch Seccomp)" = 0 ]
 check "NoNewPrivs on the confined threads" [ "$(task_field osh-stack NoNewPrivs)" = 1 ]
 
 say "not dumpable: attaching needs CAP_SYS_PTRACE, even for uid 0 with a superset of its capabilities"

@@ -266,6 +266,49 @@ TEST(ForwardFrames, SmallPiecesJoinUpToTheLimit) {
   EXPECT_EQ(mgr.stats().frames_sent, sizes.size());
 }
 
+// send()'s fast path for the confined stack thread (issue 16,
+// ForwardStreams::try_send_queued): taken only behind a write in flight,
+// else false with the bytes untouched; a caller that falls back to send()
+// on false gets every byte through in order, each frame as it was queued.
+// Whether a given try finds a write in flight is up to gRPC's timing, so
+// the test checks the bytes, not the count.
+TEST(ForwardFrames, TrySendQueuedTakesBytesOnlyBehindAWriteAndLosesNone) {
+  Script s;
+  s.half_close_first = true;
+  FakeGateway fake(Generation::k0_1, [&](const SeenInit&) { return s; });
+  GatewayClient gw(options_for(fake, Generation::k0_1));
+  Recorder rec;
+  ForwardManager mgr(gw, rec, {});
+  std::string unknown = "kept";
+  EXPECT_FALSE(mgr.try_send_queued(9, unknown));
+  EXPECT_EQ(unknown, "kept");
+  mgr.open(1, target());
+  ASSERT_TRUE(rec.wait_open());
+  std::string all;
+  size_t taken = 0;
+  for (int i = 0; i < 64; ++i) {
+    std::string f(64u << 10, static_cast<char>('a' + i % 26));
+    f.replace(0, 8, std::to_string(10000000 + i));
+    all += f;
+    if (mgr.try_send_queued(1, f)) {
+      EXPECT_TRUE(f.empty());
+      ++taken;
+    } else {
+      ASSERT_EQ(f.size(), 64u << 10);  // untouched
+      mgr.send(1, std::move(f));
+    }
+  }
+  mgr.close_write(1);
+  std::string late = "after the half-close";
+  EXPECT_FALSE(mgr.try_send_queued(1, late));  // ending: send() decides (drops)
+  EXPECT_EQ(late, "after the half-close");
+  ASSERT_TRUE(rec.wait_closed(mgr, 1));
+  EXPECT_EQ(fake.received(0), all);
+  EXPECT_EQ(fake.frame_sizes(0), std::vector<size_t>(64, 64u << 10));
+  EXPECT_EQ(rec.written(), all.size());
+  RecordProperty("taken_without_send", static_cast<int>(taken));
+}
+
 // Receive limits per call (issue 14.8): a ForwardTcp frame may carry what
 // upstream sends (64 KiB of data); a larger one ends the stream (gRPC's
 // RESOURCE_EXHAUSTED) instead of being buffered, where the channel-wide 4 MiB
