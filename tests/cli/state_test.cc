@@ -100,8 +100,14 @@ TEST(RecordedTunnel, AliveOnlyWithMatchingIdentity) {
 // The state names a pid that now belongs to another process (here a child
 // that is alive): with the old identity recorded it is not the tunnel.
 TEST(RecordedTunnel, ReusedPidIsNotTheTunnel) {
+  // proc(5) start times count clock ticks (USER_HZ, 10 ms): a child forked
+  // within this test process's first tick would have the same start time.
+  // Two ticks apart, the identities differ as a reused pid's would.
+  const long tick_us = 1'000'000 / ::sysconf(_SC_CLK_TCK);
+  ::usleep(static_cast<useconds_t>(2 * tick_us));
   Sleeper other;
   ASSERT_GT(other.pid, 0);
+  ASSERT_NE(process_identity(other.pid)->start_time, process_identity(::getpid())->start_time);
   RunState st;
   st.pid = other.pid;
   st.identity = *process_identity(::getpid());  // the identity the "tunnel" had

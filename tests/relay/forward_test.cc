@@ -1092,7 +1092,8 @@ struct HostileCase {
   Script script;
   /// What must happen: "all+ok" every byte then a clean end, "all+reset"
   /// every byte then a reset, "prefix+reset" a prefix then a reset,
-  /// "all+ok|reset" either every byte and a clean end or a reset.
+  /// "all+ok|reset|refused" every byte and a clean end, a reset, or (nothing
+  /// delivered) refused.
   const char* want;
 };
 
@@ -1105,7 +1106,7 @@ std::vector<HostileCase> hostile_cases() {
   };
   v.push_back({"empty frames between data", frames({"", "a", "", "", "bc", ""}), "all+ok"});
   v.push_back({"a thousand empty frames", frames(std::vector<std::string>(1000, "")), "all+ok"});
-  v.push_back({"one 1 MiB frame", frames({std::string(1 << 20, 'x')}), "all+ok|reset"});
+  v.push_back({"one 1 MiB frame", frames({std::string(1 << 20, 'x')}), "all+ok|reset|refused"});
   v.push_back({"four thousand 1-byte frames", frames(std::vector<std::string>(4000, "z")), "all+ok"});
   {
     Script s = frames({"abc", std::string(5 << 20, 'y'), "never"});
@@ -1158,7 +1159,13 @@ TEST(ForwardHostileGateway, DeliversAtMostTheDataFramesInOrderAndAlwaysEnds) {
       EXPECT_NE(end, "closed:ok");
       EXPECT_LT(got.size(), sent.size() + (sent.empty() ? 1 : 0));
     } else {
-      EXPECT_TRUE((all && end == "closed:ok") || end == "closed:reset") << end;
+      // An oversize first frame (over the per-call receive limit) ends the
+      // call before anything was delivered: "refused" (the client's SYN gets
+      // an RST) when it arrives inside the settle window, "reset" after it;
+      // which one depends on the machine's timing, both are right.
+      EXPECT_TRUE((all && end == "closed:ok") || end == "closed:reset" ||
+                  (got.empty() && end == "closed:refused"))
+          << end;
     }
   }
 }
