@@ -11,7 +11,8 @@
 // relay and 10,000 relays cost 10,000 sockets and reactors, not threads.
 //
 // Threads: the session thread, one writer thread per accepted session, the
-// relays' event-loop thread, and gRPC's own threads (the callback reactions).
+// relays' event-loop thread, and gRPC's own threads (the callback reactions,
+// which also do the relays' target reads and writes).
 //
 // Wire generation (protocol-0.1 §4). The generated stub is typed with the
 // 0.0 messages, so ConnectSupervisor is opened raw (ByteBuffer) and every

@@ -2,13 +2,27 @@
 // =================================================
 //
 // Threads. One event-loop thread (osh::EventLoop, common/event_loop.h:
-// epoll, a callback per socket, posted tasks) owns every Relay and all of
-// its state: the target socket, the RelayStream's frames and flags. gRPC runs the reactions (OnReadDone, OnWriteDone,
-// OnWritesDoneDone, OnDone) on its own threads; each reaction only posts a
-// task to the loop and returns, so no relay state has a lock and no reaction
-// ever blocks. Every Start*/RemoveHold/TryCancel call is made on the loop
-// thread. No thread per relay: 10,000 relays are 10,000 sockets in one epoll
-// set and 10,000 reactors.
+// epoll, a callback per socket, posted tasks) owns the table of relays, the
+// epoll interest of every target socket, dials, results and endings (a
+// relay is created, closed and erased only there). gRPC runs the reactions
+// (OnReadDone, OnWriteDone, OnWritesDoneDone, OnDone) on its own threads.
+// Each Relay's state (target socket I/O, the RelayStream's frames and
+// flags) is guarded by the relay's own mutex, held by whichever thread acts
+// on it: the loop (socket events, dial, result, shutdown) or a reaction.
+// OnReadDone, OnWriteDone and OnWritesDoneDone act inline on gRPC's thread
+// (the non-blocking sendmsg()/read() and the next StartRead/StartWrite), so
+// the data path needs no hop to the loop per frame (issue 16.2: the futex
+// and epoll wake-ups of that hop were a fifth of the supervisor's CPU). A
+// reaction that changes the socket's wanted epoll interest (EAGAIN: poll
+// for EPOLLOUT or EPOLLIN; the call ended: stop polling) posts one
+// UpdateWatch task to the loop (at most one pending per relay); events that
+// arrive meanwhile are checked against the relay's flags and ignored if
+// stale. OnDone only posts: the relay is erased on the loop. The mutex is
+// never held across a wait: gRPC's client reactions are never run inline
+// from Start*/TryCancel/RemoveHold (can_inline=false, grpcpp
+// client_callback.h), and OnDone is scheduled only after the reaction that
+// drops the last hold has returned. No thread per relay: 10,000 relays are
+// 10,000 sockets in one epoll set and 10,000 reactors.
 //
 // Relay lifecycle (states, what each allows):
 //   kDialing        non-blocking connect to each resolved address in turn
@@ -92,6 +106,7 @@
 #include <cerrno>
 #include <condition_variable>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <unordered_map>
 
@@ -128,8 +143,8 @@ class RelayBridgeCore {
 
   /// Creates a relay for @request and starts its dial. Thread: loop.
   void Add(RelayOpenRequest request);
-  /// Runs @fn on relay @id if it still exists, then erases it if it has
-  /// finished. Thread: loop.
+  /// Runs @fn on relay @id with its mutex held if it still exists, then
+  /// erases it if it has finished. Thread: loop.
   template <class Fn>
   void WithRelay(uint64_t id, Fn&& fn);
   /// Sets stopping and ends or cancels every relay. Thread: loop.
@@ -154,8 +169,10 @@ class RelayBridgeCore {
 
 namespace {
 
-/// One relay; see the theory of operation. Loop-thread methods are the
-/// public non-override ones; the overrides are gRPC reactions and only post.
+/// One relay; see the theory of operation. The public non-override methods
+/// run on the loop thread with mu() held (RelayBridgeCore::WithRelay); the
+/// overrides are gRPC reactions: they take mu() and act inline, except
+/// OnDone, which posts.
 class Relay final : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
  public:
   Relay(RelayBridgeCore* core, uint64_t id, RelayOpenRequest request)
@@ -163,24 +180,36 @@ class Relay final : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::ByteB
         where_(std::move(request.where)), results_(std::move(request.results)),
         dialer_(std::move(request.addresses)) {}
 
+  /// Guards every member below that is not const. Thread: any.
+  std::mutex& mu() { return mu_; }
   bool finished() const { return state_ == State::kFinished; }
   void BeginDial() { HandleDialStep(dialer_.Start()); }
   void OnSocketEvents(uint32_t events);
   void OnResultWritten(bool written);
   void OnShutdown();
+  /// Applies the epoll interest a reaction asked for (PostWatchUpdate).
+  void OnPostedWatchUpdate() {
+    watch_update_posted_ = false;
+    UpdateWatch();
+  }
 
+  // The reactions (gRPC's threads): see "Threads". The relay outlives them:
+  // it is erased only after OnDone, which gRPC runs after every other one.
   void OnWriteDone(bool ok) override {
-    core_->loop.post([this, ok] { HandleWriteDone(ok); });
+    std::lock_guard lock(mu_);
+    HandleWriteDone(ok);
   }
   void OnWritesDoneDone(bool /*ok*/) override {
-    core_->loop.post([this] { HandleWritesDoneDone(); });
+    std::lock_guard lock(mu_);
+    HandleWritesDoneDone();
   }
   void OnReadDone(bool ok) override {
-    core_->loop.post([this, ok] { HandleReadDone(ok); });
+    std::lock_guard lock(mu_);
+    HandleReadDone(ok);
   }
   void OnDone(const grpc::Status& status) override {
-    // The last reaction: every earlier one has posted already. The task may
-    // destroy this relay, so nothing touches `this` after Post().
+    // The last reaction: every earlier one has returned. The task may
+    // destroy this relay, so nothing touches `this` after post().
     RelayBridgeCore* core = core_;
     const uint64_t id = id_;
     core->loop.post([core, id, status] {
@@ -207,18 +236,21 @@ class Relay final : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::ByteB
   void CloseSocket(bool reset);
   uint32_t WantedEvents() const;
   int UpdateWatch();
+  void PostWatchUpdate();
   int SetInterest(int fd, uint32_t wanted);
 
   RelayBridgeCore* const core_;
   const uint64_t id_;
   const std::string channel_;
   const std::string where_;
+  std::mutex mu_;  // see mu()
   std::shared_ptr<OpenResultSink> results_;  // until the result is written
   TargetDialer dialer_;
   ScopedFd fd_;  // the connected target socket
   State state_ = State::kDialing;
   uint32_t watched_ = 0;  // the socket's current epoll interest
   int watched_fd_ = -1;   // the socket registered with the loop while watched_ != 0
+  bool watch_update_posted_ = false;  // an OnPostedWatchUpdate task is queued
 
   grpc::ClientContext ctx_;
   grpc::ByteBuffer tx_;       // the frame being written (init or data)
@@ -408,7 +440,7 @@ void Relay::FlushToTarget() {
   UpdateWatch();
 }
 
-// ---- Relay: reactions, handled on the loop ----
+// ---- Relay: reactions (gRPC's threads, mu_ held) and their loop-side parts ----
 
 void Relay::StartNextRead() {
   if (call_over_) return;
@@ -418,7 +450,7 @@ void Relay::StartNextRead() {
 
 // TakeReceivedData() - finds rx_'s payload (rx_data_): @data is set to
 // whether rx_ is a data frame. Return: false if rx_ does not parse as a
-// RelayFrame. Thread: loop.
+// RelayFrame. Thread: any, mu_ held.
 bool Relay::TakeReceivedData(bool* data) {
   *data = true;
   if (ParseDataFrame(rx_, &rx_data_)) return true;  // the usual encoding: no copy
@@ -552,9 +584,17 @@ uint32_t Relay::WantedEvents() const {
   return 0;
 }
 
+// UpdateWatch() - makes the socket's epoll interest what the state wants.
+// Off the loop thread (a reaction) the change is posted (PostWatchUpdate).
+// Return: 0 (also when posted) or the errno of the failed epoll_ctl(); the
+// streaming call is then cancelled. Thread: any, mu_ held.
 int Relay::UpdateWatch() {
   const uint32_t wanted = WantedEvents();
   if (wanted == watched_) return 0;
+  if (!core_->loop.in_loop_thread()) {
+    PostWatchUpdate();
+    return 0;
+  }
   const int fd = state_ == State::kDialing ? dialer_.fd() : fd_.get();
   const int err = SetInterest(fd, wanted);
   if (err == 0) return 0;
@@ -562,6 +602,19 @@ int Relay::UpdateWatch() {
   if (wanted == 0) watched_ = 0;  // closing the socket removes it anyway
   if (state_ == State::kStreaming && !call_over_) EndCall(/*cancel=*/true);
   return err;
+}
+
+// PostWatchUpdate() - queues one UpdateWatch for the loop thread (none if
+// one is queued already: it reads the state when it runs). Dropped if the
+// relay is gone by then. Thread: any, mu_ held.
+void Relay::PostWatchUpdate() {
+  if (watch_update_posted_) return;
+  watch_update_posted_ = true;
+  RelayBridgeCore* core = core_;
+  const uint64_t id = id_;
+  core->loop.post([core, id] {
+    core->WithRelay(id, [](Relay& relay) { relay.OnPostedWatchUpdate(); });
+  });
 }
 
 // SetInterest() - makes @wanted (EPOLLIN/EPOLLOUT, 0: none) the loop
@@ -607,9 +660,12 @@ template <class Fn>
 void RelayBridgeCore::WithRelay(uint64_t id, Fn&& fn) {
   auto it = relays_.find(id);
   if (it == relays_.end()) return;
-  fn(*it->second);
-  if (!it->second->finished()) return;
-  relays_.erase(it);
+  {
+    std::lock_guard lock(it->second->mu());
+    fn(*it->second);
+    if (!it->second->finished()) return;
+  }
+  relays_.erase(it);  // after OnDone (or never streamed): no reaction is left
   if (live_.fetch_sub(1) == 1) {
     std::lock_guard lock(idle_mu_);
     idle_cv_.notify_all();

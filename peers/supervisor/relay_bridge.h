@@ -43,7 +43,8 @@ class RelayBridgeCore;
 
 /// Every relay of one supervisor: dials targets without blocking, sends the
 /// relay_open_result, opens the RelayStream and bridges it to the target
-/// socket, all from one event-loop thread plus gRPC's callback threads.
+/// socket: dials, epoll and endings on one event-loop thread, each frame's
+/// target I/O inline in gRPC's callback reactions (a mutex per relay).
 ///
 /// Lifecycle: construct, Start(), Open()..., Shutdown() (the destructor
 /// shuts down too). Not copyable or movable.

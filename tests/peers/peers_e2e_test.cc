@@ -373,6 +373,20 @@ TEST_F(PeersTest, BulkEchoReusesTheSupervisorsFrameBuffers) {
       << "frame buffers allocated per frame instead of reused";
 }
 
+// Issue 16.2: the supervisor's reactions write to and read from the target
+// inline on gRPC's threads while its event loop handles the same relays'
+// socket events (EAGAIN both ways: the echo target blocks on its writes
+// while the client reads). Several bulk echoes at once, each both ways at
+// once: every byte back intact, every stream OK.
+TEST_F(PeersTest, ConcurrentBulkEchoesStayIntact) {
+  StartStack();  // EchoThrough takes a token per stream: 6 streams are under every cap
+  std::vector<std::thread> echoes;
+  for (int i = 0; i < 6; ++i) {
+    echoes.emplace_back([this, i] { EchoThrough(size_t{4} << 20, i % 2 ? 64 * 1024 : 5000 + i); });
+  }
+  for (auto& echo : echoes) echo.join();
+}
+
 // Frames over 64 KiB (or encoded otherwise) take the decoding path: split
 // into 64 KiB frames towards the supervisor, bytes intact.
 TEST_F(PeersTest, OversizedFramesAreSplitAndIntact) {
