@@ -900,7 +900,11 @@ void Tunnel::bring_up(const std::vector<relay::SandboxInfo>& list) {
   // turns it off or lwIP cannot skip its own checksums (Debian's binary
   // package), where it would not pay.
   const char* offload_env = std::getenv("OPENSHELL_TUNNEL_TUN_OFFLOAD");
-  const bool offload_off = offload_env && (std::string_view(offload_env) == "0" || std::string_view(offload_env) == "off");
+  const std::string_view offload_val = offload_env ? offload_env : "";
+  const bool offload_off = offload_val == "0" || offload_val == "off";
+  if (!offload_val.empty() && !offload_off && offload_val != "1" && offload_val != "on")
+    spdlog::warn("OPENSHELL_TUNNEL_TUN_OFFLOAD={}: not one of 0, off, 1, on; checksum offload stays on",
+                 log_escape(offload_val));
   dev_.emplace(tun::TunDevice::open(o_.tun_name, !offload_off && stack::lwip_checksum_ctrl()));
   undo_.push("the TUN device", [this] { dev_.reset(); });
   if (dev_->vnet_hdr())

@@ -129,7 +129,19 @@ struct LwipAdapter::Lwip {
       return ERR_OK;
     }
     uint8_t vnet[VnetHeader::kSize] = {};
-    if (self->cfg_.vnet_hdr) partial_tcp_checksum(headers).write(vnet);
+    if (self->cfg_.vnet_hdr) {
+      const VnetHeader vh = partial_tcp_checksum(headers);
+      // lwIP computed no checksum: a segment whose TCP header cannot be
+      // found in the first pbuf (never built today: lwIP puts the headers in
+      // one pbuf and the MSS keeps segments unfragmented) would go out with
+      // a wrong one and be dropped silently by the kernel; counted instead.
+      if (vh.flags == 0) {
+        self->counters_.drop_tx_error++;
+        spdlog::debug("stack: an output segment without a findable TCP header ({} bytes first pbuf) dropped", p->len);
+        return ERR_OK;
+      }
+      vh.write(vnet);
+    }
     iovec iov[kMaxIov];
     size_t n = 0;
     for (const pbuf* q = p; q; q = q->next) {

@@ -22,7 +22,9 @@ uint16_t native16(const uint8_t* p) {
 }
 
 /// Offset of the TCP header and the TCP length of an IPv4/IPv6 TCP packet
-/// whose headers start @h, or {0, 0}.
+/// whose headers start @h, or {0, 0} (also for an IPv4 fragment, whose TCP
+/// header is in the first fragment only, and whose checksum covers the
+/// reassembled segment).
 struct TcpAt {
   size_t l4 = 0, len = 0;
 };
@@ -30,7 +32,8 @@ TcpAt tcp_at(std::span<const uint8_t> h) {
   if (h.size() >= 20 && (h[0] >> 4) == 4 && h[9] == kProtoTcp) {
     const size_t ihl = static_cast<size_t>(h[0] & 0x0f) * 4;
     const size_t total = rd16(&h[2]);
-    if (ihl >= 20 && total >= ihl + 20 && h.size() >= ihl + kTcpChecksumOffset + 2) return {ihl, total - ihl};
+    const bool fragment = (rd16(&h[6]) & 0x3fff) != 0;  // MF or a fragment offset (RFC 791 §3.1)
+    if (!fragment && ihl >= 20 && total >= ihl + 20 && h.size() >= ihl + kTcpChecksumOffset + 2) return {ihl, total - ihl};
   } else if (h.size() >= 40 + kTcpChecksumOffset + 2 && (h[0] >> 4) == 6 && h[6] == kProtoTcp) {
     const size_t len = rd16(&h[4]);
     if (len >= 20) return {40, len};

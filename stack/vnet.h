@@ -83,7 +83,7 @@ bool complete_partial_checksum(std::span<uint8_t> pkt, size_t start, size_t offs
 ///           header; IPv6 without extension headers, as lwIP writes TCP).
 /// @return the header (flags NEEDS_CSUM, csum_start = IP header length,
 ///         csum_offset = 16), or flags 0 and nothing written if @headers is
-///         not IPv4/IPv6 TCP.
+///         not IPv4/IPv6 TCP, is an IPv4 fragment or is too short.
 VnetHeader partial_tcp_checksum(std::span<uint8_t> headers) noexcept;
 
 }  // namespace osh::stack

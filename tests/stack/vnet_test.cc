@@ -106,6 +106,18 @@ TEST(Vnet, PartialChecksumOnlyForTcp) {
   EXPECT_EQ(u, before);
   std::vector<uint8_t> tiny(10, 0x45);
   EXPECT_EQ(partial_tcp_checksum(tiny).flags, 0);
+  // An IPv4 fragment (MF set, or a fragment offset): its checksum covers
+  // the reassembled segment, so no partial sum from one fragment.
+  for (const uint16_t frag : {uint16_t{0x2000}, uint16_t{0x0010}}) {
+    TcpSpec spec;
+    spec.payload = "fragment";
+    std::vector<uint8_t> f = testing::tcp(spec);
+    f[6] = static_cast<uint8_t>(frag >> 8);
+    f[7] = static_cast<uint8_t>(frag);
+    const std::vector<uint8_t> unchanged = f;
+    EXPECT_EQ(partial_tcp_checksum(f).flags, 0) << std::hex << frag;
+    EXPECT_EQ(f, unchanged);
+  }
 }
 
 TEST(Vnet, NeedsCsumSynIsCompletedAndPassesTheGate) {
