@@ -98,6 +98,7 @@
 #include <thread>
 #include <unordered_map>
 #include <unordered_set>
+#include <utility>
 #include <vector>
 
 #include "common/idle_trim.h"
@@ -439,11 +440,21 @@ class ForwardReactor final : public ForwardCall, public grpc::ClientBidiReactor<
   }
 
   void OnReadInitialMetadataDone(bool ok) override {
-    if (!ok) return;  // trailers-only: OnDone reports the status
+    // An empty frame that overtook this reaction left the call's next read
+    // to this reaction's verdict (OnReadDone): started on every way out,
+    // after open_mu_ is released.
+    DeferredRead resume{this};
+    if (!ok) {  // trailers-only: OnDone reports the status
+      std::lock_guard lk(open_mu_);
+      resume.go = std::exchange(pending_fin_, false);
+      return;
+    }
     const auto now = Clock::now();
     SettleWindow::Duration window;
     {
       std::lock_guard lk(open_mu_);
+      const bool fin_pending = std::exchange(pending_fin_, false);
+      resume.go = fin_pending;
       headers_at_ = now;
       headers_seen_ = true;
       load_ext_locked();
@@ -453,7 +464,7 @@ class ForwardReactor final : public ForwardCall, public grpc::ClientBidiReactor<
         std::lock_guard g(mu_);  // lock order: open_mu_, then mu_
         stop_recording_locked();
       }
-      if (pending_fin_ && ext_.fin_frame) {  // an empty frame overtook this reaction
+      if (fin_pending && ext_.fin_frame) {  // an empty frame overtook this reaction
         if (!open_reported_) report_open_locked();
         {
           std::lock_guard g(mu_);  // lock order: open_mu_, then mu_
@@ -461,7 +472,6 @@ class ForwardReactor final : public ForwardCall, public grpc::ClientBidiReactor<
         }
         mgr_->obs.on_remote_fin(id_);
       }
-      pending_fin_ = false;
       if (open_reported_ || ended_) return;
       window = ext_.connect_ack ? SettleWindow::Duration::zero()
                                 : mgr_->headers_arrived(now - started_at_);
@@ -572,7 +582,12 @@ class ForwardReactor final : public ForwardCall, public grpc::ClientBidiReactor<
     lk.unlock();
     // An empty data frame is the target's FIN only where the gateway
     // confirmed fin-frame; otherwise it is skipped, as upstream clients do.
-    if (is_data && fin_frame_confirmed()) {
+    // Before the headers' reaction has run that is not known yet: the next
+    // read then waits for that reaction's verdict, so no later frame can be
+    // delivered ahead of it (bytes after a FIN are not the connection's).
+    const FinVerdict verdict = is_data ? fin_frame_verdict() : FinVerdict::kNotFin;
+    if (verdict == FinVerdict::kPending) return;  // OnReadInitialMetadataDone starts the read
+    if (verdict == FinVerdict::kFin) {
       {
         std::lock_guard g(mu_);
         target_spoke_locked();
@@ -742,15 +757,26 @@ class ForwardReactor final : public ForwardCall, public grpc::ClientBidiReactor<
   }
 
   // For an empty data frame: whether it is the target's FIN. If the
-  // headers' reaction has not run yet, it decides (pending_fin_).
-  bool fin_frame_confirmed() {
+  // headers' reaction has not run yet, it decides (pending_fin_) and starts
+  // the next read (DeferredRead).
+  enum class FinVerdict { kFin, kNotFin, kPending };
+  FinVerdict fin_frame_verdict() {
     std::lock_guard lk(open_mu_);
     if (!ext_loaded_) {
       pending_fin_ = true;
-      return false;
+      return FinVerdict::kPending;
     }
-    return ext_.fin_frame;
+    return ext_.fin_frame ? FinVerdict::kFin : FinVerdict::kNotFin;
   }
+  // Starts the read a pending FIN verdict held back, when it goes out of
+  // scope (after the locks of the reaction that declared it).
+  struct DeferredRead {
+    ForwardReactor* reactor;
+    bool go = false;
+    ~DeferredRead() {
+      if (go) reactor->StartRead(&reactor->rx_);
+    }
+  };
 
   // The target sent something: it is connected. Reports the stream open if
   // the settle window still held it; either way, an on_open_ok being

@@ -74,12 +74,22 @@ lines0="$(grep -c ' refused (' "$OSH_WORK/tunnel.log" || true)"
 late0="$(streams_field late_refusals)"
 out="$(client_tcp connect-many --host "$V4" --port 9 --count 100)"
 echo "  $out"
-check "all 100 refused" [ "$(jfield "$out" ECONNREFUSED)" = 100 ]
-# In the storm a refusal may come after the adaptive settle window on a
-# loaded machine (upstream mode): that is a late refusal by design, so the
-# "no late refusal" check below leaves the storm's out; printed here.
+# With the "connected" extension every refusal comes before the SYN-ACK.
+# In upstream mode a refusal may come after the adaptive settle window on a
+# loaded machine: the client's connect() then succeeds and the connection
+# is reset (a late refusal, by design; counted unless the client closed
+# first). So there every connect is refused or connected, and the "no late
+# refusal" check below leaves the storm out; its figures are printed.
 storm_late=$(($(streams_field late_refusals) - late0))
-echo "  late refusals during the storm: $storm_late (load $(cut -d' ' -f1 /proc/loadavg))"
+storm_refused="$(jfield "$out" ECONNREFUSED)"
+storm_connected="$(jfield "$out" connected)"
+echo "  storm: ${storm_refused:-0} refused, ${storm_connected:-0} connected, $storm_late late refusals (load $(cut -d' ' -f1 /proc/loadavg))"
+if osh_ext; then
+  check "all 100 refused" [ "${storm_refused:-0}" = 100 ]
+else
+  check "all 100 refused before or after the settle window" \
+    [ "$((${storm_refused:-0} + ${storm_connected:-0}))" = 100 ]
+fi
 lines=$(($(grep -c ' refused (' "$OSH_WORK/tunnel.log" || true) - lines0))
 # 10 at once, then one a second: 100 connects would need more than 40 s to
 # reach 50 lines.
