@@ -23,7 +23,8 @@ namespace osh::stack {
 
 /// struct virtio_net_hdr (10 bytes), in host byte order: a TUN uses the
 /// legacy (native) endianness unless TUNSETVNETLE/BE is set, which this
-/// tunnel never does.
+/// tunnel never does. Defined here because <linux/virtio_net.h> does not
+/// compile as C++ (Debian 12's names a member `class`); the values are its.
 struct VnetHeader {
   static constexpr size_t kSize = 10;
   static constexpr uint8_t kNeedsCsum = 1;  ///< VIRTIO_NET_HDR_F_NEEDS_CSUM
