@@ -110,8 +110,9 @@ check "tunnel still running" kill -0 "$PID_tunnel"
 stop_tunnel
 check "refusals counted (RST: $(tunnel_counter refused_rst))" [ "$(tunnel_counter refused_rst)" -ge 6 ]
 check "unreachables counted (ICMP: $(tunnel_counter refused_unreachable))" [ "$(tunnel_counter refused_unreachable)" -ge 2 ]
-check "no late refusal outside the storm (late_refusals $(tunnel_counter late_refusals), $storm_late in the storm)" \
-  [ "$(($(tunnel_counter late_refusals) - storm_late))" -eq 0 ]
-check "no connection reset but the storm's late refusals (resets $(tunnel_counter resets))" \
-  [ "$(($(tunnel_counter resets) - storm_late))" -eq 0 ]
+# After the single connections (checked above: no late refusal there) the
+# storm and the rate-limit probe may refuse late under load, by design (see
+# the storm); each such refusal is a reset, and nothing else may be.
+check "every reset is a late refusal (resets $(tunnel_counter resets), late_refusals $(tunnel_counter late_refusals), $storm_late in the storm)" \
+  [ "$(tunnel_counter resets)" -eq "$(tunnel_counter late_refusals)" ]
 say "PASS: refusal semantics (protocol $OSH_PROTOCOL, extensions $(osh_ext && echo negotiated || echo off))"
