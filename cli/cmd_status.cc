@@ -112,6 +112,12 @@ void print_status(const json& j) {
       fmt::print("lwIP pcbs: {} active, {} in TIME_WAIT, {} listening\n", p.value("active", 0),
                  p.value("time_wait", 0), p.value("listen", 0));
     }
+    if (c.contains("upstream_dispatch")) {
+      const json& u = c["upstream_dispatch"];
+      fmt::print("upstream dispatch: {} calls queued ({} wake-ups), {} sends queued straight to the relay\n",
+                 u.value("queued", uint64_t{0}), u.value("wakeups", uint64_t{0}),
+                 u.value("direct_sends", uint64_t{0}));
+    }
     if (c.contains("tun_repairs"))
       fmt::print("TUN repairs: {} (link, addresses or routes put back after something else removed them)\n",
                  c.value("tun_repairs", 0));

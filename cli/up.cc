@@ -726,6 +726,11 @@ json Tunnel::status_json() {
     const stack::PcbCounts pcbs = stack_->pcb_counts();
     j["counters"]["lwip_pcbs"] = {
         {"active", pcbs.active}, {"time_wait", pcbs.time_wait}, {"listen", pcbs.listen}};
+    // The confined stack's hop to gRPC (stack/upstream_dispatch.h); absent
+    // with OPENSHELL_TUNNEL_SECCOMP=none (no dispatch thread).
+    if (const auto d = stack_->dispatch_stats())
+      j["counters"]["upstream_dispatch"] = {
+          {"queued", d->queued}, {"wakeups", d->wakeups}, {"direct_sends", d->direct_sends}};
   }
   if (firewall_) {
     json f = {{"table", "inet " + firewall_->table()},

@@ -313,4 +313,9 @@ PcbCounts Stack::pcb_counts() const {
   return impl_->lwip.pcb_counts();
 }
 
+std::optional<UpstreamDispatch::Stats> Stack::dispatch_stats() const {
+  if (!impl_->confined()) return std::nullopt;
+  return impl_->dispatch.stats();
+}
+
 }  // namespace osh::stack

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -16,6 +17,7 @@
 #include "stack/counters.h"
 #include "stack/packet.h"
 #include "stack/upstream.h"
+#include "stack/upstream_dispatch.h"
 
 namespace osh::stack {
 
@@ -153,6 +155,12 @@ class Stack {
   /// Walks lwIP's pcb lists (linear; takes the core lock briefly).
   /// Thread: any but the stack's.
   PcbCounts pcb_counts() const;
+
+  /// What the upstream dispatch thread did so far (upstream_dispatch.h
+  /// UpstreamDispatch::Stats: calls queued for it, wake-ups, sends that went
+  /// straight into the relay's queue without the hop); nullopt when the
+  /// stack is not confined (no dispatch thread). Thread: any.
+  std::optional<UpstreamDispatch::Stats> dispatch_stats() const;
 
   struct Impl;
 

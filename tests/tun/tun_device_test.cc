@@ -4,12 +4,15 @@
 
 #include <fcntl.h>
 #include <linux/if_tun.h>
+#include <seccomp.h>
 #include <net/if.h>
 #include <sys/ioctl.h>
 #include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstring>
+#include <string>
 
 #include "netns_child.h"
 #include "tun/link_config.h"
@@ -94,6 +97,49 @@ TEST(TunDeviceTest, ChecksumOffloadIsOnWhenAskedFor) {
     CHECK_IN_CHILD(f, ::ioctl(plain.fd(), TUNGETIFF, &ifr) == 0 && (ifr.ifr_flags & IFF_VNET_HDR) == 0);
     return f.str();
   });
+}
+
+// refuse_ioctl() - in a forked test child: from now on, ioctl(fd, @request)
+// fails with EINVAL, as a kernel without that TUN feature answers (seccomp,
+// libseccomp). Returns "" or what failed.
+std::string refuse_ioctl(unsigned long request) {
+  scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
+  if (ctx == nullptr) return "seccomp_init failed";
+  int rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EINVAL), SCMP_SYS(ioctl), 1, SCMP_A1(SCMP_CMP_EQ, request));
+  if (rc == 0) rc = seccomp_load(ctx);
+  seccomp_release(ctx);
+  return rc == 0 ? "" : "seccomp: " + std::string(std::strerror(-rc));
+}
+
+// Checksum offload refused by the kernel (issue 16.5): TunDevice::open
+// does not fail, it reopens the interface plain and says which ioctl was
+// refused (what `up` then logs once and shows as status's tun_offload).
+// Each refusal of enable_checksum_offload's two ioctls, in its own child.
+TEST(TunDeviceTest, RefusedChecksumOffloadFallsBackToAPlainTun) {
+  OSH_REQUIRE_PRIVILEGES();
+  struct Case {
+    unsigned long request;
+    const char* want;
+  };
+  for (const Case c : {Case{TUNSETVNETHDRSZ, "TUNSETVNETHDRSZ: Invalid argument"},
+                       Case{TUNSETOFFLOAD, "TUNSETOFFLOAD TUN_F_CSUM: Invalid argument"}}) {
+    SCOPED_TRACE(c.want);
+    OSH_IN_NEW_NETNS(0, [request = c.request, want = std::string(c.want)] {
+      Failures f;
+      if (std::string err = refuse_ioctl(request); !err.empty()) return err;
+      TunDevice tun = TunDevice::open("osh-test0", true);
+      CHECK_IN_CHILD(f, !tun.vnet_hdr(), "offload reported on although refused");
+      CHECK_IN_CHILD(f, tun.offload_refused() == want, "offload_refused: '" + tun.offload_refused() + "'");
+      CHECK_IN_CHILD(f, tun.name() == "osh-test0", tun.name());
+      CHECK_IN_CHILD(f, tun.ifindex() > 0 && tun.ifindex() == static_cast<int>(if_nametoindex("osh-test0")),
+                     "the interface is not the reopened one");
+      struct ifreq ifr{};
+      CHECK_IN_CHILD(f, ::ioctl(tun.fd(), TUNGETIFF, &ifr) == 0);
+      CHECK_IN_CHILD(f, (ifr.ifr_flags & IFF_VNET_HDR) == 0, "the reopened descriptor still has IFF_VNET_HDR");
+      CHECK_IN_CHILD(f, (ifr.ifr_flags & IFF_NO_PI) != 0, "the reopened descriptor lost IFF_NO_PI");
+      return f.str();
+    });
+  }
 }
 
 TEST(TunDeviceTest, KernelNumbersPattern) {
