@@ -18,11 +18,13 @@
 // per arena), and IdleTrimmer (idle_trim.h) returns it with malloc_trim(0)
 // once a busy period is over, and again every 10 s while RSS stays up;
 // malloc_trim does not look at the thresholds. 8 MiB of trim threshold is
-// 64 times glibc's default and far above what one frame frees, and keeps
-// what an arena may hold between trims small (vm_memory's 8 MiB bound).
-// Setting either threshold also turns glibc's dynamic adjustment off, so
-// both are set together. M_ARENA_MAX is here too: every such process wants
-// it (issue 3.3).
+// 64 times glibc's default and far above what one frame frees. Setting
+// either threshold also turns glibc's dynamic adjustment off, so both are
+// set together. M_ARENA_MAX is here too: every such process wants it
+// (issue 3.3), and it is 1: malloc_trim(0) shrinks the top chunk of the main
+// arena only (glibc's mtrim madvises the free bins of the others, never
+// their top), so a second arena kept up to the trim threshold, 8 MiB,
+// resident after every load, which is vm_memory's whole bound.
 #include "common/malloc_tuning.h"
 
 #include <malloc.h>

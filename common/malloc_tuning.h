@@ -13,8 +13,12 @@ namespace osh {
 struct MallocTuning {
   /// M_ARENA_MAX (issue 3.3): with one arena per thread, memory freed by one
   /// connection's thread is not reused by another's and RSS grows with the
-  /// thread count, not with live data. Two arenas suffice.
-  int arena_max = 2;
+  /// thread count, not with live data. One arena, because malloc_trim(0)
+  /// trims the top chunk of the main arena only: a second arena's top (up
+  /// to trim_threshold, 8 MiB) stayed resident after every load
+  /// (MallocTuning.MallocTrimReturnsWhatOtherThreadsFreed; vm_memory). The
+  /// lock it costs is measured in docs/BENCHMARKS.md "One malloc arena".
+  int arena_max = 1;
   /// M_MMAP_THRESHOLD, bytes: blocks at least this large get an mmap of
   /// their own (and fresh, faulting pages on every allocation). Above every
   /// per-frame buffer (64 KiB frames, gRPC's slices), below glibc's cap of
