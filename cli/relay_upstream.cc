@@ -1,5 +1,7 @@
 #include "cli/relay_upstream.h"
 
+#include <algorithm>
+
 namespace osh::cli {
 
 namespace {
@@ -14,8 +16,15 @@ stack::CloseKind to_close_kind(relay::EndKind k) {
 }
 }  // namespace
 
+namespace {
+relay::ForwardOptions with_read_ahead(relay::ForwardOptions o) {
+  o.read_ahead_frames = std::max<size_t>(o.read_ahead_frames, 2);
+  return o;
+}
+}  // namespace
+
 RelayUpstream::RelayUpstream(relay::GatewayClient& gw, relay::ForwardOptions opts)
-    : mgr_(gw, *this, opts) {}
+    : mgr_(gw, *this, with_read_ahead(std::move(opts))) {}
 
 RelayUpstream::~RelayUpstream() {
   set_events(nullptr);

@@ -17,6 +17,9 @@ namespace osh::cli {
 /// clients) or [::1]:PORT (IPv6 clients), on the sandbox's loopback.
 class RelayUpstream final : public stack::Upstream, public relay::ForwardObserver {
  public:
+  /// @opts as given, except read_ahead_frames, at least 2: the stack queues
+  /// received frames (stack/conn.h Conn::tx) and calls read_more() once it
+  /// took all of them, so the relay reads one frame ahead.
   RelayUpstream(relay::GatewayClient& gw, relay::ForwardOptions opts);
   ~RelayUpstream() override;
 

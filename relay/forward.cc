@@ -409,7 +409,11 @@ class ForwardReactor final : public ForwardCall, public grpc::ClientBidiReactor<
   void read_more() override {
     std::unique_lock lk(mu_);
     if (successor_) return forward_to_successor(lk, [](ForwardCall& c) { c.read_more(); });
-    if (r_closed_ || read_in_flight_ || aborted_) return;
+    delivered_ahead_ = 0;  // the observer took every frame delivered so far
+    // A frame being delivered right now (OnReadDone, mu_ released around
+    // on_data) starts the next read itself once it is delivered: a read
+    // started here could deliver its frame ahead of that one.
+    if (r_closed_ || read_in_flight_ || aborted_ || delivering_) return;
     read_in_flight_ = true;
     lk.unlock();
     this->StartRead(&rx_);
@@ -572,10 +576,23 @@ class ForwardReactor final : public ForwardCall, public grpc::ClientBidiReactor<
       rx_.Clear();
       mgr_->count_frame(mgr_->frames_received, mgr_->frame_bytes_received, bytes.size());
       target_spoke_locked();
+      ++delivered_ahead_;
+      delivering_ = true;  // read_more() starts no read until on_data returned
       lk.unlock();
       target_spoke();  // the first byte proves the target connected
       mgr_->obs.on_data(id_, std::move(bytes));
-      return;  // the next read waits for read_more()
+      // Read ahead (ForwardOptions::read_ahead_frames): the next read starts
+      // here, on gRPC's thread, while fewer frames than that await the
+      // observer's read_more() (which may have come during on_data); else
+      // read_more() starts it. Either way after on_data: frames stay in order.
+      lk.lock();
+      delivering_ = false;
+      const bool next = !r_closed_ && !aborted_ && !read_in_flight_ &&
+                        delivered_ahead_ < mgr_->opts.read_ahead_frames;
+      if (next) read_in_flight_ = true;
+      lk.unlock();
+      if (next) this->StartRead(&rx_);
+      return;
     }
     rx_.Clear();
     read_in_flight_ = true;
@@ -912,6 +929,8 @@ class ForwardReactor final : public ForwardCall, public grpc::ClientBidiReactor<
   // on_write_done covered (a successor starts with its predecessor's).
   size_t written_ = 0, reported_upto_ = 0;
   bool write_in_flight_ = false, read_in_flight_ = false;
+  size_t delivered_ahead_ = 0;  // mu_: frames given to on_data since the last read_more()
+  bool delivering_ = false;     // mu_: OnReadDone is in on_data (mu_ released)
   bool wd_requested_ = false, w_closed_ = false, r_closed_ = false;
   bool w_released_ = false, r_released_ = false;
   bool remote_fin_ = false;         // on_remote_fin reported: later data is dropped

@@ -41,8 +41,9 @@ class ForwardObserver {
   /// byte from the target, the call's end, or the settle window after the
   /// headers, whichever comes first (forward_policy.h SettleWindow).
   virtual void on_open_ok(StreamId id) = 0;
-  /// A non-empty data frame (≤ 64 KiB normally). The next one is read only
-  /// after ForwardManager::read_more(id).
+  /// A non-empty data frame (≤ 64 KiB normally), in stream order. The next
+  /// one is read only after ForwardManager::read_more(id), except that up to
+  /// ForwardOptions::read_ahead_frames frames are delivered before it.
   virtual void on_data(StreamId id, std::string bytes) = 0;
   /// The target half-closed: an empty data frame on a call whose gateway
   /// confirmed fin-frame (docs/ARCHITECTURE.md "Half-close on the wire").
@@ -86,6 +87,16 @@ struct ForwardOptions {
   std::chrono::milliseconds token_idle_timeout{60000};
   /// Largest data frame sent, bytes (upstream CLI: 64 KiB, protocol §2.5).
   size_t max_frame = 64 * 1024;
+  /// Received data frames delivered (on_data) before the observer's
+  /// read_more(), which says it took every frame delivered so far. 1: one
+  /// frame at a time, each next read started by read_more(). 2 (the TUN
+  /// stack, which queues frames: cli/relay_upstream.h): the next read
+  /// starts on gRPC's thread as the frame is delivered, so a download does
+  /// not wait for read_more()'s hop through the confined stack's dispatch
+  /// thread per frame (issue 16). A read_more() that crosses a frame in
+  /// flight to the observer resets the count without it, so up to
+  /// 2 x read_ahead_frames - 1 frames may wait in the observer at once.
+  size_t read_ahead_frames = 1;
   /// Ask for the project's extensions (tunnel_ext::kRequestAll in the x-osh-tunnel-ext metadata) on every
   /// ForwardTcp. Upstream ignores it; false makes the mini-gateway behave
   /// exactly like upstream (tests of the default semantics).

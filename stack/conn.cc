@@ -53,8 +53,9 @@
 //     it (so the relay never runs dry waiting for it), and before the
 //     client's FIN. So while the gateway is busy, bytes gather into full frames
 //     (Nagle's rule, per frame, for all but small frames).
-//   upstream -> client: one frame at a time; read_more() only once the tx
-//     queue is empty, i.e. lwIP took the whole previous frame (≤ 64 KiB).
+//   upstream -> client: frames queue in tx (the relay reads one ahead:
+//     relay::ForwardOptions::read_ahead_frames); read_more() only once the
+//     tx queue is empty, i.e. lwIP took every frame delivered (≤ 64 KiB each).
 //
 // Deadlines: kHandshakeTimeout (20 s) for kHandshake and kDead, and the
 // open timeout (StackConfig::open_timeout_ms, default 60 s) for kOpening:

@@ -75,7 +75,10 @@ class Upstream {
     (void)bytes;
     return false;
   }
-  /// The stack accepted the last on_data frame: deliver the next one.
+  /// The stack took every on_data frame delivered so far (its queue is
+  /// empty): deliver more. An upstream may deliver a few frames ahead of it
+  /// (the relay: one, relay::ForwardOptions::read_ahead_frames); the stack
+  /// queues them.
   virtual void read_more(ConnId id) = 0;
   /// The client sent FIN: half-close upstream after the queued bytes.
   virtual void close_write(ConnId id) = 0;
@@ -91,7 +94,8 @@ class UpstreamEvents {
   virtual ~UpstreamEvents() = default;
   /// The stream is established (the target accepted): complete the handshake.
   virtual void on_open_ok(ConnId id) = 0;
-  /// One frame of bytes for the client. The next comes only after read_more.
+  /// One frame of bytes for the client, in order; queued by the stack. More
+  /// come after read_more (and a few ahead of it, see Upstream::read_more).
   virtual void on_data(ConnId id, std::string bytes) = 0;
   /// The target half-closed (sent FIN): FIN to the client after queued bytes.
   virtual void on_remote_fin(ConnId id) = 0;

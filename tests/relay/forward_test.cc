@@ -205,6 +205,101 @@ TEST(ForwardEnd, OkEndDeliversEveryByteThenFin) {
   EXPECT_EQ(rec.events(), want({"open", "data:a", "data:bb", "data:ccc", "closed:ok"}));
 }
 
+// Read ahead (ForwardOptions::read_ahead_frames): without read_more(), the
+// observer gets exactly that many frames, in order; read_more() lets the
+// rest through, every byte once, and the stream ends as before.
+TEST(ForwardEnd, ReadAheadDeliversThatManyFramesBeforeReadMore) {
+  for (size_t ahead : {1u, 2u, 3u}) {
+    SCOPED_TRACE("read_ahead_frames " + std::to_string(ahead));
+    FakeGateway fake(Generation::k0_1,
+                     [](const SeenInit&) { return data_then_ok({"a", "bb", "ccc", "dddd", "eeeee"}); });
+    GatewayClient gw(options_for(fake, Generation::k0_1));
+    Recorder rec;
+    ForwardOptions fo;
+    fo.read_ahead_frames = ahead;
+    ForwardManager mgr(gw, rec, fo);
+    mgr.open(1, target());
+    const auto data_events = [&rec] {
+      const auto ev = rec.events();
+      return static_cast<size_t>(std::count_if(ev.begin(), ev.end(), [](const std::string& e) { return e.starts_with("data:"); }));
+    };
+    const auto deadline = Clock::now() + 10s;
+    while (data_events() < ahead && Clock::now() < deadline) std::this_thread::sleep_for(5ms);
+    ASSERT_EQ(data_events(), ahead);
+    std::this_thread::sleep_for(300ms);  // a further frame would have come by now
+    EXPECT_EQ(data_events(), ahead) << "a frame past the read-ahead came without read_more()";
+    ASSERT_TRUE(rec.wait_closed(mgr, 1));
+    EXPECT_EQ(rec.events(), want({"open", "data:a", "data:bb", "data:ccc", "data:dddd", "data:eeeee", "closed:ok"}));
+  }
+}
+
+// read_more() arriving while a frame is being delivered (the stack's "queue
+// empty" for the frames before it, crossing the delivery) must not start a
+// read whose frame overtakes the one in delivery. The observer here makes
+// read_more() run on another thread inside on_data, then lingers, and
+// records the frame only as on_data returns: an overtaking frame would be
+// recorded first.
+TEST(ForwardEnd, AReadMoreDuringDeliveryKeepsFramesInOrder) {
+  class Racer final : public ForwardObserver {
+   public:
+    ForwardManager* mgr = nullptr;
+    void on_open_ok(StreamId) override {}
+    void on_data(StreamId id, std::string bytes) override {
+      std::thread([this, id] { mgr->read_more(id); }).join();
+      std::this_thread::sleep_for(20ms);  // room for an overtaking frame to be delivered
+      std::lock_guard lk(mu_);
+      data_ += bytes;
+    }
+    void on_remote_fin(StreamId) override {}
+    void on_write_done(StreamId, size_t) override {}
+    void on_closed(StreamId, EndKind kind, std::string) override {
+      std::lock_guard lk(mu_);
+      kind_ = kind;
+      closed_ = true;
+      cv_.notify_all();
+    }
+    bool wait_closed() {
+      std::unique_lock lk(mu_);
+      return cv_.wait_for(lk, 20s, [&] { return closed_; });
+    }
+    std::string data() {
+      std::lock_guard lk(mu_);
+      return data_;
+    }
+    EndKind kind() {
+      std::lock_guard lk(mu_);
+      return kind_;
+    }
+
+   private:
+    std::mutex mu_;
+    std::condition_variable cv_;
+    std::string data_;
+    EndKind kind_ = EndKind::kReset;
+    bool closed_ = false;
+  };
+  std::vector<std::string> frames;
+  std::string all;
+  for (char c = 'a'; c <= 'p'; ++c) {
+    frames.push_back(std::string(1 + (c - 'a') * 7, c));
+    all += frames.back();
+  }
+  for (size_t ahead : {1u, 2u}) {
+    SCOPED_TRACE("read_ahead_frames " + std::to_string(ahead));
+    FakeGateway fake(Generation::k0_1, [&](const SeenInit&) { return data_then_ok(frames); });
+    GatewayClient gw(options_for(fake, Generation::k0_1));
+    Racer obs;
+    ForwardOptions fo;
+    fo.read_ahead_frames = ahead;
+    ForwardManager mgr(gw, obs, fo);
+    obs.mgr = &mgr;
+    mgr.open(1, target());
+    ASSERT_TRUE(obs.wait_closed());
+    EXPECT_EQ(obs.kind(), EndKind::kOk);
+    EXPECT_EQ(obs.data(), all);
+  }
+}
+
 // The frame queue (issue 16.3): a string of at most max_frame bytes is one
 // data frame as it is (the stack's coalesced 64 KiB frames), a longer one is
 // split into max_frame frames, and none ever exceeds it; the frame counters
