@@ -14,9 +14,7 @@ stack::CloseKind to_close_kind(relay::EndKind k) {
   }
   return stack::CloseKind::kReset;
 }
-}  // namespace
 
-namespace {
 relay::ForwardOptions with_read_ahead(relay::ForwardOptions o) {
   o.read_ahead_frames = std::max<size_t>(o.read_ahead_frames, 2);
   return o;

@@ -240,43 +240,23 @@ TEST(ForwardEnd, ReadAheadDeliversThatManyFramesBeforeReadMore) {
 // records the frame only as on_data returns: an overtaking frame would be
 // recorded first.
 TEST(ForwardEnd, AReadMoreDuringDeliveryKeepsFramesInOrder) {
+  // A Recorder that, in on_data, first makes read_more() run on another
+  // thread, then lingers, and records the frame only then.
   class Racer final : public ForwardObserver {
    public:
     ForwardManager* mgr = nullptr;
-    void on_open_ok(StreamId) override {}
+    Recorder rec;
+    void on_open_ok(StreamId id) override { rec.on_open_ok(id); }
     void on_data(StreamId id, std::string bytes) override {
       std::thread([this, id] { mgr->read_more(id); }).join();
       std::this_thread::sleep_for(20ms);  // room for an overtaking frame to be delivered
-      std::lock_guard lk(mu_);
-      data_ += bytes;
+      rec.on_data(id, std::move(bytes));
     }
-    void on_remote_fin(StreamId) override {}
-    void on_write_done(StreamId, size_t) override {}
-    void on_closed(StreamId, EndKind kind, std::string) override {
-      std::lock_guard lk(mu_);
-      kind_ = kind;
-      closed_ = true;
-      cv_.notify_all();
+    void on_remote_fin(StreamId id) override { rec.on_remote_fin(id); }
+    void on_write_done(StreamId id, size_t n) override { rec.on_write_done(id, n); }
+    void on_closed(StreamId id, EndKind kind, std::string reason) override {
+      rec.on_closed(id, kind, std::move(reason));
     }
-    bool wait_closed() {
-      std::unique_lock lk(mu_);
-      return cv_.wait_for(lk, 20s, [&] { return closed_; });
-    }
-    std::string data() {
-      std::lock_guard lk(mu_);
-      return data_;
-    }
-    EndKind kind() {
-      std::lock_guard lk(mu_);
-      return kind_;
-    }
-
-   private:
-    std::mutex mu_;
-    std::condition_variable cv_;
-    std::string data_;
-    EndKind kind_ = EndKind::kReset;
-    bool closed_ = false;
   };
   std::vector<std::string> frames;
   std::string all;
@@ -294,9 +274,11 @@ TEST(ForwardEnd, AReadMoreDuringDeliveryKeepsFramesInOrder) {
     ForwardManager mgr(gw, obs, fo);
     obs.mgr = &mgr;
     mgr.open(1, target());
-    ASSERT_TRUE(obs.wait_closed());
-    EXPECT_EQ(obs.kind(), EndKind::kOk);
-    EXPECT_EQ(obs.data(), all);
+    ASSERT_TRUE(obs.rec.wait_closed(mgr, 1, 20000ms));
+    EXPECT_EQ(obs.rec.data(), all);
+    const auto ev = obs.rec.events();
+    ASSERT_FALSE(ev.empty());
+    EXPECT_EQ(ev.back(), "closed:ok");
   }
 }
 
