@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <memory>
 #include <thread>
@@ -112,6 +113,10 @@ void print_status(const json& j) {
       fmt::print("lwIP pcbs: {} active, {} in TIME_WAIT, {} listening\n", p.value("active", 0),
                  p.value("time_wait", 0), p.value("listen", 0));
     }
+    if (c.contains("frames_held"))
+      fmt::print("download frames: {} sent by reference (no copy), {} frames ({}) held for lwIP's segments now\n",
+                 human_bytes(c.value("bytes_down_by_reference", uint64_t{0})), c.value("frames_held", int64_t{0}),
+                 human_bytes(static_cast<uint64_t>(std::max<int64_t>(0, c.value("frame_bytes_held", int64_t{0})))));
     if (c.contains("upstream_dispatch")) {
       const json& u = c["upstream_dispatch"];
       fmt::print("upstream dispatch: {} calls queued ({} wake-ups), {} sends queued straight to the relay\n",

@@ -120,7 +120,7 @@ std::string default_ssh_config() {
 void log_counters(const stack::StackCounters& c, const relay::ForwardStats& f) {
   spdlog::info(
       "counters: conns_opened={} refused_rst={} refused_unreachable={} resets={} "
-      "syn_held={} syn_absorbed={} bytes_up={} bytes_down={} rx_packets={} tx_packets={} "
+      "syn_held={} syn_absorbed={} bytes_up={} bytes_down={} bytes_down_by_reference={} rx_packets={} tx_packets={} "
       "drop_not_sandbox={} drop_malformed={} drop_fragment={} drop_unsupported={} "
       "drop_tx_error={} drop_after_close={} echo_replies={} dns_queries={} dns_dropped={} streams_opened={} "
       "stream_open_failed={} queue_timeouts={} open_retries={} tokens_minted={} late_refusals={} "
@@ -130,7 +130,7 @@ void log_counters(const stack::StackCounters& c, const relay::ForwardStats& f) {
       "frame_bytes_sent={} frames_received={} frame_bytes_received={}",
       c.conns_opened.load(), c.refused_rst.load(), c.refused_unreachable.load(), c.resets.load(),
       c.syn_held.load(), c.syn_absorbed.load(), c.bytes_up.load(), c.bytes_down.load(),
-      c.rx_packets.load(), c.tx_packets.load(), c.drop_not_sandbox.load(), c.drop_malformed.load(),
+      c.bytes_down_by_reference.load(), c.rx_packets.load(), c.tx_packets.load(), c.drop_not_sandbox.load(), c.drop_malformed.load(),
       c.drop_fragment.load(), c.drop_unsupported.load(), c.drop_tx_error.load(),
       c.drop_after_close.load(), c.echo_replies.load(), c.dns_queries.load(), c.dns_dropped.load(), f.opened,
       f.open_failed, f.queue_timeouts, f.retries, f.tokens, f.late_refusals, f.loopback_fallbacks,
@@ -152,6 +152,9 @@ json counters_json(const stack::StackCounters& c, const relay::ForwardStats& f) 
           {"syn_timeouts", c.syn_timeouts.load()},
           {"bytes_up", c.bytes_up.load()},
           {"bytes_down", c.bytes_down.load()},
+          {"bytes_down_by_reference", c.bytes_down_by_reference.load()},
+          {"frames_held", c.frames_held.load()},
+          {"frame_bytes_held", c.frame_bytes_held.load()},
           {"echo_replies", c.echo_replies.load()},
           {"dns_queries", c.dns_queries.load()},
           {"dns_dropped", c.dns_dropped.load()},

@@ -436,7 +436,8 @@ void Connections::flush(Conn& c) {
     }
     wrote = true;
     c.tx_off += k;
-    if (c.tx_off == f.size()) {
+    if (c.tx_off == f.size()) {  // lwIP may point into it: the pcb keeps it (PcbOps::write)
+      ops_.retire(c.pcb, std::move(c.tx.front()));
       c.tx.pop_front();
       c.tx_off = 0;
     }

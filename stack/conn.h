@@ -59,8 +59,22 @@ class PcbOps {
   /// send_room() - bytes tcp_write() may take now (≤ 65535; 0 when the
   /// send buffer or the segment queue is full).
   virtual size_t send_room(PcbHandle pcb) = 0;
-  /// write() - tcp_write() a copy of @bytes (size ≤ send_room()).
+  /// write() - tcp_write() @bytes (size ≤ send_room()), a piece of the
+  /// connection's oldest download frame (Conn::tx.front()). lwIP may keep
+  /// pointing into the frame instead of copying it (the adapter does for
+  /// pieces of kByReferenceMin bytes or more): the caller keeps the frame
+  /// alive, unchanged and in place until it passes it to retire(), or
+  /// until abort() or the pcb's end (on_pcb_gone) freed every segment.
   virtual WriteResult write(PcbHandle pcb, std::span<const char> bytes) = 0;
+  /// retire() - @frame, every byte of which went through write(), now
+  /// belongs to the pcb: kept until no segment of lwIP's points into it
+  /// (the client acknowledged its bytes, or the pcb ended), then freed.
+  /// Moving a std::string whose bytes are on the heap (any frame with a
+  /// piece of kByReferenceMin bytes) keeps them where they are.
+  virtual void retire(PcbHandle pcb, std::string frame) = 0;
+  /// The smallest piece write() may pass by reference: a string that long
+  /// keeps its bytes on the heap (never in the string object itself).
+  static constexpr size_t kByReferenceMin = 1024;
   /// output() - tcp_output(): send what write() queued.
   virtual void output(PcbHandle pcb) = 0;
   /// recved() - tcp_recved(@n bytes): reopens the client's receive window.

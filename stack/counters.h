@@ -28,6 +28,11 @@ struct StackCounters {
   /// StackConfig::open_timeout_ms (also counted in refused_rst).
   std::atomic<uint64_t> syn_timeouts{0};
   std::atomic<uint64_t> bytes_up{0}, bytes_down{0};
+  /// Download bytes lwIP took by reference, without a copy (PcbOps::write).
+  std::atomic<uint64_t> bytes_down_by_reference{0};
+  /// Download frames, and their bytes, that lwIP's segments may still point
+  /// into (PcbOps::retire): a gauge, 0 once every pcb is gone.
+  std::atomic<int64_t> frames_held{0}, frame_bytes_held{0};
   std::atomic<int64_t> active{0};
 };
 

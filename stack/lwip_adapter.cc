@@ -26,6 +26,23 @@
 // at accept, up to the client's MSS, the link and half of lwIP's send
 // buffer (two segments in flight; 32 KiB with Debian's 64 KiB buffer).
 //
+// Frames by reference (issue 16.4): a download frame goes into lwIP without
+// a copy. write() passes a piece of 1 KiB or more to tcp_write() without
+// TCP_WRITE_FLAG_COPY, so the segment's data pbuf (PBUF_ROM) points into the
+// frame (smaller pieces are copied). Once all of a frame is written, the
+// state machine retire()s it to the pcb: it waits in the pcb's extension slot
+// (LWIP_TCP_PCB_NUM_EXT_ARGS, HeldFrames) with the sequence number just past
+// its last byte, and is freed when no segment still queued (unsent, or
+// unacked: sent, kept for a retransmission) starts before that number. That
+// is checked on every tcp_sent (kept after close() so that a closing pcb
+// frees its frames as its bytes are acknowledged); tcp_free() calls the
+// slot's destroy, which frees the rest, for every way a pcb ends (reset,
+// abort, retransmissions given up, LAST_ACK done, TIME_WAIT over). The bytes
+// held are what lwIP's send buffer held as copies before, plus the parts of
+// frames that share a segment with unacknowledged bytes.
+// With Debian's binary lwIP (OSH_LWIP=system: LWIP_NETIF_TX_SINGLE_PBUF,
+// no extension slot) tcp_write() always copies and retire() frees at once.
+//
 // Locking: everything here runs under the lwIP core lock: the stack thread
 // takes it per packet batch and per posted event; lwIP's tcpip thread holds
 // it while it runs timers, which may call the pcb callbacks. With
@@ -40,6 +57,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <deque>
 #include <future>
 #include <mutex>
 #include <stdexcept>
@@ -87,6 +105,12 @@ void to_lwip(const IpAddress& a, ip_addr_t* out) {
 // all of lwIP's defaults but TCP generation (the kernel completes or skips
 // it) and TCP checking (switched on per segment the kernel does not vouch for).
 constexpr u16_t kOffloadChecksums = NETIF_CHECKSUM_ENABLE_ALL & ~(NETIF_CHECKSUM_GEN_TCP | NETIF_CHECKSUM_CHECK_TCP);
+#endif
+
+#if LWIP_TCP_PCB_NUM_EXT_ARGS > 0 && !LWIP_NETIF_TX_SINGLE_PBUF
+constexpr bool kByReference = true;
+#else
+constexpr bool kByReference = false;
 #endif
 
 tcp_pcb* pcb_of(PcbHandle h) { return reinterpret_cast<tcp_pcb*>(static_cast<uintptr_t>(h)); }
@@ -200,7 +224,54 @@ struct LwipAdapter::Lwip {
     return ERR_OK;
   }
 
-  static err_t sent_cb(void* arg, tcp_pcb*, u16_t) {
+  // ---- frames by reference (see the top of this file) ----
+#if LWIP_TCP_PCB_NUM_EXT_ARGS > 0
+  struct HeldFrames {
+    struct Frame {
+      u32_t end;  // sequence number just past the frame's last byte
+      std::string bytes;
+    };
+    std::deque<Frame> frames;  // oldest first
+  };
+  static inline u8_t held_slot = 0;  // tcp_ext_arg_alloc_id(), once per process (start())
+
+  static void count_held(int64_t frames, int64_t bytes) {
+    if (!self) return;
+    self->counters_.frames_held += frames;
+    self->counters_.frame_bytes_held += bytes;
+  }
+  static void held_destroy(u8_t, void* data) {  // tcp_free(): no segment is left
+    auto* held = static_cast<HeldFrames*>(data);
+    for (const auto& f : held->frames) count_held(-1, -static_cast<int64_t>(f.bytes.size()));
+    delete held;
+  }
+  static constexpr tcp_ext_arg_callbacks kHeldCallbacks{held_destroy, nullptr};
+
+  static HeldFrames* held_of(const tcp_pcb* pcb) {
+    return static_cast<HeldFrames*>(tcp_ext_arg_get(pcb, held_slot));
+  }
+  /// Frees the frames every byte of which lies before the oldest byte a
+  /// queued segment still holds (each queue is in sequence order; a fast
+  /// retransmission moves unacked's head into unsent, so both heads count).
+  static void release_acked(tcp_pcb* pcb) {
+    HeldFrames* held = held_of(pcb);
+    if (!held) return;
+    u32_t oldest = pcb->snd_lbb;
+    for (const tcp_seg* s : {pcb->unacked, pcb->unsent})
+      if (s && TCP_SEQ_LT(lwip_ntohl(s->tcphdr->seqno), oldest)) oldest = lwip_ntohl(s->tcphdr->seqno);
+    while (!held->frames.empty() && TCP_SEQ_LEQ(held->frames.front().end, oldest)) {
+      count_held(-1, -static_cast<int64_t>(held->frames.front().bytes.size()));
+      held->frames.pop_front();
+    }
+  }
+#else
+  static void release_acked(tcp_pcb*) {}
+#endif
+
+  // Also after close() (detach): a closing pcb frees its frames as the
+  // client acknowledges them.
+  static err_t sent_cb(void* arg, tcp_pcb* pcb, u16_t) {
+    release_acked(pcb);
     if (arg && self && self->conns_) self->conns_->on_sent(id_of(arg));
     return ERR_OK;
   }
@@ -213,7 +284,7 @@ struct LwipAdapter::Lwip {
   static void detach(tcp_pcb* pcb) {
     tcp_arg(pcb, nullptr);
     tcp_recv(pcb, nullptr);
-    tcp_sent(pcb, nullptr);
+    tcp_sent(pcb, kByReference ? sent_cb : nullptr);  // frees held frames only (arg null)
     tcp_err(pcb, nullptr);
   }
 };
@@ -249,6 +320,10 @@ void LwipAdapter::start() {
   if (!confine_error.empty())
     throw std::runtime_error("stack: confining lwIP's tcpip thread: " + confine_error);
   CoreLock lk;
+#if LWIP_TCP_PCB_NUM_EXT_ARGS > 0
+  static const u8_t held_slot = tcp_ext_arg_alloc_id();  // once per process, core lock held
+  Lwip::held_slot = held_slot;
+#endif
   ip4_addr_t addr{}, mask{}, gw{};
   if (cfg_.netif4.is_v4()) std::memcpy(&addr.addr, cfg_.netif4.bytes.data(), 4);
   mask.addr = cfg_.prefix4 == 0 ? 0 : htonl(~uint32_t{0} << (32 - cfg_.prefix4));
@@ -272,6 +347,10 @@ void LwipAdapter::start() {
 void LwipAdapter::stop() {
   for (auto& [port, l] : lwip_->listeners) tcp_close(l);
   lwip_->listeners.clear();
+  // What the connections left behind (closing, TIME_WAIT) ends too: lwIP
+  // outlives the adapter, the frames its segments point into must not.
+  while (tcp_active_pcbs) tcp_abort(tcp_active_pcbs);
+  while (tcp_tw_pcbs) tcp_abort(tcp_tw_pcbs);
   if (lwip_->nif_added) {
     netif_set_down(&lwip_->nif);
     netif_remove(&lwip_->nif);
@@ -449,11 +528,34 @@ size_t LwipAdapter::send_room(PcbHandle h) {
 }
 
 WriteResult LwipAdapter::write(PcbHandle h, std::span<const char> bytes) {
-  const err_t e = tcp_write(pcb_of(h), bytes.data(), static_cast<u16_t>(bytes.size()), TCP_WRITE_FLAG_COPY);
-  if (e == ERR_OK) return WriteResult::kOk;
+  const bool by_reference = kByReference && bytes.size() >= kByReferenceMin;
+  const err_t e = tcp_write(pcb_of(h), bytes.data(), static_cast<u16_t>(bytes.size()),
+                            by_reference ? 0 : TCP_WRITE_FLAG_COPY);
+  if (e == ERR_OK) {
+    if (by_reference) counters_.bytes_down_by_reference += bytes.size();
+    return WriteResult::kOk;
+  }
   if (e == ERR_MEM) return WriteResult::kFull;
   spdlog::debug("stack: tcp_write: {}", static_cast<int>(e));
   return WriteResult::kError;
+}
+
+void LwipAdapter::retire(PcbHandle h, std::string frame) {
+#if LWIP_TCP_PCB_NUM_EXT_ARGS > 0
+  if (!kByReference || frame.size() < kByReferenceMin) return;  // every piece was copied
+  tcp_pcb* pcb = pcb_of(h);
+  Lwip::HeldFrames* held = Lwip::held_of(pcb);
+  if (!held) {  // the first frame of this pcb (an idle connection has none)
+    held = new Lwip::HeldFrames;
+    tcp_ext_arg_set(pcb, Lwip::held_slot, held);
+    tcp_ext_arg_set_callbacks(pcb, Lwip::held_slot, &Lwip::kHeldCallbacks);
+  }
+  Lwip::count_held(1, static_cast<int64_t>(frame.size()));
+  held->frames.push_back({pcb->snd_lbb, std::move(frame)});  // its last byte was the last written
+#else
+  (void)h;
+  (void)frame;
+#endif
 }
 
 void LwipAdapter::output(PcbHandle h) { tcp_output(pcb_of(h)); }

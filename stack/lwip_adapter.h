@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <string>
 #include <unordered_map>
 
 #include "stack/conn.h"
@@ -60,7 +61,9 @@ class LwipAdapter final : public PcbOps {
   /// netif. Takes the core lock itself.
   /// @throws std::runtime_error if netif_add fails.
   void start();
-  /// stop() - closes the listeners and removes the netif (core lock held).
+  /// stop() - closes the listeners, aborts every pcb lwIP still has
+  /// (closing or TIME_WAIT: lwIP outlives the adapter, the frames its
+  /// segments point into must not) and removes the netif (core lock held).
   void stop();
 
   /// feed() - a TCP segment (Verdict::kSegment, or a SYN the state machine
@@ -80,6 +83,7 @@ class LwipAdapter final : public PcbOps {
   void attach(PcbHandle pcb, ConnId id, uint16_t peer_mss) override;
   size_t send_room(PcbHandle pcb) override;
   WriteResult write(PcbHandle pcb, std::span<const char> bytes) override;
+  void retire(PcbHandle pcb, std::string frame) override;
   void output(PcbHandle pcb) override;
   void recved(PcbHandle pcb, size_t n) override;
   void shutdown_tx(PcbHandle pcb) override;

@@ -27,6 +27,8 @@ class FakeOps final : public PcbOps {
   std::vector<std::string> calls;
   std::vector<std::vector<uint8_t>> emitted, injected;
   std::string written;
+  std::vector<const char*> write_ptrs;  // where each write()'s bytes were
+  std::vector<std::string> retired;     // frames passed to retire(), in order
 
   bool ensure_listener(uint16_t port) override {
     calls.push_back("listen " + std::to_string(port));
@@ -45,9 +47,11 @@ class FakeOps final : public PcbOps {
     if (write_result != WriteResult::kOk) return write_result;
     calls.push_back("write " + std::to_string(b.size()));
     written.append(b.data(), b.size());
+    write_ptrs.push_back(b.data());
     room -= std::min(room, b.size());
     return WriteResult::kOk;
   }
+  void retire(PcbHandle, std::string frame) override { retired.push_back(std::move(frame)); }
   void output(PcbHandle) override { calls.push_back("output"); }
   void recved(PcbHandle, size_t n) override { calls.push_back("recved " + std::to_string(n)); }
   void shutdown_tx(PcbHandle) override { calls.push_back("shutdown_tx"); }
@@ -492,6 +496,34 @@ TEST_F(ConnLifecycle, AFrameLargerThanTheSendRoomWaitsForSent) {
   EXPECT_EQ(ops.take(), (Lines{"write 2", "output"}));
   EXPECT_EQ(up.take(), (Lines{"read_more 1"}));
   EXPECT_EQ(ops.written, "hello");
+}
+
+// lwIP may point into a frame instead of copying it (PcbOps::write): the
+// frame stays where its pieces were written until it is retired, whole and
+// once, after its last piece; a frame not all written is not retired.
+TEST_F(ConnLifecycle, AFrameIsRetiredInPlaceOnceItsLastPieceIsWritten) {
+  const ConnId id = established();
+  std::string frame(4000, '\0');
+  for (size_t i = 0; i < frame.size(); ++i) frame[i] = static_cast<char>(i * 7);
+  const std::string copy = frame;
+  ops.room = 1500;
+  conns.on_data(id, std::move(frame));
+  conns.on_data(id, std::string(3000, 'n'));
+  EXPECT_TRUE(ops.retired.empty());
+  ops.room = 1500;
+  conns.on_sent(id);
+  EXPECT_TRUE(ops.retired.empty());
+  ops.room = 1500;
+  conns.on_sent(id);  // the last 1000 bytes, then 500 of the next frame
+  ASSERT_EQ(ops.retired.size(), 1u);
+  EXPECT_EQ(ops.retired[0], copy);
+  ASSERT_EQ(ops.write_ptrs.size(), 4u);
+  for (size_t i = 0; i < 3; ++i) EXPECT_EQ(ops.write_ptrs[i], ops.retired[0].data() + 1500 * i);
+  ops.room = 100000;
+  conns.on_sent(id);
+  ASSERT_EQ(ops.retired.size(), 2u);
+  EXPECT_EQ(ops.retired[1], std::string(3000, 'n'));
+  EXPECT_EQ(ops.written, copy + std::string(3000, 'n'));
 }
 
 TEST_F(ConnLifecycle, AFullSendQueueKeepsTheFrame) {
