@@ -74,7 +74,8 @@
 // family forgets it.
 //
 // Wire conventions: client bytes are queued as the frames send() was given,
-// each swapped into the message when its write starts (the stack hands
+// each written as wire bytes whose payload slice is the frame's own string
+// (relay/data_frame.h: no copy, no protobuf serialisation; the stack hands
 // 64 KiB frames while a write is in flight, stack/conn.cc "Upload frames");
 // small pieces join the last queued frame, larger ones are split, so no frame
 // exceeds max_frame. Data frames and bytes each way are counted
@@ -104,6 +105,7 @@
 #include "common/idle_trim.h"
 #include "common/log_escape.h"
 #include "common/log_limiter.h"
+#include "relay/data_frame.h"
 #include "relay/forward_policy.h"
 #include "relay/gateway_client_impl.h"
 #include "common/tunnel_ext.h"
@@ -159,15 +161,28 @@ void fill_init(openshell::v1::g01::TcpForwardInit& init, const ForwardTarget& t,
   fill_common_init(init, t, token);
 }
 
+// ForwardTcp's method path; gRPC keeps a pointer to it.
+const std::string& forward_path() {
+  static const std::string path(method::kForwardTcp);
+  return path;
+}
+
+// Frames are written as wire bytes (data_frame.h), read as messages.
 void bind_call(GatewayClient::Impl& gw, grpc::ClientContext* ctx,
-               grpc::ClientBidiReactor<Frame00, Frame00>* reactor) {
-  gw.stub->async()->ForwardTcp(ctx, reactor);
+               grpc::ClientBidiReactor<grpc::ByteBuffer, Frame00>* reactor) {
+  gw.forward00->PrepareBidiStreamingCall(ctx, forward_path(), grpc::StubOptions(), reactor);
 }
 
 void bind_call(GatewayClient::Impl& gw, grpc::ClientContext* ctx,
-               grpc::ClientBidiReactor<Frame01, Frame01>* reactor) {
-  static const std::string kPath(method::kForwardTcp);  // gRPC keeps a pointer to it
-  gw.forward01->PrepareBidiStreamingCall(ctx, kPath, grpc::StubOptions(), reactor);
+               grpc::ClientBidiReactor<grpc::ByteBuffer, Frame01>* reactor) {
+  gw.forward01->PrepareBidiStreamingCall(ctx, forward_path(), grpc::StubOptions(), reactor);
+}
+
+// @frame (an init frame) as wire bytes.
+template <class Frame>
+grpc::ByteBuffer encode(const Frame& frame) {
+  grpc::Slice slice = SliceOf(frame.SerializeAsString());
+  return grpc::ByteBuffer(&slice, 1);
 }
 
 }  // namespace
@@ -355,7 +370,7 @@ namespace {
 using PendingOpen = ForwardManager::Impl::PendingOpen;
 
 template <class Frame>
-class ForwardReactor final : public ForwardCall, public grpc::ClientBidiReactor<Frame, Frame> {
+class ForwardReactor final : public ForwardCall, public grpc::ClientBidiReactor<grpc::ByteBuffer, Frame> {
  public:
   ForwardReactor(std::shared_ptr<ForwardManager::Impl> mgr, PendingOpen open,
                  std::shared_ptr<TokenEntry> token)
@@ -371,7 +386,9 @@ class ForwardReactor final : public ForwardCall, public grpc::ClientBidiReactor<
   }
 
   void start() override {
-    fill_init(*init_.mutable_init(), open_.target, token_->token, mgr_->gw.options().workspace);
+    Frame init;
+    fill_init(*init.mutable_init(), open_.target, token_->token, mgr_->gw.options().workspace);
+    init_ = encode(init);
     mgr_->gw.impl().prepare(ctx_);
     if (mgr_->opts.request_extensions) ctx_.AddMetadata(std::string(tunnel_ext::kHeader), std::string(tunnel_ext::kRequestAll));
     started_at_ = Clock::now();
@@ -857,7 +874,7 @@ class ForwardReactor final : public ForwardCall, public grpc::ClientBidiReactor<
 
   // Queues @bytes as data frames of at most max_frame bytes. A frame the
   // stack coalesced (stack/conn.cc "Upload frames") is queued as it is and
-  // later swapped into the message: no copy. A piece that fits joins the
+  // later written from its own buffer: no copy. A piece that fits joins the
   // last queued frame (callers that send small pieces while a write is in
   // flight, e.g. the socket bridge); one over max_frame is split (copies:
   // only the late fallback's replay, or a caller that ignores the limit).
@@ -875,12 +892,13 @@ class ForwardReactor final : public ForwardCall, public grpc::ClientBidiReactor<
     frames_.push_back(std::move(bytes));
   }
 
-  // The next queued frame becomes the write's message (swapped, not copied).
+  // The next queued frame becomes the write: its string is the payload
+  // slice (EncodeDataFrame, SliceOf: no copy, no protobuf serialisation),
+  // freed when gRPC drops the slice.
   void prepare_write_locked() {
-    std::string& f = frames_.front();
-    inflight_bytes_ = f.size();
-    tx_.mutable_data()->swap(f);
-    frames_.pop_front();  // frees the previous write's buffer
+    inflight_bytes_ = frames_.front().size();
+    tx_ = EncodeDataFrame(SliceOf(std::move(frames_.front())));
+    frames_.pop_front();
     write_in_flight_ = true;
   }
   int release_read_locked() {
@@ -904,7 +922,8 @@ class ForwardReactor final : public ForwardCall, public grpc::ClientBidiReactor<
   const StreamId id_;
   const std::shared_ptr<TokenEntry> token_;
   grpc::ClientContext ctx_;
-  Frame init_, tx_, rx_;
+  grpc::ByteBuffer init_, tx_;  // the init frame; the data frame being written
+  Frame rx_;
   Clock::time_point started_at_;
 
   // When the stream counts as open (guarded by open_mu_).

@@ -396,6 +396,7 @@ GatewayClient::GatewayClient(GatewayOptions opts) : opts_(std::move(opts)), impl
   impl_->channel =
       grpc::CreateCustomChannel(opts_.endpoint.grpc_target(), make_channel_credentials(opts_), args);
   impl_->stub = openshell::v1::OpenShell::NewStub(impl_->channel);
+  impl_->forward00 = std::make_unique<decltype(impl_->forward00)::element_type>(impl_->channel);
   impl_->forward01 = std::make_unique<decltype(impl_->forward01)::element_type>(impl_->channel);
   set_bearer_token(opts_.bearer_token, opts_.bearer_token_file, opts_.parse_bearer_token_file);
   {

@@ -33,9 +33,12 @@ struct GatewayClient::Impl {
   std::shared_ptr<grpc::Channel> channel;
   /// 0.0 calls: the generated stub (openshell.proto's service).
   std::unique_ptr<openshell::v1::OpenShell::Stub> stub;
-  /// 0.1 ForwardTcp streams: the same method path with the 0.1 frame type.
-  std::unique_ptr<grpc::TemplatedGenericStub<openshell::v1::g01::TcpForwardFrame,
-                                             openshell::v1::g01::TcpForwardFrame>>
+  /// ForwardTcp streams, one stub per generation (the same method path):
+  /// frames are written as wire bytes (relay/data_frame.h: the frame's
+  /// string is the payload slice, no serialisation copy) and read as the
+  /// generation's message type.
+  std::unique_ptr<grpc::TemplatedGenericStub<grpc::ByteBuffer, openshell::v1::TcpForwardFrame>> forward00;
+  std::unique_ptr<grpc::TemplatedGenericStub<grpc::ByteBuffer, openshell::v1::g01::TcpForwardFrame>>
       forward01;
   /// The channel's memory quota (every received slice is charged to it;
   /// chttp2 shrinks its flow-control windows as it fills); only when

@@ -124,6 +124,8 @@
 namespace osh::peers {
 
 namespace v1 = openshell::v1;
+using relay::EncodeDataFrame;
+using relay::ParseDataFrame;
 using grpc::Status;
 using grpc::StatusCode;
 

@@ -13,7 +13,7 @@
 #include <string>
 
 #include "openshell.grpc.pb.h"
-#include "peers/common/data_frame.h"
+#include "relay/data_frame.h"
 #include "peers/common/protocol.h"
 #include "common/tunnel_ext.h"
 #include "peers/gateway/wire.h"
@@ -220,7 +220,7 @@ class ForwardCall : public std::enable_shared_from_this<ForwardCall> {
   grpc::ByteBuffer client_out_;
   grpc::ByteBuffer relay_in_;
   grpc::ByteBuffer relay_out_;
-  DataFrameView frame_view_;  // scratch of PassThroughLocked (keeps its capacity)
+  relay::DataFrameView frame_view_;  // scratch of PassThroughLocked (keeps its capacity)
   std::string up_buf_;     // client data not yet written to the relay
   size_t up_off_ = 0;
   std::string down_buf_;   // relay data not yet written to the client

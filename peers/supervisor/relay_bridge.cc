@@ -110,7 +110,7 @@
 #include <string>
 #include <unordered_map>
 
-#include "peers/common/data_frame.h"
+#include "relay/data_frame.h"
 #include "peers/common/frame_pool.h"
 #include "peers/common/log.h"
 #include "peers/common/message_buffer.h"
@@ -119,6 +119,10 @@
 
 namespace osh::peers {
 namespace {
+
+using relay::DataFrameView;
+using relay::EncodeDataFrame;
+using relay::ParseDataFrame;
 
 namespace v1 = openshell::v1;
 

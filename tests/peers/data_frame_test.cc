@@ -10,12 +10,16 @@
 
 #include "openshell.pb.h"
 #include "openshell_0_1.pb.h"
-#include "peers/common/data_frame.h"
+#include "relay/data_frame.h"
 #include "peers/common/frame_pool.h"
 #include "peers/common/message_buffer.h"
 
 namespace osh::peers {
 namespace {
+
+using relay::DataFrameView;
+using relay::EncodeDataFrame;
+using relay::ParseDataFrame;
 
 namespace v1 = openshell::v1;
 
@@ -95,6 +99,21 @@ TEST(DataFrame, EncodesWhatProtobufDecodes) {
     ASSERT_TRUE(ParseDataFrame(buffer, &view)) << size;
     EXPECT_EQ(Payload(view), data) << size;
   }
+}
+
+// The tunnel's relay sends its frames' strings as slices (relay/forward.cc):
+// the slice is the string's own buffer, not a copy, and stays valid after
+// the string object is gone.
+TEST(DataFrame, SliceOfKeepsTheStringsBytesWhereTheyAre) {
+  std::string frame = Pattern(65536);
+  const char* where = frame.data();
+  grpc::Slice slice = relay::SliceOf(std::move(frame));
+  EXPECT_EQ(reinterpret_cast<const char*>(slice.begin()), where);
+  grpc::ByteBuffer buffer = EncodeDataFrame(slice);
+  slice = grpc::Slice();
+  DataFrameView view;
+  ASSERT_TRUE(ParseDataFrame(buffer, &view));
+  EXPECT_EQ(Payload(view), Pattern(65536));
 }
 
 TEST(FramePool, ReusesOneBufferForFrameAfterFrame) {

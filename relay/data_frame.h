@@ -1,6 +1,8 @@
-// Data frames as wire bytes, without protobuf: what the peers' bulk path
-// reads and writes (issue 16.2: no parse, copy or allocation per frame).
-// See data_frame.cc for the theory of operation.
+// Data frames as wire bytes, without protobuf: what the tunnel's relay
+// writes (issue 16.4: no serialisation copy per frame) and the peers' bulk
+// path reads and writes (issue 16.2: no parse, copy or allocation per
+// frame). Library osh_wire (gRPC only, no protobuf). See data_frame.cc for
+// the theory of operation.
 #pragma once
 
 #include <grpcpp/support/byte_buffer.h>
@@ -8,9 +10,10 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <string>
 #include <vector>
 
-namespace osh::peers {
+namespace osh::relay {
 
 /// DataFrameView - where a data frame's payload sits in its ByteBuffer:
 /// bytes [header, header + size) of the concatenated @slices. Reused from
@@ -40,4 +43,10 @@ bool ParseDataFrame(const grpc::ByteBuffer& frame, DataFrameView* view);
 /// itself (a reference, no copy). Thread: any.
 grpc::ByteBuffer EncodeDataFrame(grpc::Slice payload);
 
-}  // namespace osh::peers
+/// SliceOf() - a slice of @bytes without a copy: the string moves to the
+/// heap and is deleted when gRPC drops the slice's last reference (on any
+/// of its threads, possibly after the write that carried it completed).
+/// Thread: any.
+grpc::Slice SliceOf(std::string bytes);
+
+}  // namespace osh::relay

@@ -3,9 +3,10 @@
 // TcpForwardFrame (0.0 and 0.1) and RelayFrame are `oneof payload { init = 1;
 // bytes data = 2; }`, so a frame carrying bytes is, on the wire, 0x12, the
 // length as a base-128 varint, then the bytes (protobuf encoding). The peers
-// relay bytes between such frames and sockets, and between the two calls, so
-// they need only to find the payload in a received ByteBuffer and to put a
-// header in front of bytes to send:
+// relay bytes between such frames and sockets, and between the two calls,
+// and the tunnel's relay sends the frames its callers made, so they need
+// only to find the payload in a received ByteBuffer and to put a header in
+// front of bytes to send:
 //   - ParseDataFrame() reads the header across the frame's slices and checks
 //     that the payload ends exactly where the frame ends; anything else
 //     (init frames, unknown or repeated fields, where the last one wins)
@@ -16,9 +17,9 @@
 // With protobuf, every frame's bytes were copied into a fresh std::string
 // (a oneof field is destroyed by the Clear() that each parse starts with)
 // and copied again into a fresh slice when serialised.
-#include "peers/common/data_frame.h"
+#include "relay/data_frame.h"
 
-namespace osh::peers {
+namespace osh::relay {
 namespace {
 
 constexpr uint8_t kDataTag = 0x12;   // field 2, wire type 2 (length-delimited)
@@ -70,4 +71,9 @@ grpc::ByteBuffer EncodeDataFrame(grpc::Slice payload) {
   return grpc::ByteBuffer(slices, count);
 }
 
-}  // namespace osh::peers
+grpc::Slice SliceOf(std::string bytes) {
+  auto* owned = new std::string(std::move(bytes));
+  return grpc::Slice(owned->data(), owned->size(), [](void* p) { delete static_cast<std::string*>(p); }, owned);
+}
+
+}  // namespace osh::relay
