@@ -349,8 +349,9 @@ void LwipAdapter::stop() {
   lwip_->listeners.clear();
   // What the connections left behind (closing, TIME_WAIT) ends too: lwIP
   // outlives the adapter, the frames its segments point into must not.
-  while (tcp_active_pcbs) tcp_abort(tcp_active_pcbs);
-  while (tcp_tw_pcbs) tcp_abort(tcp_tw_pcbs);
+  // (tcp_abort unlinks every pcb it is given; the checks only guard the loops.)
+  for (tcp_pcb* q; (q = tcp_active_pcbs) != nullptr && (tcp_abort(q), tcp_active_pcbs != q);) {}
+  for (tcp_pcb* q; (q = tcp_tw_pcbs) != nullptr && (tcp_abort(q), tcp_tw_pcbs != q);) {}
   if (lwip_->nif_added) {
     netif_set_down(&lwip_->nif);
     netif_remove(&lwip_->nif);

@@ -2,9 +2,10 @@
 """tcptool: the TCP peers of the vm-tests (Debian python3, standard library only).
 
 Servers run inside the sandbox namespace, clients in the client namespace.
-Data is a deterministic stream: 1 MiB blocks, each a fixed random block with
-its index in the first 8 bytes, so loss, duplication and reordering of blocks
-change the sha256. Every client prints one JSON line: bytes, sha256, the
+Data is a deterministic stream: 1 MiB blocks of one fixed random block, in
+which every 4 KiB starts with its own stream offset (8 bytes), so loss,
+duplication and reordering of any piece (a frame, a segment) change the
+sha256. Every client prints one JSON line: bytes, sha256, the
 expected sha256 where it knows it, errors (errno names), elapsed seconds.
 
 Servers:
@@ -46,6 +47,7 @@ import errno
 import hashlib
 import json
 import os
+import random
 import resource
 import selectors
 import socket
@@ -54,12 +56,14 @@ import threading
 import time
 
 BLOCK = 1 << 20
-_base = bytearray(hashlib.sha256(b"osh-vm-tests").digest() * (BLOCK // 32))
+STAMP = 4096  # every STAMP bytes carry their stream offset
+_base = bytearray(random.Random("osh-vm-tests").randbytes(BLOCK))
 
 
 def block(i):
     b = bytearray(_base)
-    b[0:8] = i.to_bytes(8, "big")
+    for off in range(0, BLOCK, STAMP):
+        b[off:off + 8] = (i * BLOCK + off).to_bytes(8, "big")
     return b
 
 
