@@ -107,6 +107,7 @@
 #include "common/log_limiter.h"
 #include "relay/data_frame.h"
 #include "relay/forward_policy.h"
+#include "relay/message_buffer.h"
 #include "relay/gateway_client_impl.h"
 #include "common/tunnel_ext.h"
 
@@ -178,12 +179,6 @@ void bind_call(GatewayClient::Impl& gw, grpc::ClientContext* ctx,
   gw.forward01->PrepareBidiStreamingCall(ctx, forward_path(), grpc::StubOptions(), reactor);
 }
 
-// @frame (an init frame) as wire bytes.
-template <class Frame>
-grpc::ByteBuffer encode(const Frame& frame) {
-  grpc::Slice slice = SliceOf(frame.SerializeAsString());
-  return grpc::ByteBuffer(&slice, 1);
-}
 
 }  // namespace
 
@@ -388,7 +383,7 @@ class ForwardReactor final : public ForwardCall, public grpc::ClientBidiReactor<
   void start() override {
     Frame init;
     fill_init(*init.mutable_init(), open_.target, token_->token, mgr_->gw.options().workspace);
-    init_ = encode(init);
+    init_ = SerializeToBuffer(init);
     mgr_->gw.impl().prepare(ctx_);
     if (mgr_->opts.request_extensions) ctx_.AddMetadata(std::string(tunnel_ext::kHeader), std::string(tunnel_ext::kRequestAll));
     started_at_ = Clock::now();

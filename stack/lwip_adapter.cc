@@ -349,9 +349,15 @@ void LwipAdapter::stop() {
   lwip_->listeners.clear();
   // What the connections left behind (closing, TIME_WAIT) ends too: lwIP
   // outlives the adapter, the frames its segments point into must not.
-  // (tcp_abort unlinks every pcb it is given; the checks only guard the loops.)
-  for (tcp_pcb* q; (q = tcp_active_pcbs) != nullptr && (tcp_abort(q), tcp_active_pcbs != q);) {}
-  for (tcp_pcb* q; (q = tcp_tw_pcbs) != nullptr && (tcp_abort(q), tcp_tw_pcbs != q);) {}
+  // tcp_abort() unlinks the pcb it is given; the breaks only guard the loops.
+  while (tcp_pcb* q = tcp_active_pcbs) {
+    tcp_abort(q);
+    if (tcp_active_pcbs == q) break;
+  }
+  while (tcp_pcb* q = tcp_tw_pcbs) {
+    tcp_abort(q);
+    if (tcp_tw_pcbs == q) break;
+  }
   if (lwip_->nif_added) {
     netif_set_down(&lwip_->nif);
     netif_remove(&lwip_->nif);

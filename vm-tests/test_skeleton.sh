@@ -94,6 +94,20 @@ else
     { echo "FAIL: status does not print the upstream dispatch line"; exit 1; }
 fi
 
+say "check: downloads went into lwIP by reference, and no frame is held once they are over (issue 16.4)"
+held() {  # prints "bytes_down_by_reference frames_held frame_bytes_held"
+  n_client "$OSH_TUNNEL" status --json --state-dir "$OSH_STATE" |
+    /usr/bin/python3 -c 'import json,sys; c=json.load(sys.stdin)["counters"]; print(c["bytes_down_by_reference"], c["frames_held"], c["frame_bytes_held"])'
+}
+read -r by_ref _ _ < <(held)
+say "  bytes_down_by_reference: $by_ref"
+check "download bytes went by reference" [ "${by_ref:-0}" -gt 0 ]
+none_held() { [[ "$(held)" == *' 0 0' ]]; }
+wait_until 5 none_held ||  # base 5 s: scaled by load, still well below TIME_WAIT (120 s), when lwIP frees any frame left
+  { echo "FAIL: frames still held after the transfers: $(held)"; exit 1; }
+grep -q "download frames:" <(n_client "$OSH_TUNNEL" status --state-dir "$OSH_STATE") ||
+  { echo "FAIL: status does not print the download frames line"; exit 1; }
+
 say "check: SIGTERM tears down the TUN and the hosts block"
 kill -TERM "$PID_tunnel"
 wait "$PID_tunnel"

@@ -117,7 +117,7 @@
 
 #include "peers/common/address.h"
 #include "peers/common/log.h"
-#include "peers/common/message_buffer.h"
+#include "relay/message_buffer.h"
 #include "peers/common/uuid.h"
 #include "peers/gateway/control_session.h"
 

@@ -11,10 +11,13 @@
 #include <string>
 
 #include "openshell.pb.h"
-#include "peers/common/message_buffer.h"
+#include "relay/message_buffer.h"
 #include "peers/common/protocol.h"
 
 namespace osh::peers {
+
+using relay::ParseFromBuffer;
+using relay::SerializeToBuffer;
 
 /// Frames of at most this many data bytes go out on ForwardTcp and
 /// RelayStream (protocol §2.5: TCP_FORWARD_CHUNK_SIZE, 64 KiB each way).

@@ -87,7 +87,7 @@
 #include "openshell.grpc.pb.h"
 #include "openshell_0_1.pb.h"
 #include "peers/common/address.h"
-#include "peers/common/message_buffer.h"
+#include "relay/message_buffer.h"
 #include "peers/common/log.h"
 #include "peers/common/uuid.h"
 #include "peers/supervisor/relay_bridge.h"
@@ -95,6 +95,9 @@
 
 namespace osh::peers {
 namespace {
+
+using relay::ParseFromBuffer;
+using relay::SerializeToBuffer;
 
 namespace v1 = openshell::v1;
 namespace g01 = openshell::v1::g01;

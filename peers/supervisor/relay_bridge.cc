@@ -113,7 +113,7 @@
 #include "relay/data_frame.h"
 #include "peers/common/frame_pool.h"
 #include "peers/common/log.h"
-#include "peers/common/message_buffer.h"
+#include "relay/message_buffer.h"
 #include "peers/common/socket.h"
 #include "common/event_loop.h"
 
@@ -123,6 +123,8 @@ namespace {
 using relay::DataFrameView;
 using relay::EncodeDataFrame;
 using relay::ParseDataFrame;
+using relay::ParseFromBuffer;
+using relay::SerializeToBuffer;
 
 namespace v1 = openshell::v1;
 

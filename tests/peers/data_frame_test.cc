@@ -12,7 +12,7 @@
 #include "openshell_0_1.pb.h"
 #include "relay/data_frame.h"
 #include "peers/common/frame_pool.h"
-#include "peers/common/message_buffer.h"
+#include "relay/message_buffer.h"
 
 namespace osh::peers {
 namespace {
@@ -20,6 +20,7 @@ namespace {
 using relay::DataFrameView;
 using relay::EncodeDataFrame;
 using relay::ParseDataFrame;
+using relay::ParseFromBuffer;
 
 namespace v1 = openshell::v1;
 

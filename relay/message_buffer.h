@@ -1,11 +1,13 @@
-// Protobuf message <-> grpc::ByteBuffer, for the peers' raw (generation-
-// dependent) calls. Header-only; include it only from code that links gRPC.
+// Protobuf message <-> grpc::ByteBuffer, for raw (generation-dependent)
+// calls: the peers', and the init frame of the tunnel's ForwardTcp streams
+// (relay/forward.cc). Header-only (library osh_wire); include it only from
+// code that links gRPC and protobuf.
 #pragma once
 
 #include <grpcpp/impl/codegen/proto_utils.h>
 #include <grpcpp/support/byte_buffer.h>
 
-namespace osh::peers {
+namespace osh::relay {
 
 /// SerializeToBuffer() - @msg as a ByteBuffer. Thread: any.
 template <class Message>
@@ -24,4 +26,4 @@ bool ParseFromBuffer(const grpc::ByteBuffer& buffer, Message* msg) {
   return grpc::SerializationTraits<Message>::Deserialize(&copy, msg).ok();
 }
 
-}  // namespace osh::peers
+}  // namespace osh::relay
