@@ -17,13 +17,18 @@
 // process is busy (bounded by the peak of live buffers plus trim_threshold
 // per arena), and IdleTrimmer (idle_trim.h) returns it with malloc_trim(0)
 // once a busy period is over, and again every 10 s while RSS stays up;
-// malloc_trim does not look at the thresholds. 8 MiB of trim threshold is
-// 64 times glibc's default and far above what one frame frees. Setting
+// malloc_trim does not look at the thresholds. The trim threshold is above
+// what a busy process frees in one swing, not just per frame: gRPC buffers
+// a stream's receive window (at least 4 MiB in grpc++ 1.51, see
+// docs/ARCHITECTURE.md "Memory bounds"), several streams' at once, and
+// drains it; at 8 MiB the tunnel gave such swings back and faulted 36 MiB
+// in again per 512 MiB downloaded (8 % of its CPU in clear_page). 64 MiB
+// keeps them; IdleTrimmer still returns all of it once the load is over. Setting
 // either threshold also turns glibc's dynamic adjustment off, so both are
 // set together. M_ARENA_MAX is here too: every such process wants it
 // (issue 3.3), and it is 1: malloc_trim(0) shrinks the top chunk of the main
 // arena only (glibc's mtrim madvises the free bins of the others, never
-// their top), so a second arena kept up to the trim threshold, 8 MiB,
+// their top), so a second arena kept up to the trim threshold (8 MiB then)
 // resident after every load, which is vm_memory's whole bound.
 #include "common/malloc_tuning.h"
 

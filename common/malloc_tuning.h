@@ -15,7 +15,7 @@ struct MallocTuning {
   /// connection's thread is not reused by another's and RSS grows with the
   /// thread count, not with live data. One arena, because malloc_trim(0)
   /// trims the top chunk of the main arena only: a second arena's top (up
-  /// to trim_threshold, 8 MiB) stayed resident after every load
+  /// to trim_threshold, then 8 MiB) stayed resident after every load
   /// (MallocTuning.MallocTrimReturnsWhatOtherThreadsFreed; vm_memory). The
   /// lock it costs is measured in docs/BENCHMARKS.md "One malloc arena".
   int arena_max = 1;
@@ -24,10 +24,15 @@ struct MallocTuning {
   /// per-frame buffer (64 KiB frames, gRPC's slices), below glibc's cap of
   /// 32 MiB.
   size_t mmap_threshold = size_t{4} << 20;
-  /// M_TRIM_THRESHOLD, bytes: free memory at the top of an arena beyond this
-  /// is returned to the kernel at once, on free(). The rest goes back on
-  /// idle (IdleTrimmer's malloc_trim(0)).
-  size_t trim_threshold = size_t{8} << 20;
+  /// M_TRIM_THRESHOLD, bytes: once a free() leaves more than this free at
+  /// the top of the heap, glibc returns all of it (down to M_TOP_PAD) to the
+  /// kernel at once. Less than this goes back on
+  /// idle (IdleTrimmer's malloc_trim(0)). Above what a busy process frees in
+  /// one swing: gRPC buffers up to a receive window per stream (at least
+  /// 4 MiB in grpc++ 1.51) and then drains it; with 8 MiB the tunnel gave
+  /// such swings back and faulted them in again every 0.4 s of a download
+  /// (docs/BENCHMARKS.md "Trim threshold").
+  size_t trim_threshold = size_t{64} << 20;
 };
 
 /// tune_malloc() - applies @tuning with mallopt(). Call once, first thing in

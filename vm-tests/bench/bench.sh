@@ -41,12 +41,15 @@
 #
 # Usage: bench.sh [--smoke] [--out DIR] [--reps N] [--bulk-mib N] [--latency-n N]
 #                 [--rr-n N] [--storm-n N] [--churn-n N] [--idle-n N] [--paths "A B C D E U"]
-#                 [--profile]
+#                 [--profile] [--profile-event EVENT]
 #   --smoke   tiny sizes, one repetition (~10 s of measuring): CI's anti-rot check
 #   --profile one extra bulk upload and download per path, not measured, under
 #             `perf record -e cpu-clock -g` of the tunnel process, the gateway and
 #             the supervisor: DIR/profile/<path>-<upload|download>-<group>.{data,txt}
 #             (the .txt: CPU share per thread and per symbol; issue 16.1)
+#   --profile-event EVENT  what --profile records instead of cpu-clock: a software
+#             event recorded at every occurrence (-c 1), e.g. page-faults; the
+#             .txt then starts with the count (implies --profile)
 # Output: the table on stdout, DIR/bench.json (everything), DIR/bench.md and
 # DIR/bench.png (benchchart.py: each path's throughput, latency and CPU per GiB
 # relative to C, the direct relay; needs python3-matplotlib).
@@ -68,7 +71,7 @@ STORM_BYTES=$((1 << 20))
 CHURN_N=1000
 IDLE_N=1000
 PATHS="A B C D E U"
-PROFILE=0
+PROFILE=0 PROFILE_EVENT=cpu-clock
 while (($#)); do
   case "$1" in
     --smoke) SMOKE=1 ;;
@@ -82,6 +85,7 @@ while (($#)); do
     --idle-n) IDLE_N="$2"; shift ;;
     --paths) PATHS="$2"; shift ;;
     --profile) PROFILE=1 ;;
+    --profile-event) PROFILE=1 PROFILE_EVENT="$2"; shift ;;
     -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench.sh: unknown argument $1 (see --help)" >&2; exit 1 ;;
   esac
@@ -102,7 +106,7 @@ if ((PROFILE)) && ! command -v perf >/dev/null; then
   exit 1
 fi
 PROFILE_ARGS=()
-((PROFILE)) && PROFILE_ARGS=(--profile-dir "$OUT/profile")
+((PROFILE)) && PROFILE_ARGS=(--profile-dir "$OUT/profile" --profile-event "$PROFILE_EVENT")
 for b in "$OSH_TUNNEL" "$OSH_GATEWAY" "$OSH_SUPERVISOR"; do
   [[ -x $b ]] || { echo "bench.sh: $b is missing: build first (scripts/build.sh)" >&2; exit 1; }
 done
@@ -159,12 +163,14 @@ profile_summaries() {
   for f in "$OUT"/profile/*.data; do
     [[ -e $f ]] || continue
     {
-      echo "# $(basename "$f"): perf record -e cpu-clock -g; self time"
+      echo "# $(basename "$f"): perf record -e $PROFILE_EVENT -g; self time"
+      [[ $PROFILE_EVENT == cpu-clock ]] ||
+        echo "# $PROFILE_EVENT: $(perf script -i "$f" -F event 2>/dev/null | wc -l) events (each one recorded)"
       perf report -i "$f" --stdio --no-children --sort comm --percent-limit 1 -g none 2>/dev/null | grep -v '^$'
       perf report -i "$f" --stdio --no-children --sort dso,sym --percent-limit 0.7 -g none 2>/dev/null | grep -v '^$'
       echo "# with children (time in the function and what it calls)"
       perf report -i "$f" --stdio --children --sort sym --percent-limit 3 -g none 2>/dev/null |
-        grep -v '^#' | grep -v '^$' | cut -c1-160
+        grep -v '^#' | grep -v '^$' | cut -c1-160 || true  # nothing left: no samples (page-faults: none)
     } > "${f%.data}.txt"
   done
   say "profiles: $OUT/profile/*.txt"

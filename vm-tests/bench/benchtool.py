@@ -256,12 +256,15 @@ def rss_kib(pids):
 
 
 class Profiler:
-    """perf record (cpu-clock, call graphs) of each watched process group while a
+    """perf record (cpu-clock or another event, call graphs) of each watched process group while a
     transfer runs (bench.sh --profile; issue 16.1: this machine has no hardware
     counters). One perf.data per group and transfer: DIR/<path>-<word>-<group>.data."""
 
-    def __init__(self, out_dir, path_name, watch):
+    def __init__(self, out_dir, path_name, watch, event="cpu-clock"):
         self.dir, self.path, self.watch = out_dir, path_name, watch
+        # cpu-clock is sampled at 999 Hz; another event (page-faults) is
+        # recorded at every occurrence, so the sample count is the count.
+        self.event_args = ["-e", event] + (["-F", "999"] if event == "cpu-clock" else ["-c", "1"])
         self.procs = []
 
     def start(self, word):
@@ -272,7 +275,7 @@ class Profiler:
             pids = ",".join(str(p) for p in _tree(roots))
             out = os.path.join(self.dir, f"{self.path}-{word}-{g}.data")
             self.procs.append(subprocess.Popen(
-                ["perf", "record", "-q", "-e", "cpu-clock", "-F", "999", "-g", "-o", out, "-p", pids],
+                ["perf", "record", "-q", *self.event_args, "-g", "-o", out, "-p", pids],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         time.sleep(0.3)  # perf attaches before the transfer starts
 
@@ -573,7 +576,7 @@ def client(a):
         log(f"storm {a.storm_n} x {a.storm_bytes} B: {secs:.3f} s, bad {bad}")
 
     res["bulk_up"], res["bulk_down"] = [], []
-    prof = Profiler(a.profile_dir, a.name, watch)
+    prof = Profiler(a.profile_dir, a.name, watch, a.profile_event)
     for r in range(a.reps):
         for key, fn, buf, word in (("bulk_up", bulk_up, stream, "upload"),
                                    ("bulk_down", bulk_down, downbuf, "download")):
@@ -820,6 +823,7 @@ def main():
     c.add_argument("--churn-n", type=int, default=1000)
     c.add_argument("--idle-n", type=int, default=1000)
     c.add_argument("--profile-dir", default="", help="perf record each group during one extra bulk transfer per direction")
+    c.add_argument("--profile-event", default="cpu-clock", help="perf event of --profile-dir (cpu-clock: sampled; others: every one)")
     i = sub.add_parser("idle", help="hold --count idle connections; RSS growth of --pid per connection")
     i.add_argument("--host", required=True)
     i.add_argument("--port", type=int, required=True)
