@@ -21,8 +21,9 @@
 // what a busy process frees in one swing, not just per frame: gRPC buffers
 // a stream's receive window (at least 4 MiB in grpc++ 1.51, see
 // docs/ARCHITECTURE.md "Memory bounds"), several streams' at once, and
-// drains it; at 8 MiB the tunnel gave such swings back and faulted 36 MiB
-// in again per 512 MiB downloaded (8 % of its CPU in clear_page). 64 MiB
+// drains it; at 8 MiB the tunnel gave such swings back and faulted 6,000-
+// 9,000 pages (24-36 MiB) in again per 512 MiB downloaded (8 % of its CPU
+// in clear_page), the mini-gateway up to 14,000. 64 MiB
 // keeps them; IdleTrimmer still returns all of it once the load is over. Setting
 // either threshold also turns glibc's dynamic adjustment off, so both are
 // set together. M_ARENA_MAX is here too: every such process wants it

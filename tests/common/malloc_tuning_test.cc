@@ -50,7 +50,7 @@ long FaultsPerFrames(int frames) {
   return ThreadMinorFaults() - before;
 }
 
-// 12 blocks of 512 KiB (6 MiB: below the 8 MiB trim threshold, so kept on
+// 12 blocks of 512 KiB (6 MiB: below the trim threshold, so kept on
 // free), written and freed on the calling thread. False if malloc failed.
 bool TouchAndFreeSixMiB() {
   std::vector<char*> blocks;
@@ -103,11 +103,12 @@ TEST(MallocTuning, FrameBuffersAreReusedNotFaultedInPerFrame) {
 
 // A burst of buffered frames, as gRPC holds while a download's HTTP/2
 // receive window fills (4 MiB per stream at grpc++ 1.51's default flow
-// control, several streams at once) and then drains: 32 MiB in 64 KiB
-// blocks, all freed, then allocated and written again. With an 8 MiB trim
+// control, several streams at once) and then drains: 48 MiB in 64 KiB
+// blocks (so any threshold below 48 MiB fails), all freed, then allocated
+// and written again. With an 8 MiB trim
 // threshold the last free() found more than that free at the top of the heap
 // and gave all of it back (glibc trims down to M_TOP_PAD, not to the
-// threshold), so the next burst faulted 8,162 pages in again (the tunnel's
+// threshold), so the next burst faulted every page in again (the tunnel's
 // download profile: 8 % of its CPU in clear_page, in bursts every 0.4 s).
 // Kept in the arena, next to none fault.
 TEST(MallocTuning, ABurstOfBufferedFramesIsReusedNotFaultedInAgain) {
@@ -115,7 +116,7 @@ TEST(MallocTuning, ABurstOfBufferedFramesIsReusedNotFaultedInAgain) {
   GTEST_SKIP() << "a sanitizer's allocator replaces glibc's malloc";
 #endif
   ASSERT_EQ(tune_malloc(), "");
-  constexpr size_t kBlocks = 512;  // 32 MiB
+  constexpr size_t kBlocks = 768;  // 48 MiB
   constexpr size_t kBlock = 64 * kKiB;
   std::vector<char*> blocks(kBlocks);
   const auto burst = [&] {

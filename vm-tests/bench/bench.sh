@@ -105,6 +105,14 @@ if ((PROFILE)) && ! command -v perf >/dev/null; then
   echo "bench.sh: --profile needs perf (apt-get install linux-perf)" >&2
   exit 1
 fi
+if ((PROFILE)); then
+  # Every occurrence of the event is recorded (-c 1), except cpu-clock's
+  # samples: a timer event such as task-clock would be "recorded" a few
+  # hundred times and the count be meaningless.
+  [[ $PROFILE_EVENT != task-clock ]] || { echo "bench.sh: --profile-event task-clock: a timer; use cpu-clock (--profile)" >&2; exit 1; }
+  perf stat -e "$PROFILE_EVENT" true >/dev/null 2>&1 ||
+    { echo "bench.sh: --profile-event $PROFILE_EVENT: perf does not know this event (perf list sw)" >&2; exit 1; }
+fi
 PROFILE_ARGS=()
 ((PROFILE)) && PROFILE_ARGS=(--profile-dir "$OUT/profile" --profile-event "$PROFILE_EVENT")
 for b in "$OSH_TUNNEL" "$OSH_GATEWAY" "$OSH_SUPERVISOR"; do
@@ -163,12 +171,12 @@ profile_summaries() {
   for f in "$OUT"/profile/*.data; do
     [[ -e $f ]] || continue
     {
-      echo "# $(basename "$f"): perf record -e $PROFILE_EVENT -g; self time"
+      echo "# $(basename "$f"): perf record -e $PROFILE_EVENT -g; per thread, then per symbol (self)"
       [[ $PROFILE_EVENT == cpu-clock ]] ||
         echo "# $PROFILE_EVENT: $(perf script -i "$f" -F event 2>/dev/null | wc -l) events (each one recorded)"
       perf report -i "$f" --stdio --no-children --sort comm --percent-limit 1 -g none 2>/dev/null | grep -v '^$'
       perf report -i "$f" --stdio --no-children --sort dso,sym --percent-limit 0.7 -g none 2>/dev/null | grep -v '^$'
-      echo "# with children (time in the function and what it calls)"
+      echo "# with children (in the function and what it calls)"
       perf report -i "$f" --stdio --children --sort sym --percent-limit 3 -g none 2>/dev/null |
         grep -v '^#' | grep -v '^$' | cut -c1-160 || true  # nothing left: no samples (page-faults: none)
     } > "${f%.data}.txt"
@@ -239,6 +247,6 @@ if "$PY" -c 'import matplotlib' 2>/dev/null; then
 else
   say "no chart: python3-matplotlib is not installed (scripts/install-deps.sh installs it)"
 fi
-say "results: $OUT/bench.json, $OUT/bench.md, $OUT/bench.png (total $((SECONDS - T_START)) s)"
+say "results: $OUT/bench.json, $OUT/bench.md$([[ -e $OUT/bench.png ]] && echo ", $OUT/bench.png") (total $((SECONDS - T_START)) s)"
 ((rc == 0)) || say "FAILED: some transfer or connection failed (see 'failures' above)"
 exit "$rc"

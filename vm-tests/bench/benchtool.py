@@ -274,20 +274,24 @@ class Profiler:
         for g, roots in self.watch.groups.items():
             pids = ",".join(str(p) for p in _tree(roots))
             out = os.path.join(self.dir, f"{self.path}-{word}-{g}.data")
-            self.procs.append(subprocess.Popen(
-                ["perf", "record", "-q", *self.event_args, "-g", "-o", out, "-p", pids],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            with open(out + ".log", "w") as err:  # perf's own complaints, next to its data
+                self.procs.append((out, subprocess.Popen(
+                    ["perf", "record", "-q", *self.event_args, "-g", "-o", out, "-p", pids],
+                    stdout=subprocess.DEVNULL, stderr=err)))
         time.sleep(0.3)  # perf attaches before the transfer starts
 
     def stop(self):
-        for pr in self.procs:
+        for _, pr in self.procs:
             pr.send_signal(signal.SIGINT)
-        for pr in self.procs:
+        for out, pr in self.procs:
             try:
                 pr.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 pr.kill()
                 pr.wait()
+            if not os.path.exists(out):
+                print(f"  [{self.path}] profile: perf record wrote no {out} (exit {pr.returncode}; see {out}.log)",
+                      flush=True)
         self.procs = []
 
 
