@@ -119,9 +119,10 @@ void print_status(const json& j) {
                  human_bytes(static_cast<uint64_t>(std::max<int64_t>(0, c.value("frame_bytes_held", int64_t{0})))));
     if (c.contains("upstream_dispatch")) {
       const json& u = c["upstream_dispatch"];
-      fmt::print("upstream dispatch: {} calls queued ({} wake-ups), {} sends queued straight to the relay\n",
+      fmt::print("upstream dispatch: {} calls queued ({} wake-ups), {} sends queued straight to the relay, {} reads "
+                 "resumed in place\n",
                  u.value("queued", uint64_t{0}), u.value("wakeups", uint64_t{0}),
-                 u.value("direct_sends", uint64_t{0}));
+                 u.value("direct_sends", uint64_t{0}), u.value("direct_read_mores", uint64_t{0}));
     }
     if (c.contains("tun_repairs"))
       fmt::print("TUN repairs: {} (link, addresses or routes put back after something else removed them)\n",

@@ -58,6 +58,7 @@ bool RelayUpstream::try_send_queued(stack::ConnId id, std::string& bytes) {
   return mgr_.try_send_queued(id, bytes);
 }
 void RelayUpstream::read_more(stack::ConnId id) { mgr_.read_more(id); }
+bool RelayUpstream::try_read_more_in_place(stack::ConnId id) { return mgr_.try_read_more_in_place(id); }
 void RelayUpstream::close_write(stack::ConnId id) { mgr_.close_write(id); }
 void RelayUpstream::abort(stack::ConnId id) { mgr_.abort(id); }
 

@@ -36,6 +36,7 @@ class RelayUpstream final : public stack::Upstream, public relay::ForwardObserve
   void send(stack::ConnId id, std::string bytes) override;
   bool try_send_queued(stack::ConnId id, std::string& bytes) override;
   void read_more(stack::ConnId id) override;
+  bool try_read_more_in_place(stack::ConnId id) override;
   void close_write(stack::ConnId id) override;
   void abort(stack::ConnId id) override;
 

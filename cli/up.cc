@@ -733,7 +733,10 @@ json Tunnel::status_json() {
     // with OPENSHELL_TUNNEL_SECCOMP=none (no dispatch thread).
     if (const auto d = stack_->dispatch_stats())
       j["counters"]["upstream_dispatch"] = {
-          {"queued", d->queued}, {"wakeups", d->wakeups}, {"direct_sends", d->direct_sends}};
+          {"queued", d->queued},
+          {"wakeups", d->wakeups},
+          {"direct_sends", d->direct_sends},
+          {"direct_read_mores", d->direct_read_mores}};
   }
   if (firewall_) {
     json f = {{"table", "inet " + firewall_->table()},

@@ -192,6 +192,9 @@ class ForwardCall : public std::enable_shared_from_this<ForwardCall> {
   /// ForwardStreams::try_send_queued for this call; under the manager's mu.
   virtual bool try_send_queued(std::string& bytes) = 0;
   virtual void read_more() = 0;
+  /// ForwardStreams::try_read_more_in_place for this call; under the
+  /// manager's mu.
+  virtual bool try_read_more_in_place() = 0;
   virtual void close_write() = 0;
   virtual void abort() = 0;
 };
@@ -429,6 +432,15 @@ class ForwardReactor final : public ForwardCall, public grpc::ClientBidiReactor<
     read_in_flight_ = true;
     lk.unlock();
     this->StartRead(&rx_);
+  }
+
+  // read_more() where it would start no read: the same state change, no
+  // gRPC call. A moved stream (successor_) goes through read_more().
+  bool try_read_more_in_place() override {
+    std::lock_guard lk(mu_);
+    if (successor_ || !(r_closed_ || read_in_flight_ || aborted_ || delivering_)) return false;
+    delivered_ahead_ = 0;
+    return true;
   }
 
   void close_write() override {
@@ -1404,6 +1416,14 @@ bool ForwardManager::try_send_queued(StreamId id, std::string& bytes) {
 
 void ForwardManager::read_more(StreamId id) {
   if (auto c = impl_->find(id)) c->read_more();
+}
+
+bool ForwardManager::try_read_more_in_place(StreamId id) {
+  // Under the manager's mu, as try_send_queued: the caller's thread never
+  // drops the last reference to a call.
+  std::lock_guard lk(impl_->mu);
+  const auto it = impl_->calls.find(id);
+  return it != impl_->calls.end() && it->second->try_read_more_in_place();
 }
 
 void ForwardManager::close_write(StreamId id) {

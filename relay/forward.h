@@ -222,6 +222,18 @@ class ForwardStreams {
   }
   /// Starts the next read (after on_data).
   virtual void read_more(StreamId id) = 0;
+  /// read_more()'s fast path for the same callers as try_send_queued
+  /// (stack::Upstream::try_read_more_in_place): if read_more() would start
+  /// no read - one is in flight, a frame is being delivered (its reaction
+  /// starts the next read itself), or the stream reads no more - records it
+  /// under the stream's mutex and returns true. Otherwise (a read must be
+  /// started, the stream is unknown or moved to a fallback call) returns
+  /// false: call read_more(). No gRPC call is made and no stream object
+  /// released on the caller's thread. Default: false.
+  virtual bool try_read_more_in_place(StreamId id) {
+    (void)id;
+    return false;
+  }
   /// Half-closes the client->target direction after queued bytes (WritesDone).
   virtual void close_write(StreamId id) = 0;
   /// Cancels the stream; on_closed still follows.
@@ -244,6 +256,7 @@ class ForwardManager final : public ForwardStreams {
   void send(StreamId id, std::string bytes) override;
   bool try_send_queued(StreamId id, std::string& bytes) override;
   void read_more(StreamId id) override;
+  bool try_read_more_in_place(StreamId id) override;
   void close_write(StreamId id) override;
   void abort(StreamId id) override;
 

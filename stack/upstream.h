@@ -80,6 +80,17 @@ class Upstream {
   /// (the relay: one, relay::ForwardOptions::read_ahead_frames); the stack
   /// queues them.
   virtual void read_more(ConnId id) = 0;
+  /// Optional fast path of read_more() for the same callers as
+  /// try_send_queued: when read_more() would make no call into the
+  /// transport (a read is already in flight, a frame is being delivered, or
+  /// the stream reads no more), record it using memory work only (as above)
+  /// and return true. Otherwise (a read must be started, stream unknown or
+  /// moved) return false: the caller then makes read_more(). Same ordering
+  /// rule as try_send_queued. Default: false.
+  virtual bool try_read_more_in_place(ConnId id) {
+    (void)id;
+    return false;
+  }
   /// The client sent FIN: half-close upstream after the queued bytes.
   virtual void close_write(ConnId id) = 0;
   /// The client reset or the stack gave up: cancel the stream. The upstream

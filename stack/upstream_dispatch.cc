@@ -87,7 +87,19 @@ void UpstreamDispatch::send(ConnId id, std::string bytes) {
   enqueue(Call{Op::kSend, id, std::move(bytes), nullptr});
 }
 
-void UpstreamDispatch::read_more(ConnId id) { enqueue(Call{Op::kReadMore, id, {}, nullptr}); }
+void UpstreamDispatch::read_more(ConnId id) {
+  {
+    std::lock_guard lk(mu_);
+    if (stopping_) return;
+    // As in send(): nothing queued or being made, so no earlier call for
+    // @id can be overtaken.
+    if (outstanding_ == 0 && target_.try_read_more_in_place(id)) {
+      ++stats_.direct_read_mores;
+      return;
+    }
+  }
+  enqueue(Call{Op::kReadMore, id, {}, nullptr});
+}
 void UpstreamDispatch::close_write(ConnId id) { enqueue(Call{Op::kCloseWrite, id, {}, nullptr}); }
 void UpstreamDispatch::abort(ConnId id) { enqueue(Call{Op::kAbort, id, {}, nullptr}); }
 

@@ -19,7 +19,12 @@
 //     target can queue the bytes behind a write in flight without running
 //     transport code (Upstream::try_send_queued; the relay's frame queue,
 //     drained by gRPC's own threads). Nothing queued or running means every
-//     earlier call was made, so per-connection order holds.
+//     earlier call was made, so per-connection order holds;
+//   - read_more() skips it the same way when the target needs no transport
+//     call for it (Upstream::try_read_more_in_place: the relay then has a
+//     read in flight, or a frame in delivery that starts the next read on
+//     gRPC's thread): one hop fewer per frame downloaded and per response
+//     of a request/response exchange.
 #pragma once
 
 #include <condition_variable>
@@ -35,12 +40,14 @@
 namespace osh::stack {
 
 /// An Upstream that makes every call on its own thread, in call order,
-/// except sends the target queues itself (try_send_queued, above).
+/// except sends the target queues itself (try_send_queued, above) and
+/// read_mores it records in place (try_read_more_in_place).
 /// Calls: any thread (the stack's callers hold the lwIP core lock, which
 /// serialises them), never block beyond a short mutex hold. The target's
 /// calls on the dispatch thread are made WITHOUT the core lock (the relay
 /// tolerates that; upstream.h's "core lock held" is then not given);
-/// try_send_queued is made on the caller's thread under this object's mutex.
+/// try_send_queued and try_read_more_in_place are made on the caller's
+/// thread under this object's mutex.
 class UpstreamDispatch final : public Upstream {
  public:
   /// @target must outlive this object.
@@ -62,6 +69,7 @@ class UpstreamDispatch final : public Upstream {
   /// Straight into the target's queue when possible (see the file comment),
   /// else queued for the dispatch thread like every other call.
   void send(ConnId id, std::string bytes) override;
+  /// In place when possible (see the file comment), else queued.
   void read_more(ConnId id) override;
   void close_write(ConnId id) override;
   void abort(ConnId id) override;
@@ -71,6 +79,7 @@ class UpstreamDispatch final : public Upstream {
     uint64_t queued = 0;        ///< calls queued for the dispatch thread
     uint64_t wakeups = 0;       ///< times the sleeping thread was woken for them
     uint64_t direct_sends = 0;  ///< sends the target queued itself (no hop)
+    uint64_t direct_read_mores = 0;  ///< read_mores the target recorded in place (no hop)
   };
   Stats stats() const;
 

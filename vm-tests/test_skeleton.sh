@@ -82,14 +82,15 @@ check "mean upload frame >= 60 KiB" [ $(((b1 - b0) / (f1 - f0))) -ge $((60 * 102
 
 say "check: status counts the confined stack's dispatch hop, and bulk frames that skipped it"
 dispatch="$(n_client "$OSH_TUNNEL" status --json --state-dir "$OSH_STATE" |
-  /usr/bin/python3 -c 'import json,sys; d=json.load(sys.stdin)["counters"].get("upstream_dispatch"); print("none" if d is None else " ".join(str(d[k]) for k in ("queued", "wakeups", "direct_sends")))')"
-say "  upstream_dispatch (queued wakeups direct_sends): $dispatch"
+  /usr/bin/python3 -c 'import json,sys; d=json.load(sys.stdin)["counters"].get("upstream_dispatch"); print("none" if d is None else " ".join(str(d[k]) for k in ("queued", "wakeups", "direct_sends", "direct_read_mores")))')"
+say "  upstream_dispatch (queued wakeups direct_sends direct_read_mores): $dispatch"
 if [[ ${OPENSHELL_TUNNEL_SECCOMP:-} == none ]]; then
   check "no dispatch thread without confinement" [ "$dispatch" = none ]
 else
-  read -r dq _ dd <<<"$dispatch"
+  read -r dq _ dd dr <<<"$dispatch"
   check "calls went through the dispatch" [ "${dq:-0}" -gt 0 ]
   check "some upload frames were queued straight behind a write in flight" [ "${dd:-0}" -gt 0 ]
+  check "some download reads were resumed in place (a read in flight already)" [ "${dr:-0}" -gt 0 ]
   grep -q "upstream dispatch:" <(n_client "$OSH_TUNNEL" status --state-dir "$OSH_STATE") ||
     { echo "FAIL: status does not print the upstream dispatch line"; exit 1; }
 fi

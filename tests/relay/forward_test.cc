@@ -10,6 +10,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <functional>
 #include <thread>
 #include <mutex>
 #include <string>
@@ -55,16 +56,18 @@ class Recorder final : public ForwardObserver {
     cv_.notify_all();
   }
 
-  /// Waits for on_closed (reading on as data arrives, as the stack would);
-  /// false on timeout.
-  bool wait_closed(ForwardManager& mgr, StreamId id, std::chrono::milliseconds limit = 5000ms) {
+  /// Waits for on_closed (reading on as data arrives, as the stack would:
+  /// mgr.read_more(id), or @resume if given); false on timeout.
+  bool wait_closed(ForwardManager& mgr, StreamId id, std::chrono::milliseconds limit = 5000ms,
+                   const std::function<void()>& resume = {}) {
     const auto deadline = Clock::now() + limit;
     std::unique_lock lk(mu_);
     while (!closed_) {
       if (unread_) {
         unread_ = false;
         lk.unlock();
-        mgr.read_more(id);
+        if (resume) resume();
+        else mgr.read_more(id);
         lk.lock();
         continue;
       }
@@ -384,6 +387,45 @@ TEST(ForwardFrames, TrySendQueuedTakesBytesOnlyBehindAWriteAndLosesNone) {
   EXPECT_EQ(fake.frame_sizes(0), std::vector<size_t>(64, 64u << 10));
   EXPECT_EQ(rec.written(), all.size());
   RecordProperty("taken_without_send", static_cast<int>(taken));
+}
+
+// read_more()'s fast path for the confined stack thread (issue 16,
+// ForwardStreams::try_read_more_in_place): true where read_more() would
+// start no read (a read in flight: with two frames of read-ahead and the
+// gateway pausing 300 ms between frames, the next read is pending whenever
+// the observer takes a frame), and a caller that falls back to read_more()
+// on false gets every frame once, in order, with one frame of read-ahead as
+// with two. Unknown streams: false.
+TEST(ForwardEnd, TryReadMoreInPlaceResumesReadsWithoutAReadMore) {
+  for (size_t ahead : {1u, 2u}) {
+    SCOPED_TRACE("read_ahead_frames " + std::to_string(ahead));
+    Script s;
+    s.frames = {"a", "bb", "ccc", "dddd", "eeeee"};
+    s.gap = 300ms;
+    FakeGateway fake(Generation::k0_1, [&](const SeenInit&) { return s; });
+    GatewayClient gw(options_for(fake, Generation::k0_1));
+    Recorder rec;
+    ForwardOptions fo;
+    fo.read_ahead_frames = ahead;
+    ForwardManager mgr(gw, rec, fo);
+    EXPECT_FALSE(mgr.try_read_more_in_place(9));
+    mgr.open(1, target());
+    ASSERT_TRUE(rec.wait_open());
+    int in_place = 0;
+    const auto resume = [&] {
+      if (mgr.try_read_more_in_place(1)) {
+        ++in_place;
+      } else {
+        mgr.read_more(1);
+      }
+    };
+    ASSERT_TRUE(rec.wait_closed(mgr, 1, 20000ms, resume));
+    EXPECT_EQ(rec.events(), want({"open", "data:a", "data:bb", "data:ccc", "data:dddd", "data:eeeee", "closed:ok"}));
+    if (ahead == 2) {
+      EXPECT_GT(in_place, 0) << "no read was resumed in place";
+    }
+    RecordProperty("in_place_" + std::to_string(ahead), in_place);
+  }
 }
 
 // Receive limits per call (issue 14.8): a ForwardTcp frame may carry what

@@ -1,8 +1,9 @@
 // UpstreamDispatch (stack/upstream_dispatch.h): every call reaches the
 // target once, in call order, on the dispatch thread (never the caller's);
 // a send skips the hop only when nothing is queued or being made and the
-// target takes it (Upstream::try_send_queued); finish() makes what was
-// queued and drops what comes after.
+// target takes it (Upstream::try_send_queued), and a read_more the same way
+// (Upstream::try_read_more_in_place); finish() makes what was queued and
+// drops what comes after.
 #include "stack/upstream_dispatch.h"
 
 #include <gtest/gtest.h>
@@ -18,7 +19,8 @@ namespace {
 
 /// Records each call as one line ("send 3 <bytes>", ...) and the thread it
 /// came on. `accept_direct` makes try_send_queued take the bytes (as the
-/// relay does while a write is in flight); `gate` (if set) holds open()
+/// relay does while a write is in flight), `accept_read_more_in_place`
+/// try_read_more_in_place (the relay with a read in flight); `gate` (if set) holds open()
 /// until it is fulfilled, standing in for a slow call on the dispatch thread.
 class RecordingUpstream final : public Upstream {
  public:
@@ -27,6 +29,7 @@ class RecordingUpstream final : public Upstream {
     std::thread::id thread;
   };
   bool accept_direct = false;
+  bool accept_read_more_in_place = false;
   std::shared_future<void> gate;
 
   void open(const OpenRequest& r) override {
@@ -40,6 +43,11 @@ class RecordingUpstream final : public Upstream {
     return true;
   }
   void read_more(ConnId id) override { add("read_more " + std::to_string(id)); }
+  bool try_read_more_in_place(ConnId id) override {
+    if (!accept_read_more_in_place) return false;
+    add("read_more in place " + std::to_string(id));
+    return true;
+  }
   void close_write(ConnId id) override { add("close_write " + std::to_string(id)); }
   void abort(ConnId id) override { add("abort " + std::to_string(id)); }
 
@@ -126,11 +134,13 @@ TEST(UpstreamDispatch, SendGoesStraightToTheTargetsQueueWhenNothingIsPending) {
 }
 
 // The ordering rule: while an earlier call (here an open) is still queued
-// or being made on the dispatch thread, a send must not overtake it through
-// the target's queue, even if the target would take it.
-TEST(UpstreamDispatch, SendDoesNotOvertakeAnEarlierCallStillPending) {
+// or being made on the dispatch thread, neither a send nor a read_more may
+// overtake it through the target's own paths, even if the target would
+// take them.
+TEST(UpstreamDispatch, SendAndReadMoreDoNotOvertakeAnEarlierCallStillPending) {
   RecordingUpstream target;
   target.accept_direct = true;
+  target.accept_read_more_in_place = true;
   std::promise<void> release;
   target.gate = release.get_future().share();
   UpstreamDispatch d(target);
@@ -140,11 +150,26 @@ TEST(UpstreamDispatch, SendDoesNotOvertakeAnEarlierCallStillPending) {
   d.read_more(1);
   d.send(1, frame(1, 1));
   EXPECT_EQ(d.stats().direct_sends, 0u);
+  EXPECT_EQ(d.stats().direct_read_mores, 0u);
   release.set_value();
   d.finish();
   EXPECT_EQ(target.lines(), (std::vector<std::string>{"open 1 sbx:80", "send 1 " + frame(1, 0), "read_more 1",
                                                       "send 1 " + frame(1, 1)}));
   EXPECT_EQ(d.stats().queued, 4u);
+}
+
+TEST(UpstreamDispatch, ReadMoreIsRecordedInPlaceWhenNothingIsPending) {
+  RecordingUpstream target;
+  target.accept_read_more_in_place = true;
+  UpstreamDispatch d(target);
+  d.start();
+  d.read_more(7);
+  EXPECT_EQ(target.lines(), std::vector<std::string>{"read_more in place 7"});
+  // Made on the caller's thread at once: no hop.
+  EXPECT_EQ(target.recs().at(0).thread, std::this_thread::get_id());
+  EXPECT_EQ(d.stats().direct_read_mores, 1u);
+  EXPECT_EQ(d.stats().queued, 0u);
+  d.finish();
 }
 
 TEST(UpstreamDispatch, CallsAfterFinishAreDropped) {
