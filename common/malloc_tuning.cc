@@ -23,8 +23,8 @@
 // docs/ARCHITECTURE.md "Memory bounds"), several streams' at once, and
 // drains it; at 8 MiB the tunnel gave such swings back and faulted 6,000-
 // 9,000 pages (24-36 MiB) in again per 512 MiB downloaded (8 % of its CPU
-// in clear_page), the mini-gateway up to 14,000. 64 MiB
-// keeps them; IdleTrimmer still returns all of it once the load is over. Setting
+// in clear_page), the mini-gateway up to 14,000. 64 MiB keeps them;
+// IdleTrimmer still returns all of it once the load is over. Setting
 // either threshold also turns glibc's dynamic adjustment off, so both are
 // set together. M_ARENA_MAX is here too: every such process wants it
 // (issue 3.3), and it is 1: malloc_trim(0) shrinks the top chunk of the main

@@ -26,12 +26,12 @@ struct MallocTuning {
   size_t mmap_threshold = size_t{4} << 20;
   /// M_TRIM_THRESHOLD, bytes: once a free() leaves more than this free at
   /// the top of the heap, glibc returns all of it (down to M_TOP_PAD) to the
-  /// kernel at once. Less than this goes back on
-  /// idle (IdleTrimmer's malloc_trim(0)). Above what a busy process frees in
-  /// one swing: gRPC buffers up to a receive window per stream (at least
-  /// 4 MiB in grpc++ 1.51) and then drains it; with 8 MiB the tunnel gave
-  /// such swings back and faulted them in again every 0.4 s of a download
-  /// (docs/BENCHMARKS.md "Trim threshold").
+  /// kernel at once; less goes back on idle (IdleTrimmer's malloc_trim(0)).
+  /// Above what a busy process frees in one swing: gRPC buffers up to a
+  /// receive window per stream (at least 4 MiB in grpc++ 1.51) and then
+  /// drains it; with 8 MiB the tunnel gave such swings back and faulted them
+  /// in again every 0.4 s of a download (docs/BENCHMARKS.md "Trim
+  /// threshold").
   size_t trim_threshold = size_t{64} << 20;
 };
 

@@ -179,7 +179,6 @@ void bind_call(GatewayClient::Impl& gw, grpc::ClientContext* ctx,
   gw.forward01->PrepareBidiStreamingCall(ctx, forward_path(), grpc::StubOptions(), reactor);
 }
 
-
 }  // namespace
 
 /// One stream, whatever its encoding; what the manager and the public API
@@ -361,6 +360,16 @@ struct ForwardManager::Impl : std::enable_shared_from_this<ForwardManager::Impl>
     auto it = calls.find(id);
     return it == calls.end() ? nullptr : it->second;
   }
+  // The fast paths for a caller that must not run gRPC code: @fn on the
+  // live call @id under mu (lock order: it, then the call's mu_), so that
+  // the map keeps the call alive: the caller's thread never drops the last
+  // reference (a reactor's destruction is gRPC code). False if unknown.
+  template <class Fn>
+  bool try_on_call(StreamId id, Fn&& fn) {
+    std::lock_guard lk(mu);
+    const auto it = calls.find(id);
+    return it != calls.end() && fn(*it->second);
+  }
 };
 
 namespace {
@@ -421,14 +430,18 @@ class ForwardReactor final : public ForwardCall, public grpc::ClientBidiReactor<
     return true;
   }
 
+  // Whether read_more() has to start a gRPC read: not while one is in
+  // flight, nor while a frame is being delivered (OnReadDone, mu_ released
+  // around on_data, starts the next read itself once it is delivered: a
+  // read started here could deliver its frame ahead of that one), nor once
+  // the stream reads no more.
+  bool read_must_start_locked() const { return !(r_closed_ || read_in_flight_ || aborted_ || delivering_); }
+
   void read_more() override {
     std::unique_lock lk(mu_);
     if (successor_) return forward_to_successor(lk, [](ForwardCall& c) { c.read_more(); });
     delivered_ahead_ = 0;  // the observer took every frame delivered so far
-    // A frame being delivered right now (OnReadDone, mu_ released around
-    // on_data) starts the next read itself once it is delivered: a read
-    // started here could deliver its frame ahead of that one.
-    if (r_closed_ || read_in_flight_ || aborted_ || delivering_) return;
+    if (!read_must_start_locked()) return;
     read_in_flight_ = true;
     lk.unlock();
     this->StartRead(&rx_);
@@ -438,7 +451,7 @@ class ForwardReactor final : public ForwardCall, public grpc::ClientBidiReactor<
   // gRPC call. A moved stream (successor_) goes through read_more().
   bool try_read_more_in_place() override {
     std::lock_guard lk(mu_);
-    if (successor_ || !(r_closed_ || read_in_flight_ || aborted_ || delivering_)) return false;
+    if (successor_ || read_must_start_locked()) return false;
     delivered_ahead_ = 0;
     return true;
   }
@@ -1406,12 +1419,7 @@ void ForwardManager::send(StreamId id, std::string bytes) {
 }
 
 bool ForwardManager::try_send_queued(StreamId id, std::string& bytes) {
-  // Under the manager's mu (lock order: it, then the call's mu_), so that the
-  // map keeps the call alive: the caller's thread never drops the last
-  // reference (a reactor's destruction is gRPC code).
-  std::lock_guard lk(impl_->mu);
-  const auto it = impl_->calls.find(id);
-  return it != impl_->calls.end() && it->second->try_send_queued(bytes);
+  return impl_->try_on_call(id, [&](ForwardCall& c) { return c.try_send_queued(bytes); });
 }
 
 void ForwardManager::read_more(StreamId id) {
@@ -1419,11 +1427,7 @@ void ForwardManager::read_more(StreamId id) {
 }
 
 bool ForwardManager::try_read_more_in_place(StreamId id) {
-  // Under the manager's mu, as try_send_queued: the caller's thread never
-  // drops the last reference to a call.
-  std::lock_guard lk(impl_->mu);
-  const auto it = impl_->calls.find(id);
-  return it != impl_->calls.end() && it->second->try_read_more_in_place();
+  return impl_->try_on_call(id, [](ForwardCall& c) { return c.try_read_more_in_place(); });
 }
 
 void ForwardManager::close_write(StreamId id) {

@@ -72,32 +72,24 @@ void UpstreamDispatch::open(const OpenRequest& req) {
   enqueue(Call{Op::kOpen, req.id, {}, std::make_unique<OpenRequest>(req)});
 }
 
+template <class Try>
+bool UpstreamDispatch::made_in_place(Try&& try_in_place, uint64_t Stats::*counter) {
+  std::lock_guard lk(mu_);
+  // Nothing queued or being made: every earlier call for the connection was
+  // made, so the target's own path cannot overtake one. Under mu_, so no
+  // other call can be queued in between. Stopping: enqueue() drops it.
+  if (stopping_ || outstanding_ != 0 || !try_in_place()) return false;
+  ++(stats_.*counter);
+  return true;
+}
+
 void UpstreamDispatch::send(ConnId id, std::string bytes) {
-  {
-    std::lock_guard lk(mu_);
-    if (stopping_) return;
-    // Nothing queued or being made: every earlier call for @id was made, so
-    // the target's queue is the right place for these bytes if it has one.
-    // Under mu_, so no other call can be queued in between.
-    if (outstanding_ == 0 && target_.try_send_queued(id, bytes)) {
-      ++stats_.direct_sends;
-      return;
-    }
-  }
+  if (made_in_place([&] { return target_.try_send_queued(id, bytes); }, &Stats::direct_sends)) return;
   enqueue(Call{Op::kSend, id, std::move(bytes), nullptr});
 }
 
 void UpstreamDispatch::read_more(ConnId id) {
-  {
-    std::lock_guard lk(mu_);
-    if (stopping_) return;
-    // As in send(): nothing queued or being made, so no earlier call for
-    // @id can be overtaken.
-    if (outstanding_ == 0 && target_.try_read_more_in_place(id)) {
-      ++stats_.direct_read_mores;
-      return;
-    }
-  }
+  if (made_in_place([&] { return target_.try_read_more_in_place(id); }, &Stats::direct_read_mores)) return;
   enqueue(Call{Op::kReadMore, id, {}, nullptr});
 }
 void UpstreamDispatch::close_write(ConnId id) { enqueue(Call{Op::kCloseWrite, id, {}, nullptr}); }

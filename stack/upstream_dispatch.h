@@ -93,6 +93,11 @@ class UpstreamDispatch final : public Upstream {
   };
 
   void enqueue(Call call);
+  // The target's own path for a call (try_send_queued,
+  // try_read_more_in_place), taken only when nothing is queued or being made
+  // here; counts it in @counter. False: enqueue() the call.
+  template <class Try>
+  bool made_in_place(Try&& try_in_place, uint64_t Stats::*counter);
   void run();                 // the dispatch thread
   void make(Call& call);      // one call on the target
 
