@@ -728,7 +728,7 @@ json Tunnel::status_json() {
     j["counters"] = counters_json(stack_->counters(), upstream_->manager().stats());
     const stack::PcbCounts pcbs = stack_->pcb_counts();
     j["counters"]["lwip_pcbs"] = {
-        {"active", pcbs.active}, {"time_wait", pcbs.time_wait}, {"listen", pcbs.listen}};
+        {"active", pcbs.active}, {"time_wait", pcbs.time_wait}, {"listen", pcbs.listen}, {"indexed", pcbs.indexed}};
     // The confined stack's hop to gRPC (stack/upstream_dispatch.h); absent
     // with OPENSHELL_TUNNEL_SECCOMP=none (no dispatch thread).
     if (const auto d = stack_->dispatch_stats())

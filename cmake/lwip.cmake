@@ -50,12 +50,24 @@ endif()
 message(STATUS "lwIP: built from Debian's source package in ${_lwip_dir}")
 
 set(_s ${_lwip_dir}/src)
+# One change to lwIP's code (stack/lwip/pcb_index.h): tcp_input() finds the
+# active pcb of a segment in an index instead of walking every pcb. Patched
+# into a copy in the build tree; the cached source stays Debian's.
+set(_tcp_in ${CMAKE_CURRENT_BINARY_DIR}/lwip-patched/tcp_in.c)
+set(_tcp_in_patch ${PROJECT_SOURCE_DIR}/stack/lwip/tcp_in-pcb-index.patch)
+add_custom_command(
+  OUTPUT ${_tcp_in}
+  COMMAND ${CMAKE_COMMAND} -E make_directory ${CMAKE_CURRENT_BINARY_DIR}/lwip-patched
+  COMMAND patch --quiet --force --output=${_tcp_in} ${_s}/core/tcp_in.c ${_tcp_in_patch}
+  DEPENDS ${_s}/core/tcp_in.c ${_tcp_in_patch}
+  COMMENT "lwIP: tcp_in.c with stack/lwip/tcp_in-pcb-index.patch"
+  VERBATIM)
 add_library(osh_lwip STATIC
   # core (lwipcore_SRCS)
   ${_s}/core/init.c ${_s}/core/def.c ${_s}/core/dns.c ${_s}/core/inet_chksum.c ${_s}/core/ip.c
   ${_s}/core/mem.c ${_s}/core/memp.c ${_s}/core/netif.c ${_s}/core/pbuf.c ${_s}/core/raw.c
   ${_s}/core/stats.c ${_s}/core/sys.c ${_s}/core/altcp.c ${_s}/core/altcp_alloc.c
-  ${_s}/core/altcp_tcp.c ${_s}/core/tcp.c ${_s}/core/tcp_in.c ${_s}/core/tcp_out.c
+  ${_s}/core/altcp_tcp.c ${_s}/core/tcp.c ${_tcp_in} ${_s}/core/tcp_out.c
   ${_s}/core/timeouts.c ${_s}/core/udp.c
   # IPv4 (lwipcore4_SRCS)
   ${_s}/core/ipv4/autoip.c ${_s}/core/ipv4/dhcp.c ${_s}/core/ipv4/etharp.c ${_s}/core/ipv4/icmp.c
@@ -70,13 +82,21 @@ add_library(osh_lwip STATIC
   # generic netif (lwipnetif_SRCS)
   ${_s}/netif/ethernet.c ${_s}/netif/bridgeif.c ${_s}/netif/bridgeif_fdb.c
   # the unix port (lwipportunix_SRCS: threads, semaphores, mailboxes, time, core lock)
-  ${_lwip_dir}/port/sys_arch.c)
+  ${_lwip_dir}/port/sys_arch.c
+  # the project's pcb index (the patched tcp_in.c calls it)
+  ${PROJECT_SOURCE_DIR}/stack/lwip/pcb_index.cc)
 # stack/lwip first: its lwipopts.h, not the port's, is the one every file sees.
 target_include_directories(osh_lwip SYSTEM PUBLIC
   ${PROJECT_SOURCE_DIR}/stack/lwip ${_s}/include ${_lwip_dir}/port/include)
 target_compile_definitions(osh_lwip PUBLIC OSH_LWIP_SOURCE)
+if(OSH_SANITIZE OR OSH_FUZZ)
+  # tcp_input() walks as well and aborts where the index answers otherwise.
+  target_compile_definitions(osh_lwip PRIVATE OSH_PCB_INDEX_VERIFY=1)
+endif()
 if(OSH_LWIP_TCP_WND)
   target_compile_definitions(osh_lwip PUBLIC OSH_LWIP_TCP_WND=${OSH_LWIP_TCP_WND})
 endif()
 target_link_libraries(osh_lwip PUBLIC Threads::Threads)
 unset(_s)
+unset(_tcp_in)
+unset(_tcp_in_patch)

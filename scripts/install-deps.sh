@@ -11,7 +11,7 @@
 set -euo pipefail
 PKGS=(
   # build
-  build-essential cmake ninja-build ccache pkg-config
+  build-essential cmake ninja-build ccache pkg-config patch
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   liblwip-dev libnl-3-dev libnl-route-3-dev libspdlog-dev libldns-dev libcap-dev libseccomp-dev
   libnftables-dev libsystemd-dev libgtest-dev libgmock-dev libcli11-dev nlohmann-json3-dev

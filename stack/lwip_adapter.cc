@@ -74,6 +74,9 @@ extern "C" {
 #include "lwip/priv/tcp_priv.h"
 #include "lwip/tcp.h"
 #include "lwip/tcpip.h"
+#ifdef OSH_LWIP_SOURCE
+#include "pcb_index.h"  // stack/lwip: tcp_input's index of active pcbs
+#endif
 }
 #include "stack/vnet.h"
 #if defined(OSH_LWIP_SOURCE) && !defined(OSH_LWIPOPTS_H)
@@ -400,15 +403,21 @@ void LwipAdapter::write_iov(const iovec* iov, size_t n) {
 // from rcv_nxt; found by fuzz/stack_fuzz. Such a segment is never valid.
 // From SYN_RCVD on: there the segment's ACK completes the handshake and lwIP
 // passes it on to tcp_receive (fuzz/README.md finding 3).
+// The pcb is found as tcp_input() will find it: in the source build from
+// the pcb index (O(1); stack/lwip/pcb_index.h), else by walking the list.
 static bool aborts_lwip(const Parsed& p) {
   const size_t len = p.tcp_payload_len + ((p.tcp_flags & kFin) ? 1 : 0) + ((p.tcp_flags & kSyn) ? 1 : 0);
   if (len != 1) return false;
   ip_addr_t src, dst;
   to_lwip(p.src, &src);
   to_lwip(p.dst, &dst);
-  for (tcp_pcb* q = tcp_active_pcbs; q; q = q->next)
-    if (same_flow(q, p.flow(), src, dst)) return q->state >= SYN_RCVD && q->rcv_nxt - p.seq == 0x80000000u;
-  return false;
+  const FlowKey f = p.flow();
+  tcp_pcb* q = nullptr;
+#ifdef OSH_LWIP_SOURCE
+  if (!osh_pcb_index_lookup(&q, f.sport, f.dport, &src, &dst))
+#endif
+    for (q = tcp_active_pcbs; q && !same_flow(q, f, src, dst);) q = q->next;
+  return q && q->state >= SYN_RCVD && q->rcv_nxt - p.seq == 0x80000000u;
 }
 
 void LwipAdapter::feed(std::span<const uint8_t> pkt, const Parsed& p, bool l4_vouched) {
@@ -458,6 +467,9 @@ PcbCounts LwipAdapter::pcb_counts() const {
   for (const tcp_pcb* q = tcp_active_pcbs; q; q = q->next) n.active++;
   for (const tcp_pcb* q = tcp_tw_pcbs; q; q = q->next) n.time_wait++;
   for (const tcp_pcb_listen* q = tcp_listen_pcbs.listen_pcbs; q; q = q->next) n.listen++;
+#ifdef OSH_LWIP_SOURCE
+  n.indexed = osh_pcb_index_size();
+#endif
   return n;
 }
 
@@ -478,6 +490,9 @@ bool LwipAdapter::ensure_listener(uint16_t port) {
   }
   tcp_arg(l, nullptr);
   tcp_accept(l, Lwip::accept_cb);
+#ifdef OSH_LWIP_SOURCE
+  osh_pcb_index_watch(l);  // every pcb it makes is found in O(1)
+#endif
   lwip_->listeners.emplace(port, l);
   return true;
 }

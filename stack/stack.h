@@ -110,9 +110,12 @@ bool lwip_checksum_ctrl() noexcept;
 /// lwIP's TCP control blocks right now (lwIP core lock held while counted).
 /// `active`: every pcb between SYN_RCVD and LAST_ACK (tcp_active_pcbs);
 /// `time_wait`: tcp_tw_pcbs (lwIP keeps them 2*MSL = 120 s, lwip-notes.md);
-/// `listen`: the on-demand per-port listeners (tcp_listen_pcbs).
+/// `listen`: the on-demand per-port listeners (tcp_listen_pcbs);
+/// `indexed`: pcbs in tcp_input's index (source build: every live pcb a
+/// listener made, so active + time_wait; 0 with Debian's binary lwIP;
+/// stack/lwip/pcb_index.h).
 struct PcbCounts {
-  uint64_t active = 0, time_wait = 0, listen = 0;
+  uint64_t active = 0, time_wait = 0, listen = 0, indexed = 0;
 };
 
 /// Owns lwIP (one netif that answers for every sandbox address), the TUN

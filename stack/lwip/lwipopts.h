@@ -43,13 +43,15 @@
  * (stack/lwip_adapter.cc, never one pbuf assumed). */
 #define LWIP_NETIF_TX_SINGLE_PBUF 0
 
-/* CHANGED (Debian: 0, lwIP's default): one extension slot per pcb. The
- * adapter writes large download frames into lwIP by reference, without a
- * copy (tcp_write without TCP_WRITE_FLAG_COPY), and keeps each frame in the
- * pcb's slot until no segment points into it any more; the slot's destroy
- * callback (called from tcp_free, for every way a pcb ends) frees what is
- * left (stack/lwip_adapter.cc "Frames by reference"). */
-#define LWIP_TCP_PCB_NUM_EXT_ARGS 1
+/* CHANGED (Debian: 0, lwIP's default): two extension slots per pcb. One:
+ * the adapter writes large download frames into lwIP by reference, without
+ * a copy (tcp_write without TCP_WRITE_FLAG_COPY), and keeps each frame in
+ * the pcb's slot until no segment points into it any more; the slot's
+ * destroy callback (called from tcp_free, for every way a pcb ends) frees
+ * what is left (stack/lwip_adapter.cc "Frames by reference"). Two: the pcb
+ * index (pcb_index.h) enters each pcb a listener makes (passive_open) and
+ * removes it in tcp_free. */
+#define LWIP_TCP_PCB_NUM_EXT_ARGS 2
 
 /* Randomize local ports (kept). */
 #define LWIP_RANDOMIZE_INITIAL_LOCAL_PORTS  1

@@ -392,6 +392,63 @@ TEST_F(StackNetns, ClosedConnectionsLeaveNoPcbBehind) {
   });
 }
 
+// Many connections open at once, each used again after all of them opened
+// (the oldest pcbs are then the deepest in lwIP's list): each segment must
+// reach its own connection, and in the source build the pcb index
+// (stack/lwip/pcb_index.h) must hold exactly the live pcbs, then none.
+TEST_F(StackNetns, ManyOpenConnectionsEachGetTheirOwnBytes) {
+  run([] {
+    constexpr int kConns = 300;
+    std::vector<int> fds;
+    auto close_all = [&] {
+      for (int fd : fds) close(fd);
+      fds.clear();
+    };
+    for (int i = 0; i < kConns; ++i) {
+      int err;
+      const int fd = connect_to(i % 2 ? "fd00:6f73:6800::10" : "198.18.0.10", 7, &err);
+      if (fd < 0) {
+        close_all();
+        return "connect " + std::to_string(i) + ": " + strerror(err);
+      }
+      fds.push_back(fd);
+    }
+    const PcbCounts open = g_stack->pcb_counts();
+    if (open.active < kConns) return "only " + std::to_string(open.active) + " active pcbs";
+#ifdef OSH_LWIP_SOURCE
+    if (open.indexed != open.active + open.time_wait)
+      return "index holds " + std::to_string(open.indexed) + " pcbs, lwIP " + std::to_string(open.active) +
+             " active and " + std::to_string(open.time_wait) + " in TIME_WAIT";
+#endif
+    for (int i = 0; i < kConns; ++i) {  // oldest first: the deepest in the list
+      const std::string msg = "connection " + std::to_string(i) + " of " + std::to_string(kConns);
+      std::string back(msg.size(), '\0');
+      if (write(fds[i], msg.data(), msg.size()) != static_cast<ssize_t>(msg.size()) ||
+          recv(fds[i], back.data(), back.size(), MSG_WAITALL) != static_cast<ssize_t>(back.size()) || back != msg) {
+        close_all();
+        return msg + ": echo '" + back + "'";
+      }
+    }
+    close_all();
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    PcbCounts n = g_stack->pcb_counts();
+#ifdef OSH_LWIP_SOURCE
+    auto settled = [](const PcbCounts& c) { return c.active == 0 && c.indexed == c.time_wait; };
+#else
+    auto settled = [](const PcbCounts& c) { return c.active == 0; };
+#endif
+    while (!settled(n) && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      n = g_stack->pcb_counts();
+    }
+    if (n.active != 0) return std::to_string(n.active) + " pcbs still active";
+#ifdef OSH_LWIP_SOURCE
+    if (n.indexed != n.time_wait) return "index still holds " + std::to_string(n.indexed) + " pcbs";
+#endif
+    return std::string();
+  });
+}
+
 // Writes up to 8 MiB to a connection whose upstream never completes a write
 // (port 11) and returns how many bytes the upstream got once its count has
 // been still for 300 ms (or "" with *err set).
