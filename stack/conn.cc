@@ -121,12 +121,21 @@ Connections::SynAction Connections::on_syn(std::span<const uint8_t> pkt, const P
                                            const std::string& sandbox, Clock::time_point now) {
   const FlowKey key = p.flow();
   if (auto it = by_flow_.find(key); it != by_flow_.end()) {
-    const Conn& c = *conns_.at(it->second);
+    Conn& c = *conns_.at(it->second);
     if (c.state == Conn::State::kOpening || c.state == Conn::State::kDead) {
       counters_.syn_absorbed++;
       return SynAction::kAbsorbed;
     }
-    return SynAction::kFeed;  // retransmitted SYN during the handshake: lwIP re-answers
+    // A retransmitted SYN during the handshake: lwIP re-answers. One on a
+    // live pcb: lwIP answers it with an ACK (RFC 9293 §3.10.7.4), and the
+    // client resets that pcb if its side is gone.
+    if (c.state == Conn::State::kHandshake || c.pcb != PcbHandle::kNone) return SynAction::kFeed;
+    // Established, lwIP's side over (the client reset it, or both FINs
+    // closed it) and the stream still ending: a new connection on the same
+    // 4-tuple (a client reusing its port). The old one winds down by id,
+    // out of the flow table; the new SYN is held and opens its own stream.
+    spdlog::debug("conn {}: {} reused while its stream ends", c.id, key.to_string());
+    by_flow_.erase(it);
   }
   auto c = std::make_unique<Conn>();
   c->id = next_id_++;
@@ -169,7 +178,8 @@ void Connections::on_handshake_reset(ConnId id) {
 
 void Connections::erase(Conn& c) {
   stats_of(c).active--;
-  by_flow_.erase(c.flow);
+  // The flow may belong to a newer connection already (on_syn: port reuse).
+  if (const auto it = by_flow_.find(c.flow); it != by_flow_.end() && it->second == c.id) by_flow_.erase(it);
   counters_.active--;
   counters_.conns_closed++;
   conns_.erase(c.id);  // c is dangling after this

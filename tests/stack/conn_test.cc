@@ -640,6 +640,40 @@ TEST_F(ConnLifecycle, ClientResetAbortsTheStreamAndItsEndErases) {
   EXPECT_TRUE(ops.take().empty());  // the pcb was lwIP's to free
 }
 
+// A client that reset its connection and at once connects again from the
+// same port (same 4-tuple) while the old stream still ends: the new SYN is a
+// new connection with a stream of its own, not a reset; the old stream's end
+// erases only the old one.
+TEST_F(ConnLifecycle, ANewSynOnTheTupleOfAResetConnectionOpensANewOne) {
+  const ConnId old_id = established();
+  conns.on_pcb_gone(old_id, /*closed=*/false);
+  EXPECT_EQ(up.take(), (Lines{"abort 1"}));
+  const ConnId new_id = syn();
+  EXPECT_NE(new_id, old_id);
+  EXPECT_EQ(up.take(), (Lines{"open 2 sb 80"}));
+  conns.on_open_ok(new_id);
+  EXPECT_TRUE(conns.on_accept(spec_flow({}), kPcb));
+  EXPECT_EQ(state(new_id), Conn::State::kEstablished);
+  EXPECT_EQ(counters.resets, 0u);
+  conns.on_closed(old_id, CloseKind::kReset, "aborted");  // the old stream's end
+  EXPECT_EQ(conns.find(old_id), nullptr);
+  ASSERT_NE(conns.find(new_id), nullptr);
+  EXPECT_EQ(counters.active, 1);
+  EXPECT_EQ(conns.size(), 1u);
+  // The flow is still the new connection's: a SYN on it goes to its pcb.
+  const Parsed p = classify(last_syn);
+  EXPECT_EQ(conns.on_syn(last_syn, p, "sb", t0), Connections::SynAction::kFeed);
+}
+
+// A SYN on the tuple of a connection whose pcb lwIP still has goes to lwIP
+// (it answers with an ACK; RFC 9293 §3.10.7.4), never a second stream.
+TEST_F(ConnLifecycle, ASynOnTheTupleOfALiveConnectionGoesToLwip) {
+  established();
+  const Parsed p = classify(last_syn);
+  EXPECT_EQ(conns.on_syn(last_syn, p, "sb", t0), Connections::SynAction::kFeed);
+  EXPECT_TRUE(up.take().empty());
+}
+
 TEST_F(ConnLifecycle, ClientBytesAfterTheStreamEndedAreDroppedButAcknowledged) {
   const ConnId id = established();
   conns.on_closed(id, CloseKind::kOk, "");

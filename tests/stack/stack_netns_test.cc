@@ -584,41 +584,75 @@ TEST_F(StackNetns, ServerSendsThenFinClientReadsAllThenEof) {
   });
 }
 
+// Connects from 198.18.0.1:@sport to @dst:@dport (IPv4, 5 s send/receive
+// timeouts). The port's previous socket may still be in LAST_ACK for a
+// moment: retries EADDRNOTAVAIL/EADDRINUSE every 10 ms, 2 s at most.
+// Returns the fd, or -1 with *err set.
+int connect_from_port(uint16_t sport, const char* dst, uint16_t dport, std::string* err) {
+  for (int attempt = 0; attempt < 200; ++attempt) {
+    const int fd = socket(AF_INET, SOCK_STREAM, 0);
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    timeval tv{5, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    sockaddr_storage local, remote;
+    const socklen_t llen = make_sockaddr("198.18.0.1", sport, &local);
+    const socklen_t rlen = make_sockaddr(dst, dport, &remote);
+    if (bind(fd, reinterpret_cast<sockaddr*>(&local), llen) == 0 &&
+        connect(fd, reinterpret_cast<sockaddr*>(&remote), rlen) == 0)
+      return fd;
+    const int e = errno;
+    close(fd);
+    if (e != EADDRNOTAVAIL && e != EADDRINUSE) {
+      *err = std::string("connect: ") + strerror(e);
+      return -1;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  *err = "port never became free";
+  return -1;
+}
+
 // lwIP closed first, so it holds the 4-tuple in TIME_WAIT; the client's
 // kernel freed the port at once. A new connection from the same port must
 // get a SYN-ACK, not an answer from TIME_WAIT (found by the benchmark).
 TEST_F(StackNetns, ReusedPortAfterServerCloseConnects) {
   run([]() -> std::string {
     for (int round = 0; round < 2; ++round) {
-      int fd = -1;
-      // The previous round's socket may still be in LAST_ACK for a moment:
-      // poll (EADDRNOTAVAIL) until the port is free, 2 s at most.
-      for (int attempt = 0; attempt < 200; ++attempt) {
-        fd = socket(AF_INET, SOCK_STREAM, 0);
-        int one = 1;
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-        timeval tv{5, 0};
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-        sockaddr_storage local, dst;
-        const socklen_t llen = make_sockaddr("198.18.0.1", 45678, &local);
-        const socklen_t dlen = make_sockaddr("198.18.0.10", 9, &dst);
-        if (bind(fd, reinterpret_cast<sockaddr*>(&local), llen) == 0 &&
-            connect(fd, reinterpret_cast<sockaddr*>(&dst), dlen) == 0)
-          break;
-        const int e = errno;
-        close(fd);
-        fd = -1;
-        if (e != EADDRNOTAVAIL && e != EADDRINUSE)
-          return "round " + std::to_string(round) + ": connect: " + strerror(e);
-        std::this_thread::sleep_for(std::chrono::milliseconds(10));
-      }
-      if (fd < 0) return "round " + std::to_string(round) + ": port never became free";
+      std::string err;
+      const int fd = connect_from_port(45678, "198.18.0.10", 9, &err);
+      if (fd < 0) return "round " + std::to_string(round) + ": " + err;
       size_t total = 0;
       const std::string rerr = read_to_eof(fd, &total);
       close(fd);
       if (!rerr.empty()) return "round " + std::to_string(round) + ": " + rerr;
       if (total != kBigReply) return "round " + std::to_string(round) + ": got " + std::to_string(total);
+    }
+    return "";
+  });
+}
+
+// A client that resets its connection (SO_LINGER 0) and connects again from
+// the same port at once, while the old stream is still ending, gets a new
+// connection (Connections::on_syn: port reuse), not a reset; 20 rounds, each
+// echoing its own bytes.
+TEST_F(StackNetns, ReusedPortAfterClientResetConnects) {
+  run([]() -> std::string {
+    for (int round = 0; round < 20; ++round) {
+      const std::string tag = "round " + std::to_string(round);
+      std::string err;
+      const int fd = connect_from_port(45679, "198.18.0.10", 7, &err);
+      if (fd < 0) return tag + ": " + err;
+      std::string back(tag.size(), '\0');
+      const bool ok = write(fd, tag.data(), tag.size()) == static_cast<ssize_t>(tag.size()) &&
+                      recv(fd, back.data(), back.size(), MSG_WAITALL) == static_cast<ssize_t>(back.size());
+      const int e = errno;
+      const linger rst{1, 0};
+      setsockopt(fd, SOL_SOCKET, SO_LINGER, &rst, sizeof rst);
+      close(fd);  // RST
+      if (!ok) return tag + ": echo: " + strerror(e);
+      if (back != tag) return tag + ": echoed '" + back + "'";
     }
     return "";
   });
