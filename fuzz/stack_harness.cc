@@ -47,6 +47,9 @@ extern "C" {
 #include "lwip/tcp.h"
 #include "lwip/tcpip.h"
 }
+#ifdef OSH_LWIP_SOURCE
+#include "pcb_index.h"  // stack/lwip: tcp_input's index of pcbs
+#endif
 
 namespace osh::fuzz {
 
@@ -482,6 +485,15 @@ struct StackHarness::Impl {
           break;
         }
       }
+#ifdef OSH_LWIP_SOURCE
+      {  // the pcb index holds exactly the live pcbs (stack/lwip/pcb_index.h)
+        size_t live = 0;
+        for (const tcp_pcb* q = tcp_active_pcbs; q; q = q->next) ++live;
+        for (const tcp_pcb* q = tcp_tw_pcbs; q; q = q->next) ++live;
+        if (osh_pcb_index_size() != live)
+          fail("the pcb index holds " + std::to_string(osh_pcb_index_size()) + " pcbs, lwIP " + std::to_string(live));
+      }
+#endif
       while (tcp_active_pcbs) {
         tcp_abort(tcp_active_pcbs);
         ++totals.orphans_aborted;
@@ -490,6 +502,10 @@ struct StackHarness::Impl {
         tcp_abort(tcp_tw_pcbs);
         ++totals.orphans_aborted;
       }
+#ifdef OSH_LWIP_SOURCE
+      if (osh_pcb_index_size() != 0)
+        fail(std::to_string(osh_pcb_index_size()) + " pcbs left in the pcb index after every pcb was aborted");
+#endif
       UNLOCK_TCPIP_CORE();
     }
     streams.clear();
