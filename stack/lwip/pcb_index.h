@@ -5,10 +5,10 @@
  * tcp_active_pcbs, moving the one it finds to the front. With thousands of
  * connections every SYN (a miss: the whole list) and every segment of an
  * idle connection (near the end of the list) walks thousands of pcbs, about
- * a cache miss each: with 10,000 idle connections open, about 1 ms per
+ * a cache miss each: with 10,000 idle connections open, on the order of 1 ms per
  * segment, and the close of all of them kept the stack thread busy for
  * seconds, so the connections made right after timed out
- * (docs/ARCHITECTURE.md "Memory bounds", docs/BENCHMARKS.md "pcb index").
+ * (docs/ARCHITECTURE.md "lwIP's pcb lookup", docs/BENCHMARKS.md "pcb index").
  *
  * How: stack/lwip/tcp_in-pcb-index.patch makes tcp_input() ask
  * osh_pcb_index_lookup() first and walk only when the index is off. Every
