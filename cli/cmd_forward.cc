@@ -44,6 +44,7 @@ void add_forward_command(CLI::App& app, int* exit_code) {
     }
     // --max-buffer-mib: the channel is created with its quota (relay/forward.h).
     opts->gateway.grpc_memory_quota = opts->forward.max_buffer_bytes;
+    opts->gateway.forward_transport = opts->forward.transport;
     *exit_code = run_forward(*opts);
   });
 }

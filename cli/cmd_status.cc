@@ -100,6 +100,13 @@ void print_status(const json& j) {
     fmt::print("data frames: {} sent (mean {:.1f} KiB), {} received (mean {:.1f} KiB)\n",
                st.value("frames_sent", uint64_t{0}), mean_kib("frames_sent", "frame_bytes_sent"),
                st.value("frames_received", uint64_t{0}), mean_kib("frames_received", "frame_bytes_received"));
+    if (st.value("transport", std::string()) == "h2")
+      fmt::print("stream transport: h2 ({} connections, {} failed; windows grown {}, set back {}; {} KiB unread)\n",
+                 st.value("h2_connects", uint64_t{0}), st.value("h2_connect_failures", uint64_t{0}),
+                 st.value("h2_window_growths", uint64_t{0}), st.value("h2_window_shrinks", uint64_t{0}),
+                 st.value("h2_bytes_buffered", uint64_t{0}) / 1024);
+    else if (st.contains("transport"))
+      fmt::print("stream transport: {}\n", st.value("transport", std::string()));
     if (const uint64_t n = st.value("oversize_frames", uint64_t{0}); n > 0)
       fmt::print("gateway frames over the 64 KiB receive limit: {} (each ended its stream)\n", n);
     fmt::print("bounds (refused, RST): pending-open cap {}, stream cap {}, open timeouts {}, held SYNs timed out {}\n",

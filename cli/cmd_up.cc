@@ -209,6 +209,7 @@ void add_up_command(CLI::App& app, int* exit_code) {
     }
     // --max-buffer-mib: the channel is created with its quota (relay/forward.h).
     opts->gateway.grpc_memory_quota = opts->forward.max_buffer_bytes;
+    opts->gateway.forward_transport = opts->forward.transport;
     // SIGHUP: the same flags and environment, the config files read again.
     opts->reload_gateway = [gw](std::string* error) -> std::optional<relay::GatewayOptions> {
       try {

@@ -49,6 +49,15 @@ void add_stream_flags(CLI::App* cmd, relay::ForwardOptions& fo) {
          "shrink as unread data fills it, each open stream takes 4 MiB of it (more connections "
          "wait); gRPC resets streams when it is exhausted")
       ->default_str(std::to_string(fo.max_buffer_bytes >> 20))->check(CLI::Range(0, 1 << 20));
+  cmd->add_option_function<std::string>(
+         "--forward-transport",
+         [&fo](const std::string& t) {
+           fo.transport = t == "h2" ? relay::ForwardTransport::kH2 : relay::ForwardTransport::kGrpc;
+         },
+         "what carries the ForwardTcp streams: h2 (the tunnel's own HTTP/2 client: a receive "
+         "window per stream that grows only as the client reads) or grpc (grpc++'s channel)")
+      ->default_str(relay::to_string(fo.transport))
+      ->check(CLI::IsMember({"h2", "grpc"}));
   cmd->add_flag_callback("--no-tunnel-ext", [&fo] { fo.request_extensions = false; },
                          "do not ask the gateway for the project's ForwardTcp extensions (connect-ack, "
                          "fin-frame, relay-error): behave exactly as against upstream");

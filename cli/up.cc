@@ -191,7 +191,13 @@ json counters_json(const stack::StackCounters& c, const relay::ForwardStats& f) 
             {"frames_sent", f.frames_sent},
             {"frame_bytes_sent", f.frame_bytes_sent},
             {"frames_received", f.frames_received},
-            {"frame_bytes_received", f.frame_bytes_received}}}};
+            {"frame_bytes_received", f.frame_bytes_received},
+            {"transport", relay::to_string(f.transport)},
+            {"h2_connects", f.h2_connects},
+            {"h2_connect_failures", f.h2_connect_failures},
+            {"h2_window_growths", f.h2_window_growths},
+            {"h2_window_shrinks", f.h2_window_shrinks},
+            {"h2_bytes_buffered", f.h2_bytes_buffered}}}};
 }
 
 // The running tunnel: everything `up` built, and the state `status` reports.

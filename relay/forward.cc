@@ -109,6 +109,7 @@
 #include "relay/forward_policy.h"
 #include "relay/message_buffer.h"
 #include "relay/gateway_client_impl.h"
+#include "relay/h2_reactor.h"
 #include "common/tunnel_ext.h"
 
 namespace osh::relay {
@@ -178,6 +179,26 @@ void bind_call(GatewayClient::Impl& gw, grpc::ClientContext* ctx,
                grpc::ClientBidiReactor<grpc::ByteBuffer, Frame01>* reactor) {
   gw.forward01->PrepareBidiStreamingCall(ctx, forward_path(), grpc::StubOptions(), reactor);
 }
+
+// The same call on the nghttp2 channel (ForwardTransport::kH2).
+template <class Frame>
+void bind_call(GatewayClient::Impl& gw, H2Context* ctx, H2BidiReactor<Frame>* reactor) {
+  reactor->Bind(*gw.h2, ctx, forward_path());
+}
+
+/// The two transports of a ForwardTcp call (GatewayOptions::forward_transport):
+/// grpc++'s callback reactor on the gateway channel, or the same surface on
+/// the nghttp2 channel (relay/h2_reactor.h).
+struct GrpcTransport {
+  template <class Frame>
+  using Reactor = grpc::ClientBidiReactor<grpc::ByteBuffer, Frame>;
+  using Context = grpc::ClientContext;
+};
+struct H2Transport {
+  template <class Frame>
+  using Reactor = H2BidiReactor<Frame>;
+  using Context = H2Context;
+};
 
 }  // namespace
 
@@ -376,8 +397,8 @@ namespace {
 
 using PendingOpen = ForwardManager::Impl::PendingOpen;
 
-template <class Frame>
-class ForwardReactor final : public ForwardCall, public grpc::ClientBidiReactor<grpc::ByteBuffer, Frame> {
+template <class Frame, class Transport>
+class ForwardReactor final : public ForwardCall, public Transport::template Reactor<Frame> {
  public:
   ForwardReactor(std::shared_ptr<ForwardManager::Impl> mgr, PendingOpen open,
                  std::shared_ptr<TokenEntry> token)
@@ -941,7 +962,7 @@ class ForwardReactor final : public ForwardCall, public grpc::ClientBidiReactor<
   const PendingOpen open_;
   const StreamId id_;
   const std::shared_ptr<TokenEntry> token_;
-  grpc::ClientContext ctx_;
+  typename Transport::Context ctx_;
   grpc::ByteBuffer init_, tx_;  // the init frame; the data frame being written
   Frame rx_;
   Clock::time_point started_at_;
@@ -1129,12 +1150,22 @@ std::shared_ptr<TokenEntry> ForwardManager::Impl::acquire_token(const SandboxRef
   return t;
 }
 
+namespace {
+template <class Frame, class Transport>
+std::shared_ptr<ForwardCall> make_reactor(std::shared_ptr<ForwardManager::Impl> mgr, PendingOpen p,
+                                          std::shared_ptr<TokenEntry> tok) {
+  return std::make_shared<ForwardReactor<Frame, Transport>>(std::move(mgr), std::move(p), std::move(tok));
+}
+}  // namespace
+
 std::shared_ptr<ForwardCall> ForwardManager::Impl::make_call(Generation g, PendingOpen p,
                                                              std::shared_ptr<TokenEntry> tok) {
   auto self = shared_from_this();
   if (g == Generation::k0_1)
-    return std::make_shared<ForwardReactor<Frame01>>(std::move(self), std::move(p), std::move(tok));
-  return std::make_shared<ForwardReactor<Frame00>>(std::move(self), std::move(p), std::move(tok));
+    return gw.impl().h2 ? make_reactor<Frame01, H2Transport>(std::move(self), std::move(p), std::move(tok))
+                        : make_reactor<Frame01, GrpcTransport>(std::move(self), std::move(p), std::move(tok));
+  return gw.impl().h2 ? make_reactor<Frame00, H2Transport>(std::move(self), std::move(p), std::move(tok))
+                      : make_reactor<Frame00, GrpcTransport>(std::move(self), std::move(p), std::move(tok));
 }
 
 void ForwardManager::Impl::start_one(PendingOpen p) {
@@ -1505,6 +1536,15 @@ ForwardStats ForwardManager::stats() const {
   s.frame_bytes_received = impl_->frame_bytes_received.load(std::memory_order_relaxed);
   s.tokens_pooled = 0;
   for (const auto& [sb, v] : impl_->tokens) s.tokens_pooled += v.size();
+  if (const auto& h2 = impl_->gw.impl().h2) {
+    s.transport = ForwardTransport::kH2;
+    const h2::ChannelStats c = h2->stats();
+    s.h2_connects = c.connects;
+    s.h2_connect_failures = c.connect_failures;
+    s.h2_window_growths = c.window_growths;
+    s.h2_window_shrinks = c.window_shrinks;
+    s.h2_bytes_buffered = c.bytes_buffered;
+  }
   return s;
 }
 

@@ -143,6 +143,9 @@ struct ForwardOptions {
   /// streams ("Buffers full") in vm_limits' 20 parallel downloads and in
   /// 100-300 slow ones (docs/ARCHITECTURE.md "Memory bounds").
   size_t grpc_quota_floor = SIZE_MAX;
+  /// What carries the streams (--forward-transport; the caller copies it into
+  /// GatewayOptions::forward_transport before the client exists).
+  ForwardTransport transport = ForwardTransport::kH2;
   /// Give freed heap memory back to the kernel once the process has been
   /// idle for a few seconds after a busy period (common/idle_trim.h; one
   /// thread per manager, sampling once a second).
@@ -190,6 +193,13 @@ struct ForwardStats {
   /// frames is the mean frame size per direction (issue 16.3: full 64 KiB
   /// frames in bulk; every frame costs the gateway and supervisor).
   uint64_t frames_sent = 0, frame_bytes_sent = 0, frames_received = 0, frame_bytes_received = 0;
+  /// The streams' transport (ForwardOptions::transport) and, for h2, its
+  /// channel's counters (relay/h2_channel.h ChannelStats): connections made
+  /// and failed, stream windows grown and set back, received bytes not yet
+  /// read by the stack (all streams).
+  ForwardTransport transport = ForwardTransport::kGrpc;
+  uint64_t h2_connects = 0, h2_connect_failures = 0, h2_window_growths = 0, h2_window_shrinks = 0,
+           h2_bytes_buffered = 0;
 };
 
 /// The data-plane calls on ForwardTcp streams, as ForwardManager offers them;

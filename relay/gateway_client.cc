@@ -280,13 +280,14 @@ SandboxInfo to_info(const g01::Sandbox& sb) {
 
 }  // namespace
 
+std::string GatewayClient::Impl::authorization_value() {
+  std::lock_guard lk(auth_mu);
+  reload_token_locked();
+  return authorization;
+}
+
 void GatewayClient::Impl::prepare(grpc::ClientContext& ctx) {
-  std::string auth;
-  {
-    std::lock_guard lk(auth_mu);
-    reload_token_locked();
-    auth = authorization;
-  }
+  const std::string auth = authorization_value();
   if (!auth.empty()) ctx.AddMetadata("authorization", auth);
 }
 
@@ -398,6 +399,9 @@ GatewayClient::GatewayClient(GatewayOptions opts) : opts_(std::move(opts)), impl
   impl_->stub = openshell::v1::OpenShell::NewStub(impl_->channel);
   impl_->forward00 = std::make_unique<decltype(impl_->forward00)::element_type>(impl_->channel);
   impl_->forward01 = std::make_unique<decltype(impl_->forward01)::element_type>(impl_->channel);
+  if (opts_.forward_transport == ForwardTransport::kH2) {
+    impl_->h2 = std::make_unique<h2::Channel>(h2_channel_options(opts_));
+  }
   set_bearer_token(opts_.bearer_token, opts_.bearer_token_file, opts_.parse_bearer_token_file);
   {
     std::lock_guard lk(impl_->auth_mu);
@@ -407,6 +411,24 @@ GatewayClient::GatewayClient(GatewayOptions opts) : opts_(std::move(opts)), impl
 }
 
 GatewayClient::~GatewayClient() = default;
+
+h2::ChannelOptions h2_channel_options(const GatewayOptions& o) {
+  h2::ChannelOptions h;
+  h.endpoint = o.endpoint;
+  h.ca_pem = o.ca_pem;
+  h.client_cert_pem = o.client_cert_pem;
+  h.client_key_pem = o.client_key_pem;
+  h.tls_server_name = o.tls_server_name;
+  h.insecure_tls = o.insecure_tls;
+  h.stream_window = o.h2_stream_window;
+  h.stream_window_max = std::max(o.h2_stream_window_max, o.h2_stream_window);
+  if (o.grpc_memory_quota > 0)
+    h.connection_window = static_cast<uint32_t>(std::min<size_t>(o.grpc_memory_quota, 0x7fffffff));
+  h.max_message_bytes = kMaxForwardFrameBytes;
+  return h;
+}
+
+const char* to_string(ForwardTransport t) { return t == ForwardTransport::kH2 ? "h2" : "grpc"; }
 
 bool GatewayClient::set_bearer_token(const std::string& token, const std::string& token_file,
                                      std::function<std::string(const std::string&)> parse_token_file) {

@@ -115,6 +115,14 @@ inline size_t max_list_page_bytes(uint32_t page_size) {
   return (n + 1) * kMaxSandboxRecordBytes;
 }
 
+/// What carries the ForwardTcp streams (the unary calls always use grpc++).
+enum class ForwardTransport {
+  kGrpc,  ///< grpc++'s channel: every stream gets the transport-wide window (>= 4 MiB)
+  kH2,    ///< the relay's own HTTP/2 channel (relay/h2_channel.h): a window per stream
+};
+/// "grpc" or "h2".
+const char* to_string(ForwardTransport t);
+
 struct GatewayOptions {
   Endpoint endpoint;
   std::chrono::milliseconds rpc_timeout{5000};
@@ -131,6 +139,14 @@ struct GatewayOptions {
   /// `up` and `forward` set it to ForwardOptions::max_buffer_bytes
   /// (--max-buffer-mib; docs/ARCHITECTURE.md "Memory bounds").
   size_t grpc_memory_quota = 0;
+  /// What carries the ForwardTcp streams (--forward-transport,
+  /// docs/ARCHITECTURE.md "Memory bounds").
+  ForwardTransport forward_transport = ForwardTransport::kGrpc;
+  /// kH2 only: a stream's receive window when it starts and the most it
+  /// grows to, bytes (h2::ChannelOptions); the connection's window is
+  /// grpc_memory_quota when set, else 256 MiB.
+  uint32_t h2_stream_window = 256u << 10;
+  uint32_t h2_stream_window_max = 32u << 20;  // h2::ChannelOptions::stream_window_max
 
   // TLS, https endpoints only (ignored for http://, which is h2c).
   /// PEM trust anchors for the server certificate; "" = the system roots.

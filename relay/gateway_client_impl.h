@@ -14,6 +14,7 @@
 #include "openshell.grpc.pb.h"
 #include "openshell_0_1.pb.h"
 #include "relay/gateway_client.h"
+#include "relay/h2_channel.h"
 
 namespace osh::relay {
 
@@ -44,6 +45,9 @@ struct GatewayClient::Impl {
   /// chttp2 shrinks its flow-control windows as it fills); only when
   /// GatewayOptions::grpc_memory_quota > 0. ForwardManager may resize it.
   std::optional<grpc::ResourceQuota> quota;
+  /// The ForwardTcp streams' own HTTP/2 channel (relay/h2_channel.h), when
+  /// GatewayOptions::forward_transport is kH2; null: they use `channel`.
+  std::unique_ptr<h2::Channel> h2;
   /// Set by GatewayClient::health(); read by every call and each stream.
   std::atomic<Generation> generation{Generation::kUnknown};
 
@@ -56,6 +60,14 @@ struct GatewayClient::Impl {
   /// token file when it changed (GatewayOptions::bearer_token_file).
   /// Thread: any.
   void prepare(grpc::ClientContext& ctx);
+  /// The same for a stream on the h2 channel (relay/h2_reactor.h).
+  template <class Context>
+  void prepare(Context& ctx) {
+    const std::string auth = authorization_value();
+    if (!auth.empty()) ctx.AddMetadata("authorization", auth);
+  }
+  /// "Bearer <token>" (the token file re-read when it changed), or "".
+  std::string authorization_value();
 
   // Bearer token state (guarded by auth_mu).
   std::mutex auth_mu;
@@ -79,6 +91,11 @@ CallStatus from_grpc(const grpc::Status& s);
 /// (GatewayOptions::grpc_memory_quota) is added by GatewayClient, which
 /// keeps it for ForwardManager. Pure; unit-tested (relay_unit_test).
 grpc::ChannelArguments channel_arguments(const GatewayOptions& opts);
+
+/// h2_channel_options() - the ForwardTcp streams' h2 channel settings for
+/// @opts (ForwardTransport::kH2): the endpoint and TLS material as for the
+/// gRPC channel, the windows, the receive limit. Pure.
+h2::ChannelOptions h2_channel_options(const GatewayOptions& opts);
 
 /// make_channel_credentials() - channel credentials for @opts: insecure for
 /// http://; for https:// TLS with the CA (or system roots) and the optional

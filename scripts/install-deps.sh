@@ -14,7 +14,7 @@ PKGS=(
   build-essential cmake ninja-build ccache pkg-config patch
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   liblwip-dev libnl-3-dev libnl-route-3-dev libspdlog-dev libldns-dev libcap-dev libseccomp-dev
-  libnftables-dev libsystemd-dev libgtest-dev libgmock-dev libcli11-dev nlohmann-json3-dev
+  libnftables-dev libsystemd-dev libnghttp2-dev libssl-dev libgtest-dev libgmock-dev libcli11-dev nlohmann-json3-dev
   # man page, package (CPack DEB + dpkg-shlibdeps), package test, unit check
   scdoc dpkg-dev file mmdebstrap systemd
   # tests and demo (the sandbox's sshd, the browser test's Chromium, the

@@ -13,7 +13,9 @@
 # nothing is configured in the machine's own namespace and no traffic leaves
 # these namespaces. Names are unique per run ($$), so runs never collide.
 #
-# Inputs (environment): OSH_TUNNEL, OSH_GATEWAY, OSH_SUPERVISOR = binaries.
+# Inputs (environment): OSH_TUNNEL, OSH_GATEWAY, OSH_SUPERVISOR = binaries;
+# OSH_STREAM_FLAGS = extra flags for every `up` and `forward` the helpers
+# start (e.g. "--forward-transport grpc" runs a test on the other transport).
 # Helpers log each command they run in a namespace.
 
 OSH_TAG="${OSH_TAG:-$$}"
@@ -387,8 +389,9 @@ osh_tunnel() {
   # socket, and the ssh config that gets the Include (never ~/.ssh/config).
   OSH_STATE="$OSH_WORK/state"
   OSH_SSH_CONFIG="$OSH_WORK/ssh/user_config"
+  # shellcheck disable=SC2086 # OSH_STREAM_FLAGS: words, e.g. "--forward-transport grpc"
   osh_spawn "$NS_CLIENT" tunnel "$OSH_TUNNEL" up --gateway-endpoint "http://$OSH_GW_ADDR:$OSH_GW_PORT" \
-    --hosts-file "$OSH_HOSTS" --state-dir "$OSH_STATE" --ssh-config "$OSH_SSH_CONFIG" "$@"
+    --hosts-file "$OSH_HOSTS" --state-dir "$OSH_STATE" --ssh-config "$OSH_SSH_CONFIG" ${OSH_STREAM_FLAGS:-} "$@"
   wait_until 15 grep -q "Tunnel is up" "$OSH_WORK/tunnel.log"
 }
 
@@ -462,7 +465,9 @@ check_refused_after_queue_bound() {
 # it printed.
 forward_start() {
   local name="$1"
-  osh_spawn "$NS_CLIENT" "$name" "$OSH_TUNNEL" forward --gateway-endpoint "http://$OSH_GW_ADDR:$OSH_GW_PORT" "$2" "$3"
+  # shellcheck disable=SC2086 # OSH_STREAM_FLAGS: as osh_tunnel
+  osh_spawn "$NS_CLIENT" "$name" "$OSH_TUNNEL" forward --gateway-endpoint "http://$OSH_GW_ADDR:$OSH_GW_PORT" \
+    ${OSH_STREAM_FLAGS:-} "$2" "$3"
   wait_until 15 grep -q "✓ Forwarding" "$OSH_WORK/$name.log"
   FWD_PORT="$(sed -n 's/^✓ Forwarding .*:\([0-9]*\) -> .*/\1/p' "$OSH_WORK/$name.log" | head -n1)"
   [[ -n $FWD_PORT ]] || fail "no port in $(cat "$OSH_WORK/$name.log")"

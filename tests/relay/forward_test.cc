@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstdlib>
 #include <condition_variable>
 #include <functional>
 #include <thread>
@@ -131,6 +132,10 @@ GatewayOptions options_for(const FakeGateway& fake, Generation gen, std::string 
   o.endpoint = *parse_endpoint(fake.endpoint(), &err);
   o.force_generation = gen;
   o.workspace = std::move(workspace);
+  // Every test here runs twice (tests/relay/CMakeLists.txt): on grpc++'s
+  // channel, and on the relay's own HTTP/2 channel (relay/h2_channel.h).
+  if (const char* t = std::getenv("OSH_TEST_FORWARD_TRANSPORT"); t && std::string(t) == "h2")
+    o.forward_transport = ForwardTransport::kH2;
   return o;
 }
 

@@ -13,6 +13,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -29,6 +30,8 @@
 #include "peers/supervisor/mini_supervisor.h"
 #include "relay/forward.h"
 #include "relay/gateway_client.h"
+#include "relay/gateway_client_impl.h"
+#include "relay/h2_channel.h"
 
 namespace osh {
 namespace {
@@ -649,6 +652,22 @@ class AuthLiveTest : public ::testing::Test {
     tls_ = tls;
   }
 
+  /// Starts a TLS mini-gateway on [::1] (its certificate has the IP SAN
+  /// ::1); returns options for it with the test CA.
+  relay::GatewayOptions StartIpv6TlsGateway() {
+    peers::GatewayConfig c;
+    c.listen = "[::1]:0";
+    c.sandboxes = {{"demo", kDemoId}};
+    c.tls_cert_file = pki("server.crt");
+    c.tls_key_file = pki("server.key");
+    gateway_ = std::make_unique<peers::MiniGateway>(c);
+    gateway_->Start();
+    std::string err;
+    auto o = WithCa(relay::GatewayOptions{});
+    o.endpoint = *relay::parse_endpoint("https://[::1]:" + std::to_string(gateway_->port()), &err);
+    return o;
+  }
+
   relay::GatewayOptions Options() const {
     relay::GatewayOptions o;
     std::string err;
@@ -701,17 +720,7 @@ TEST_F(AuthLiveTest, TlsWithTheRightCa) {
 }
 
 TEST_F(AuthLiveTest, TlsOverIpv6LoopbackChecksTheIpSan) {
-  peers::GatewayConfig c;
-  c.listen = "[::1]:0";
-  c.sandboxes = {{"demo", kDemoId}};
-  c.tls_cert_file = pki("server.crt");
-  c.tls_key_file = pki("server.key");
-  gateway_ = std::make_unique<peers::MiniGateway>(c);
-  gateway_->Start();
-  std::string err;
-  auto o = WithCa(relay::GatewayOptions{});
-  o.endpoint = *relay::parse_endpoint("https://[::1]:" + std::to_string(gateway_->port()), &err);
-  EXPECT_EQ(Check(o), "");
+  EXPECT_EQ(Check(StartIpv6TlsGateway()), "");
 }
 
 TEST_F(AuthLiveTest, TlsWithTheWrongCaSaysCertificateVerifyFailed) {
@@ -914,8 +923,11 @@ TEST_F(AuthLiveTest, ForwardTcpStreamsCarryTheBearerOverMtls) {
   sup.Start();
   ASSERT_TRUE(Eventually([&] { return gateway_->IsSupervisorConnected(kDemoId); }));
 
+  for (const auto transport : {relay::ForwardTransport::kGrpc, relay::ForwardTransport::kH2}) {
+  SCOPED_TRACE(relay::to_string(transport));
   auto o = WithClient(WithCa(Options()));
   o.bearer_token = kBearer;
+  o.forward_transport = transport;
   relay::GatewayClient gw(o);
   Recorder rec;
   {
@@ -932,8 +944,94 @@ TEST_F(AuthLiveTest, ForwardTcpStreamsCarryTheBearerOverMtls) {
     EXPECT_TRUE(Eventually([&] { return rec.closed(); }));
     mgr.shutdown(2000ms);
   }
+  }
   ::close(lfd);
   sup.Stop();
+}
+
+// Health over the ForwardTcp streams' own HTTP/2 channel (relay/h2_channel.h,
+// ForwardTransport::kH2): its TLS, mTLS and bearer handling against the
+// mini-gateway (grpc++), which the streams above rely on. Returns the
+// status code and message; the version on success.
+struct H2Answer {
+  int code = -1;
+  std::string message;
+  std::string version;
+};
+H2Answer H2Health(const relay::GatewayOptions& o, const std::string& bearer = "") {
+  class Events final : public relay::h2::CallEvents {
+   public:
+    void on_initial_metadata(bool, const std::vector<relay::h2::Header>&) override {}
+    void on_write_done(bool) override {}
+    void on_writes_done_done(bool) override {}
+    void on_read_done(bool ok, std::string m, bool) override {
+      std::lock_guard lk(mu);
+      if (ok) msg = std::move(m);
+    }
+    void on_done(int c, std::string m) override {
+      std::lock_guard lk(mu);
+      answer.code = c;
+      answer.message = std::move(m);
+      cv.notify_all();
+    }
+    std::mutex mu;
+    std::condition_variable cv;
+    H2Answer answer;
+    std::string msg;
+  } ev;
+  relay::h2::Channel ch(relay::h2_channel_options(o));
+  std::vector<relay::h2::Header> md;
+  if (!bearer.empty()) md.emplace_back("authorization", "Bearer " + bearer);
+  relay::h2::Call call = ch.create_call("/openshell.v1.OpenShell/Health", md, &ev);
+  call.write({{}, nullptr});  // HealthRequest: no fields
+  call.writes_done();
+  call.read();
+  call.start();
+  std::unique_lock lk(ev.mu);
+  if (!ev.cv.wait_for(lk, 15s, [&] { return ev.answer.code >= 0; })) return {-2, "no answer", ""};
+  openshell::v1::HealthResponse r;
+  if (ev.answer.code == 0 && r.ParseFromString(ev.msg)) ev.answer.version = r.version();
+  return ev.answer;
+}
+
+TEST_F(AuthLiveTest, H2ChannelSpeaksMtlsWithTheBearer) {
+  StartGateway(true, true, true);
+  const auto o = WithClient(WithCa(Options()));
+  const auto ok = H2Health(o, kBearer);
+  EXPECT_EQ(ok.code, 0) << ok.message;
+  EXPECT_FALSE(ok.version.empty());
+  const auto no_client = H2Health(WithCa(Options()), kBearer);
+  EXPECT_EQ(no_client.code, grpc::StatusCode::UNAVAILABLE) << no_client.message;
+  const auto wrong_ca = H2Health(WithClient(WithCa(Options(), "other-ca.crt")), kBearer);
+  EXPECT_EQ(wrong_ca.code, grpc::StatusCode::UNAVAILABLE);
+  EXPECT_NE(wrong_ca.message.find("certificate verify failed"), std::string::npos) << wrong_ca.message;
+}
+
+TEST_F(AuthLiveTest, H2ChannelChecksTheServerNameUnlessInsecure) {
+  StartGateway(true, false, false);
+  auto o = WithCa(Options());
+  EXPECT_EQ(H2Health(o).code, 0);  // the IP SAN 127.0.0.1
+  o.tls_server_name = "gateway.osh.test";
+  EXPECT_EQ(H2Health(o).code, 0);  // the DNS SAN
+  o.tls_server_name = "elsewhere.osh.test";
+  const auto mismatch = H2Health(o);
+  EXPECT_EQ(mismatch.code, grpc::StatusCode::UNAVAILABLE);
+  EXPECT_NE(mismatch.message.find("mismatch"), std::string::npos) << mismatch.message;
+  auto insecure = Options();
+  insecure.insecure_tls = true;
+  EXPECT_EQ(H2Health(insecure).code, 0);
+  auto roots = Options();  // the system roots do not know the test CA
+  EXPECT_EQ(H2Health(roots).code, grpc::StatusCode::UNAVAILABLE);
+  auto plain = Options();  // h2c to a TLS listener
+  plain.endpoint.tls = false;
+  EXPECT_EQ(H2Health(plain).code, grpc::StatusCode::UNAVAILABLE);
+}
+
+TEST_F(AuthLiveTest, H2ChannelOverIpv6LoopbackAndH2c) {
+  StartGateway(false, false, true);
+  auto o = Options();
+  EXPECT_EQ(H2Health(o, kBearer).code, 0);
+  EXPECT_EQ(H2Health(StartIpv6TlsGateway()).code, 0);
 }
 
 TEST_F(AuthLiveTest, SupervisorListenerRefusesClientCalls) {

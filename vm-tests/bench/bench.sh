@@ -208,8 +208,9 @@ for p in $PATHS; do
       stop_pid "$PID_sshfwd"
       ;;
     C)
+      # shellcheck disable=SC2086 # OSH_STREAM_FLAGS (lib.sh; osh_tunnel adds them for D/E/U)
       osh_spawn "$NS_CLIENT" forward "$OSH_TUNNEL" forward --gateway-endpoint "$GW_URL" \
-        "${CAPS[@]}" --max-pending-opens $((IDLE_N + 100)) 0 demo:9100
+        "${CAPS[@]}" ${OSH_STREAM_FLAGS:-} --max-pending-opens $((IDLE_N + 100)) 0 demo:9100
       wait_until 15 grep -q "✓ Forwarding" "$OSH_WORK/forward.log"
       FWD_PORT="$(sed -n 's/^✓ Forwarding .*:\([0-9]*\) -> .*/\1/p' "$OSH_WORK/forward.log" | head -n1)"
       run_path C "forward (no TUN)" 127.0.0.1 "$FWD_PORT" "$PID_forward"
