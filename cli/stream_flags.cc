@@ -45,9 +45,10 @@ void add_stream_flags(CLI::App* cmd, relay::ForwardOptions& fo) {
       ->default_str(std::to_string(settle_default))->check(CLI::Range(-1, 60000));
   cmd->add_option_function<uint32_t>(
          "--max-buffer-mib", [&fo](const uint32_t& mib) { fo.max_buffer_bytes = size_t{mib} << 20; },
-         "ceiling of the buffers of all streams together, MiB (0: none): gRPC's receive windows "
-         "shrink as unread data fills it, each open stream takes 4 MiB of it (more connections "
-         "wait); gRPC resets streams when it is exhausted")
+         "ceiling of the buffers of all streams together, MiB (0: the h2 transport's 256 MiB, "
+         "grpc's none): the h2 connection's receive window (past it the gateway's sends wait), or "
+         "grpc's memory quota (windows shrink as unread data fills it; gRPC resets streams when it "
+         "is exhausted); each open stream takes 4 MiB of it (more connections wait)")
       ->default_str(std::to_string(fo.max_buffer_bytes >> 20))->check(CLI::Range(0, 1 << 20));
   cmd->add_option_function<std::string>(
          "--forward-transport",

@@ -71,6 +71,7 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
+#include <pthread.h>
 #include <spdlog/spdlog.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
@@ -816,7 +817,8 @@ void Conn::keepalive_tick() {
     if (Clock::now() - ping_sent >= ch.opts.keepalive_timeout) fail("the gateway did not answer a keepalive ping");
     return;
   }
-  if (streams.empty()) return;
+  // Idle connections too, as the gRPC channel does (keepalive without
+  // calls): a gateway that vanished is noticed before the next open.
   nghttp2_submit_ping(session, NGHTTP2_FLAG_NONE, nullptr);
   ping_outstanding = true;
   ping_sent = Clock::now();
@@ -1288,7 +1290,7 @@ void Call::cancel(int code, std::string message) {
 
 Channel::Channel(ChannelOptions opts) : impl_(std::make_shared<Impl>(std::move(opts))) {
   impl_->init_tls();
-  impl_->loop.start();
+  impl_->loop.start([] { pthread_setname_np(pthread_self(), "osh-h2"); });
 }
 
 Channel::~Channel() {

@@ -52,7 +52,7 @@ struct ChannelOptions {
   /// enter the buffer, so the bytes need no second copy or move to become
   /// the frame's string.
   bool split_data_field = true;
-  /// PING every keepalive on a connection with streams; no answer within
+  /// PING every keepalive on every connection; no answer within
   /// keepalive_timeout ends the connection (its calls: UNAVAILABLE). As the
   /// gRPC channel's keepalive (gateway_client.cc channel_arguments).
   std::chrono::milliseconds keepalive{10000};
@@ -130,7 +130,7 @@ struct ChannelStats {
 
 /// An HTTP/2 connection to the gateway (h2c or TLS with ALPN h2), made on
 /// the first call and again after it is lost or told to go away, run by one
-/// loop thread of its own ("osh-h2"). Thread-safe.
+/// loop thread of its own (named "osh-h2"). Thread-safe.
 class Channel {
  public:
   explicit Channel(ChannelOptions opts);

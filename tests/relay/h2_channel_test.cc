@@ -342,3 +342,158 @@ TEST(H2Channel, AReaderThatKeepsUpGrowsItsWindow) {
 }
 }  // namespace
 }  // namespace osh::relay
+
+// ---- without gRPC (runs in the ThreadSanitizer build too) ----
+#include "h2_echo_server.h"
+
+namespace osh::relay {
+namespace {
+
+// One call's events for the echo tests: reads on after every message (from
+// the loop thread, through the Call), and lets the test thread wait.
+class EchoEvents final : public h2::CallEvents {
+ public:
+  void set_call(h2::Call* call) { call_ = call; }
+  void on_initial_metadata(bool, const std::vector<h2::Header>&) override {}
+  void on_write_done(bool ok) override { bump(ok ? &writes_ : &failed_); }
+  void on_writes_done_done(bool ok) override { bump(ok ? &wd_ : &failed_); }
+  void on_read_done(bool ok, std::string m, bool) override {
+    if (!ok) return bump(&read_end_);
+    {
+      std::lock_guard lk(mu_);
+      echoed_ += m;
+      cv_.notify_all();
+    }
+    call_->read();
+  }
+  void on_done(int code, std::string) override {
+    std::lock_guard lk(mu_);
+    code_ = code;
+    cv_.notify_all();
+  }
+  /// Waits until @pred (called under the lock: it may use the plain
+  /// accessors below, not echoed()).
+  template <class Pred>
+  bool wait(Pred pred) {
+    std::unique_lock lk(mu_);
+    return cv_.wait_for(lk, 60s, [&] { return pred(); });
+  }
+  int writes() const { return writes_; }
+  int wd() const { return wd_; }
+  int read_end() const { return read_end_; }
+  int failed() const { return failed_; }
+  int code() const { return code_; }
+  /// Inside wait() predicates only (they run under the lock).
+  size_t echoed_size() const { return echoed_.size(); }
+  std::string echoed() {
+    std::lock_guard lk(mu_);
+    return echoed_;
+  }
+
+ private:
+  void bump(int* n) {
+    std::lock_guard lk(mu_);
+    ++*n;
+    cv_.notify_all();
+  }
+  h2::Call* call_ = nullptr;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::string echoed_;
+  int writes_ = 0, wd_ = 0, read_end_ = 0, failed_ = 0, code_ = -1;
+};
+
+h2::ChannelOptions echo_options(const testing::H2EchoServer& srv) {
+  h2::ChannelOptions o;
+  std::string err;
+  o.endpoint = *parse_endpoint("http://127.0.0.1:" + std::to_string(srv.port()), &err);
+  return o;
+}
+
+// Starts @call with one hold (for the reads @ev starts after each message)
+// and its first read.
+void start_echo(h2::Call& call, EchoEvents& ev) {
+  ev.set_call(&call);
+  call.add_holds(1);
+  call.read();
+  call.start();
+}
+
+// Calls from several threads at once on one channel: every message comes
+// back whole and in order, every operation completes once, every call ends
+// OK after its hold is removed.
+TEST(H2Echo, CallsFromManyThreadsEchoEveryByte) {
+  testing::H2EchoServer srv;
+  h2::Channel ch(echo_options(srv));
+  constexpr int kThreads = 6, kCalls = 3, kMessages = 12;
+  std::atomic<int> ok_calls{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int c = 0; c < kCalls; ++c) {
+        EchoEvents ev;
+        h2::Call call = ch.create_call("/echo", {{"x-test", std::to_string(t)}}, &ev);
+        start_echo(call, ev);
+        std::string sent;
+        for (int m = 0; m < kMessages; ++m) {
+          // 1 byte to 64 KiB (the receive limit): messages across DATA frames and windows.
+          auto msg = std::make_shared<std::string>(1 + (m * 7919 + t * 131 + c) % (64 << 10),
+                                                   static_cast<char>('a' + (t + c + m) % 26));
+          sent += *msg;
+          call.write({{std::string_view(*msg)}, msg});
+          if (!ev.wait([&] { return ev.writes() + ev.failed() > m; })) return;
+        }
+        call.writes_done();
+        if (!ev.wait([&] { return ev.wd() + ev.failed() > 0 && ev.read_end() > 0; })) return;
+        call.remove_hold();
+        if (!ev.wait([&] { return ev.code() >= 0; })) return;
+        if (ev.code() == 0 && ev.failed() == 0 && ev.echoed() == sent) ok_calls++;
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(ok_calls.load(), kThreads * kCalls);
+  EXPECT_EQ(ch.stats().connects, 1u);
+  EXPECT_EQ(ch.stats().calls_active, 0u);
+  EXPECT_EQ(ch.stats().bytes_buffered, 0u);
+}
+
+// A call cancelled in the middle (its hold kept until the end): it ends
+// CANCELLED, its pending operations fail once, and the connection stays
+// usable for the next call.
+TEST(H2Echo, ACancelledCallEndsCancelledAndTheConnectionCarriesOn) {
+  testing::H2EchoServer srv;
+  h2::Channel ch(echo_options(srv));
+  {
+    EchoEvents ev;
+    h2::Call call = ch.create_call("/echo", {}, &ev);
+    start_echo(call, ev);
+    auto msg = std::make_shared<std::string>(1000, 'x');
+    call.write({{std::string_view(*msg)}, msg});
+    ASSERT_TRUE(ev.wait([&] { return ev.echoed_size() == 1000; }));
+    call.cancel();
+    // The hold stands for the read the events start after each message
+    // (as ForwardReactor's read hold): removed once a read ended.
+    ASSERT_TRUE(ev.wait([&] { return ev.read_end() > 0; }));
+    EXPECT_EQ(ev.code(), -1) << "on_done before the hold was removed";
+    call.remove_hold();
+    ASSERT_TRUE(ev.wait([&] { return ev.code() >= 0; }));
+    EXPECT_EQ(ev.code(), grpc::StatusCode::CANCELLED);
+    EXPECT_EQ(ev.read_end(), 1);
+  }
+  EchoEvents ev;
+  h2::Call call = ch.create_call("/echo", {}, &ev);
+  start_echo(call, ev);
+  auto msg = std::make_shared<std::string>("again");
+  call.write({{std::string_view(*msg)}, msg});
+  call.writes_done();
+  ASSERT_TRUE(ev.wait([&] { return ev.read_end() > 0; }));
+  call.remove_hold();
+  ASSERT_TRUE(ev.wait([&] { return ev.code() >= 0; }));
+  EXPECT_EQ(ev.code(), 0);
+  EXPECT_EQ(ev.echoed(), "again");
+  EXPECT_EQ(ch.stats().connects, 1u);
+}
+
+}  // namespace
+}  // namespace osh::relay
