@@ -423,7 +423,7 @@ h2::ChannelOptions h2_channel_options(const GatewayOptions& o) {
   h.stream_window = o.h2_stream_window;
   h.stream_window_max = std::max(o.h2_stream_window_max, o.h2_stream_window);
   if (o.grpc_memory_quota > 0)
-    h.connection_window = static_cast<uint32_t>(std::min<size_t>(o.grpc_memory_quota, 0x7fffffff));
+    h.window_budget = o.grpc_memory_quota;
   h.max_message_bytes = kMaxForwardFrameBytes;
   return h;
 }

@@ -46,8 +46,10 @@
 // round trip, so it grows while the round trip is under grow_within). A
 // window never grows past the bytes the reader took in all, so a client
 // that took a little quickly and then stopped (its socket buffer full)
-// leaves at most that much, or the starting window, unread here. The
-// connection's window is connection_window (all streams' unread data).
+// leaves at most that much, or the starting window, unread here. No window
+// grows while all streams' windows together are at window_budget; the
+// connection-level window is the largest HTTP/2 allows, so streams that
+// stopped never hold up the others.
 //
 // Writes: nghttp2 sizes each DATA frame as the gateway's window allows and
 // is told not to copy it (NGHTTP2_DATA_FLAG_NO_COPY); send_data queues the
@@ -72,6 +74,7 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 #include <pthread.h>
+#include <signal.h>
 #include <spdlog/spdlog.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
@@ -203,6 +206,12 @@ struct Call::State {
   size_t wpos = 0;    // bytes of prefix + pieces copied so far
   size_t wtotal = 0;  // 5 + payload
   bool wd_requested = false, wd_sent = false;
+  bool es_sent = false;  // our END_STREAM went into a frame (data_source_read's EOF)
+  // Cancelled before nghttp2 opened the stream (its HEADERS still queued
+  // behind SETTINGS_MAX_CONCURRENT_STREAMS): done without waiting for the
+  // close, which comes only once a slot frees; the Conn keeps the State
+  // (nghttp2 holds raw pointers to it) until then.
+  bool detached = false;
   bool data_deferred = false;
 
   // Read side.
@@ -242,6 +251,9 @@ struct Channel::Impl : std::enable_shared_from_this<Channel::Impl> {
   std::shared_ptr<Conn> current;                               // takes new calls
   std::unordered_map<Conn*, std::shared_ptr<Conn>> conns;      // every live connection
   std::atomic<uint64_t> connects{0}, connect_failures{0}, growths{0}, shrinks{0}, active{0}, buffered{0};
+  uint64_t windows_granted = 0;  // sum of the live streams' windows (loop thread)
+  /// A stream's window now @w (0: the stream is gone); keeps windows_granted.
+  void set_window(Call::State& s, uint32_t w);
 
   explicit Impl(ChannelOptions o) : opts(std::move(o)) {}
   ~Impl() {
@@ -362,6 +374,12 @@ struct Conn : std::enable_shared_from_this<Conn> {
   // Writes from `out`: bytes written, 0 if the socket is full, -1 on error.
   ssize_t write_out();
   void keepalive_tick();
+  // After GOAWAY: streams nghttp2 never opened leave for the next connection
+  // (this one keeps their State: nghttp2 holds raw pointers to it).
+  void requeue_unopened();
+  std::vector<std::shared_ptr<Call::State>> zombies;
+  bool in_recv = false;  // inside nghttp2_session_mem_recv: no mem_send (nghttp2's rule)
+  bool ssl_write_wants_read = false, ssl_read_wants_write = false;
 };
 
 // ---- nghttp2 callbacks ----
@@ -386,6 +404,7 @@ ssize_t data_source_read(nghttp2_session* /*session*/, int32_t /*stream_id*/, ui
   if (s->wd_requested && !s->wd_sent) {
     *data_flags |= NGHTTP2_DATA_FLAG_EOF;
     s->wd_sent = true;
+    s->es_sent = true;
     if (auto self = s->self.lock()) ch.ch.emit(self, [](CallEvents& e) { e.on_writes_done_done(true); });
     return 0;
   }
@@ -493,39 +512,54 @@ int on_frame_recv(nghttp2_session* session, const nghttp2_frame* frame, void* us
     case NGHTTP2_PING:
       if (frame->hd.flags & NGHTTP2_FLAG_ACK) c.ping_outstanding = false;
       return 0;
-    case NGHTTP2_GOAWAY:
-      c.goaway = true;  // no new streams; the ones above last_stream_id close REFUSED_STREAM
+    case NGHTTP2_GOAWAY: {
+      // No new streams here. nghttp2 closes the ones it opened past
+      // last_stream_id (REFUSED_STREAM: UNAVAILABLE); those still queued
+      // (never sent) go to the next connection, after this callback.
+      c.goaway = true;
       if (ch.current.get() == &c) ch.current.reset();
+      std::weak_ptr<Conn> weak = c.shared_from_this();
+      ch.loop.post([weak] {
+        if (auto conn = weak.lock()) conn->requeue_unopened();
+      });
       return 0;
+    }
     case NGHTTP2_HEADERS:
+    case NGHTTP2_DATA:
       break;
     default:
       return 0;
   }
   auto s = find_stream(c, frame->hd.stream_id);
-  if (!s || s->finished) return 0;
+  if (!s) return 0;
   const bool end = frame->hd.flags & NGHTTP2_FLAG_END_STREAM;
-  if (frame->headers.cat == NGHTTP2_HCAT_RESPONSE) {
+  if (frame->hd.type == NGHTTP2_DATA) {
+    // END_STREAM on DATA: the gateway ended without trailers.
+    if (end && !s->finished) ch.finish(s, kInternal, "the gateway ended the stream without a status");
+  } else if (s->finished) {
+    // (a stream we ended already: only its END_STREAM matters, below)
+  } else if (frame->headers.cat == NGHTTP2_HCAT_RESPONSE) {
     if (s->http_status != 200) {
-      const int code = grpc_status_for_http(s->http_status);
-      ch.finish(s, code, "the gateway answered HTTP status " + std::to_string(s->http_status));
+      ch.finish(s, grpc_status_for_http(s->http_status),
+                "the gateway answered HTTP status " + std::to_string(s->http_status));
       if (!end) nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, frame->hd.stream_id, NGHTTP2_CANCEL);
-      return 0;
-    }
-    if (end) {  // trailers-only
+    } else if (end) {  // trailers-only
       auto [code, msg] = status_of(s->headers);
       ch.finish(s, code, std::move(msg));
-      return 0;
+    } else {
+      s->md_reported = true;
+      ch.emit(s, [h = s->headers](CallEvents& e) { e.on_initial_metadata(true, h); });
     }
-    s->md_reported = true;
-    ch.emit(s, [h = s->headers](CallEvents& e) { e.on_initial_metadata(true, h); });
-    return 0;
-  }
-  if (end) {  // trailers
+  } else if (end) {  // trailers
     auto [code, msg] = status_of(s->trailers);
     ch.finish(s, code, std::move(msg));
-    // Our side still open (writes continue): end it, as gRPC clients do.
-    if (!s->wd_sent) nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, frame->hd.stream_id, NGHTTP2_NO_ERROR);
+  }
+  // The gateway's side is done; if ours is not (writes still going, or our
+  // END_STREAM held back by its window), end it, as gRPC clients do: the
+  // stream closes and the call can end.
+  if (end && !s->es_sent) {
+    s->es_sent = true;
+    nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, frame->hd.stream_id, NGHTTP2_NO_ERROR);
   }
   return 0;
 }
@@ -630,6 +664,7 @@ int on_stream_close(nghttp2_session* session, int32_t stream_id, uint32_t error_
   if (s->unconsumed > 0) nghttp2_session_consume_connection(session, s->unconsumed);
   c.ch.buffered.fetch_sub(s->unconsumed, std::memory_order_relaxed);
   s->unconsumed = 0;
+  c.ch.set_window(*s, 0);
   s->conn = nullptr;
   s->stream_id = -1;
   if (!s->finished) {
@@ -746,7 +781,7 @@ void Conn::on_io(uint32_t events) {
   }
   if (state == kTls) return handshake();
   if (state != kReady) return;
-  if (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) read_some();
+  if ((events & (EPOLLIN | EPOLLHUP | EPOLLERR)) || (ssl_read_wants_write && (events & EPOLLOUT))) read_some();
   if (state == kReady) flush();
 }
 
@@ -792,8 +827,7 @@ void Conn::ready() {
       {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, 64u << 10},
   };
   nghttp2_submit_settings(session, NGHTTP2_FLAG_NONE, settings, std::size(settings));
-  nghttp2_session_set_local_window_size(session, NGHTTP2_FLAG_NONE, 0,
-                                        static_cast<int32_t>(std::min<uint32_t>(ch.opts.connection_window, 0x7fffffff)));
+  nghttp2_session_set_local_window_size(session, NGHTTP2_FLAG_NONE, 0, 0x7fffffff);
   state = kReady;
   ch.connects.fetch_add(1, std::memory_order_relaxed);
   if (connect_timer) ch.loop.cancel_timer(std::exchange(connect_timer, 0));
@@ -809,6 +843,28 @@ void Conn::ready() {
   waiting.clear();
   for (auto& s : calls) submit(s);
   flush();
+}
+
+void Conn::requeue_unopened() {
+  if (state != kReady) return;
+  std::vector<std::shared_ptr<Call::State>> moved;
+  for (auto it = streams.begin(); it != streams.end();) {
+    if (nghttp2_session_find_stream(session, it->first) == nullptr && !it->second->finished) {
+      nghttp2_session_set_stream_user_data(session, it->first, nullptr);
+      zombies.push_back(it->second);
+      moved.push_back(it->second);
+      it = streams.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  for (auto& s : moved) {
+    ch.set_window(*s, 0);
+    s->conn = nullptr;
+    s->stream_id = -1;
+    s->data_deferred = false;
+    ch.submit(s);
+  }
 }
 
 void Conn::keepalive_tick() {
@@ -858,11 +914,12 @@ void Conn::submit(const std::shared_ptr<Call::State>& s) {
       if (ch.current.get() == this) ch.current.reset();
       return ch.submit(s);
     }
-    return ch.finish(s, kInternal, std::string("nghttp2: ") + nghttp2_strerror(id));
+    ch.finish(s, kInternal, std::string("nghttp2: ") + nghttp2_strerror(id));
+    return ch.maybe_done(s);
   }
   s->conn = this;
   s->stream_id = id;
-  s->window = ch.opts.stream_window;
+  ch.set_window(*s, ch.opts.stream_window);
   s->window_start = Clock::now();
   streams[id] = s;
 }
@@ -870,10 +927,15 @@ void Conn::submit(const std::shared_ptr<Call::State>& s) {
 ssize_t Conn::io_read(uint8_t* buf, size_t len) {
   if (ssl) {
     ERR_clear_error();
+    ssl_read_wants_write = false;
     const int n = SSL_read(ssl, buf, static_cast<int>(len));
     if (n > 0) return n;
     const int e = SSL_get_error(ssl, n);
-    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) return 0;
+    if (e == SSL_ERROR_WANT_READ) return 0;
+    if (e == SSL_ERROR_WANT_WRITE) {  // renegotiation or key update: retried on EPOLLOUT
+      ssl_read_wants_write = true;
+      return 0;
+    }
     last_error = e == SSL_ERROR_ZERO_RETURN ? "the gateway closed the connection" : openssl_error();
     return -1;
   }
@@ -894,10 +956,15 @@ ssize_t Conn::io_read(uint8_t* buf, size_t len) {
 ssize_t Conn::io_write(const uint8_t* buf, size_t len) {
   if (ssl) {
     ERR_clear_error();
+    ssl_write_wants_read = false;
     const int n = SSL_write(ssl, buf, static_cast<int>(std::min<size_t>(len, 1 << 30)));
     if (n > 0) return n;
     const int e = SSL_get_error(ssl, n);
-    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) return 0;
+    if (e == SSL_ERROR_WANT_WRITE) return 0;
+    if (e == SSL_ERROR_WANT_READ) {  // retried on EPOLLIN (flush follows every read)
+      ssl_write_wants_read = true;
+      return 0;
+    }
     last_error = openssl_error();
     return -1;
   }
@@ -917,14 +984,16 @@ void Conn::read_some() {
     const ssize_t n = io_read(rbuf.data(), rbuf.size());
     if (n == 0) return;
     if (n < 0) return fail(last_error);
+    in_recv = true;
     const ssize_t used = nghttp2_session_mem_recv(session, rbuf.data(), static_cast<size_t>(n));
+    in_recv = false;
     if (used < 0) return fail(std::string("HTTP/2 error from the gateway: ") + nghttp2_strerror(static_cast<int>(used)));
     if (static_cast<size_t>(n) < rbuf.size() && !ssl) return;  // drained (TLS may hold more decrypted)
   }
 }
 
 void Conn::flush() {
-  if (state != kReady) return;
+  if (state != kReady || in_recv) return;  // on_io flushes after mem_recv
   // nghttp2 hands out one frame per mem_send (DATA by reference, through
   // send_data): they are gathered in `out` and written in batches of up to
   // kBatch, one system call each, rather than one per frame.
@@ -946,7 +1015,8 @@ void Conn::flush() {
   const bool pending_out = out.bytes > 0 || !tls_out.empty();
   if (!pending_out && !nghttp2_session_want_read(session) && !nghttp2_session_want_write(session))
     return fail("the connection to the gateway ended");
-  set_interest(EPOLLIN | (pending_out ? uint32_t{EPOLLOUT} : 0u));
+  const bool want_out = (pending_out && !ssl_write_wants_read) || ssl_read_wants_write;
+  set_interest(EPOLLIN | (want_out ? uint32_t{EPOLLOUT} : 0u));
 }
 
 ssize_t Conn::write_out() {
@@ -975,7 +1045,10 @@ ssize_t Conn::write_out() {
     ++cnt;
   }
   for (;;) {
-    const ssize_t n = ::writev(fd, iov, cnt);
+    msghdr mh{};
+    mh.msg_iov = iov;
+    mh.msg_iovlen = static_cast<size_t>(cnt);
+    const ssize_t n = ::sendmsg(fd, &mh, MSG_NOSIGNAL);
     if (n > 0) {
       out.consume(static_cast<size_t>(n));
       return n;
@@ -1008,6 +1081,7 @@ void Conn::fail(const std::string& why) {
     s->stream_id = -1;
     ch.buffered.fetch_sub(s->unconsumed, std::memory_order_relaxed);
     s->unconsumed = 0;
+    ch.set_window(*s, 0);
     ch.finish(s, kUnavailable, msg);
     ch.maybe_done(s);
   }
@@ -1115,6 +1189,11 @@ void Channel::Impl::finish(const std::shared_ptr<Call::State>& s, int code, std:
   deliver(s);
 }
 
+void Channel::Impl::set_window(Call::State& s, uint32_t w) {
+  windows_granted = windows_granted - s.window + w;
+  s.window = w;
+}
+
 void Channel::Impl::consume(Call::State& s, size_t n) {
   if (!s.conn || s.stream_id < 0) return;
   nghttp2_session* session = s.conn->session;
@@ -1133,16 +1212,17 @@ void Channel::Impl::consume(Call::State& s, size_t n) {
     const auto now = Clock::now();
     const auto took = now - s.window_start;
     uint32_t want = s.window;
+    const uint32_t doubled = std::min(s.window * 2, opts.stream_window_max);
     if (took * 4 <= opts.grow_within && s.window < opts.stream_window_max &&
-        s.consumed_total >= 2 * uint64_t{s.window}) {
-      want = std::min(s.window * 2, opts.stream_window_max);
+        s.consumed_total >= doubled && windows_granted + (doubled - s.window) <= opts.window_budget) {
+      want = doubled;
       growths.fetch_add(1, std::memory_order_relaxed);
     } else if (took * 4 >= opts.shrink_after && s.window > opts.stream_window) {
       want = std::max(s.window / 2, opts.stream_window);
       shrinks.fetch_add(1, std::memory_order_relaxed);
     }
     if (want != s.window) {
-      s.window = want;
+      set_window(s, want);
       nghttp2_session_set_local_window_size(session, NGHTTP2_FLAG_NONE, s.stream_id, static_cast<int32_t>(want));
     }
     s.consumed_since_check = 0;
@@ -1175,7 +1255,9 @@ void Channel::Impl::deliver(const std::shared_ptr<Call::State>& s) {
 
 void Channel::Impl::maybe_done(const std::shared_ptr<Call::State>& s) {
   if (!s->finished || s->done_reported || s->holds > 0 || s->read_pending || s->write_pending) return;
-  if (s->conn) return;  // still on the connection (closes soon: RST or END_STREAM queued)
+  // Still on the connection (it closes soon: RST or END_STREAM queued),
+  // unless nghttp2 never opened it (detached: its close may wait long).
+  if (s->conn && !s->detached) return;
   s->done_reported = true;
   s->buffered = 0;
   s->messages.clear();
@@ -1279,8 +1361,14 @@ void Call::cancel(int code, std::string message) {
     }
     if (s->finished) return;
     Conn* c = s->conn;
+    // As grpc++ after TryCancel: reads fail, buffered messages are dropped
+    // (their bytes go back to the connection when the stream closes).
+    s->messages.clear();
+    s->buffered = 0;
     ch.finish(s, code, std::move(message));
     if (c) {
+      if (nghttp2_session_find_stream(c->session, s->stream_id) == nullptr) s->detached = true;
+      s->es_sent = true;
       nghttp2_submit_rst_stream(c->session, NGHTTP2_FLAG_NONE, s->stream_id, NGHTTP2_CANCEL);
       c->flush();
     }
@@ -1290,7 +1378,15 @@ void Call::cancel(int code, std::string message) {
 
 Channel::Channel(ChannelOptions opts) : impl_(std::make_shared<Impl>(std::move(opts))) {
   impl_->init_tls();
-  impl_->loop.start([] { pthread_setname_np(pthread_self(), "osh-h2"); });
+  impl_->loop.start([] {
+    pthread_setname_np(pthread_self(), "osh-h2");
+    // OpenSSL writes with write(): a reset connection must be an error
+    // here, not a SIGPIPE for the process (plain sockets use MSG_NOSIGNAL).
+    sigset_t pipe;
+    sigemptyset(&pipe);
+    sigaddset(&pipe, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe, nullptr);
+  });
 }
 
 Channel::~Channel() {

@@ -41,9 +41,12 @@ struct ChannelOptions {
   /// windows"). So a window holds about grow_within of what its reader takes.
   std::chrono::milliseconds grow_within{500};
   std::chrono::milliseconds shrink_after{4000};
-  /// The connection's receive window, bytes: unread data of all streams
-  /// together (ForwardOptions::max_buffer_bytes when set).
-  uint32_t connection_window = 256u << 20;
+  /// The most all streams' windows together may grow to, bytes
+  /// (ForwardOptions::max_buffer_bytes when set): past it no window grows
+  /// (each new stream still gets stream_window; --max-streams bounds those).
+  /// The connection-level window is left wide open, so that streams that
+  /// stopped never hold up the others (no head-of-line blocking).
+  uint64_t window_budget = 256u << 20;
   /// Largest message accepted; a larger one ends the call with
   /// RESOURCE_EXHAUSTED (gateway_client.h kMaxForwardFrameBytes).
   size_t max_message_bytes = (64u << 10) + 1024;

@@ -495,5 +495,67 @@ TEST(H2Echo, ACancelledCallEndsCancelledAndTheConnectionCarriesOn) {
   EXPECT_EQ(ch.stats().connects, 1u);
 }
 
+// A gateway that answers trailers-only and never resets the stream (RFC
+// 9113 lets it): the call ends with that status without waiting for our
+// side, which the channel ends itself (RST_STREAM NO_ERROR).
+TEST(H2Echo, ATrailersOnlyAnswerWithoutAResetEndsTheCall) {
+  testing::H2EchoServer srv(testing::H2EchoServer::kTrailersOnly);
+  h2::Channel ch(echo_options(srv));
+  EchoEvents ev;
+  h2::Call call = ch.create_call("/echo", {}, &ev);
+  start_echo(call, ev);
+  ASSERT_TRUE(ev.wait([&] { return ev.read_end() > 0; }));
+  call.remove_hold();
+  ASSERT_TRUE(ev.wait([&] { return ev.code() >= 0; }));
+  EXPECT_EQ(ev.code(), grpc::StatusCode::NOT_FOUND);
+}
+
+// A gateway that ends with END_STREAM on DATA and no trailers: every byte
+// it sent is read, then the call ends INTERNAL (no status).
+TEST(H2Echo, AnEndWithoutTrailersIsInternalAfterTheData) {
+  testing::H2EchoServer srv(testing::H2EchoServer::kNoTrailers);
+  h2::Channel ch(echo_options(srv));
+  EchoEvents ev;
+  h2::Call call = ch.create_call("/echo", {}, &ev);
+  start_echo(call, ev);
+  auto msg = std::make_shared<std::string>("bye");
+  call.write({{std::string_view(*msg)}, msg});
+  call.writes_done();
+  ASSERT_TRUE(ev.wait([&] { return ev.read_end() > 0; }));
+  call.remove_hold();
+  ASSERT_TRUE(ev.wait([&] { return ev.code() >= 0; }));
+  EXPECT_EQ(ev.code(), grpc::StatusCode::INTERNAL);
+  EXPECT_EQ(ev.echoed(), "bye");
+}
+
+// A call still queued behind the gateway's SETTINGS_MAX_CONCURRENT_STREAMS
+// (nghttp2 has not sent its HEADERS) that is cancelled ends at once, not
+// when a slot frees.
+TEST(H2Echo, ACallQueuedBehindTheStreamLimitEndsWhenCancelled) {
+  testing::H2EchoServer srv(testing::H2EchoServer::kEcho, 1);
+  h2::Channel ch(echo_options(srv));
+  EchoEvents first;
+  h2::Call a = ch.create_call("/echo", {}, &first);
+  start_echo(a, first);
+  auto msg = std::make_shared<std::string>("hold");
+  a.write({{std::string_view(*msg)}, msg});
+  ASSERT_TRUE(first.wait([&] { return first.echoed_size() == 4; }));  // a holds the one slot
+  EchoEvents second;
+  h2::Call b = ch.create_call("/echo", {}, &second);
+  start_echo(b, second);
+  std::this_thread::sleep_for(100ms);  // b is queued in nghttp2
+  b.cancel();
+  ASSERT_TRUE(second.wait([&] { return second.read_end() > 0; }));
+  b.remove_hold();
+  ASSERT_TRUE(second.wait([&] { return second.code() >= 0; }));
+  EXPECT_EQ(second.code(), grpc::StatusCode::CANCELLED);
+  EXPECT_EQ(first.code(), -1) << "the first call must be untouched";
+  a.writes_done();
+  ASSERT_TRUE(first.wait([&] { return first.read_end() > 0; }));
+  a.remove_hold();
+  ASSERT_TRUE(first.wait([&] { return first.code() >= 0; }));
+  EXPECT_EQ(first.code(), 0);
+}
+
 }  // namespace
 }  // namespace osh::relay

@@ -25,7 +25,13 @@ namespace osh::relay::testing {
 
 class H2EchoServer {
  public:
-  H2EchoServer() {
+  /// How the server answers: kEcho as above; kTrailersOnly: one HEADERS
+  /// with grpc-status 5 (NOT_FOUND) and END_STREAM at once, no RST_STREAM
+  /// (the client must end its side); kNoTrailers: echo, then END_STREAM on
+  /// DATA without any trailers (a broken gateway).
+  enum Mode { kEcho, kTrailersOnly, kNoTrailers };
+  /// @max_streams: SETTINGS_MAX_CONCURRENT_STREAMS (0: not sent).
+  explicit H2EchoServer(Mode mode = kEcho, uint32_t max_streams = 0) : mode_(mode), max_streams_(max_streams) {
     lfd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     sockaddr_in a{};
     a.sin_family = AF_INET;
@@ -69,6 +75,11 @@ class H2EchoServer {
       buf[n++] = static_cast<uint8_t>(s.out.front());
       s.out.pop_front();
     }
+    if (s.out.empty() && s.ended && c.srv->mode_ == kNoTrailers) {
+      *flags |= NGHTTP2_DATA_FLAG_EOF;
+      c.srv->done_++;
+      return static_cast<ssize_t>(n);
+    }
     if (s.out.empty() && s.ended) {
       *flags |= NGHTTP2_DATA_FLAG_EOF | NGHTTP2_DATA_FLAG_NO_END_STREAM;
       static const std::string k0 = "grpc-status", v0 = "0";
@@ -95,13 +106,23 @@ class H2EchoServer {
                         {reinterpret_cast<uint8_t*>(const_cast<char*>(k1.data())),
                          reinterpret_cast<uint8_t*>(const_cast<char*>(v1.data())), k1.size(), v1.size(),
                          NGHTTP2_NV_FLAG_NONE}};
+      if (c.srv->mode_ == kTrailersOnly) {
+        static const std::string k2 = "grpc-status", v2 = "5";
+        nghttp2_nv t[] = {h[0], h[1],
+                          {reinterpret_cast<uint8_t*>(const_cast<char*>(k2.data())),
+                           reinterpret_cast<uint8_t*>(const_cast<char*>(v2.data())), k2.size(), v2.size(),
+                           NGHTTP2_NV_FLAG_NONE}};
+        nghttp2_submit_response(session, f->hd.stream_id, t, 3, nullptr);  // HEADERS + END_STREAM
+        c.srv->done_++;
+        return 0;
+      }
       nghttp2_data_provider prd{};
       prd.read_callback = read_out;
       nghttp2_submit_response(session, f->hd.stream_id, h, 2, &prd);
     }
     if ((f->hd.type == NGHTTP2_HEADERS || f->hd.type == NGHTTP2_DATA) && (f->hd.flags & NGHTTP2_FLAG_END_STREAM)) {
       auto it = c.streams.find(f->hd.stream_id);
-      if (it != c.streams.end()) {
+      if (it != c.streams.end() && c.srv->mode_ != kTrailersOnly) {
         it->second.ended = true;
         nghttp2_session_resume_data(session, f->hd.stream_id);
       }
@@ -140,7 +161,8 @@ class H2EchoServer {
     nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_close);
     nghttp2_session_server_new(&c.session, cbs, &c);
     nghttp2_session_callbacks_del(cbs);
-    nghttp2_submit_settings(c.session, NGHTTP2_FLAG_NONE, nullptr, 0);
+    const nghttp2_settings_entry limit{NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, max_streams_};
+    nghttp2_submit_settings(c.session, NGHTTP2_FLAG_NONE, &limit, max_streams_ ? 1 : 0);
     std::vector<uint8_t> buf(64 << 10);
     while (!stop_) {
       for (;;) {  // everything nghttp2 has to send (blocking writes)
@@ -173,6 +195,8 @@ class H2EchoServer {
     }
   }
 
+  const Mode mode_;
+  const uint32_t max_streams_;
   int lfd_ = -1;
   uint16_t port_ = 0;
   std::atomic<bool> stop_{false};
